@@ -1,0 +1,518 @@
+//! The main config file (`ferry.yaml`, DESIGN §2) and the loading of
+//! everything it points at, rules included.
+//!
+//! Loading is all-or-nothing: [`load`] returns the validated [`Loaded`] set,
+//! or every [`Diagnostic`] found in every file.
+
+pub mod decode;
+pub mod secret;
+pub mod units;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::Url;
+
+pub use decode::Environment;
+pub use secret::Secret;
+pub use yaml::{Diagnostic, Pos};
+
+use crate::rules::{self, Rule};
+use decode::Decoder;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub openwebui: OpenWebUiConfig,
+    pub state: StateConfig,
+    pub server: ServerConfig,
+    pub rules: RulesSource,
+    pub webhooks: BTreeMap<String, WebhookConfig>,
+    pub log: LogConfig,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenWebUiConfig {
+    pub url: Url,
+    pub auth: Auth,
+    pub timeout: Duration,
+    pub max_in_flight: usize,
+    pub processing_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum Auth {
+    ApiKey(Secret),
+    Password { email: String, password: Secret },
+}
+
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    pub database: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub enum RulesSource {
+    Dir(PathBuf),
+    Files(Vec<PathBuf>),
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub name: String,
+    pub url: Url,
+    pub secret: Option<Secret>,
+    pub headers: BTreeMap<String, String>,
+    pub timeout: Duration,
+    pub retry: Vec<Duration>,
+    pub allow_private: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// A config and its rules, all valid.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub rules: Vec<Rule>,
+}
+
+pub const DEFAULT_RETRY: [u64; 8] = [0, 5, 300, 1800, 7200, 18000, 36000, 36000];
+
+/// Which config file to use: `--config`, else `$FERRY_CONFIG`, else
+/// `/etc/ferry/ferry.yaml`, else `./ferry.yaml`.
+pub fn resolve_path(flag: Option<&Path>, env: &Environment) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    if let Some(p) = env.get("FERRY_CONFIG").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let etc = PathBuf::from("/etc/ferry/ferry.yaml");
+    if etc.exists() {
+        etc
+    } else {
+        PathBuf::from("ferry.yaml")
+    }
+}
+
+/// Loads the config file and every rule it names; all problems at once.
+pub fn load(path: &Path, env: &Environment) -> Result<Loaded, Vec<Diagnostic>> {
+    let config = load_config(path, env)?;
+    let files = match rule_files(&config) {
+        Ok(files) => files,
+        Err(d) => return Err(vec![d]),
+    };
+    let rules = rules::load_all(&files, &config, env)?;
+    Ok(Loaded { config, rules })
+}
+
+/// Only the main config file, for commands that need no rules.
+pub fn load_config(path: &Path, env: &Environment) -> Result<Config, Vec<Diagnostic>> {
+    let mut d = Decoder::new(path, env);
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            d.error(Pos { line: 1, col: 1 }, format!("cannot read config: {e}"));
+            return Err(d.diags.list);
+        }
+    };
+    let Some(root) = yaml::parse(&text, &mut d.diags) else {
+        return Err(d.diags.list);
+    };
+    let config = decode_config(&root, path, &mut d);
+    match config {
+        Some(c) if d.diags.list.is_empty() => Ok(c),
+        _ => Err(d.diags.list),
+    }
+}
+
+fn decode_config(root: &yaml::Node, path: &Path, d: &mut Decoder) -> Option<Config> {
+    let top = d.fields(
+        root,
+        "config",
+        &[
+            "openwebui",
+            "state",
+            "server",
+            "rules",
+            "webhooks",
+            "log",
+            "shutdown_grace",
+        ],
+    )?;
+
+    let openwebui = match top.get("openwebui") {
+        Some(n) => decode_openwebui(n, d),
+        None => {
+            d.error(top.pos, "config: `openwebui` is required (at least `url` and credentials)");
+            None
+        }
+    };
+
+    let state = decode_state(top.get("state"), d);
+    let server = decode_server(top.get("server"), d);
+
+    let rules = match top.get("rules") {
+        None => Some(RulesSource::Dir(d.diags.dir().join("rules"))),
+        Some(n) => match &n.value {
+            yaml::Value::Seq(_) => d
+                .string_list(n, "rules")
+                .map(|l| RulesSource::Files(l.into_iter().map(|p| d.diags.dir().join(p)).collect())),
+            _ => d.path(n, "rules").map(RulesSource::Dir),
+        },
+    };
+
+    let mut webhooks = BTreeMap::new();
+    if let Some(n) = top.get("webhooks") {
+        if let yaml::Value::Map(entries) = &n.value {
+            for (key, value) in entries {
+                let Some(name) = key.scalar_text() else { continue };
+                if !valid_name(&name) {
+                    d.error(
+                        key.pos,
+                        format!("webhooks: name `{name}` must be [a-z0-9_-]"),
+                    );
+                }
+                if let Some(w) = decode_webhook(&name, value, d) {
+                    webhooks.insert(name, w);
+                }
+            }
+        } else {
+            d.error(n.pos, "webhooks: expected a mapping of names to destinations");
+        }
+    }
+
+    let log = decode_log(top.get("log"), d);
+    let shutdown_grace = match top.get("shutdown_grace") {
+        Some(n) => d.duration(n, "shutdown_grace"),
+        None => Some(Duration::from_secs(30)),
+    };
+
+    Some(Config {
+        path: path.to_path_buf(),
+        openwebui: openwebui?,
+        state: state?,
+        server: server?,
+        rules: rules?,
+        webhooks,
+        log: log?,
+        shutdown_grace: shutdown_grace?,
+    })
+}
+
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+fn decode_url(d: &mut Decoder, node: &yaml::Node, what: &str) -> Option<Url> {
+    let s = d.non_empty_string(node, what)?;
+    match Url::parse(&s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+        Ok(_) => {
+            d.error(node.pos, format!("{what}: must be an http:// or https:// URL"));
+            None
+        }
+        Err(e) => {
+            d.error(node.pos, format!("{what}: not a URL ({e})"));
+            None
+        }
+    }
+}
+
+fn decode_openwebui(node: &yaml::Node, d: &mut Decoder) -> Option<OpenWebUiConfig> {
+    let f = d.fields(
+        node,
+        "openwebui",
+        &[
+            "url",
+            "api_key",
+            "api_key_file",
+            "email",
+            "password",
+            "password_file",
+            "timeout",
+            "max_in_flight",
+            "processing_timeout",
+        ],
+    )?;
+    let url = match f.get("url") {
+        Some(n) => decode_url(d, n, "openwebui.url"),
+        None => {
+            d.error(f.pos, "openwebui: `url` is required");
+            None
+        }
+    };
+    let api_key = d.secret(&f, "api_key", "openwebui");
+    let password = d.secret(&f, "password", "openwebui");
+    let email = f.get("email").and_then(|n| d.non_empty_string(n, "openwebui.email"));
+    let has_key = f.has("api_key") || f.has("api_key_file");
+    let has_password = f.has("password") || f.has("password_file");
+    let auth = match (has_key, f.get("email"), has_password) {
+        (true, None, false) => api_key.map(Auth::ApiKey),
+        (false, Some(_), true) => match (email, password) {
+            (Some(email), Some(password)) => Some(Auth::Password { email, password }),
+            _ => None,
+        },
+        (true, _, _) => {
+            d.error(
+                f.pos,
+                "openwebui: give `api_key` or `email` + `password`, not both",
+            );
+            None
+        }
+        (false, Some(n), false) => {
+            d.error(n.pos, "openwebui: `email` needs `password` or `password_file`");
+            None
+        }
+        (false, None, true) => {
+            d.error(f.pos, "openwebui: `password` needs `email`");
+            None
+        }
+        (false, None, false) => {
+            d.error(
+                f.pos,
+                "openwebui: credentials are required: `api_key` (preferred) or `email` + `password`",
+            );
+            None
+        }
+    };
+    let timeout = f
+        .get("timeout")
+        .map_or(Some(Duration::from_secs(120)), |n| d.duration(n, "openwebui.timeout"));
+    let max_in_flight = f
+        .get("max_in_flight")
+        .map_or(Some(4), |n| d.count(n, "openwebui.max_in_flight", 1, 256));
+    let processing_timeout = f.get("processing_timeout").map_or(Some(Duration::from_secs(600)), |n| {
+        d.duration(n, "openwebui.processing_timeout")
+    });
+    Some(OpenWebUiConfig {
+        url: url?,
+        auth: auth?,
+        timeout: timeout?,
+        max_in_flight: max_in_flight?,
+        processing_timeout: processing_timeout?,
+    })
+}
+
+fn decode_state(node: Option<&yaml::Node>, d: &mut Decoder) -> Option<StateConfig> {
+    let default_db = || match d.env.get("STATE_DIRECTORY").filter(|s| !s.is_empty()) {
+        // systemd StateDirectory= may list several, colon-separated.
+        Some(dirs) => PathBuf::from(dirs.split(':').next().unwrap_or_default()).join("ferry.db"),
+        None => PathBuf::from("/var/lib/ferry/ferry.db"),
+    };
+    let Some(node) = node else {
+        return Some(StateConfig {
+            database: default_db(),
+        });
+    };
+    let f = d.fields(node, "state", &["database"])?;
+    let database = match f.get("database") {
+        Some(n) => d.path(n, "state.database")?,
+        None => default_db(),
+    };
+    Some(StateConfig { database })
+}
+
+fn decode_server(node: Option<&yaml::Node>, d: &mut Decoder) -> Option<ServerConfig> {
+    let default_listen: SocketAddr = "127.0.0.1:8787".parse().expect("valid literal");
+    let Some(node) = node else {
+        return Some(ServerConfig {
+            listen: default_listen,
+            admin_token: None,
+        });
+    };
+    let f = d.fields(node, "server", &["listen", "admin_token", "admin_token_file"])?;
+    let listen = match f.get("listen") {
+        Some(n) => {
+            let s = d.string(n, "server.listen")?;
+            match s.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    d.error(
+                        n.pos,
+                        format!("server.listen: `{s}` is not an address like 127.0.0.1:8787"),
+                    );
+                    None
+                }
+            }
+        }
+        None => Some(default_listen),
+    };
+    let admin_token = d.secret(&f, "admin_token", "server");
+    if let Some(t) = &admin_token
+        && t.expose().len() < 16
+    {
+        d.error(
+            f.pos,
+            "server.admin_token: use at least 16 characters (e.g. `openssl rand -hex 32`)",
+        );
+    }
+    Some(ServerConfig {
+        listen: listen?,
+        admin_token,
+    })
+}
+
+fn decode_webhook(name: &str, node: &yaml::Node, d: &mut Decoder) -> Option<WebhookConfig> {
+    let what = format!("webhooks.{name}");
+    let f = d.fields(
+        node,
+        &what,
+        &[
+            "url",
+            "secret",
+            "secret_file",
+            "headers",
+            "timeout",
+            "retry",
+            "allow_private",
+        ],
+    )?;
+    let url = match f.get("url") {
+        Some(n) => decode_url(d, n, &format!("{what}.url")),
+        None => {
+            d.error(f.pos, format!("{what}: `url` is required"));
+            None
+        }
+    };
+    let secret = d.secret(&f, "secret", &what);
+    if let Some(s) = &secret
+        && let Some(b64) = s.expose().strip_prefix("whsec_")
+    {
+        use base64::Engine as _;
+        if base64::engine::general_purpose::STANDARD.decode(b64).is_err() {
+            d.error(
+                f.get("secret").or(f.get("secret_file")).map_or(f.pos, |n| n.pos),
+                format!("{what}.secret: a `whsec_` secret must be base64 after the prefix"),
+            );
+        }
+    }
+    let mut headers = BTreeMap::new();
+    if let Some(n) = f.get("headers") {
+        match &n.value {
+            yaml::Value::Map(entries) => {
+                for (k, v) in entries {
+                    let key = k.scalar_text().unwrap_or_default();
+                    if reqwest::header::HeaderName::from_bytes(key.as_bytes()).is_err() {
+                        d.error(k.pos, format!("{what}.headers: `{key}` is not a valid header name"));
+                        continue;
+                    }
+                    if let Some(value) = d.string(v, &format!("{what}.headers.{key}")) {
+                        headers.insert(key, value);
+                    }
+                }
+            }
+            _ => d.error(n.pos, format!("{what}.headers: expected a mapping")),
+        }
+    }
+    let timeout = f
+        .get("timeout")
+        .map_or(Some(Duration::from_secs(15)), |n| d.duration(n, &format!("{what}.timeout")));
+    let retry = match f.get("retry") {
+        None => Some(DEFAULT_RETRY.iter().map(|s| Duration::from_secs(*s)).collect()),
+        Some(n) => match &n.value {
+            yaml::Value::Seq(items) if !items.is_empty() => {
+                let out: Vec<Option<Duration>> = items
+                    .iter()
+                    .map(|i| d.duration(i, &format!("{what}.retry")))
+                    .collect();
+                out.into_iter().collect()
+            }
+            _ => {
+                d.error(n.pos, format!("{what}.retry: expected a non-empty list of durations"));
+                None
+            }
+        },
+    };
+    let allow_private = f
+        .get("allow_private")
+        .map_or(Some(false), |n| d.bool(n, &format!("{what}.allow_private")));
+    Some(WebhookConfig {
+        name: name.to_string(),
+        url: url?,
+        secret,
+        headers,
+        timeout: timeout?,
+        retry: retry?,
+        allow_private: allow_private?,
+    })
+}
+
+fn decode_log(node: Option<&yaml::Node>, d: &mut Decoder) -> Option<LogConfig> {
+    let mut log = LogConfig {
+        format: LogFormat::Text,
+        level: "info".into(),
+    };
+    let Some(node) = node else { return Some(log) };
+    let f = d.fields(node, "log", &["format", "level"])?;
+    if let Some(n) = f.get("format") {
+        log.format = d.one_of(
+            n,
+            "log.format",
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+        )?;
+    }
+    if let Some(n) = f.get("level") {
+        let level = d.string(n, "log.level")?;
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            d.error(
+                n.pos,
+                format!("log.level: `{level}` is not a level (error, warn, info, debug, trace) or filter"),
+            );
+            return None;
+        }
+        log.level = level;
+    }
+    Some(log)
+}
+
+/// The rule files: `*.yaml`/`*.yml` of the directory, sorted, or the list.
+fn rule_files(config: &Config) -> Result<Vec<PathBuf>, Diagnostic> {
+    match &config.rules {
+        RulesSource::Files(files) => Ok(files.clone()),
+        RulesSource::Dir(dir) => {
+            let entries = std::fs::read_dir(dir).map_err(|e| Diagnostic {
+                file: config.path.as_path().into(),
+                pos: Pos { line: 1, col: 1 },
+                message: format!("rules: cannot read directory {}: {e}", dir.display()),
+            })?;
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                        && !p
+                            .file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with('.'))
+                })
+                .collect();
+            files.sort();
+            Ok(files)
+        }
+    }
+}

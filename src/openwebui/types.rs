@@ -1,0 +1,255 @@
+//! The parts of Open WebUI's JSON that ferry reads. Lenient on purpose:
+//! unknown fields are ignored and most fields are optional, because the
+//! shapes differ between 0.6 and 0.12.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+    pub text: String,
+}
+
+impl Version {
+    pub fn parse(text: &str) -> Option<Version> {
+        let core = text.trim().trim_start_matches('v');
+        let core = core.split(['-', '+']).next()?;
+        let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
+        Some(Version {
+            major: parts.next()??,
+            minor: parts.next().flatten().unwrap_or(0),
+            patch: parts.next().flatten().unwrap_or(0),
+            text: text.to_string(),
+        })
+    }
+
+    pub fn at_least(&self, major: u32, minor: u32, patch: u32) -> bool {
+        (self.major, self.minor, self.patch) >= (major, minor, patch)
+    }
+
+    /// `GET /knowledge/{id}/files?page=` exists and `GET /knowledge/{id}`
+    /// no longer embeds the files (0.6.42).
+    pub fn has_knowledge_files_endpoint(&self) -> bool {
+        self.at_least(0, 6, 42)
+    }
+
+    /// Adding a file a knowledge base already holds answers 200 (0.12; 0.6
+    /// answers 400 "[ERROR: file_id]" after re-processing it).
+    pub fn readd_is_idempotent(&self) -> bool {
+        self.at_least(0, 7, 0)
+    }
+
+    /// Upload with `metadata.knowledge_id` links the file server-side.
+    pub fn has_upload_auto_link(&self) -> bool {
+        self.at_least(0, 9, 6)
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Model {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub owned_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Knowledge {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<i64>,
+}
+
+/// A file as listed in a knowledge base.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct KnowledgeFile {
+    pub id: String,
+    #[serde(default)]
+    pub filename: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub hash: Option<String>,
+    #[serde(default)]
+    pub meta: FileMeta,
+}
+
+impl KnowledgeFile {
+    pub fn name(&self) -> &str {
+        self.meta
+            .name
+            .as_deref()
+            .or(self.filename.as_deref())
+            .unwrap_or("")
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct FileMeta {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub size: Option<i64>,
+    /// SHA-256 of the raw bytes (0.9+; absent in 0.6).
+    #[serde(default)]
+    pub file_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct FileInfo {
+    pub id: String,
+    #[serde(default)]
+    pub filename: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub hash: Option<String>,
+    #[serde(default)]
+    pub data: Option<FileData>,
+    #[serde(default)]
+    pub meta: FileMeta,
+    /// 0.5-style synchronous upload: processing error in the answer.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct FileData {
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessingStatus {
+    Pending,
+    Processing,
+    Completed,
+    Failed,
+}
+
+impl ProcessingStatus {
+    pub fn parse(s: &str) -> ProcessingStatus {
+        match s {
+            "completed" => ProcessingStatus::Completed,
+            "failed" => ProcessingStatus::Failed,
+            "processing" => ProcessingStatus::Processing,
+            _ => ProcessingStatus::Pending,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ChatSummary {
+    pub id: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub updated_at: Option<i64>,
+    #[serde(default)]
+    pub created_at: Option<i64>,
+}
+
+/// Who the credentials belong to, as far as the server tells.
+#[derive(Debug, Clone, Serialize)]
+pub struct Identity {
+    pub id: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub role: Option<String>,
+    pub auth: &'static str,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub system: Option<String>,
+    pub prompt: String,
+    /// Knowledge base ids attached for retrieval.
+    pub collections: Vec<String>,
+    pub options: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ChatRequest {
+    pub fn body(&self, stream: bool) -> serde_json::Value {
+        let mut messages = Vec::new();
+        if let Some(system) = &self.system {
+            messages.push(serde_json::json!({"role": "system", "content": system}));
+        }
+        messages.push(serde_json::json!({"role": "user", "content": self.prompt}));
+        let mut body = self.options.clone();
+        body.insert("model".into(), self.model.clone().into());
+        body.insert("messages".into(), messages.into());
+        body.insert("stream".into(), stream.into());
+        if !self.collections.is_empty() {
+            body.insert(
+                "files".into(),
+                self.collections
+                    .iter()
+                    .map(|id| serde_json::json!({"type": "collection", "id": id}))
+                    .collect::<Vec<_>>()
+                    .into(),
+            );
+        }
+        serde_json::Value::Object(body)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChatAnswer {
+    pub content: String,
+    pub model: Option<String>,
+    pub sources: serde_json::Value,
+    pub usage: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        let v = Version::parse("0.6.40").unwrap();
+        assert!(!v.has_knowledge_files_endpoint() && !v.readd_is_idempotent());
+        let v = Version::parse("0.12.4").unwrap();
+        assert!(v.has_knowledge_files_endpoint() && v.readd_is_idempotent() && v.has_upload_auto_link());
+        assert!(Version::parse("0.6.42").unwrap().has_knowledge_files_endpoint());
+        assert!(Version::parse("v1.0.0-rc1").unwrap().at_least(0, 12, 4));
+        assert!(Version::parse("nonsense").is_none());
+    }
+
+    #[test]
+    fn chat_body() {
+        let req = ChatRequest {
+            model: "m".into(),
+            system: Some("be brief".into()),
+            prompt: "hi".into(),
+            collections: vec!["kb1".into()],
+            options: serde_json::json!({"temperature": 0.2}).as_object().unwrap().clone(),
+        };
+        let body = req.body(true);
+        assert_eq!(body["messages"][0]["role"], "system");
+        assert_eq!(body["messages"][1]["content"], "hi");
+        assert_eq!(body["files"][0], serde_json::json!({"type": "collection", "id": "kb1"}));
+        assert_eq!(body["temperature"], 0.2);
+        assert_eq!(body["stream"], true);
+    }
+}

@@ -1,0 +1,732 @@
+//! Rules (`rules/*.yaml`, one rule per file, DESIGN §3): schema, validation
+//! and template compilation. A rule is either fully valid or reported with
+//! every problem it has.
+
+pub mod template;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::config::decode::{Decoder, Environment};
+use crate::config::yaml::{self, Diagnostic, Node, Pos, Value};
+use crate::config::{Config, Secret, valid_name};
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub file: PathBuf,
+    pub trigger: Trigger,
+    pub ingest: Option<Ingest>,
+    pub chat: Option<Chat>,
+    pub deliver: Vec<Deliver>,
+    pub vars: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    Watch(Watch),
+    Schedule(Schedule),
+    Webhook(WebhookTrigger),
+    Ingested { rule: String },
+    /// A rule with no `on:` runs only by hand.
+    Manual,
+}
+
+impl Trigger {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Watch(_) => "watch",
+            Trigger::Schedule(_) => "schedule",
+            Trigger::Webhook(_) => "webhook",
+            Trigger::Ingested { .. } => "ingested",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDelete {
+    Remove,
+    Keep,
+}
+
+#[derive(Debug, Clone)]
+pub struct Watch {
+    pub path: PathBuf,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub settle: Duration,
+    pub poll: Option<Duration>,
+    pub max_size: u64,
+    pub on_delete: OnDelete,
+}
+
+/// Names that are never ingested, whatever `include` says: editors' and
+/// office suites' temporary and lock files.
+pub const BUILTIN_EXCLUDES: &[&str] = &[
+    "**/.*", "**/.*/**", "**/~$*", "**/*.part", "**/*.tmp", "**/*.swp", "**/.~lock*",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missed {
+    Skip,
+    RunOnce,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    Skip,
+    Queue,
+}
+
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub cron: String,
+    pub timezone: chrono_tz::Tz,
+    pub missed: Missed,
+    pub overlap: Overlap,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthScheme {
+    StandardWebhooks,
+    HmacSha256,
+    Github,
+    Bearer,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookTrigger {
+    pub path: String,
+    pub scheme: AuthScheme,
+    pub secret: Option<Secret>,
+    pub header: Option<String>,
+    pub max_body: u64,
+}
+
+/// A knowledge base named by the user, or pinned by id (names are not
+/// unique in Open WebUI).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CollectionRef {
+    Name(String),
+    Id(String),
+}
+
+impl std::fmt::Display for CollectionRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CollectionRef::Name(n) => f.write_str(n),
+            CollectionRef::Id(id) => write!(f, "{{id: {id}}}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    pub collection: CollectionRef,
+}
+
+#[derive(Debug, Clone)]
+pub struct Chat {
+    pub model: String,
+    pub collections: Vec<CollectionRef>,
+    pub system: Option<String>,
+    pub prompt: String,
+    pub options: serde_json::Map<String, serde_json::Value>,
+    pub save_chat: bool,
+    pub timeout: Duration,
+}
+
+pub const EVENT_TYPES: &[&str] = &[
+    "chat.completed",
+    "chat.failed",
+    "document.ingested",
+    "document.failed",
+    "document.removed",
+];
+
+#[derive(Debug, Clone)]
+pub struct Deliver {
+    pub to: String,
+    pub body: Option<String>,
+    pub events: Vec<String>,
+}
+
+/// Loads every rule file; all problems of all files at once.
+pub fn load_all(files: &[PathBuf], config: &Config, env: &Environment) -> Result<Vec<Rule>, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let mut rules: Vec<(Rule, Pos)> = Vec::new();
+    for file in files {
+        let mut d = Decoder::new(file, env);
+        match std::fs::read_to_string(file) {
+            Ok(text) => {
+                if let Some(root) = yaml::parse(&text, &mut d.diags)
+                    && let Some(rule) = decode_rule(&root, file, config, &mut d)
+                    && d.diags.list.is_empty()
+                {
+                    rules.push((rule, root.pos));
+                }
+            }
+            Err(e) => d.error(Pos { line: 1, col: 1 }, format!("cannot read rule: {e}")),
+        }
+        diags.extend(d.diags.list);
+    }
+    cross_check(&rules, &mut diags);
+    if diags.is_empty() {
+        Ok(rules.into_iter().map(|(r, _)| r).collect())
+    } else {
+        Err(diags)
+    }
+}
+
+/// Checks that need all rules: unique names and hook paths, `ingested`
+/// pointing at a rule that ingests.
+fn cross_check(rules: &[(Rule, Pos)], diags: &mut Vec<Diagnostic>) {
+    let mut names: HashMap<&str, &Path> = HashMap::new();
+    let mut paths: HashMap<&str, &str> = HashMap::new();
+    let mut err = |rule: &Rule, pos: Pos, message: String| {
+        diags.push(Diagnostic {
+            file: rule.file.as_path().into(),
+            pos,
+            message,
+        })
+    };
+    for (rule, pos) in rules {
+        if let Some(other) = names.insert(&rule.name, &rule.file) {
+            err(
+                rule,
+                *pos,
+                format!("rule name `{}` is also used by {}", rule.name, other.display()),
+            );
+        }
+        if let Trigger::Webhook(w) = &rule.trigger
+            && let Some(other) = paths.insert(&w.path, &rule.name)
+        {
+            err(
+                rule,
+                *pos,
+                format!("webhook path `{}` is also used by rule `{other}`", w.path),
+            );
+        }
+    }
+    for (rule, pos) in rules {
+        if let Trigger::Ingested { rule: source } = &rule.trigger {
+            match rules.iter().find(|(r, _)| &r.name == source) {
+                None => err(rule, *pos, format!("on.ingested.rule: no rule named `{source}`")),
+                Some((r, _)) if r.ingest.is_none() => err(
+                    rule,
+                    *pos,
+                    format!("on.ingested.rule: rule `{source}` does not ingest anything"),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+fn decode_rule(root: &Node, file: &Path, config: &Config, d: &mut Decoder) -> Option<Rule> {
+    let f = d.fields(root, "rule", &["name", "on", "ingest", "chat", "deliver", "vars"])?;
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let name = match f.get("name") {
+        Some(n) => d.string(n, "name"),
+        None => Some(stem),
+    };
+    if let (Some(n), Some(pos)) = (&name, f.get("name").map(|n| n.pos).or(Some(f.pos)))
+        && !valid_name(n)
+    {
+        d.error(
+            pos,
+            format!("name: `{n}` must be lower-case letters, digits, `_` and `-` (set `name:` when the file name is not)"),
+        );
+    }
+
+    let trigger = match f.get("on") {
+        Some(n) => decode_trigger(n, d),
+        None => Some(Trigger::Manual),
+    };
+    let ingest = f.get("ingest").and_then(|n| decode_ingest(n, d));
+    let chat = f.get("chat").and_then(|n| decode_chat(n, d));
+    let vars = match f.get("vars") {
+        Some(n) => match n.to_json() {
+            serde_json::Value::Object(m) => m,
+            _ => {
+                d.error(n.pos, "vars: expected a mapping of names to default values");
+                Default::default()
+            }
+        },
+        None => Default::default(),
+    };
+
+    if let Some(Trigger::Watch(_)) = &trigger
+        && !f.has("ingest")
+        && !f.has("chat")
+    {
+        d.error(f.pos, "a rule with `on.watch` needs `ingest`, `chat`, or both");
+    }
+    if f.has("ingest") && !matches!(trigger, Some(Trigger::Watch(_)) | None) {
+        d.error(
+            f.get("ingest").map_or(f.pos, |n| n.pos),
+            "ingest: only a rule with `on.watch` ingests files",
+        );
+    }
+    if !matches!(trigger, Some(Trigger::Watch(_)) | None) && !f.has("chat") {
+        d.error(f.pos, "this trigger needs `chat` (what should run when it fires?)");
+    }
+
+    // Templates, checked against what this trigger provides.
+    let mut allowed: Vec<&str> = template::COMMON.to_vec();
+    match &trigger {
+        Some(Trigger::Watch(_) | Trigger::Ingested { .. }) => allowed.extend(template::DOCUMENT),
+        Some(Trigger::Schedule(_)) => allowed.extend(template::SCHEDULE),
+        Some(Trigger::Webhook(_)) => allowed.extend(template::WEBHOOK),
+        _ => {}
+    }
+    if let Some(chat_node) = f.get("chat")
+        && let Value::Map(entries) = &chat_node.value
+    {
+        for (k, v) in entries {
+            if matches!(k.scalar_text().as_deref(), Some("prompt" | "system")) {
+                check_template(v, &format!("chat.{}", k.scalar_text().unwrap_or_default()), &allowed, d);
+            }
+        }
+    }
+    let deliver = match f.get("deliver") {
+        Some(n) => {
+            let mut body_allowed = allowed.clone();
+            body_allowed.extend(template::RESULT);
+            decode_deliver(n, config, &body_allowed, d)
+        }
+        None => Some(Vec::new()),
+    };
+
+    Some(Rule {
+        name: name?,
+        file: file.to_path_buf(),
+        trigger: trigger?,
+        ingest,
+        chat,
+        deliver: deliver?,
+        vars,
+    })
+}
+
+fn check_template(node: &Node, what: &str, allowed: &[&str], d: &mut Decoder) {
+    let Some(source) = node.scalar_text() else { return };
+    if let Err(p) = template::check(&source, allowed) {
+        // Block scalars (`|`) start on the line after the indicator.
+        let pos = match p.line_in_template {
+            Some(l) => Pos {
+                line: node.pos.line + l - usize::from(!source.contains('\n')) ,
+                col: node.pos.col,
+            },
+            None => node.pos,
+        };
+        d.error(pos, format!("{what}: template {}", p.message));
+    }
+}
+
+fn decode_trigger(node: &Node, d: &mut Decoder) -> Option<Trigger> {
+    let f = d.fields(node, "on", &["watch", "schedule", "webhook", "ingested", "manual"])?;
+    let given: Vec<&str> = f.keys().collect();
+    if given.len() != 1 {
+        d.error(
+            f.pos,
+            format!(
+                "on: exactly one trigger (watch, schedule, webhook, ingested, manual), found {}",
+                if given.is_empty() { "none".to_string() } else { given.join(", ") }
+            ),
+        );
+        return None;
+    }
+    let n = f.get(given[0])?;
+    match given[0] {
+        "watch" => decode_watch(n, d).map(Trigger::Watch),
+        "schedule" => decode_schedule(n, d).map(Trigger::Schedule),
+        "webhook" => decode_webhook(n, d).map(Trigger::Webhook),
+        "ingested" => {
+            let g = d.fields(n, "on.ingested", &["rule"])?;
+            match g.get("rule") {
+                Some(r) => d.non_empty_string(r, "on.ingested.rule").map(|rule| Trigger::Ingested { rule }),
+                None => {
+                    d.error(g.pos, "on.ingested: `rule` is required");
+                    None
+                }
+            }
+        }
+        _ => Some(Trigger::Manual),
+    }
+}
+
+fn decode_watch(node: &Node, d: &mut Decoder) -> Option<Watch> {
+    let f = d.fields(
+        node,
+        "on.watch",
+        &["path", "include", "exclude", "settle", "poll", "max_size", "on_delete"],
+    )?;
+    let path = match f.get("path") {
+        Some(n) => d.path(n, "on.watch.path"),
+        None => {
+            d.error(f.pos, "on.watch: `path` is required");
+            None
+        }
+    };
+    let mut globs = |key: &str| -> Option<Vec<String>> {
+        let Some(n) = f.get(key) else { return Some(Vec::new()) };
+        let list = d.string_list(n, &format!("on.watch.{key}"))?;
+        for g in &list {
+            if let Err(e) = globset::Glob::new(g) {
+                d.error(n.pos, format!("on.watch.{key}: `{g}` is not a valid glob: {e}"));
+                return None;
+            }
+        }
+        Some(list)
+    };
+    let include = globs("include");
+    let exclude = globs("exclude");
+    let settle = f
+        .get("settle")
+        .map_or(Some(Duration::from_secs(2)), |n| d.duration(n, "on.watch.settle"));
+    let poll = match f.get("poll") {
+        Some(n) => d.duration(n, "on.watch.poll").map(Some),
+        None => Some(None),
+    };
+    let max_size = f
+        .get("max_size")
+        .map_or(Some(50 << 20), |n| d.size(n, "on.watch.max_size"));
+    let on_delete = f.get("on_delete").map_or(Some(OnDelete::Remove), |n| {
+        d.one_of(
+            n,
+            "on.watch.on_delete",
+            &[("remove", OnDelete::Remove), ("keep", OnDelete::Keep)],
+        )
+    });
+    if let Some(Some(p)) = poll.as_ref()
+        && p.is_zero()
+    {
+        d.error(f.get("poll").map_or(f.pos, |n| n.pos), "on.watch.poll: must be above zero");
+    }
+    Some(Watch {
+        path: path?,
+        include: include?,
+        exclude: exclude?,
+        settle: settle?,
+        poll: poll?,
+        max_size: max_size?,
+        on_delete: on_delete?,
+    })
+}
+
+fn decode_schedule(node: &Node, d: &mut Decoder) -> Option<Schedule> {
+    let f = d.fields(node, "on.schedule", &["cron", "timezone", "missed", "overlap"])?;
+    let cron = match f.get("cron") {
+        Some(n) => {
+            let s = d.non_empty_string(n, "on.schedule.cron")?;
+            match croner::Cron::from_str(&s) {
+                Ok(_) => Some(s),
+                Err(e) => {
+                    d.error(n.pos, format!("on.schedule.cron: `{s}`: {e}"));
+                    None
+                }
+            }
+        }
+        None => {
+            d.error(f.pos, "on.schedule: `cron` is required");
+            None
+        }
+    };
+    let timezone = match f.get("timezone") {
+        Some(n) => {
+            let s = d.string(n, "on.schedule.timezone")?;
+            match s.parse::<chrono_tz::Tz>() {
+                Ok(tz) => Some(tz),
+                Err(_) => {
+                    d.error(
+                        n.pos,
+                        format!("on.schedule.timezone: `{s}` is not an IANA time zone like Europe/Zurich"),
+                    );
+                    None
+                }
+            }
+        }
+        None => Some(chrono_tz::UTC),
+    };
+    let missed = f.get("missed").map_or(Some(Missed::RunOnce), |n| {
+        d.one_of(
+            n,
+            "on.schedule.missed",
+            &[("skip", Missed::Skip), ("run_once", Missed::RunOnce)],
+        )
+    });
+    let overlap = f.get("overlap").map_or(Some(Overlap::Skip), |n| {
+        d.one_of(
+            n,
+            "on.schedule.overlap",
+            &[("skip", Overlap::Skip), ("queue", Overlap::Queue)],
+        )
+    });
+    Some(Schedule {
+        cron: cron?,
+        timezone: timezone?,
+        missed: missed?,
+        overlap: overlap?,
+    })
+}
+
+fn decode_webhook(node: &Node, d: &mut Decoder) -> Option<WebhookTrigger> {
+    let f = d.fields(node, "on.webhook", &["path", "auth", "max_body"])?;
+    let path = match f.get("path") {
+        Some(n) => {
+            let p = d.non_empty_string(n, "on.webhook.path")?;
+            let p = p.trim_matches('/').to_string();
+            if p.is_empty()
+                || !p
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/' | '.'))
+            {
+                d.error(n.pos, "on.webhook.path: use letters, digits, `-`, `_`, `.` and `/`");
+                None
+            } else {
+                Some(p)
+            }
+        }
+        None => {
+            d.error(f.pos, "on.webhook: `path` is required");
+            None
+        }
+    };
+    let max_body = f
+        .get("max_body")
+        .map_or(Some(1 << 20), |n| d.size(n, "on.webhook.max_body"));
+    let (scheme, secret, header) = match f.get("auth") {
+        None => {
+            d.error(
+                f.pos,
+                "on.webhook: `auth` is required (use `scheme: none` to accept unsigned calls)",
+            );
+            (None, None, None)
+        }
+        Some(n) => {
+            let Some(a) = d.fields(n, "on.webhook.auth", &["scheme", "secret", "secret_file", "header"]) else {
+                return None;
+            };
+            let scheme = match a.get("scheme") {
+                Some(s) => d.one_of(
+                    s,
+                    "on.webhook.auth.scheme",
+                    &[
+                        ("standard-webhooks", AuthScheme::StandardWebhooks),
+                        ("hmac-sha256", AuthScheme::HmacSha256),
+                        ("github", AuthScheme::Github),
+                        ("bearer", AuthScheme::Bearer),
+                        ("none", AuthScheme::None),
+                    ],
+                ),
+                None => {
+                    d.error(a.pos, "on.webhook.auth: `scheme` is required");
+                    None
+                }
+            };
+            let secret = d.secret(&a, "secret", "on.webhook.auth");
+            let header = match a.get("header") {
+                Some(h) => d.non_empty_string(h, "on.webhook.auth.header"),
+                None => None,
+            };
+            match scheme {
+                Some(AuthScheme::None) if secret.is_some() => {
+                    d.error(a.pos, "on.webhook.auth: scheme `none` takes no secret")
+                }
+                Some(s) if s != AuthScheme::None && secret.is_none() && !a.has("secret") && !a.has("secret_file") => {
+                    d.error(a.pos, "on.webhook.auth: this scheme needs `secret` or `secret_file`")
+                }
+                Some(s) if s != AuthScheme::HmacSha256 && a.has("header") => d.error(
+                    a.get("header").map_or(a.pos, |h| h.pos),
+                    "on.webhook.auth.header: only for scheme `hmac-sha256`",
+                ),
+                _ => {}
+            }
+            if scheme == Some(AuthScheme::HmacSha256) && header.is_none() && !a.has("header") {
+                // Alertmanager-style senders put it here.
+                (scheme, secret, Some("X-Signature".to_string()))
+            } else {
+                (scheme, secret, header)
+            }
+        }
+    };
+    Some(WebhookTrigger {
+        path: path?,
+        scheme: scheme?,
+        secret,
+        header,
+        max_body: max_body?,
+    })
+}
+
+fn decode_collection(node: &Node, what: &str, d: &mut Decoder) -> Option<CollectionRef> {
+    match &node.value {
+        Value::Map(_) => {
+            let f = d.fields(node, what, &["id", "name"])?;
+            match (f.get("id"), f.get("name")) {
+                (Some(id), None) => d.non_empty_string(id, &format!("{what}.id")).map(CollectionRef::Id),
+                (None, Some(n)) => d.non_empty_string(n, &format!("{what}.name")).map(CollectionRef::Name),
+                _ => {
+                    d.error(f.pos, format!("{what}: give a name, or `{{id: …}}`"));
+                    None
+                }
+            }
+        }
+        _ => d.non_empty_string(node, what).map(CollectionRef::Name),
+    }
+}
+
+fn decode_ingest(node: &Node, d: &mut Decoder) -> Option<Ingest> {
+    let f = d.fields(node, "ingest", &["collection"])?;
+    match f.get("collection") {
+        Some(n) => decode_collection(n, "ingest.collection", d).map(|collection| Ingest { collection }),
+        None => {
+            d.error(f.pos, "ingest: `collection` is required");
+            None
+        }
+    }
+}
+
+fn decode_chat(node: &Node, d: &mut Decoder) -> Option<Chat> {
+    let f = d.fields(
+        node,
+        "chat",
+        &["model", "collections", "system", "prompt", "options", "save_chat", "timeout"],
+    )?;
+    let model = match f.get("model") {
+        Some(n) => d.non_empty_string(n, "chat.model"),
+        None => {
+            d.error(f.pos, "chat: `model` is required");
+            None
+        }
+    };
+    let prompt = match f.get("prompt") {
+        Some(n) => d.non_empty_string(n, "chat.prompt"),
+        None => {
+            d.error(f.pos, "chat: `prompt` is required");
+            None
+        }
+    };
+    let system = f.get("system").and_then(|n| d.string(n, "chat.system"));
+    let collections = match f.get("collections") {
+        Some(n) => match &n.value {
+            Value::Seq(items) => items
+                .iter()
+                .map(|i| decode_collection(i, "chat.collections", d))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .collect(),
+            _ => decode_collection(n, "chat.collections", d).map(|c| vec![c]),
+        },
+        None => Some(Vec::new()),
+    };
+    let options = match f.get("options") {
+        Some(n) => match n.to_json() {
+            serde_json::Value::Object(m) => {
+                const RESERVED: &[&str] = &["model", "messages", "stream", "files"];
+                if let Some(k) = m.keys().find(|k| RESERVED.contains(&k.as_str())) {
+                    d.error(n.pos, format!("chat.options: `{k}` is set by ferry, not by options"));
+                }
+                Some(m)
+            }
+            _ => {
+                d.error(n.pos, "chat.options: expected a mapping");
+                None
+            }
+        },
+        None => Some(Default::default()),
+    };
+    let save_chat = f
+        .get("save_chat")
+        .map_or(Some(false), |n| d.bool(n, "chat.save_chat"));
+    let timeout = f
+        .get("timeout")
+        .map_or(Some(Duration::from_secs(300)), |n| d.duration(n, "chat.timeout"));
+    Some(Chat {
+        model: model?,
+        collections: collections?,
+        system,
+        prompt: prompt?,
+        options: options?,
+        save_chat: save_chat?,
+        timeout: timeout?,
+    })
+}
+
+fn decode_deliver(node: &Node, config: &Config, allowed: &[&str], d: &mut Decoder) -> Option<Vec<Deliver>> {
+    let Value::Seq(items) = &node.value else {
+        d.error(node.pos, "deliver: expected a list of `- to: NAME` entries");
+        return None;
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let Some(f) = d.fields(item, "deliver", &["to", "body", "events"]) else { continue };
+        let to = match f.get("to") {
+            Some(n) => {
+                let to = d.non_empty_string(n, "deliver.to");
+                if let Some(t) = &to
+                    && !config.webhooks.contains_key(t)
+                {
+                    let known: Vec<_> = config.webhooks.keys().cloned().collect();
+                    d.error(
+                        n.pos,
+                        format!(
+                            "deliver.to: no webhook named `{t}` in {} (known: {})",
+                            config.path.display(),
+                            if known.is_empty() { "none".into() } else { known.join(", ") }
+                        ),
+                    );
+                }
+                to
+            }
+            None => {
+                d.error(f.pos, "deliver: `to` is required");
+                None
+            }
+        };
+        let body = f.get("body").and_then(|n| {
+            check_template(n, "deliver.body", allowed, d);
+            d.string(n, "deliver.body")
+        });
+        let events = match f.get("events") {
+            Some(n) => d.string_list(n, "deliver.events").map(|list| {
+                for e in &list {
+                    if !EVENT_TYPES.contains(&e.as_str()) {
+                        d.error(
+                            n.pos,
+                            format!("deliver.events: `{e}` is not one of {}", EVENT_TYPES.join(", ")),
+                        );
+                    }
+                }
+                list
+            }),
+            None => Some(Vec::new()),
+        };
+        if let (Some(to), Some(events)) = (to, events) {
+            out.push(Deliver { to, body, events });
+        }
+    }
+    Some(out)
+}
+
+/// The webhook destinations a set of rules uses, for `check` output.
+pub fn summary(rule: &Rule) -> BTreeMap<&'static str, String> {
+    let mut m = BTreeMap::new();
+    m.insert("trigger", rule.trigger.kind().to_string());
+    if let Some(i) = &rule.ingest {
+        m.insert("collection", i.collection.to_string());
+    }
+    if let Some(c) = &rule.chat {
+        m.insert("model", c.model.clone());
+    }
+    m
+}

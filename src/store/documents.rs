@@ -1,0 +1,400 @@
+//! Per-file ingestion state (DESIGN §6 "Document").
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DocumentState {
+    Discovered,
+    Uploading,
+    Processing,
+    Linked,
+    Failed,
+    Removed,
+}
+
+impl DocumentState {
+    pub const ALL: [DocumentState; 6] = [
+        DocumentState::Discovered,
+        DocumentState::Uploading,
+        DocumentState::Processing,
+        DocumentState::Linked,
+        DocumentState::Failed,
+        DocumentState::Removed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocumentState::Discovered => "discovered",
+            DocumentState::Uploading => "uploading",
+            DocumentState::Processing => "processing",
+            DocumentState::Linked => "linked",
+            DocumentState::Failed => "failed",
+            DocumentState::Removed => "removed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// Why a document failed; DESIGN §6 fixes the words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    Duplicate,
+    Empty,
+    TooLarge,
+    Unsupported,
+    Processing,
+    Auth,
+    Timeout,
+    Http,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Duplicate => "duplicate",
+            FailureReason::Empty => "empty",
+            FailureReason::TooLarge => "too_large",
+            FailureReason::Unsupported => "unsupported",
+            FailureReason::Processing => "processing",
+            FailureReason::Auth => "auth",
+            FailureReason::Timeout => "timeout",
+            FailureReason::Http => "http",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        use FailureReason::*;
+        [Duplicate, Empty, TooLarge, Unsupported, Processing, Auth, Timeout, Http]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+
+    /// Permanent failures wait for the file to change; the rest back off.
+    pub fn is_permanent(self) -> bool {
+        matches!(
+            self,
+            FailureReason::Duplicate | FailureReason::Empty | FailureReason::TooLarge | FailureReason::Unsupported
+        )
+    }
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Document {
+    pub id: i64,
+    pub rule: String,
+    pub path: String,
+    pub collection_id: Option<String>,
+    pub collection_name: Option<String>,
+    pub state: DocumentState,
+    pub reason: Option<FailureReason>,
+    pub error: Option<String>,
+    pub size: Option<i64>,
+    pub mtime_ns: Option<i64>,
+    pub inode: Option<i64>,
+    pub sha256: Option<String>,
+    pub file_id: Option<String>,
+    pub attempts: i64,
+    pub retry_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Document, sqlx::Error> {
+    let state: String = row.try_get("state")?;
+    let reason: Option<String> = row.try_get("reason")?;
+    Ok(Document {
+        id: row.try_get("id")?,
+        rule: row.try_get("rule")?,
+        path: row.try_get("path")?,
+        collection_id: row.try_get("collection_id")?,
+        collection_name: row.try_get("collection_name")?,
+        state: DocumentState::parse(&state).ok_or_else(|| sqlx::Error::Decode(format!("document state {state}").into()))?,
+        reason: reason.as_deref().and_then(FailureReason::parse),
+        error: row.try_get("error")?,
+        size: row.try_get("size")?,
+        mtime_ns: row.try_get("mtime_ns")?,
+        inode: row.try_get("inode")?,
+        sha256: row.try_get("sha256")?,
+        file_id: row.try_get("file_id")?,
+        attempts: row.try_get("attempts")?,
+        retry_at: row.try_get("retry_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct DocumentFilter {
+    pub state: Option<DocumentState>,
+    pub rule: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// What is known about a file before it is uploaded.
+#[derive(Debug, Clone)]
+pub struct NewUpload<'a> {
+    pub rule: &'a str,
+    pub path: &'a str,
+    pub collection_id: &'a str,
+    pub collection_name: &'a str,
+    pub size: i64,
+    pub mtime_ns: i64,
+    pub inode: i64,
+    pub sha256: &'a str,
+}
+
+impl Store {
+    pub async fn document(&self, rule: &str, path: &str) -> Result<Option<Document>, StoreError> {
+        let row = sqlx::query("SELECT * FROM documents WHERE rule = ? AND path = ?")
+            .bind(rule)
+            .bind(path)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    /// A linked document with this content in this collection, under any
+    /// rule or path: what makes an identical file a no-op.
+    pub async fn linked_with_content(&self, collection_id: &str, sha256: &str) -> Result<Option<Document>, StoreError> {
+        let row = sqlx::query(
+            "SELECT * FROM documents WHERE collection_id = ? AND sha256 = ? AND state = 'linked'
+             ORDER BY updated_at LIMIT 1",
+        )
+        .bind(collection_id)
+        .bind(sha256)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    pub async fn documents(&self, filter: &DocumentFilter) -> Result<Vec<Document>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM documents
+             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR rule = ?2)
+             ORDER BY rule, path LIMIT ?3",
+        )
+        .bind(filter.state.map(DocumentState::as_str))
+        .bind(filter.rule.as_deref())
+        .bind(filter.limit.unwrap_or(i64::MAX))
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Marks the document `uploading` with the stats and hash about to be
+    /// sent, creating the row if needed. Returns its id.
+    pub async fn begin_upload(&self, u: &NewUpload<'_>, now_ms: i64) -> Result<i64, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO documents (rule, path, collection_id, collection_name, state, size, mtime_ns, inode,
+                                    sha256, attempts, created_at, updated_at)
+             VALUES (?, ?, ?, ?, 'uploading', ?, ?, ?, ?, 1, ?, ?)
+             ON CONFLICT (rule, path) DO UPDATE SET
+                collection_id = excluded.collection_id, collection_name = excluded.collection_name,
+                state = 'uploading', reason = NULL, error = NULL, size = excluded.size,
+                mtime_ns = excluded.mtime_ns, inode = excluded.inode, sha256 = excluded.sha256,
+                attempts = documents.attempts + 1, retry_at = NULL, updated_at = excluded.updated_at
+             RETURNING id",
+        )
+        .bind(u.rule)
+        .bind(u.path)
+        .bind(u.collection_id)
+        .bind(u.collection_name)
+        .bind(u.size)
+        .bind(u.mtime_ns)
+        .bind(u.inode)
+        .bind(u.sha256)
+        .bind(now_ms)
+        .bind(now_ms)
+        .fetch_one(&self.writer)
+        .await?;
+        Ok(id)
+    }
+
+    /// Records the upload and moves the document to `processing`, in one
+    /// transaction, so a crash never leaves an upload ferry does not know of.
+    pub async fn uploaded(&self, document_id: i64, file_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let (collection_id, sha256): (Option<String>, Option<String>) =
+            sqlx::query_as("SELECT collection_id, sha256 FROM documents WHERE id = ?")
+                .bind(document_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        sqlx::query(
+            "INSERT INTO uploads (file_id, document_id, collection_id, sha256, state, created_at, updated_at)
+             VALUES (?, ?, ?, ?, 'uploaded', ?, ?) ON CONFLICT (file_id) DO NOTHING",
+        )
+        .bind(file_id)
+        .bind(document_id)
+        .bind(collection_id)
+        .bind(sha256)
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE documents SET state = 'processing', file_id = ?, updated_at = ? WHERE id = ?")
+            .bind(file_id)
+            .bind(now_ms)
+            .bind(document_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn linked(&self, document_id: i64, file_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE documents SET state = 'linked', file_id = ?, reason = NULL, error = NULL, retry_at = NULL,
+                    updated_at = ? WHERE id = ?",
+        )
+        .bind(file_id)
+        .bind(now_ms)
+        .bind(document_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE uploads SET state = 'linked', updated_at = ? WHERE file_id = ?")
+            .bind(now_ms)
+            .bind(file_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records an unchanged file as linked to an existing upload (same
+    /// content already in the collection): no new upload.
+    pub async fn adopt(&self, u: &NewUpload<'_>, file_id: &str, now_ms: i64) -> Result<i64, StoreError> {
+        let id = self.begin_upload(u, now_ms).await?;
+        sqlx::query(
+            "UPDATE documents SET state = 'linked', file_id = ?, attempts = 0, updated_at = ? WHERE id = ?",
+        )
+        .bind(file_id)
+        .bind(now_ms)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(id)
+    }
+
+    pub async fn failed(
+        &self,
+        document_id: i64,
+        reason: FailureReason,
+        error: &str,
+        retry_at: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let file_id: Option<String> = sqlx::query_scalar("SELECT file_id FROM documents WHERE id = ?")
+            .bind(document_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE documents SET state = 'failed', reason = ?, error = ?, retry_at = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(reason.as_str())
+        .bind(error)
+        .bind(retry_at)
+        .bind(now_ms)
+        .bind(document_id)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(file_id) = file_id {
+            sqlx::query("UPDATE uploads SET state = 'failed', updated_at = ? WHERE file_id = ? AND state = 'uploaded'")
+                .bind(now_ms)
+                .bind(file_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks one of ferry's uploads as deleted in Open WebUI.
+    pub async fn upload_deleted(&self, file_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE uploads SET state = 'deleted', updated_at = ? WHERE file_id = ?")
+            .bind(now_ms)
+            .bind(file_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// Uploads of ferry's that never got linked (crash, failure): to delete.
+    pub async fn orphan_uploads(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT file_id FROM uploads WHERE state IN ('uploaded', 'failed') ORDER BY created_at")
+                .fetch_all(&self.reader)
+                .await?,
+        )
+    }
+
+    pub async fn is_own_upload(&self, file_id: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar::<_, i64>("SELECT 1 FROM uploads WHERE file_id = ?")
+            .bind(file_id)
+            .fetch_optional(&self.reader)
+            .await?
+            .is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn upload_lifecycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("f.db")).await.unwrap();
+        let u = NewUpload {
+            rule: ":cli",
+            path: "/x/a.md",
+            collection_id: "kb1",
+            collection_name: "KB",
+            size: 3,
+            mtime_ns: 1,
+            inode: 7,
+            sha256: "abc",
+        };
+        let id = store.begin_upload(&u, 10).await.unwrap();
+        store.uploaded(id, "f1", 11).await.unwrap();
+        assert_eq!(store.orphan_uploads().await.unwrap(), vec!["f1".to_string()]);
+        store.linked(id, "f1", 12).await.unwrap();
+        assert!(store.orphan_uploads().await.unwrap().is_empty());
+        let doc = store.document(":cli", "/x/a.md").await.unwrap().unwrap();
+        assert_eq!(doc.state, DocumentState::Linked);
+        assert_eq!(doc.file_id.as_deref(), Some("f1"));
+        let same = store.linked_with_content("kb1", "abc").await.unwrap().unwrap();
+        assert_eq!(same.id, id);
+
+        let id2 = store.begin_upload(&NewUpload { path: "/x/b.md", sha256: "def", ..u }, 20).await.unwrap();
+        store.uploaded(id2, "f2", 21).await.unwrap();
+        store.failed(id2, FailureReason::Duplicate, "Duplicate content", None, 22).await.unwrap();
+        let failed = store
+            .documents(&DocumentFilter {
+                state: Some(DocumentState::Failed),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].reason, Some(FailureReason::Duplicate));
+        assert_eq!(store.orphan_uploads().await.unwrap(), vec!["f2".to_string()]);
+        assert!(store.is_own_upload("f2").await.unwrap());
+        assert!(!store.is_own_upload("someone-elses").await.unwrap());
+    }
+}

@@ -1,0 +1,236 @@
+//! The state database (SQLite via sqlx, DESIGN §6).
+//!
+//! Architecture invariant: all writes go through [`Store::writer`], a pool of
+//! exactly one connection, and every read-then-write transaction starts with
+//! `BEGIN IMMEDIATE`, so two writers never deadlock on a lock upgrade.
+//! Reads use a separate pool and never block the writer (WAL).
+
+mod documents;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, Transaction};
+
+pub use documents::{Document, DocumentFilter, DocumentState, FailureReason, NewUpload};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the state directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("state database {path}: {source}")]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("state database {path}: migration failed: {source}")]
+    Migrate {
+        path: PathBuf,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error(
+        "another `ferry run` is already using {path} (lock {lock} is held); stop it first or point `state.database` elsewhere"
+    )]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("cannot lock {lock}: {source}")]
+    Lock { lock: PathBuf, source: std::io::Error },
+    #[error("state database query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("state database: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    reader: SqlitePool,
+    writer: SqlitePool,
+}
+
+/// Held by the one `ferry run` of a database; released when dropped (or when
+/// the process dies, as the OS drops the lock with the file descriptor).
+#[derive(Debug)]
+pub struct InstanceLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(open_err)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(open_err)?;
+        MIGRATOR.run(&writer).await.map_err(|source| StoreError::Migrate {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(open_err)?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            reader,
+            writer,
+        })
+    }
+
+    /// Takes the single-instance lock beside the database (`<db>.lock`).
+    pub fn lock_instance(path: &Path) -> Result<InstanceLock, StoreError> {
+        let lock = PathBuf::from(format!("{}.lock", path.display()));
+        if let Some(dir) = lock.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .map_err(|source| StoreError::Lock {
+                lock: lock.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(InstanceLock { _file: file, path: lock }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+                path: path.to_path_buf(),
+                lock,
+            }),
+            Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Lock { lock, source }),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    pub fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    /// A write transaction that holds the write lock from its first statement.
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// `PRAGMA integrity_check`; `Ok(())` when SQLite answers "ok".
+    pub async fn integrity_check(&self) -> Result<(), StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as("PRAGMA integrity_check")
+            .fetch_all(&self.writer)
+            .await?;
+        match rows.as_slice() {
+            [(ok,)] if ok == "ok" => Ok(()),
+            other => Err(StoreError::Corrupt(
+                other.iter().map(|(s,)| s.as_str()).collect::<Vec<_>>().join("; "),
+            )),
+        }
+    }
+
+    /// Knowledge base id remembered for a name.
+    pub async fn collection_id(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT id FROM collections WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    pub async fn remember_collection(&self, name: &str, id: &str, created: bool, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO collections (name, id, created, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET id = excluded.id, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(id)
+        .bind(created)
+        .bind(now_ms)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn forget_collection(&self, name: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM collections WHERE name = ?")
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Milliseconds since the Unix epoch; the one place that reads the clock
+/// for stored times.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn opens_migrates_and_pragmas_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("sub/ferry.db");
+        let store = Store::open(&db).await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(store.writer())
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(store.writer())
+            .await
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous=FULL");
+        store.integrity_check().await.unwrap();
+        // Reopening runs no migration twice.
+        drop(store);
+        Store::open(&db).await.unwrap();
+    }
+
+    #[test]
+    fn second_instance_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ferry.db");
+        let first = Store::lock_instance(&db).unwrap();
+        let err = Store::lock_instance(&db).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("another `ferry run`"));
+        drop(first);
+        Store::lock_instance(&db).unwrap();
+    }
+}
