@@ -65,6 +65,21 @@ pub fn check(source: &str, allowed: &[&str]) -> Result<(), TemplateProblem> {
     }
 }
 
+/// Renders a template with a JSON context. Strict: an undefined variable
+/// is an error, not an empty string.
+pub fn render(source: &str, context: &serde_json::Value) -> Result<String, TemplateProblem> {
+    let env = environment();
+    let problem = |e: minijinja::Error| TemplateProblem {
+        line_in_template: e.line(),
+        message: match e.detail() {
+            Some(d) => format!("{}: {d}", e.kind()),
+            None => e.kind().to_string(),
+        },
+    };
+    let template = env.template_from_str(source).map_err(problem)?;
+    template.render(context).map_err(problem)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +94,14 @@ mod tests {
     fn unavailable_variable_is_named() {
         let e = check("{{ payload.x }} and {{ rule }}", &["rule", "now"]).unwrap_err();
         assert!(e.message.contains("`payload`"), "{}", e.message);
+    }
+
+    #[test]
+    fn render_is_strict() {
+        let ctx = serde_json::json!({"vars": {"who": "world"}});
+        assert_eq!(render("hello {{ vars.who }}", &ctx).unwrap(), "hello world");
+        assert!(render("hello {{ vars.nobody }}", &ctx).is_err());
+        assert_eq!(render("{{ '<b>' }}", &ctx).unwrap(), "<b>", "no HTML escaping");
     }
 
     #[test]

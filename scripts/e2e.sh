@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# End-to-end tests against real Open WebUI servers (default: 0.12.4 and
+# 0.6.40), each started offline on 127.0.0.1 with a fresh data directory and
+# the stand-in model. Installs each version once into
+# ${FERRY_E2E_CACHE:-~/.cache/ferry-e2e}. Extra arguments go to the test
+# binary (a test name filter, say).
+#
+# usage: scripts/e2e.sh [TEST_FILTER...]     FERRY_E2E_VERSIONS="0.12.4" to pick
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/e2e/lib.sh
+trap e2e_stop EXIT
+
+versions=${FERRY_E2E_VERSIONS:-0.12.4 0.6.40}
+cargo build --quiet --tests --bins
+for version in $versions; do
+  work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-e2e-$version.XXXXXX")
+  e2e_start "$version" "$work"
+  echo "e2e: running tests against Open WebUI $version" >&2
+  cargo test --quiet --test e2e -- --ignored --test-threads 2 "$@"
+  e2e_stop
+  rm -rf "$work"
+done

@@ -1,0 +1,111 @@
+//! Command-line interface (DESIGN §1). Parsing only; the work is in
+//! [`crate::commands`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about = "Keeps Open WebUI knowledge in sync with folders and runs templated chats")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Config file [default: $FERRY_CONFIG, /etc/ferry/ferry.yaml, ./ferry.yaml]
+    #[arg(long, short = 'c', global = true)]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    /// Log level or filter (also RUST_LOG), e.g. `info` or `ferry=debug`
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config and every rule; print every error with file:line:col
+    Check {
+        /// Also check that Open WebUI answers, the credentials work, and the
+        /// models and collections the rules name exist
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Upload files into a knowledge base, verified, recorded in the state DB
+    Ingest {
+        /// Files or directories (recursively)
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Knowledge base name (created if missing)
+        #[arg(long)]
+        collection: String,
+        /// How long to wait for Open WebUI to process each file
+        /// [default: openwebui.processing_timeout]
+        #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "10m", value_parser = parse_duration_arg)]
+        wait: Option<Duration>,
+    },
+    /// One chat completion; the answer is streamed to stdout
+    Ask {
+        /// Model id [default: the first model Open WebUI lists]
+        #[arg(long, short)]
+        model: Option<String>,
+        /// Knowledge base attached for retrieval (repeatable)
+        #[arg(long = "collection")]
+        collections: Vec<String>,
+        /// Template variable for --rule (repeatable)
+        #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// Render this rule's chat prompt instead of PROMPT
+        #[arg(long)]
+        rule: Option<String>,
+        /// Wait for the whole answer instead of streaming it
+        #[arg(long)]
+        no_stream: bool,
+        /// System prompt
+        #[arg(long)]
+        system: Option<String>,
+        /// The prompt
+        #[arg(required_unless_present = "rule")]
+        prompt: Option<String>,
+    },
+    /// Per-file ingestion state, with Open WebUI's error text for failures
+    Docs {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        rule: Option<String>,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Models Open WebUI offers
+    Models,
+    /// Pull an Ollama model through Open WebUI (admin)
+    Pull { model: String },
+    /// Who the configured credentials belong to, and the server version
+    Whoami,
+    /// Chats of the account
+    Chats,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    crate::config::units::parse_duration(s)
+}

@@ -1,0 +1,603 @@
+//! The one-shot commands (DESIGN §1). Each returns the process exit code:
+//! 0 ok, 1 runtime failure, 2 usage or config error. Errors are reported
+//! once, here, on one line.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use futures_util::StreamExt as _;
+
+use crate::cli::{Cli, Command, LogFormatArg};
+use crate::config::{self, Config, Environment, LogFormat, Loaded};
+use crate::ingest::{self, Collection, Ingestor, Outcome};
+use crate::openwebui::{ChatRequest, Client, ClientOptions};
+use crate::rules::{self, CollectionRef, Trigger};
+use crate::store::{DocumentFilter, DocumentState, FailureReason, Store};
+
+/// `println!` panics when stdout is a closed pipe (`ferry docs | head`);
+/// a closed pipe just means nobody reads any more.
+macro_rules! outln {
+    ($($arg:tt)*) => { write_stdout(format_args!($($arg)*), true) };
+}
+macro_rules! out {
+    ($($arg:tt)*) => { write_stdout(format_args!($($arg)*), false) };
+}
+
+fn write_stdout(args: std::fmt::Arguments, newline: bool) {
+    let mut stdout = std::io::stdout().lock();
+    let result = stdout
+        .write_fmt(args)
+        .and_then(|()| if newline { stdout.write_all(b"\n") } else { Ok(()) })
+        .and_then(|()| stdout.flush());
+    if let Err(e) = result
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
+
+pub const EXIT_RUNTIME: u8 = 1;
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Entry point of the binary.
+pub fn main(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    runtime.block_on(dispatch(cli))
+}
+
+async fn dispatch(cli: Cli) -> ExitCode {
+    let env = Environment::process();
+    let config_path = config::resolve_path(cli.global.config.as_deref(), &env);
+    init_logging(&cli, None);
+    let result = match cli.command {
+        Command::Check { connect } => return check(&config_path, &env, connect).await,
+        Command::Ingest {
+            paths,
+            collection,
+            wait,
+        } => match load_config(&config_path, &env) {
+            Ok(mut c) => {
+                if let Some(w) = wait {
+                    c.openwebui.processing_timeout = w;
+                }
+                ingest_command(&c, &paths, &collection).await
+            }
+            Err(code) => return code,
+        },
+        Command::Ask {
+            model,
+            collections,
+            vars,
+            rule,
+            no_stream,
+            system,
+            prompt,
+        } => {
+            let loaded = if rule.is_some() {
+                match load_all(&config_path, &env) {
+                    Ok(l) => l,
+                    Err(code) => return code,
+                }
+            } else {
+                match load_config(&config_path, &env) {
+                    Ok(config) => Loaded { config, rules: vec![] },
+                    Err(code) => return code,
+                }
+            };
+            ask(&loaded, AskArgs { model, collections, vars, rule, no_stream, system, prompt }).await
+        }
+        Command::Docs { state, rule, json } => match load_config(&config_path, &env) {
+            Ok(c) => docs(&c, state, rule, json).await,
+            Err(code) => return code,
+        },
+        Command::Models => match load_config(&config_path, &env) {
+            Ok(c) => models(&c).await,
+            Err(code) => return code,
+        },
+        Command::Pull { model } => match load_config(&config_path, &env) {
+            Ok(c) => pull(&c, &model).await,
+            Err(code) => return code,
+        },
+        Command::Whoami => match load_config(&config_path, &env) {
+            Ok(c) => whoami(&c).await,
+            Err(code) => return code,
+        },
+        Command::Chats => match load_config(&config_path, &env) {
+            Ok(c) => chats(&c).await,
+            Err(code) => return code,
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// An error and its causes on one line, each cause once.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+fn init_logging(cli: &Cli, config: Option<&Config>) {
+    let level = cli
+        .global
+        .log_level
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .or_else(|| config.map(|c| c.log.level.clone()))
+        .unwrap_or_else(|| "warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let json = match cli.global.log_format {
+        Some(LogFormatArg::Json) => true,
+        Some(LogFormatArg::Text) => false,
+        None => config.is_some_and(|c| c.log.format == LogFormat::Json),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+fn print_diagnostics(diags: &[config::Diagnostic]) {
+    for d in diags {
+        outln!("{d}");
+    }
+    outln!(
+        "{} error{} found; nothing was changed",
+        diags.len(),
+        if diags.len() == 1 { "" } else { "s" }
+    );
+}
+
+fn load_config(path: &Path, env: &Environment) -> Result<Config, ExitCode> {
+    config::load_config(path, env).map_err(|d| {
+        print_diagnostics(&d);
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn load_all(path: &Path, env: &Environment) -> Result<Loaded, ExitCode> {
+    config::load(path, env).map_err(|d| {
+        print_diagnostics(&d);
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn client(config: &Config) -> anyhow::Result<Client> {
+    Ok(Client::new(ClientOptions::from(&config.openwebui))?)
+}
+
+/// A URL fit to print: no user info, no query (tokens hide there).
+fn display_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.to_string()
+}
+
+// ----- check -----------------------------------------------------------------
+
+async fn check(path: &Path, env: &Environment, connect: bool) -> ExitCode {
+    let loaded = match config::load(path, env) {
+        Ok(l) => l,
+        Err(diags) => {
+            print_diagnostics(&diags);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let c = &loaded.config;
+    outln!("{}: ok", c.path.display());
+    outln!("  openwebui: {}", display_url(&c.openwebui.url));
+    outln!("  state: {}", c.state.database.display());
+    outln!("  webhooks: {}", c.webhooks.len());
+    outln!("  rules: {}", loaded.rules.len());
+    for r in &loaded.rules {
+        let summary: Vec<String> = rules::summary(r).iter().map(|(k, v)| format!("{k}={v}")).collect();
+        outln!("    {} ({}): {}", r.name, r.file.display(), summary.join(" "));
+    }
+    if !connect {
+        return ExitCode::SUCCESS;
+    }
+    match check_connect(&loaded).await {
+        Ok(problems) if problems.is_empty() => {
+            outln!("connection: ok");
+            ExitCode::SUCCESS
+        }
+        Ok(problems) => {
+            for p in &problems {
+                outln!("problem: {p}");
+            }
+            ExitCode::from(EXIT_RUNTIME)
+        }
+        Err(e) => {
+            outln!("problem: {}", one_line(&e));
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+async fn check_connect(loaded: &Loaded) -> anyhow::Result<Vec<String>> {
+    let client = client(&loaded.config)?;
+    let mut problems = Vec::new();
+    let version = client.version().await.context("Open WebUI is not reachable")?;
+    outln!("  server: Open WebUI {version}");
+    if !version.at_least(0, 6, 40) {
+        problems.push(format!("Open WebUI {version} is older than 0.6.40, the oldest ferry supports"));
+    }
+    let who = client.whoami().await.context("the credentials were refused")?;
+    outln!("  signed in: {}", identity_line(&who));
+    let models = client.models().await.context("cannot list models")?;
+    let store = Store::open(&loaded.config.state.database).await?;
+    for rule in &loaded.rules {
+        if let Some(chat) = &rule.chat {
+            if !models.iter().any(|m| m.id == chat.model) {
+                problems.push(format!(
+                    "rule `{}`: model `{}` is not offered (have: {})",
+                    rule.name,
+                    chat.model,
+                    models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+            }
+            for c in &chat.collections {
+                if let Err(e) = ingest::resolve_collection(&client, &store, c, false).await {
+                    problems.push(format!("rule `{}`: collection {c}: {e}", rule.name));
+                }
+            }
+        }
+        if let Some(i) = &rule.ingest {
+            match ingest::resolve_collection(&client, &store, &i.collection, false).await {
+                Ok(_) => {}
+                Err(ingest::IngestError::UnknownCollection(_)) => {
+                    outln!("  rule `{}`: collection {} will be created", rule.name, i.collection)
+                }
+                Err(e) => problems.push(format!("rule `{}`: collection {}: {e}", rule.name, i.collection)),
+            }
+        }
+        if let Trigger::Watch(w) = &rule.trigger
+            && !w.path.is_dir()
+        {
+            problems.push(format!("rule `{}`: watched folder {} does not exist", rule.name, w.path.display()));
+        }
+    }
+    Ok(problems)
+}
+
+fn identity_line(who: &crate::openwebui::Identity) -> String {
+    let mut line = match (&who.email, &who.role) {
+        (Some(email), Some(role)) => format!("{email} ({role})"),
+        (Some(email), None) => email.clone(),
+        _ => "an account".into(),
+    };
+    line.push_str(&format!(" with {}", if who.auth == "api_key" { "an API key" } else { "email + password" }));
+    if let Some(note) = &who.note {
+        line.push_str(&format!("; {note}"));
+    }
+    line
+}
+
+// ----- seed operations ---------------------------------------------------------
+
+async fn whoami(config: &Config) -> anyhow::Result<ExitCode> {
+    let client = client(config)?;
+    let version = client.version().await?;
+    let who = client.whoami().await?;
+    outln!("server: {} (Open WebUI {version})", display_url(&config.openwebui.url));
+    outln!("user: {}", identity_line(&who));
+    if let Some(id) = &who.id {
+        outln!("id: {id}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn models(config: &Config) -> anyhow::Result<ExitCode> {
+    let client = client(config)?;
+    let models = client.models().await?;
+    for m in &models {
+        match &m.name {
+            Some(name) if name != &m.id => outln!("{}\t{name}", m.id),
+            _ => outln!("{}", m.id),
+        }
+    }
+    if models.is_empty() {
+        eprintln!("no models: none configured, or the account may not use any (BYPASS_MODEL_ACCESS_CONTROL / model access)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn pull(config: &Config, model: &str) -> anyhow::Result<ExitCode> {
+    let client = client(config)?;
+    let mut last = String::new();
+    client
+        .pull(model, |p| {
+            let status = p.get("status").and_then(|s| s.as_str()).unwrap_or("");
+            let line = match (p.get("completed").and_then(|v| v.as_u64()), p.get("total").and_then(|v| v.as_u64())) {
+                (Some(done), Some(total)) if total > 0 => format!("{status} {}%", done * 100 / total),
+                _ => status.to_string(),
+            };
+            if line != last {
+                outln!("{line}");
+                last = line;
+            }
+        })
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn chats(config: &Config) -> anyhow::Result<ExitCode> {
+    let client = client(config)?;
+    for c in client.chats().await? {
+        let when = c
+            .updated_at
+            .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_default();
+        outln!("{}\t{when}\t{}", c.id, c.title.unwrap_or_default());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct AskArgs {
+    model: Option<String>,
+    collections: Vec<String>,
+    vars: Vec<(String, String)>,
+    rule: Option<String>,
+    no_stream: bool,
+    system: Option<String>,
+    prompt: Option<String>,
+}
+
+async fn ask(loaded: &Loaded, args: AskArgs) -> anyhow::Result<ExitCode> {
+    let config = &loaded.config;
+    let client = client(config)?;
+    let mut model = args.model;
+    let mut system = args.system;
+    let mut collection_refs: Vec<CollectionRef> = args.collections.into_iter().map(CollectionRef::Name).collect();
+    let prompt = match &args.rule {
+        Some(name) => {
+            let rule = loaded
+                .rules
+                .iter()
+                .find(|r| &r.name == name)
+                .with_context(|| format!("no rule named `{name}`"))?;
+            let chat = rule.chat.as_ref().with_context(|| format!("rule `{name}` has no `chat`"))?;
+            model = model.or_else(|| Some(chat.model.clone()));
+            system = system.or_else(|| chat.system.clone());
+            collection_refs.extend(chat.collections.iter().cloned());
+            let mut vars = rule.vars.clone();
+            for (k, v) in &args.vars {
+                vars.insert(k.clone(), v.clone().into());
+            }
+            let context = serde_json::json!({
+                "rule": rule.name,
+                "now": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                "vars": vars,
+                "trigger": {"kind": "manual"},
+            });
+            rules::template::render(&chat.prompt, &context)
+                .map_err(|p| anyhow::anyhow!("rule `{name}`: prompt template: {}", p.message))?
+        }
+        None => args.prompt.clone().unwrap_or_default(),
+    };
+    let model = match model {
+        Some(m) => m,
+        None => {
+            let first = client.models().await?.into_iter().next().context("Open WebUI offers no models")?;
+            eprintln!("(model: {})", first.id);
+            first.id
+        }
+    };
+    let mut collections = Vec::new();
+    if !collection_refs.is_empty() {
+        let store = Store::open(&config.state.database).await?;
+        for c in &collection_refs {
+            collections.push(ingest::resolve_collection(&client, &store, c, false).await?.id);
+        }
+    }
+    let request = ChatRequest {
+        model,
+        system,
+        prompt,
+        collections,
+        options: Default::default(),
+    };
+    let timeout = config.openwebui.timeout.max(std::time::Duration::from_secs(300));
+    let answer = if args.no_stream {
+        let a = client.chat(&request, timeout).await?;
+        out!("{}", a.content);
+        a
+    } else {
+        client
+            .chat_stream(&request, timeout, |delta| out!("{delta}"))
+            .await?
+    };
+    if !answer.content.ends_with('\n') {
+        outln!("");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ----- ingest --------------------------------------------------------------------
+
+/// The files under the given paths, minus the names ferry never ingests.
+fn expand_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut builder = globset::GlobSetBuilder::new();
+    for g in rules::BUILTIN_EXCLUDES {
+        builder.add(globset::Glob::new(g)?);
+    }
+    let excluded = builder.build()?;
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        let p = std::fs::canonicalize(p).with_context(|| format!("{}", p.display()))?;
+        stack.push(p);
+    }
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::metadata(&p).with_context(|| format!("{}", p.display()))?;
+        if meta.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(&p)
+                .with_context(|| format!("{}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|e| {
+                    let name = e.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                    !excluded.is_match(Path::new("x").join(&name))
+                })
+                .collect();
+            entries.sort();
+            entries.reverse();
+            stack.extend(entries);
+        } else if meta.is_file() {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+async fn ingest_command(config: &Config, paths: &[PathBuf], collection_name: &str) -> anyhow::Result<ExitCode> {
+    let files = expand_paths(paths)?;
+    let store = Store::open(&config.state.database).await?;
+    let client = client(config)?;
+    client.version().await.context("Open WebUI is not reachable")?;
+    let collection: Collection =
+        ingest::resolve_collection(&client, &store, &CollectionRef::Name(collection_name.to_string()), true).await?;
+    let ingestor = Ingestor { client: client.clone(), store: store.clone() };
+    let cleaned = ingestor.clean_orphans().await?;
+    if cleaned > 0 {
+        eprintln!("deleted {cleaned} unlinked upload(s) left by an earlier run");
+    }
+
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(files.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}")
+                .expect("valid template"),
+        );
+        bar
+    });
+    let concurrency = config.openwebui.max_in_flight.max(1);
+    let mut results = futures_util::stream::iter(files.iter().map(|path| {
+        let ingestor = &ingestor;
+        let collection = &collection;
+        async move { (path, ingestor.ingest(":cli", path, collection).await) }
+    }))
+    .buffer_unordered(concurrency);
+
+    let (mut linked, mut unchanged, mut failed) = (Vec::new(), 0usize, 0usize);
+    let report = |line: String| match &bar {
+        Some(b) => b.println(line),
+        None => outln!("{line}"),
+    };
+    while let Some((path, result)) = results.next().await {
+        let shown = path.display();
+        match result {
+            Ok(Outcome::Linked { file_id, replaced }) => {
+                report(format!(
+                    "linked     {shown} ({file_id}{})",
+                    replaced.map(|r| format!(", replaces {r}")).unwrap_or_default()
+                ));
+                linked.push((path.clone(), file_id));
+            }
+            Ok(Outcome::Unchanged { .. }) => {
+                unchanged += 1;
+                report(format!("unchanged  {shown}"));
+            }
+            Ok(Outcome::Failed { reason, detail, .. }) => {
+                failed += 1;
+                report(format!("failed     {shown}: {reason}: {detail}"));
+            }
+            Err(e) => {
+                failed += 1;
+                report(format!("failed     {shown}: {e}"));
+            }
+        }
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    }
+    drop(results);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+
+    // Trust, but verify: every link must show in Open WebUI's own list.
+    if !linked.is_empty() {
+        let present: std::collections::HashSet<String> =
+            client.knowledge_files(&collection.id).await?.into_iter().map(|f| f.id).collect();
+        for (path, file_id) in &linked {
+            if !present.contains(file_id) {
+                failed += 1;
+                outln!("failed     {}: linked, but missing from the collection's file list", path.display());
+                if let Some(doc) = store.document(":cli", &path.to_string_lossy()).await? {
+                    store
+                        .failed(
+                            doc.id,
+                            FailureReason::Processing,
+                            "linked, but missing from the collection's file list",
+                            Some(crate::store::now_ms()),
+                            crate::store::now_ms(),
+                        )
+                        .await?;
+                }
+            }
+        }
+    }
+    outln!(
+        "{} linked, {unchanged} unchanged, {failed} failed, in collection `{}` ({})",
+        linked.len(),
+        collection.name,
+        collection.id
+    );
+    Ok(if failed > 0 { ExitCode::from(EXIT_RUNTIME) } else { ExitCode::SUCCESS })
+}
+
+// ----- docs ------------------------------------------------------------------------
+
+async fn docs(config: &Config, state: Option<String>, rule: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+    let state = match state {
+        Some(s) => Some(DocumentState::parse(&s).with_context(|| {
+            format!(
+                "unknown state `{s}` (one of {})",
+                DocumentState::ALL.map(|s| s.as_str()).join(", ")
+            )
+        })?),
+        None => None,
+    };
+    let store = Store::open(&config.state.database).await?;
+    let docs = store.documents(&DocumentFilter { state, rule, limit: None }).await?;
+    for d in &docs {
+        if json {
+            outln!("{}", serde_json::to_string(d)?);
+            continue;
+        }
+        let mut line = format!("{:<10} {:<12} {}", d.state.as_str(), d.rule, d.path);
+        if let Some(r) = d.reason {
+            line.push_str(&format!("  [{r}] {}", d.error.as_deref().unwrap_or("")));
+        }
+        outln!("{line}");
+    }
+    if docs.is_empty() && !json {
+        eprintln!("no documents");
+    }
+    Ok(ExitCode::SUCCESS)
+}

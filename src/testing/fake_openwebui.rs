@@ -1,0 +1,515 @@
+//! An in-process imitation of the Open WebUI API (axum on 127.0.0.1), for
+//! fast tests, fault injection and benchmarks. It copies the real server's
+//! quirks that ferry depends on: 401 for not-found chats, HTML 200 for
+//! unknown GET paths, "400: Duplicate content detected…", 0.6 vs 0.12 list
+//! shapes. It is never the only proof: the e2e suite runs the real server.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+pub const API_KEY: &str = "sk-fake-key";
+pub const EMAIL: &str = "admin@fake.test";
+pub const PASSWORD: &str = "fake-password";
+
+/// A scripted answer for the next matching request(s).
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub method: Method,
+    pub path: String,
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: Vec<(String, String)>,
+    pub delay: Option<Duration>,
+}
+
+impl Fault {
+    pub fn new(method: Method, path: &str, status: u16, body: Value) -> Fault {
+        Fault {
+            method,
+            path: path.to_string(),
+            status: StatusCode::from_u16(status).expect("valid status"),
+            body,
+            headers: Vec::new(),
+            delay: None,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Fault {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sleep before answering (timeouts).
+    pub fn delay(mut self, d: Duration) -> Fault {
+        self.delay = Some(d);
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    pub id: String,
+    pub name: String,
+    pub content: Vec<u8>,
+    pub sha256: String,
+    pub status: String,
+    pub error: Option<String>,
+    pub user_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredKnowledge {
+    pub id: String,
+    pub name: String,
+    pub files: Vec<String>,
+    pub created_at: i64,
+}
+
+#[derive(Default)]
+pub struct FakeState {
+    pub version: String,
+    pub files: HashMap<String, StoredFile>,
+    pub knowledge: Vec<StoredKnowledge>,
+    pub chats: Vec<Value>,
+    pub faults: VecDeque<Fault>,
+    pub session_tokens: Vec<String>,
+    pub signins: u64,
+    /// Every request as "METHOD /path".
+    pub log: Vec<String>,
+    next_id: u64,
+}
+
+impl FakeState {
+    fn id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}-{}", self.next_id)
+    }
+
+    fn is_012(&self) -> bool {
+        !self.version.starts_with("0.6.")
+    }
+}
+
+#[derive(Clone)]
+pub struct FakeOpenWebUi {
+    pub addr: SocketAddr,
+    pub state: Arc<Mutex<FakeState>>,
+}
+
+type Shared = Arc<Mutex<FakeState>>;
+
+impl FakeOpenWebUi {
+    /// Starts a fake of Open WebUI `version` ("0.12.4", "0.6.40") on a free port.
+    pub async fn start(version: &str) -> FakeOpenWebUi {
+        let state: Shared = Arc::new(Mutex::new(FakeState {
+            version: version.to_string(),
+            ..Default::default()
+        }));
+        let app = Router::new()
+            .route("/api/version", get(|State(s): State<Shared>| async move { Json(json!({"version": s.lock().unwrap().version})) }))
+            .route("/api/v1/auths/signin", post(signin))
+            .route("/api/v1/auths/", get(whoami))
+            .route("/api/v1/users/permissions", get(|| async { Json(json!({"chat": {}})) }))
+            .route("/api/models", get(|| async { Json(json!({"data": [{"id": "fake-model", "name": "Fake"}]})) }))
+            .route("/api/v1/files/", post(upload))
+            .route("/api/v1/files/{id}", get(file).delete(delete_file))
+            .route("/api/v1/files/{id}/process/status", get(file_status))
+            .route("/api/v1/knowledge/", get(list_knowledge))
+            .route("/api/v1/knowledge/create", post(create_knowledge))
+            .route("/api/v1/knowledge/{id}", get(knowledge))
+            .route("/api/v1/knowledge/{id}/files", get(knowledge_files))
+            .route("/api/v1/knowledge/{id}/file/add", post(add_file))
+            .route("/api/v1/knowledge/{id}/file/remove", post(remove_file))
+            .route("/api/v1/knowledge/{id}/delete", axum::routing::delete(delete_knowledge))
+            .route("/api/chat/completions", post(chat))
+            .route("/api/v1/chats/new", post(new_chat))
+            .route("/api/v1/chats/", get(list_chats))
+            // The real server's web app answers any other GET with HTML.
+            .fallback(|method: Method| async move {
+                if method == Method::GET {
+                    Html("<!doctype html><html><body>Open WebUI</body></html>").into_response()
+                } else {
+                    (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"detail": "Method Not Allowed"}))).into_response()
+                }
+            })
+            .layer(middleware::from_fn_with_state(state.clone(), gate))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeOpenWebUi { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        self.state.lock().unwrap().faults.push_back(fault);
+    }
+
+    /// Makes every session token invalid, as an expiry or restart would.
+    pub fn expire_sessions(&self) {
+        self.state.lock().unwrap().session_tokens.clear();
+    }
+
+    pub fn signins(&self) -> u64 {
+        self.state.lock().unwrap().signins
+    }
+
+    pub fn count(&self, method: &str, path: &str) -> usize {
+        let key = format!("{method} {path}");
+        self.state.lock().unwrap().log.iter().filter(|l| **l == key).count()
+    }
+
+    pub fn knowledge_file_names(&self, name: &str) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        s.knowledge
+            .iter()
+            .filter(|k| k.name == name)
+            .flat_map(|k| k.files.iter().map(|f| s.files.get(f).map(|f| f.name.clone()).unwrap_or_default()))
+            .collect()
+    }
+}
+
+fn detail(status: StatusCode, text: &str) -> Response {
+    (status, Json(json!({"detail": text}))).into_response()
+}
+
+const NOT_FOUND: &str = "We could not find what you're looking for :/";
+
+/// Logging, scripted faults, then authentication.
+async fn gate(State(s): State<Shared>, headers: HeaderMap, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let fault = {
+        let mut st = s.lock().unwrap();
+        st.log.push(format!("{method} {path}"));
+        let i = st.faults.iter().position(|f| f.method == method && path.starts_with(&f.path));
+        i.and_then(|i| st.faults.remove(i))
+    };
+    if let Some(f) = fault {
+        if let Some(d) = f.delay {
+            tokio::time::sleep(d).await;
+        }
+        let mut response = (f.status, Json(f.body)).into_response();
+        for (k, v) in f.headers {
+            response.headers_mut().insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).expect("header"),
+                v.parse().expect("header value"),
+            );
+        }
+        return response;
+    }
+    let public = matches!(path.as_str(), "/api/version" | "/api/v1/auths/signin") || !path.starts_with("/api/");
+    if !public {
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let ok = token == API_KEY || s.lock().unwrap().session_tokens.iter().any(|t| t == token);
+        if token.is_empty() {
+            return detail(StatusCode::UNAUTHORIZED, "Not authenticated");
+        }
+        if !ok {
+            return detail(StatusCode::UNAUTHORIZED, "401 Unauthorized");
+        }
+        if path == "/api/v1/auths/" && token == API_KEY && s.lock().unwrap().is_012() {
+            return detail(StatusCode::FORBIDDEN, "A human session is required.");
+        }
+    }
+    next.run(request).await
+}
+
+async fn signin(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
+    let mut st = s.lock().unwrap();
+    st.signins += 1;
+    if body["email"] != EMAIL || body["password"] != PASSWORD {
+        return detail(
+            StatusCode::BAD_REQUEST,
+            "The email or password provided is incorrect. Please check for typos and try logging in again.",
+        );
+    }
+    let token = st.id("tok");
+    st.session_tokens.push(token.clone());
+    Json(json!({"token": token, "token_type": "Bearer", "id": "u1", "email": EMAIL, "name": "Admin", "role": "admin"}))
+        .into_response()
+}
+
+async fn whoami() -> Json<Value> {
+    Json(json!({"id": "u1", "email": EMAIL, "name": "Admin", "role": "admin"}))
+}
+
+fn file_json(f: &StoredFile) -> Value {
+    json!({"id": f.id, "filename": f.name, "user_id": f.user_id,
+           "data": {"status": f.status, "error": f.error},
+           "meta": {"name": f.name, "size": f.content.len(), "file_hash": f.sha256}})
+}
+
+async fn upload(State(s): State<Shared>, mut form: Multipart) -> Response {
+    let mut name = String::new();
+    let mut content = Vec::new();
+    while let Ok(Some(field)) = form.next_field().await {
+        if field.name() == Some("file") {
+            name = field.file_name().unwrap_or("file").to_string();
+            content = field.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+        }
+    }
+    if content.is_empty() {
+        return detail(
+            StatusCode::BAD_REQUEST,
+            "The content provided is empty. Please ensure that there is text or data present before proceeding.",
+        );
+    }
+    let mut st = s.lock().unwrap();
+    let id = st.id("file");
+    let f = StoredFile {
+        id: id.clone(),
+        name,
+        sha256: hex::encode(Sha256::digest(&content)),
+        content,
+        status: "completed".into(),
+        error: None,
+        user_id: "u1".into(),
+    };
+    let mut answer = file_json(&f);
+    answer["data"]["status"] = "pending".into();
+    st.files.insert(id, f);
+    Json(answer).into_response()
+}
+
+async fn file(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    match s.lock().unwrap().files.get(&id) {
+        Some(f) => Json(file_json(f)).into_response(),
+        None => detail(StatusCode::NOT_FOUND, NOT_FOUND),
+    }
+}
+
+async fn file_status(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    match s.lock().unwrap().files.get(&id) {
+        Some(f) => Json(json!({"status": f.status})).into_response(),
+        None => detail(StatusCode::NOT_FOUND, NOT_FOUND),
+    }
+}
+
+async fn delete_file(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    let mut st = s.lock().unwrap();
+    if st.files.remove(&id).is_none() {
+        return detail(StatusCode::NOT_FOUND, NOT_FOUND);
+    }
+    for k in &mut st.knowledge {
+        k.files.retain(|f| f != &id);
+    }
+    Json(json!(true)).into_response()
+}
+
+fn knowledge_json(k: &StoredKnowledge) -> Value {
+    json!({"id": k.id, "name": k.name, "description": "", "user_id": "u1", "created_at": k.created_at})
+}
+
+async fn list_knowledge(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Json<Value> {
+    let st = s.lock().unwrap();
+    let all: Vec<Value> = st.knowledge.iter().map(knowledge_json).collect();
+    if !st.is_012() {
+        return Json(Value::Array(all));
+    }
+    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
+    let items: Vec<Value> = all.iter().skip((page - 1) * 30).take(30).cloned().collect();
+    Json(json!({"items": items, "total": all.len()}))
+}
+
+async fn create_knowledge(State(s): State<Shared>, Json(body): Json<Value>) -> Json<Value> {
+    let mut st = s.lock().unwrap();
+    let id = st.id("kb");
+    let created_at = st.next_id as i64;
+    let k = StoredKnowledge {
+        id,
+        name: body["name"].as_str().unwrap_or_default().to_string(),
+        files: Vec::new(),
+        created_at,
+    };
+    let answer = knowledge_json(&k);
+    st.knowledge.push(k);
+    Json(answer)
+}
+
+async fn knowledge(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    let st = s.lock().unwrap();
+    let Some(k) = st.knowledge.iter().find(|k| k.id == id) else {
+        let status = if st.is_012() { StatusCode::NOT_FOUND } else { StatusCode::UNAUTHORIZED };
+        return detail(status, NOT_FOUND);
+    };
+    let mut answer = knowledge_json(k);
+    if !st.is_012() {
+        answer["files"] = k.files.iter().filter_map(|f| st.files.get(f)).map(file_json).collect();
+    }
+    Json(answer).into_response()
+}
+
+async fn knowledge_files(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let st = s.lock().unwrap();
+    if !st.is_012() {
+        return Html("<!doctype html><html></html>").into_response();
+    }
+    let Some(k) = st.knowledge.iter().find(|k| k.id == id) else {
+        return detail(StatusCode::BAD_REQUEST, NOT_FOUND);
+    };
+    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
+    let items: Vec<Value> = k
+        .files
+        .iter()
+        .skip((page - 1) * 30)
+        .take(30)
+        .filter_map(|f| st.files.get(f))
+        .map(file_json)
+        .collect();
+    Json(json!({"items": items, "total": k.files.len()})).into_response()
+}
+
+async fn add_file(State(s): State<Shared>, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
+    let mut st = s.lock().unwrap();
+    let file_id = body["file_id"].as_str().unwrap_or_default().to_string();
+    let is_012 = st.is_012();
+    let Some(f) = st.files.get(&file_id).cloned() else {
+        return detail(StatusCode::BAD_REQUEST, NOT_FOUND);
+    };
+    let files = st.files.clone();
+    let Some(k) = st.knowledge.iter_mut().find(|k| k.id == id) else {
+        return detail(StatusCode::BAD_REQUEST, NOT_FOUND);
+    };
+    if k.files.contains(&file_id) {
+        return if is_012 {
+            Json(json!({"id": id})).into_response()
+        } else {
+            detail(StatusCode::BAD_REQUEST, "[ERROR: file_id]")
+        };
+    }
+    if k.files.iter().any(|other| files.get(other).is_some_and(|o| o.sha256 == f.sha256)) {
+        if let Some(f) = st.files.get_mut(&file_id) {
+            f.status = "failed".into();
+            f.error = Some("Duplicate content detected. Please provide unique content to proceed.".into());
+        }
+        return detail(
+            StatusCode::BAD_REQUEST,
+            "400: Duplicate content detected. Please provide unique content to proceed.",
+        );
+    }
+    k.files.push(file_id);
+    Json(json!({"id": id})).into_response()
+}
+
+async fn remove_file(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut st = s.lock().unwrap();
+    let file_id = body["file_id"].as_str().unwrap_or_default().to_string();
+    let Some(k) = st.knowledge.iter_mut().find(|k| k.id == id) else {
+        return detail(StatusCode::BAD_REQUEST, NOT_FOUND);
+    };
+    k.files.retain(|f| f != &file_id);
+    if q.get("delete_file").is_none_or(|v| v == "true") {
+        st.files.remove(&file_id);
+    }
+    Json(json!({"id": id})).into_response()
+}
+
+async fn delete_knowledge(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    let mut st = s.lock().unwrap();
+    let before = st.knowledge.len();
+    st.knowledge.retain(|k| k.id != id);
+    if st.knowledge.len() == before {
+        return detail(StatusCode::BAD_REQUEST, NOT_FOUND);
+    }
+    Json(json!(true)).into_response()
+}
+
+async fn chat(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
+    let model = body["model"].as_str().unwrap_or_default().to_string();
+    if model != "fake-model" {
+        return detail(StatusCode::BAD_REQUEST, "Model not found");
+    }
+    let prompt = body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let mut context = String::new();
+    if let Some(files) = body["files"].as_array() {
+        let st = s.lock().unwrap();
+        for f in files {
+            if let Some(k) = st.knowledge.iter().find(|k| Some(k.id.as_str()) == f["id"].as_str()) {
+                for id in &k.files {
+                    if let Some(file) = st.files.get(id) {
+                        context.push_str(&String::from_utf8_lossy(&file.content));
+                        context.push('\n');
+                    }
+                }
+            }
+        }
+    }
+    let answer = format!("ECHO: {context}{prompt}");
+    if body["stream"] != true {
+        return Json(json!({"id": "c1", "model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}],
+                           "usage": {"total_tokens": 1}, "sources": []}))
+        .into_response();
+    }
+    let mut events = vec![format!("data: {}\n\n", json!({"sources": []}))];
+    for piece in answer.as_bytes().chunks(8) {
+        let piece = String::from_utf8_lossy(piece);
+        events.push(format!(
+            "data: {}\n\n",
+            json!({"id": "c1", "model": model, "choices": [{"index": 0, "delta": {"content": piece}}]})
+        ));
+    }
+    events.push("data: [DONE]\n\n".into());
+    let stream = futures_util::stream::iter(events.into_iter().map(|e| Ok::<_, std::io::Error>(Bytes::from(e))));
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(axum::body::Body::from_stream(stream))
+        .expect("response")
+}
+
+async fn new_chat(State(s): State<Shared>, Json(body): Json<Value>) -> Json<Value> {
+    let mut st = s.lock().unwrap();
+    let id = st.id("chat");
+    let chat = json!({"id": id, "title": body["chat"]["title"], "chat": body["chat"], "updated_at": 0, "created_at": 0});
+    st.chats.push(chat.clone());
+    Json(chat)
+}
+
+async fn list_chats(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Json<Value> {
+    let st = s.lock().unwrap();
+    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
+    Json(Value::Array(
+        st.chats
+            .iter()
+            .rev()
+            .skip((page - 1) * 60)
+            .take(60)
+            .map(|c| json!({"id": c["id"], "title": c["title"], "updated_at": 0, "created_at": 0}))
+            .collect(),
+    ))
+}
