@@ -9,7 +9,7 @@ pub mod secret;
 pub mod units;
 pub mod yaml;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -117,14 +117,60 @@ pub fn resolve_path(flag: Option<&Path>, env: &Environment) -> PathBuf {
 }
 
 /// Loads the config file and every rule it names; all problems at once.
+/// Rule files are checked even when the main file has errors, so that one
+/// `ferry check` shows everything.
 pub fn load(path: &Path, env: &Environment) -> Result<Loaded, Vec<Diagnostic>> {
-    let config = load_config(path, env)?;
-    let files = match rule_files(&config) {
-        Ok(files) => files,
-        Err(d) => return Err(vec![d]),
+    let mut diags = Vec::new();
+    let config = load_config(path, env).map_err(|d| diags.extend(d)).ok();
+    let (source, webhooks) = match &config {
+        Some(c) => (Some(c.rules.clone()), Some(c.webhooks.keys().cloned().collect())),
+        None => peek_rules(path, env),
     };
-    let rules = rules::load_all(&files, &config, env)?;
-    Ok(Loaded { config, rules })
+    let mut rules = Vec::new();
+    if let Some(source) = source {
+        match rule_files(&source, path) {
+            Ok(files) => match rules::load_all(&files, path, webhooks.as_ref(), env) {
+                Ok(r) => rules = r,
+                Err(d) => diags.extend(d),
+            },
+            Err(d) => diags.push(d),
+        }
+    }
+    match config {
+        Some(config) if diags.is_empty() => Ok(Loaded { config, rules }),
+        _ => Err(diags),
+    }
+}
+
+/// Where the rules are and which webhooks exist, read from a config file
+/// that is otherwise invalid.
+fn peek_rules(path: &Path, env: &Environment) -> (Option<RulesSource>, Option<BTreeSet<String>>) {
+    let Ok(text) = std::fs::read_to_string(path) else { return (None, None) };
+    let mut scratch = Decoder::new(path, env);
+    let Some(root) = yaml::parse(&text, &mut scratch.diags) else { return (None, None) };
+    let yaml::Value::Map(entries) = &root.value else { return (None, None) };
+    let get = |key: &str| entries.iter().find(|(k, _)| k.scalar_text().as_deref() == Some(key)).map(|(_, v)| v);
+    let dir = scratch.diags.dir();
+    let source = match get("rules") {
+        None => Some(RulesSource::Dir(dir.join("rules"))),
+        Some(n) => match &n.value {
+            yaml::Value::Seq(items) => items
+                .iter()
+                .map(|i| i.scalar_text().and_then(|t| decode::interpolate(&t, env).ok()).map(|t| dir.join(t)))
+                .collect::<Option<Vec<_>>>()
+                .map(RulesSource::Files),
+            _ => n
+                .scalar_text()
+                .and_then(|t| decode::interpolate(&t, env).ok())
+                .map(|t| RulesSource::Dir(dir.join(t))),
+        },
+    };
+    let webhooks = match get("webhooks").map(|n| &n.value) {
+        Some(yaml::Value::Map(hooks)) => Some(hooks.iter().filter_map(|(k, _)| k.scalar_text()).collect()),
+        None => Some(BTreeSet::new()),
+        _ => None,
+    };
+    (source, webhooks)
 }
 
 /// Only the main config file, for commands that need no rules.
@@ -491,12 +537,12 @@ fn decode_log(node: Option<&yaml::Node>, d: &mut Decoder) -> Option<LogConfig> {
 }
 
 /// The rule files: `*.yaml`/`*.yml` of the directory, sorted, or the list.
-fn rule_files(config: &Config) -> Result<Vec<PathBuf>, Diagnostic> {
-    match &config.rules {
+fn rule_files(source: &RulesSource, config_path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
+    match source {
         RulesSource::Files(files) => Ok(files.clone()),
         RulesSource::Dir(dir) => {
             let entries = std::fs::read_dir(dir).map_err(|e| Diagnostic {
-                file: config.path.as_path().into(),
+                file: config_path.into(),
                 pos: Pos { line: 1, col: 1 },
                 message: format!("rules: cannot read directory {}: {e}", dir.display()),
             })?;

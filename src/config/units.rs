@@ -27,7 +27,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
+        let unit = rest[..unit_len].trim();
         rest = &rest[unit_len..];
         let seconds = match unit {
             "ms" => number / 1000.0,

@@ -4,14 +4,14 @@
 
 pub mod template;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use crate::config::decode::{Decoder, Environment};
 use crate::config::yaml::{self, Diagnostic, Node, Pos, Value};
-use crate::config::{Config, Secret, valid_name};
+use crate::config::{Secret, valid_name};
 
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -156,7 +156,15 @@ pub struct Deliver {
 }
 
 /// Loads every rule file; all problems of all files at once.
-pub fn load_all(files: &[PathBuf], config: &Config, env: &Environment) -> Result<Vec<Rule>, Vec<Diagnostic>> {
+/// `webhooks` are the destination names of the config, `None` when they
+/// are unknown (the config itself is broken): `deliver.to` goes unchecked.
+pub fn load_all(
+    files: &[PathBuf],
+    config_path: &Path,
+    webhooks: Option<&BTreeSet<String>>,
+    env: &Environment,
+) -> Result<Vec<Rule>, Vec<Diagnostic>> {
+    let known = Known { config_path, webhooks };
     let mut diags = Vec::new();
     let mut rules: Vec<(Rule, Pos)> = Vec::new();
     for file in files {
@@ -164,7 +172,7 @@ pub fn load_all(files: &[PathBuf], config: &Config, env: &Environment) -> Result
         match std::fs::read_to_string(file) {
             Ok(text) => {
                 if let Some(root) = yaml::parse(&text, &mut d.diags)
-                    && let Some(rule) = decode_rule(&root, file, config, &mut d)
+                    && let Some(rule) = decode_rule(&root, file, &known, &mut d)
                     && d.diags.list.is_empty()
                 {
                     rules.push((rule, root.pos));
@@ -227,7 +235,13 @@ fn cross_check(rules: &[(Rule, Pos)], diags: &mut Vec<Diagnostic>) {
     }
 }
 
-fn decode_rule(root: &Node, file: &Path, config: &Config, d: &mut Decoder) -> Option<Rule> {
+/// What rules may refer to outside themselves.
+struct Known<'a> {
+    config_path: &'a Path,
+    webhooks: Option<&'a BTreeSet<String>>,
+}
+
+fn decode_rule(root: &Node, file: &Path, known: &Known, d: &mut Decoder) -> Option<Rule> {
     let f = d.fields(root, "rule", &["name", "on", "ingest", "chat", "deliver", "vars"])?;
     let stem = file
         .file_stem()
@@ -281,11 +295,17 @@ fn decode_rule(root: &Node, file: &Path, config: &Config, d: &mut Decoder) -> Op
     }
 
     // Templates, checked against what this trigger provides.
+    // By the trigger's key, so templates are checked even when the
+    // trigger's own settings have errors.
     let mut allowed: Vec<&str> = template::COMMON.to_vec();
-    match &trigger {
-        Some(Trigger::Watch(_) | Trigger::Ingested { .. }) => allowed.extend(template::DOCUMENT),
-        Some(Trigger::Schedule(_)) => allowed.extend(template::SCHEDULE),
-        Some(Trigger::Webhook(_)) => allowed.extend(template::WEBHOOK),
+    let kind = match f.get("on").map(|n| &n.value) {
+        Some(Value::Map(entries)) if entries.len() == 1 => entries[0].0.scalar_text(),
+        _ => None,
+    };
+    match kind.as_deref() {
+        Some("watch" | "ingested") => allowed.extend(template::DOCUMENT),
+        Some("schedule") => allowed.extend(template::SCHEDULE),
+        Some("webhook") => allowed.extend(template::WEBHOOK),
         _ => {}
     }
     if let Some(chat_node) = f.get("chat")
@@ -301,7 +321,7 @@ fn decode_rule(root: &Node, file: &Path, config: &Config, d: &mut Decoder) -> Op
         Some(n) => {
             let mut body_allowed = allowed.clone();
             body_allowed.extend(template::RESULT);
-            decode_deliver(n, config, &body_allowed, d)
+            decode_deliver(n, known, &body_allowed, d)
         }
         None => Some(Vec::new()),
     };
@@ -662,7 +682,7 @@ fn decode_chat(node: &Node, d: &mut Decoder) -> Option<Chat> {
     })
 }
 
-fn decode_deliver(node: &Node, config: &Config, allowed: &[&str], d: &mut Decoder) -> Option<Vec<Deliver>> {
+fn decode_deliver(node: &Node, known: &Known, allowed: &[&str], d: &mut Decoder) -> Option<Vec<Deliver>> {
     let Value::Seq(items) = &node.value else {
         d.error(node.pos, "deliver: expected a list of `- to: NAME` entries");
         return None;
@@ -673,16 +693,16 @@ fn decode_deliver(node: &Node, config: &Config, allowed: &[&str], d: &mut Decode
         let to = match f.get("to") {
             Some(n) => {
                 let to = d.non_empty_string(n, "deliver.to");
-                if let Some(t) = &to
-                    && !config.webhooks.contains_key(t)
+                if let (Some(t), Some(hooks)) = (&to, known.webhooks)
+                    && !hooks.contains(t)
                 {
-                    let known: Vec<_> = config.webhooks.keys().cloned().collect();
+                    let names: Vec<_> = hooks.iter().cloned().collect();
                     d.error(
                         n.pos,
                         format!(
                             "deliver.to: no webhook named `{t}` in {} (known: {})",
-                            config.path.display(),
-                            if known.is_empty() { "none".into() } else { known.join(", ") }
+                            known.config_path.display(),
+                            if names.is_empty() { "none".into() } else { names.join(", ") }
                         ),
                     );
                 }

@@ -1,0 +1,132 @@
+//! `ferry check` as a user runs it: every mistake with file:line:col, exit
+//! codes, and no secret in any output.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const SECRET_KEY: &str = "sk-this-is-the-real-api-key-0123456789";
+const HOOK_SECRET: &str = "whsec_c2VjcmV0LXZhbHVlLXRoYXQtbXVzdC1ub3QtbGVhaw==";
+const ADMIN_TOKEN: &str = "admin-token-that-must-never-leak";
+
+fn ferry(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TEST_API_KEY", SECRET_KEY)
+        .env("TEST_HOOK_SECRET", HOOK_SECRET)
+        .env("TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .expect("run ferry")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn write(dir: &Path, name: &str, content: &str) {
+    let p = dir.join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+#[test]
+fn five_mistakes_in_two_files_are_all_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "ferry.yaml",
+        "openwebui:\n  url: not-a-url\n  api_key: ${TEST_API_KEY}\n  timeout: 10 parsecs\nserver:\n  admin_tokn: x\nwebhooks:\n  chat:\n    url: https://example.org/hook\n    secret: ${TEST_HOOK_SECRET}\n",
+    );
+    write(
+        dir.path(),
+        "rules/report.yaml",
+        "on:\n  schedule:\n    cron: \"61 * * * *\"\nchat:\n  model: m\n  prompt: \"Alert: {{ payload.summary }}\"\n",
+    );
+    let out = ferry(dir.path(), &["check", "--config", "ferry.yaml"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    let lines: Vec<&str> = all.lines().filter(|l| l.contains(".yaml:")).collect();
+    assert_eq!(lines.len(), 5, "{all}");
+    let expect = [
+        ("ferry.yaml:2:8:", "openwebui.url"),
+        ("ferry.yaml:4:12:", "openwebui.timeout"),
+        ("ferry.yaml:6:3:", "admin_tokn"),
+        ("report.yaml:3:11:", "cron"),
+        ("report.yaml:6:11:", "`payload`"),
+    ];
+    for (place, what) in expect {
+        assert!(
+            lines.iter().any(|l| l.contains(place) && l.contains(what)),
+            "missing {place} {what} in:\n{all}"
+        );
+    }
+    assert!(all.contains("5 errors"), "{all}");
+    for secret in [SECRET_KEY, HOOK_SECRET, ADMIN_TOKEN] {
+        assert!(!all.contains(secret), "secret leaked:\n{all}");
+    }
+}
+
+#[test]
+fn valid_config_passes_without_showing_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "ferry.yaml",
+        "openwebui:\n  url: http://127.0.0.1:1\n  api_key: ${TEST_API_KEY}\nserver:\n  admin_token: ${TEST_ADMIN_TOKEN}\nwebhooks:\n  team-chat:\n    url: https://hooks.example.org/services/T0/B0/secretpath?token=abc\n    secret: ${TEST_HOOK_SECRET}\nstate:\n  database: state/ferry.db\n",
+    );
+    write(
+        dir.path(),
+        "rules/alerts.yaml",
+        "on:\n  webhook:\n    path: alerts\n    auth: { scheme: bearer, secret: \"${TEST_ADMIN_TOKEN}\" }\nchat:\n  model: m\n  prompt: \"{{ payload }}\"\ndeliver:\n  - to: team-chat\n    body: '{\"text\": {{ answer | tojson }}}'\n",
+    );
+    let out = ferry(dir.path(), &["check"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("alerts"), "{all}");
+    for secret in [SECRET_KEY, HOOK_SECRET, ADMIN_TOKEN, "secretpath", "token=abc"] {
+        assert!(!all.contains(secret), "secret leaked:\n{all}");
+    }
+
+    // --connect against nothing: a one-line problem, exit 1, no secret.
+    let out = ferry(dir.path(), &["check", "--connect"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("problem:"), "{all}");
+    assert!(!all.contains(SECRET_KEY) && !all.contains("panicked"), "{all}");
+}
+
+#[test]
+fn example_rules_are_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    write(
+        dir.path(),
+        "ferry.yaml",
+        &format!(
+            "openwebui:\n  url: http://127.0.0.1:1\n  api_key: ${{TEST_API_KEY}}\nrules: {}\n",
+            rules.display()
+        ),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["check", "--config", "ferry.yaml"])
+        .current_dir(dir.path())
+        .env("TEST_API_KEY", SECRET_KEY)
+        .env("FERRY_ALERTS_SECRET", "example-secret")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
+fn missing_config_and_bad_yaml_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ferry(dir.path(), &["check", "--config", "nope.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("nope.yaml:1:1: cannot read config"));
+    write(dir.path(), "bad.yaml", "openwebui: [unclosed\n");
+    let out = ferry(dir.path(), &["models", "--config", "bad.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("bad.yaml:"), "{}", text(&out));
+}
