@@ -7,7 +7,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, about = "Keeps Open WebUI knowledge in sync with folders and runs templated chats")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Keeps Open WebUI knowledge in sync with folders and runs templated chats"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,

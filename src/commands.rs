@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use futures_util::StreamExt as _;
 
 use crate::cli::{Cli, Command, LogFormatArg};
-use crate::config::{self, Config, Environment, LogFormat, Loaded};
+use crate::config::{self, Config, Environment, Loaded, LogFormat};
 use crate::ingest::{self, Collection, Ingestor, Outcome};
 use crate::openwebui::{ChatRequest, Client, ClientOptions};
 use crate::rules::{self, CollectionRef, Trigger};
@@ -29,7 +29,13 @@ fn write_stdout(args: std::fmt::Arguments, newline: bool) {
     let mut stdout = std::io::stdout().lock();
     let result = stdout
         .write_fmt(args)
-        .and_then(|()| if newline { stdout.write_all(b"\n") } else { Ok(()) })
+        .and_then(|()| {
+            if newline {
+                stdout.write_all(b"\n")
+            } else {
+                Ok(())
+            }
+        })
         .and_then(|()| stdout.flush());
     if let Err(e) = result
         && e.kind() == std::io::ErrorKind::BrokenPipe
@@ -43,7 +49,10 @@ pub const EXIT_CONFIG: u8 = 2;
 
 /// Entry point of the binary.
 pub fn main(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -88,11 +97,26 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 }
             } else {
                 match load_config(&config_path, &env) {
-                    Ok(config) => Loaded { config, rules: vec![] },
+                    Ok(config) => Loaded {
+                        config,
+                        rules: vec![],
+                    },
                     Err(code) => return code,
                 }
             };
-            ask(&loaded, AskArgs { model, collections, vars, rule, no_stream, system, prompt }).await
+            ask(
+                &loaded,
+                AskArgs {
+                    model,
+                    collections,
+                    vars,
+                    rule,
+                    no_stream,
+                    system,
+                    prompt,
+                },
+            )
+            .await
         }
         Command::Docs { state, rule, json } => match load_config(&config_path, &env) {
             Ok(c) => docs(&c, state, rule, json).await,
@@ -144,7 +168,8 @@ fn init_logging(cli: &Cli, config: Option<&Config>) {
         .or_else(|| std::env::var("RUST_LOG").ok())
         .or_else(|| config.map(|c| c.log.level.clone()))
         .unwrap_or_else(|| "warn".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(&level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let json = match cli.global.log_format {
         Some(LogFormatArg::Json) => true,
         Some(LogFormatArg::Text) => false,
@@ -154,7 +179,11 @@ fn init_logging(cli: &Cli, config: Option<&Config>) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 fn print_diagnostics(diags: &[config::Diagnostic]) {
@@ -212,8 +241,16 @@ async fn check(path: &Path, env: &Environment, connect: bool) -> ExitCode {
     outln!("  webhooks: {}", c.webhooks.len());
     outln!("  rules: {}", loaded.rules.len());
     for r in &loaded.rules {
-        let summary: Vec<String> = rules::summary(r).iter().map(|(k, v)| format!("{k}={v}")).collect();
-        outln!("    {} ({}): {}", r.name, r.file.display(), summary.join(" "));
+        let summary: Vec<String> = rules::summary(r)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        outln!(
+            "    {} ({}): {}",
+            r.name,
+            r.file.display(),
+            summary.join(" ")
+        );
     }
     if !connect {
         return ExitCode::SUCCESS;
@@ -239,15 +276,29 @@ async fn check(path: &Path, env: &Environment, connect: bool) -> ExitCode {
 async fn check_connect(loaded: &Loaded) -> anyhow::Result<Vec<String>> {
     let client = client(&loaded.config)?;
     let mut problems = Vec::new();
-    let version = client.version().await.context("Open WebUI is not reachable")?;
+    let version = client
+        .version()
+        .await
+        .context("Open WebUI is not reachable")?;
     outln!("  server: Open WebUI {version}");
     if !version.at_least(0, 6, 40) {
-        problems.push(format!("Open WebUI {version} is older than 0.6.40, the oldest ferry supports"));
+        problems.push(format!(
+            "Open WebUI {version} is older than 0.6.40, the oldest ferry supports"
+        ));
     }
-    let who = client.whoami().await.context("the credentials were refused")?;
+    let who = client
+        .whoami()
+        .await
+        .context("the credentials were refused")?;
     outln!("  signed in: {}", identity_line(&who));
     let models = client.models().await.context("cannot list models")?;
     let store = Store::open(&loaded.config.state.database).await?;
+    // Knowledge bases that ingestion creates on first use.
+    let created: Vec<&CollectionRef> = loaded
+        .rules
+        .iter()
+        .filter_map(|r| r.ingest.as_ref().map(|i| &i.collection))
+        .collect();
     for rule in &loaded.rules {
         if let Some(chat) = &rule.chat {
             if !models.iter().any(|m| m.id == chat.model) {
@@ -255,12 +306,18 @@ async fn check_connect(loaded: &Loaded) -> anyhow::Result<Vec<String>> {
                     "rule `{}`: model `{}` is not offered (have: {})",
                     rule.name,
                     chat.model,
-                    models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", ")
+                    models
+                        .iter()
+                        .map(|m| m.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
             for c in &chat.collections {
-                if let Err(e) = ingest::resolve_collection(&client, &store, c, false).await {
-                    problems.push(format!("rule `{}`: collection {c}: {e}", rule.name));
+                match ingest::resolve_collection(&client, &store, c, false).await {
+                    Ok(_) => {}
+                    Err(ingest::IngestError::UnknownCollection(_)) if created.contains(&c) => {}
+                    Err(e) => problems.push(format!("rule `{}`: collection {c}: {e}", rule.name)),
                 }
             }
         }
@@ -268,15 +325,26 @@ async fn check_connect(loaded: &Loaded) -> anyhow::Result<Vec<String>> {
             match ingest::resolve_collection(&client, &store, &i.collection, false).await {
                 Ok(_) => {}
                 Err(ingest::IngestError::UnknownCollection(_)) => {
-                    outln!("  rule `{}`: collection {} will be created", rule.name, i.collection)
+                    outln!(
+                        "  rule `{}`: collection {} will be created",
+                        rule.name,
+                        i.collection
+                    )
                 }
-                Err(e) => problems.push(format!("rule `{}`: collection {}: {e}", rule.name, i.collection)),
+                Err(e) => problems.push(format!(
+                    "rule `{}`: collection {}: {e}",
+                    rule.name, i.collection
+                )),
             }
         }
         if let Trigger::Watch(w) = &rule.trigger
             && !w.path.is_dir()
         {
-            problems.push(format!("rule `{}`: watched folder {} does not exist", rule.name, w.path.display()));
+            problems.push(format!(
+                "rule `{}`: watched folder {} does not exist",
+                rule.name,
+                w.path.display()
+            ));
         }
     }
     Ok(problems)
@@ -288,7 +356,14 @@ fn identity_line(who: &crate::openwebui::Identity) -> String {
         (Some(email), None) => email.clone(),
         _ => "an account".into(),
     };
-    line.push_str(&format!(" with {}", if who.auth == "api_key" { "an API key" } else { "email + password" }));
+    line.push_str(&format!(
+        " with {}",
+        if who.auth == "api_key" {
+            "an API key"
+        } else {
+            "email + password"
+        }
+    ));
     if let Some(note) = &who.note {
         line.push_str(&format!("; {note}"));
     }
@@ -301,7 +376,10 @@ async fn whoami(config: &Config) -> anyhow::Result<ExitCode> {
     let client = client(config)?;
     let version = client.version().await?;
     let who = client.whoami().await?;
-    outln!("server: {} (Open WebUI {version})", display_url(&config.openwebui.url));
+    outln!(
+        "server: {} (Open WebUI {version})",
+        display_url(&config.openwebui.url)
+    );
     outln!("user: {}", identity_line(&who));
     if let Some(id) = &who.id {
         outln!("id: {id}");
@@ -319,7 +397,9 @@ async fn models(config: &Config) -> anyhow::Result<ExitCode> {
         }
     }
     if models.is_empty() {
-        eprintln!("no models: none configured, or the account may not use any (BYPASS_MODEL_ACCESS_CONTROL / model access)");
+        eprintln!(
+            "no models: none configured, or the account may not use any (BYPASS_MODEL_ACCESS_CONTROL / model access)"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -330,8 +410,13 @@ async fn pull(config: &Config, model: &str) -> anyhow::Result<ExitCode> {
     client
         .pull(model, |p| {
             let status = p.get("status").and_then(|s| s.as_str()).unwrap_or("");
-            let line = match (p.get("completed").and_then(|v| v.as_u64()), p.get("total").and_then(|v| v.as_u64())) {
-                (Some(done), Some(total)) if total > 0 => format!("{status} {}%", done * 100 / total),
+            let line = match (
+                p.get("completed").and_then(|v| v.as_u64()),
+                p.get("total").and_then(|v| v.as_u64()),
+            ) {
+                (Some(done), Some(total)) if total > 0 => {
+                    format!("{status} {}%", done * 100 / total)
+                }
                 _ => status.to_string(),
             };
             if line != last {
@@ -349,7 +434,10 @@ async fn chats(config: &Config) -> anyhow::Result<ExitCode> {
         let when = c
             .updated_at
             .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
             .unwrap_or_default();
         outln!("{}\t{when}\t{}", c.id, c.title.unwrap_or_default());
     }
@@ -371,7 +459,11 @@ async fn ask(loaded: &Loaded, args: AskArgs) -> anyhow::Result<ExitCode> {
     let client = client(config)?;
     let mut model = args.model;
     let mut system = args.system;
-    let mut collection_refs: Vec<CollectionRef> = args.collections.into_iter().map(CollectionRef::Name).collect();
+    let mut collection_refs: Vec<CollectionRef> = args
+        .collections
+        .into_iter()
+        .map(CollectionRef::Name)
+        .collect();
     let prompt = match &args.rule {
         Some(name) => {
             let rule = loaded
@@ -379,7 +471,10 @@ async fn ask(loaded: &Loaded, args: AskArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .find(|r| &r.name == name)
                 .with_context(|| format!("no rule named `{name}`"))?;
-            let chat = rule.chat.as_ref().with_context(|| format!("rule `{name}` has no `chat`"))?;
+            let chat = rule
+                .chat
+                .as_ref()
+                .with_context(|| format!("rule `{name}` has no `chat`"))?;
             model = model.or_else(|| Some(chat.model.clone()));
             system = system.or_else(|| chat.system.clone());
             collection_refs.extend(chat.collections.iter().cloned());
@@ -401,7 +496,12 @@ async fn ask(loaded: &Loaded, args: AskArgs) -> anyhow::Result<ExitCode> {
     let model = match model {
         Some(m) => m,
         None => {
-            let first = client.models().await?.into_iter().next().context("Open WebUI offers no models")?;
+            let first = client
+                .models()
+                .await?
+                .into_iter()
+                .next()
+                .context("Open WebUI offers no models")?;
             eprintln!("(model: {})", first.id);
             first.id
         }
@@ -410,7 +510,11 @@ async fn ask(loaded: &Loaded, args: AskArgs) -> anyhow::Result<ExitCode> {
     if !collection_refs.is_empty() {
         let store = Store::open(&config.state.database).await?;
         for c in &collection_refs {
-            collections.push(ingest::resolve_collection(&client, &store, c, false).await?.id);
+            collections.push(
+                ingest::resolve_collection(&client, &store, c, false)
+                    .await?
+                    .id,
+            );
         }
     }
     let request = ChatRequest {
@@ -420,7 +524,10 @@ async fn ask(loaded: &Loaded, args: AskArgs) -> anyhow::Result<ExitCode> {
         collections,
         options: Default::default(),
     };
-    let timeout = config.openwebui.timeout.max(std::time::Duration::from_secs(300));
+    let timeout = config
+        .openwebui
+        .timeout
+        .max(std::time::Duration::from_secs(300));
     let answer = if args.no_stream {
         let a = client.chat(&request, timeout).await?;
         out!("{}", a.content);
@@ -458,7 +565,10 @@ fn expand_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
                 .with_context(|| format!("{}", p.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|e| {
-                    let name = e.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                    let name = e
+                        .file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default();
                     !excluded.is_match(Path::new("x").join(&name))
                 })
                 .collect();
@@ -474,14 +584,29 @@ fn expand_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-async fn ingest_command(config: &Config, paths: &[PathBuf], collection_name: &str) -> anyhow::Result<ExitCode> {
+async fn ingest_command(
+    config: &Config,
+    paths: &[PathBuf],
+    collection_name: &str,
+) -> anyhow::Result<ExitCode> {
     let files = expand_paths(paths)?;
     let store = Store::open(&config.state.database).await?;
     let client = client(config)?;
-    client.version().await.context("Open WebUI is not reachable")?;
-    let collection: Collection =
-        ingest::resolve_collection(&client, &store, &CollectionRef::Name(collection_name.to_string()), true).await?;
-    let ingestor = Ingestor { client: client.clone(), store: store.clone() };
+    client
+        .version()
+        .await
+        .context("Open WebUI is not reachable")?;
+    let collection: Collection = ingest::resolve_collection(
+        &client,
+        &store,
+        &CollectionRef::Name(collection_name.to_string()),
+        true,
+    )
+    .await?;
+    let ingestor = Ingestor {
+        client: client.clone(),
+        store: store.clone(),
+    };
     let cleaned = ingestor.clean_orphans().await?;
     if cleaned > 0 {
         eprintln!("deleted {cleaned} unlinked upload(s) left by an earlier run");
@@ -514,7 +639,9 @@ async fn ingest_command(config: &Config, paths: &[PathBuf], collection_name: &st
             Ok(Outcome::Linked { file_id, replaced }) => {
                 report(format!(
                     "linked     {shown} ({file_id}{})",
-                    replaced.map(|r| format!(", replaces {r}")).unwrap_or_default()
+                    replaced
+                        .map(|r| format!(", replaces {r}"))
+                        .unwrap_or_default()
                 ));
                 linked.push((path.clone(), file_id));
             }
@@ -542,12 +669,19 @@ async fn ingest_command(config: &Config, paths: &[PathBuf], collection_name: &st
 
     // Trust, but verify: every link must show in Open WebUI's own list.
     if !linked.is_empty() {
-        let present: std::collections::HashSet<String> =
-            client.knowledge_files(&collection.id).await?.into_iter().map(|f| f.id).collect();
+        let present: std::collections::HashSet<String> = client
+            .knowledge_files(&collection.id)
+            .await?
+            .into_iter()
+            .map(|f| f.id)
+            .collect();
         for (path, file_id) in &linked {
             if !present.contains(file_id) {
                 failed += 1;
-                outln!("failed     {}: linked, but missing from the collection's file list", path.display());
+                outln!(
+                    "failed     {}: linked, but missing from the collection's file list",
+                    path.display()
+                );
                 if let Some(doc) = store.document(":cli", &path.to_string_lossy()).await? {
                     store
                         .failed(
@@ -568,12 +702,21 @@ async fn ingest_command(config: &Config, paths: &[PathBuf], collection_name: &st
         collection.name,
         collection.id
     );
-    Ok(if failed > 0 { ExitCode::from(EXIT_RUNTIME) } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::from(EXIT_RUNTIME)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 // ----- docs ------------------------------------------------------------------------
 
-async fn docs(config: &Config, state: Option<String>, rule: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+async fn docs(
+    config: &Config,
+    state: Option<String>,
+    rule: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let state = match state {
         Some(s) => Some(DocumentState::parse(&s).with_context(|| {
             format!(
@@ -584,7 +727,13 @@ async fn docs(config: &Config, state: Option<String>, rule: Option<String>, json
         None => None,
     };
     let store = Store::open(&config.state.database).await?;
-    let docs = store.documents(&DocumentFilter { state, rule, limit: None }).await?;
+    let docs = store
+        .documents(&DocumentFilter {
+            state,
+            rule,
+            limit: None,
+        })
+        .await?;
     for d in &docs {
         if json {
             outln!("{}", serde_json::to_string(d)?);

@@ -37,7 +37,10 @@ pub enum IngestError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("no knowledge base named `{0}` (ferry creates it only for ingestion)")]
     UnknownCollection(String),
 }
@@ -45,9 +48,18 @@ pub enum IngestError {
 /// What happened to one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Linked { file_id: String, replaced: Option<String> },
-    Unchanged { file_id: String },
-    Failed { reason: FailureReason, detail: String, known: bool },
+    Linked {
+        file_id: String,
+        replaced: Option<String>,
+    },
+    Unchanged {
+        file_id: String,
+    },
+    Failed {
+        reason: FailureReason,
+        detail: String,
+        known: bool,
+    },
 }
 
 /// Finds a knowledge base by reference: the id remembered for the name,
@@ -61,12 +73,20 @@ pub async fn resolve_collection(
     match reference {
         CollectionRef::Id(id) => {
             let k = client.knowledge(id).await?;
-            Ok(Collection { id: k.id, name: k.name })
+            Ok(Collection {
+                id: k.id,
+                name: k.name,
+            })
         }
         CollectionRef::Name(name) => {
             if let Some(id) = store.collection_id(name).await? {
                 match client.knowledge(&id).await {
-                    Ok(k) => return Ok(Collection { id: k.id, name: name.clone() }),
+                    Ok(k) => {
+                        return Ok(Collection {
+                            id: k.id,
+                            name: name.clone(),
+                        });
+                    }
                     Err(OwuiError::NotFound { .. }) => {
                         tracing::warn!(collection = %name, id = %id, "remembered knowledge base is gone; looking it up again");
                         store.forget_collection(name).await?;
@@ -77,7 +97,10 @@ pub async fn resolve_collection(
             let now = store::now_ms();
             if let Some(k) = client.find_knowledge(name).await? {
                 store.remember_collection(name, &k.id, false, now).await?;
-                return Ok(Collection { id: k.id, name: name.clone() });
+                return Ok(Collection {
+                    id: k.id,
+                    name: name.clone(),
+                });
             }
             if !create {
                 return Err(IngestError::UnknownCollection(name.clone()));
@@ -87,7 +110,10 @@ pub async fn resolve_collection(
                 .await?;
             tracing::info!(collection = %name, id = %k.id, "created knowledge base");
             store.remember_collection(name, &k.id, true, now).await?;
-            Ok(Collection { id: k.id, name: name.clone() })
+            Ok(Collection {
+                id: k.id,
+                name: name.clone(),
+            })
         }
     }
 }
@@ -140,7 +166,12 @@ pub struct Ingestor {
 
 impl Ingestor {
     /// Brings one file into `collection` under `rule` (identity (rule, path)).
-    pub async fn ingest(&self, rule: &str, path: &Path, collection: &Collection) -> Result<Outcome, IngestError> {
+    pub async fn ingest(
+        &self,
+        rule: &str,
+        path: &Path,
+        collection: &Collection,
+    ) -> Result<Outcome, IngestError> {
         let shown = path.display().to_string();
         let io = |source| IngestError::Io {
             path: shown.clone(),
@@ -154,7 +185,8 @@ impl Ingestor {
         );
         let key = path.to_string_lossy().to_string();
         let previous = self.store.document(rule, &key).await?;
-        let same_place = |d: &store::Document| d.collection_id.as_deref() == Some(collection.id.as_str());
+        let same_place =
+            |d: &store::Document| d.collection_id.as_deref() == Some(collection.id.as_str());
 
         // Same stats: not even hashed again.
         if let Some(d) = &previous
@@ -201,7 +233,9 @@ impl Ingestor {
                 (DocumentState::Linked, _, Some(file_id)) => {
                     // Touched, not changed: remember the new stats.
                     self.store.adopt(&upload, file_id, now).await?;
-                    return Ok(Outcome::Unchanged { file_id: file_id.clone() });
+                    return Ok(Outcome::Unchanged {
+                        file_id: file_id.clone(),
+                    });
                 }
                 (DocumentState::Failed, Some(reason), _) if reason.is_permanent() => {
                     return Ok(Outcome::Failed {
@@ -219,7 +253,13 @@ impl Ingestor {
         if size == 0 {
             let detail = "the file is empty".to_string();
             self.store
-                .failed(document_id, FailureReason::Empty, &detail, None, store::now_ms())
+                .failed(
+                    document_id,
+                    FailureReason::Empty,
+                    &detail,
+                    None,
+                    store::now_ms(),
+                )
                 .await?;
             return Ok(Outcome::Failed {
                 reason: FailureReason::Empty,
@@ -227,7 +267,10 @@ impl Ingestor {
                 known: false,
             });
         }
-        if let Some(other) = self.store.linked_with_content(&collection.id, &sha256).await?
+        if let Some(other) = self
+            .store
+            .linked_with_content(&collection.id, &sha256)
+            .await?
             && let Some(file_id) = other.file_id.clone()
             && other.path == key
         {
@@ -236,14 +279,23 @@ impl Ingestor {
             self.store.adopt(&upload, &file_id, store::now_ms()).await?;
             return Ok(Outcome::Unchanged { file_id });
         }
-        if let Some(other) = self.store.linked_with_content(&collection.id, &sha256).await?
+        if let Some(other) = self
+            .store
+            .linked_with_content(&collection.id, &sha256)
+            .await?
             && other.path != key
         {
             // Open WebUI would refuse it as duplicate content; say so
             // without an upload that would only leave an orphan behind.
             let detail = format!("same content as {} (already in the collection)", other.path);
             self.store
-                .failed(document_id, FailureReason::Duplicate, &detail, None, store::now_ms())
+                .failed(
+                    document_id,
+                    FailureReason::Duplicate,
+                    &detail,
+                    None,
+                    store::now_ms(),
+                )
                 .await?;
             return Ok(Outcome::Failed {
                 reason: FailureReason::Duplicate,
@@ -292,7 +344,12 @@ impl Ingestor {
         }
     }
 
-    async fn upload_and_link(&self, document_id: i64, path: &Path, collection: &Collection) -> Result<String, IngestError> {
+    async fn upload_and_link(
+        &self,
+        document_id: i64,
+        path: &Path,
+        collection: &Collection,
+    ) -> Result<String, IngestError> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
@@ -302,17 +359,25 @@ impl Ingestor {
             Err(OwuiError::Io { path, source }) => return Err(IngestError::Io { path, source }),
             Err(e) => return Err(e.into()),
         };
-        self.store.uploaded(document_id, &info.id, store::now_ms()).await?;
+        self.store
+            .uploaded(document_id, &info.id, store::now_ms())
+            .await?;
         self.client.wait_processed(&info.id).await?;
         self.client.add_file(&collection.id, &info.id).await?;
-        self.store.linked(document_id, &info.id, store::now_ms()).await?;
+        self.store
+            .linked(document_id, &info.id, store::now_ms())
+            .await?;
         Ok(info.id)
     }
 
     /// Unlinks and deletes a superseded version, if it is ferry's own.
     async fn retire(&self, collection: &Collection, file_id: &str) {
         let own = self.store.is_own_upload(file_id).await.unwrap_or(false);
-        if let Err(e) = self.client.remove_file(&collection.id, file_id, false).await {
+        if let Err(e) = self
+            .client
+            .remove_file(&collection.id, file_id, false)
+            .await
+        {
             tracing::warn!(file_id, error = %e, "could not unlink the old version");
             return;
         }
@@ -329,13 +394,17 @@ impl Ingestor {
     /// Deletes ferry's failed uploads of one document, so that failures do
     /// not pile up as orphans in Open WebUI's file table.
     async fn delete_orphans_of(&self, rule: &str, key: &str) {
-        let Ok(Some(doc)) = self.store.document(rule, key).await else { return };
+        let Ok(Some(doc)) = self.store.document(rule, key).await else {
+            return;
+        };
         let Some(file_id) = doc.file_id else { return };
         match self.client.delete_file(&file_id).await {
             Ok(()) => {
                 let _ = self.store.upload_deleted(&file_id, store::now_ms()).await;
             }
-            Err(e) => tracing::warn!(file_id, error = %e, "could not delete a failed upload; will retry later"),
+            Err(e) => {
+                tracing::warn!(file_id, error = %e, "could not delete a failed upload; will retry later")
+            }
         }
     }
 
@@ -350,7 +419,13 @@ impl Ingestor {
                 .documents(&Default::default())
                 .await?
                 .iter()
-                .any(|d| d.file_id.as_deref() == Some(&file_id) && matches!(d.state, DocumentState::Uploading | DocumentState::Processing))
+                .any(|d| {
+                    d.file_id.as_deref() == Some(&file_id)
+                        && matches!(
+                            d.state,
+                            DocumentState::Uploading | DocumentState::Processing
+                        )
+                })
             {
                 continue;
             }

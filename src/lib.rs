@@ -1,5 +1,69 @@
-//! placeholder
+//! # ferry
+//!
+//! ferry connects a self-hosted Open WebUI to the rest of an organisation:
+//! it keeps knowledge collections in sync with folders (verified: uploaded,
+//! processed, linked), runs templated chats on schedules, webhooks, ingested
+//! documents or by hand, forwards the answers to webhooks, and keeps all of
+//! it in SQLite so that restarts lose and repeat nothing. `DESIGN.md` (in
+//! the shared folder) is the public contract: commands, config keys, rule
+//! schema, routes, payloads, state semantics.
+//!
+//! ## Bird's-eye view
+//!
+//! ```text
+//!   ferry.yaml + rules/*.yaml ──► config, rules ──► validated Config + Vec<Rule>
+//!                                                           │
+//!   triggers (watch, schedule, webhook, ingested, manual)   ▼
+//!        └──► one enqueue path ──► store (SQLite jobs) ──► workers ──► openwebui::Client
+//!                                        │                               (only caller of Open WebUI)
+//!                                        └──► outbox (deliveries) ──► delivery (only caller of webhooks)
+//! ```
+//!
+//! Today the one-shot commands drive the same pieces directly:
+//! `ferry ingest` runs [`ingest::Ingestor`] over files, `ferry ask` calls
+//! [`openwebui::Client::chat_stream`].
+//!
+//! ## Code map
+//!
+//! - [`cli`]: clap definitions of every command; parsing only.
+//! - [`commands`]: the one-shot commands; exit codes; errors printed once,
+//!   on one line.
+//! - [`config`]: `ferry.yaml`. [`config::yaml`] is a YAML tree that keeps
+//!   positions; [`config::decode`] reads typed values from it, collecting
+//!   every error as a [`config::Diagnostic`] (`file:line:col: message`);
+//!   `${VAR}` interpolation and `x_file:` secrets live there too.
+//!   [`config::Secret`] never prints its value.
+//! - [`rules`]: rule files: schema, validation, cross-rule checks;
+//!   [`rules::template`] compiles and renders minijinja templates.
+//! - [`store`]: the SQLite state database (documents, uploads, collections,
+//!   jobs, deliveries, schedules). Schema in `migrations/`.
+//! - [`openwebui`]: the typed client of the real Open WebUI API.
+//!   [`openwebui::error`] classifies responses (the one place that knows
+//!   Open WebUI's odd status codes), [`openwebui::sse`] parses completion
+//!   streams, [`openwebui::retry`] is the pure in-call retry policy,
+//!   [`openwebui::types`] the JSON shapes and version differences.
+//! - [`ingest`]: verified ingestion of one file into one knowledge base.
+//! - [`testing`]: an in-process fake of Open WebUI for tests and benchmarks.
+//!
+//! ## Architecture invariants
+//!
+//! - Every Open WebUI answer must be JSON; an HTML page (the web app's
+//!   answer to an unknown path) is an error naming the path, never data.
+//! - Re-sign-in happens at most once per request, and only for token-type
+//!   401s; Open WebUI also answers 401 for "not found" and "forbidden".
+//! - A call that may have acted on the server (upload, chat, create) is
+//!   repeated only when the server cannot have acted (429, no connection).
+//! - An upload is recorded in the store before anything else happens to
+//!   it; ferry deletes only files it uploaded itself; a changed file's new
+//!   version is linked before the old one is unlinked.
+//! - All database writes go through one connection; read-then-write
+//!   transactions start with `BEGIN IMMEDIATE`.
+//! - Configuration is all-or-nothing: either every file is valid, or every
+//!   problem in every file is reported and nothing runs.
+//! - Secrets are [`config::Secret`]s from the moment they are read.
+
 #![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -22,7 +22,11 @@ fn ferry(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn write(dir: &Path, name: &str, content: &str) {
@@ -85,7 +89,13 @@ fn valid_config_passes_without_showing_secrets() {
     let all = text(&out);
     assert_eq!(out.status.code(), Some(0), "{all}");
     assert!(all.contains("alerts"), "{all}");
-    for secret in [SECRET_KEY, HOOK_SECRET, ADMIN_TOKEN, "secretpath", "token=abc"] {
+    for secret in [
+        SECRET_KEY,
+        HOOK_SECRET,
+        ADMIN_TOKEN,
+        "secretpath",
+        "token=abc",
+    ] {
         assert!(!all.contains(secret), "secret leaked:\n{all}");
     }
 
@@ -94,7 +104,10 @@ fn valid_config_passes_without_showing_secrets() {
     let all = text(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(all.contains("problem:"), "{all}");
-    assert!(!all.contains(SECRET_KEY) && !all.contains("panicked"), "{all}");
+    assert!(
+        !all.contains(SECRET_KEY) && !all.contains("panicked"),
+        "{all}"
+    );
 }
 
 #[test]

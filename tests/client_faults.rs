@@ -40,13 +40,22 @@ fn password_client(fake: &FakeOpenWebUi) -> Client {
 async fn rate_limit_with_retry_after_is_waited_out() {
     let fake = FakeOpenWebUi::start("0.12.4").await;
     fake.inject(
-        Fault::new(Method::GET, "/api/models", 429, json!({"detail": "slow down"})).header("retry-after", "1"),
+        Fault::new(
+            Method::GET,
+            "/api/models",
+            429,
+            json!({"detail": "slow down"}),
+        )
+        .header("retry-after", "1"),
     );
     let client = api_key_client(&fake);
     let started = Instant::now();
     let models = client.models().await.unwrap();
     assert_eq!(models[0].id, "fake-model");
-    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After honoured");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After honoured"
+    );
     assert_eq!(fake.count("GET", "/api/models"), 2);
 }
 
@@ -64,7 +73,12 @@ async fn token_401_signs_in_again_exactly_once() {
     // A token that is refused again right after a fresh sign-in is not
     // chased with more sign-ins.
     for _ in 0..2 {
-        fake.inject(Fault::new(Method::GET, "/api/models", 401, json!({"detail": "401 Unauthorized"})));
+        fake.inject(Fault::new(
+            Method::GET,
+            "/api/models",
+            401,
+            json!({"detail": "401 Unauthorized"}),
+        ));
     }
     let err = client.models().await.unwrap_err();
     assert!(matches!(err, Error::Unauthorized { .. }), "{err}");
@@ -77,10 +91,12 @@ async fn concurrent_401s_share_one_sign_in() {
     let client = password_client(&fake);
     client.models().await.unwrap();
     fake.expire_sessions();
-    let calls: Vec<_> = (0..10).map(|_| {
-        let c = client.clone();
-        tokio::spawn(async move { c.models().await })
-    }).collect();
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { c.models().await })
+        })
+        .collect();
     for c in calls {
         c.await.unwrap().unwrap();
     }
@@ -107,7 +123,12 @@ async fn not_found_401_does_not_sign_in_again() {
 async fn server_error_on_chat_is_not_repeated_but_on_get_it_is() {
     let fake = FakeOpenWebUi::start("0.12.4").await;
     let client = api_key_client(&fake);
-    fake.inject(Fault::new(Method::POST, "/api/chat/completions", 500, json!({"detail": "boom"})));
+    fake.inject(Fault::new(
+        Method::POST,
+        "/api/chat/completions",
+        500,
+        json!({"detail": "boom"}),
+    ));
     let request = ChatRequest {
         model: "fake-model".into(),
         system: None,
@@ -115,32 +136,63 @@ async fn server_error_on_chat_is_not_repeated_but_on_get_it_is() {
         collections: vec![],
         options: Default::default(),
     };
-    let err = client.chat(&request, Duration::from_secs(5)).await.unwrap_err();
+    let err = client
+        .chat(&request, Duration::from_secs(5))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Server { status: 500, .. }), "{err}");
-    assert_eq!(fake.count("POST", "/api/chat/completions"), 1, "not blindly repeated");
+    assert_eq!(
+        fake.count("POST", "/api/chat/completions"),
+        1,
+        "not blindly repeated"
+    );
 
     // Even a 502 is not repeated for a chat: the model may have run.
-    fake.inject(Fault::new(Method::POST, "/api/chat/completions", 502, json!({"detail": "bad gateway"})));
+    fake.inject(Fault::new(
+        Method::POST,
+        "/api/chat/completions",
+        502,
+        json!({"detail": "bad gateway"}),
+    ));
     assert!(client.chat(&request, Duration::from_secs(5)).await.is_err());
     assert_eq!(fake.count("POST", "/api/chat/completions"), 2);
 
     // A 429 is: the server refused before doing anything.
     fake.inject(
-        Fault::new(Method::POST, "/api/chat/completions", 429, json!({"error": {"message": "busy"}}))
-            .header("retry-after", "0"),
+        Fault::new(
+            Method::POST,
+            "/api/chat/completions",
+            429,
+            json!({"error": {"message": "busy"}}),
+        )
+        .header("retry-after", "0"),
     );
     let answer = client.chat(&request, Duration::from_secs(5)).await.unwrap();
     assert_eq!(answer.content, "ECHO: hi");
 
-    fake.inject(Fault::new(Method::GET, "/api/models", 502, json!({"detail": "bad gateway"})));
+    fake.inject(Fault::new(
+        Method::GET,
+        "/api/models",
+        502,
+        json!({"detail": "bad gateway"}),
+    ));
     client.models().await.unwrap();
-    assert_eq!(fake.count("GET", "/api/models"), 2, "idempotent GET retried");
+    assert_eq!(
+        fake.count("GET", "/api/models"),
+        2,
+        "idempotent GET retried"
+    );
 }
 
 #[tokio::test]
 async fn sign_in_rate_limit_is_not_hammered() {
     let fake = FakeOpenWebUi::start("0.12.4").await;
-    fake.inject(Fault::new(Method::POST, "/api/v1/auths/signin", 429, json!({"detail": "API rate limit exceeded"})));
+    fake.inject(Fault::new(
+        Method::POST,
+        "/api/v1/auths/signin",
+        429,
+        json!({"detail": "API rate limit exceeded"}),
+    ));
     let client = password_client(&fake);
     let err = client.models().await.unwrap_err();
     assert!(matches!(err, Error::RateLimited { .. }), "{err}");
@@ -161,7 +213,10 @@ async fn wrong_password_is_unauthorized() {
     let err = client.models().await.unwrap_err();
     assert!(matches!(err, Error::Unauthorized { .. }), "{err}");
     assert!(err.to_string().contains("email or password"), "{err}");
-    assert!(!err.to_string().contains("wrong"), "no secret in errors: {err}");
+    assert!(
+        !err.to_string().contains("wrong"),
+        "no secret in errors: {err}"
+    );
 }
 
 #[tokio::test]
@@ -171,7 +226,10 @@ async fn slow_answer_times_out() {
     opts.timeout = Duration::from_millis(300);
     opts.retry.max_attempts = 1;
     let client = Client::new(opts).unwrap();
-    fake.inject(Fault::new(Method::GET, "/api/models", 200, json!({"data": []})).delay(Duration::from_secs(2)));
+    fake.inject(
+        Fault::new(Method::GET, "/api/models", 200, json!({"data": []}))
+            .delay(Duration::from_secs(2)),
+    );
     let err = client.models().await.unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
 }
@@ -215,10 +273,16 @@ async fn knowledge_files_on_both_versions() {
         client.add_file(&kb.id, &ids[0]).await.unwrap();
         let listed = client.knowledge_files(&kb.id).await.unwrap();
         assert_eq!(listed.len(), 35, "{version}: all pages");
-        assert_eq!(client.find_knowledge("Docs").await.unwrap().unwrap().id, kb.id);
+        assert_eq!(
+            client.find_knowledge("Docs").await.unwrap().unwrap().id,
+            kb.id
+        );
         client.remove_file(&kb.id, &ids[0], false).await.unwrap();
         assert_eq!(client.knowledge_files(&kb.id).await.unwrap().len(), 34);
-        assert!(client.file(&ids[0]).await.is_ok(), "delete_file=false keeps the file");
+        assert!(
+            client.file(&ids[0]).await.is_ok(),
+            "delete_file=false keeps the file"
+        );
     }
 }
 
@@ -241,8 +305,40 @@ async fn streaming_answer_arrives_in_pieces() {
     assert_eq!(answer.content, "ECHO: a somewhat longer prompt");
     assert!(pieces > 1);
     let err = client
-        .chat_stream(&ChatRequest { model: "nope".into(), ..request }, Duration::from_secs(5), |_| {})
+        .chat_stream(
+            &ChatRequest {
+                model: "nope".into(),
+                ..request
+            },
+            Duration::from_secs(5),
+            |_| {},
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("Model not found"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_links_on_0_6_are_not_lost() {
+    let fake = FakeOpenWebUi::start("0.6.40").await;
+    let client = api_key_client(&fake);
+    let kb = client.create_knowledge("Race", "d").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let p = dir.path().join(format!("r{i}.txt"));
+        std::fs::write(&p, format!("race {i}")).unwrap();
+        ids.push(client.upload(&p, &format!("r{i}.txt")).await.unwrap().id);
+    }
+    let adds: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (c, kb, id) = (client.clone(), kb.id.clone(), id.clone());
+            tokio::spawn(async move { c.add_file(&kb, &id).await })
+        })
+        .collect();
+    for a in adds {
+        a.await.unwrap().unwrap();
+    }
+    assert_eq!(client.knowledge_files(&kb.id).await.unwrap().len(), 8);
 }

@@ -22,7 +22,8 @@ struct Server {
 
 fn server() -> Server {
     let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run these tests with scripts/e2e.sh"))
+        std::env::var(name)
+            .unwrap_or_else(|_| panic!("{name} is not set: run these tests with scripts/e2e.sh"))
     };
     Server {
         url: var("FERRY_E2E_URL"),
@@ -113,7 +114,9 @@ impl<'a> Api<'a> {
             .await
             .unwrap();
         assert!(r.status().is_success(), "GET {path}: {}", r.status());
-        r.json().await.unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+        r.json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
     }
 
     async fn knowledge_id(&self, name: &str) -> String {
@@ -139,7 +142,9 @@ impl<'a> Api<'a> {
         }
         let mut out = Vec::new();
         for page in 1.. {
-            let v = self.get(&format!("/api/v1/knowledge/{id}/files?page={page}")).await;
+            let v = self
+                .get(&format!("/api/v1/knowledge/{id}/files?page={page}"))
+                .await;
             let items = v["items"].as_array().unwrap();
             out.extend(items.iter().map(name));
             if items.is_empty() || out.len() >= v["total"].as_u64().unwrap() as usize {
@@ -189,13 +194,21 @@ async fn whoami_and_models_with_api_key_and_with_password() {
         let ws = Workspace::new(&s, password);
         let out = ws.run(&s, &["whoami"]);
         assert!(out.status.success(), "{}", all(&out));
-        assert!(stdout(&out).contains(&format!("Open WebUI {}", s.version)), "{}", all(&out));
+        assert!(
+            stdout(&out).contains(&format!("Open WebUI {}", s.version)),
+            "{}",
+            all(&out)
+        );
         if password || s.version.starts_with("0.6.") {
             assert!(stdout(&out).contains(&s.email), "{}", all(&out));
         }
         let out = ws.run(&s, &["models"]);
         assert!(out.status.success(), "{}", all(&out));
-        assert!(stdout(&out).lines().any(|l| l.starts_with("fake-model")), "{}", all(&out));
+        assert!(
+            stdout(&out).lines().any(|l| l.starts_with("fake-model")),
+            "{}",
+            all(&out)
+        );
         let out = ws.run(&s, &["chats"]);
         assert!(out.status.success(), "{}", all(&out));
     }
@@ -210,7 +223,14 @@ async fn ingest_twenty_files_verified_then_nothing_twice() {
     let collection = unique("e2e-ingest");
     let docs = ws.path().join("docs");
     let files: Vec<(String, String)> = (1..=20)
-        .map(|i| (format!("note-{i:02}.md"), format!("# Note {i}\n\nThis note is about subject number {i} and the word marker{i}x.\n")))
+        .map(|i| {
+            (
+                format!("note-{i:02}.md"),
+                format!(
+                    "# Note {i}\n\nThis note is about subject number {i} and the word marker{i}x.\n"
+                ),
+            )
+        })
         .collect();
     write_files(&docs, &files);
 
@@ -218,51 +238,95 @@ async fn ingest_twenty_files_verified_then_nothing_twice() {
     let out = ws.run(&s, &["ingest", "docs", "--collection", &collection]);
     let first_run = started.elapsed();
     assert!(out.status.success(), "{}", all(&out));
-    assert!(stdout(&out).contains("20 linked, 0 unchanged, 0 failed"), "{}", all(&out));
+    assert!(
+        stdout(&out).contains("20 linked, 0 unchanged, 0 failed"),
+        "{}",
+        all(&out)
+    );
     let kb = api.knowledge_id(&collection).await;
     let mut names = api.knowledge_file_names(&kb).await;
     names.sort();
     let mut expected: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
     expected.sort();
-    assert_eq!(names, expected, "Open WebUI's own list holds exactly the 20 files");
-    eprintln!("e2e {}: 20 files ingested and verified in {:.1}s", s.version, first_run.as_secs_f64());
+    assert_eq!(
+        names, expected,
+        "Open WebUI's own list holds exactly the 20 files"
+    );
+    eprintln!(
+        "e2e {}: 20 files ingested and verified in {:.1}s",
+        s.version,
+        first_run.as_secs_f64()
+    );
 
     let uploads_before = api.file_count().await;
     let out = ws.run(&s, &["ingest", "docs", "--collection", &collection]);
     assert!(out.status.success(), "{}", all(&out));
-    assert!(stdout(&out).contains("0 linked, 20 unchanged, 0 failed"), "{}", all(&out));
-    assert_eq!(api.file_count().await, uploads_before, "a second identical run uploads nothing");
+    assert!(
+        stdout(&out).contains("0 linked, 20 unchanged, 0 failed"),
+        "{}",
+        all(&out)
+    );
+    assert_eq!(
+        api.file_count().await,
+        uploads_before,
+        "a second identical run uploads nothing"
+    );
 
     // A duplicate and an empty file fail with their reasons; the others are
     // untouched and the collection is unchanged.
     write_files(
         &docs,
-        &[("copy-of-note-01.md".into(), files[0].1.clone()), ("empty.md".into(), String::new())],
+        &[
+            ("copy-of-note-01.md".into(), files[0].1.clone()),
+            ("empty.md".into(), String::new()),
+        ],
     );
     let out = ws.run(&s, &["ingest", "docs", "--collection", &collection]);
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     let text = stdout(&out);
     assert!(
-        text.lines().any(|l| l.contains("copy-of-note-01.md") && l.contains("duplicate")),
+        text.lines()
+            .any(|l| l.contains("copy-of-note-01.md") && l.contains("duplicate")),
         "{text}"
     );
-    assert!(text.lines().any(|l| l.contains("empty.md") && l.contains(": empty")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("empty.md") && l.contains(": empty")),
+        "{text}"
+    );
     assert!(text.contains("0 linked, 20 unchanged, 2 failed"), "{text}");
     assert_eq!(api.knowledge_file_names(&kb).await.len(), 20);
 
     // The same duplicate seen by a ferry without that memory: Open WebUI
     // itself refuses it, ferry says `duplicate` and leaves no orphan upload.
     let other = Workspace::new(&s, false);
-    let dup = write_files(&other.path().join("d"), &[("again.md".into(), files[1].1.clone())]);
+    let dup = write_files(
+        &other.path().join("d"),
+        &[("again.md".into(), files[1].1.clone())],
+    );
     let before = api.file_count().await;
-    let out = other.run(&s, &["ingest", dup[0].to_str().unwrap(), "--collection", &collection]);
+    let out = other.run(
+        &s,
+        &[
+            "ingest",
+            dup[0].to_str().unwrap(),
+            "--collection",
+            &collection,
+        ],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     assert!(
-        stdout(&out).lines().any(|l| l.contains("again.md") && l.contains("duplicate")),
+        stdout(&out)
+            .lines()
+            .any(|l| l.contains("again.md") && l.contains("duplicate")),
         "{}",
         all(&out)
     );
-    assert_eq!(api.file_count().await, before, "the refused upload was deleted again");
+    assert_eq!(
+        api.file_count().await,
+        before,
+        "the refused upload was deleted again"
+    );
     let out = other.run(&s, &["docs", "--state", "failed"]);
     assert!(stdout(&out).contains("[duplicate]"), "{}", all(&out));
 }
@@ -274,7 +338,12 @@ async fn ask_with_collection_reaches_the_document_text() {
     let ws = Workspace::new(&s, false);
     let collection = unique("e2e-ask");
     let mut files: Vec<(String, String)> = (1..=6)
-        .map(|i| (format!("filler-{i}.md"), format!("Filler document {i} about gardening, tomatoes and rain.\n")))
+        .map(|i| {
+            (
+                format!("filler-{i}.md"),
+                format!("Filler document {i} about gardening, tomatoes and rain.\n"),
+            )
+        })
         .collect();
     files.push((
         "pelican.md".into(),
@@ -286,7 +355,14 @@ async fn ask_with_collection_reaches_the_document_text() {
 
     let out = ws.run(
         &s,
-        &["ask", "--model", "fake-model", "--collection", &collection, "What is the pelican launch code?"],
+        &[
+            "ask",
+            "--model",
+            "fake-model",
+            "--collection",
+            &collection,
+            "What is the pelican launch code?",
+        ],
     );
     assert!(out.status.success(), "{}", all(&out));
     // QX7 is only in pelican.md, not in the question: it came through retrieval.
@@ -298,7 +374,8 @@ async fn ask_with_collection_reaches_the_document_text() {
 async fn streamed_answer_arrives_in_several_chunks() {
     let s = server();
     let ws = Workspace::new(&s, false);
-    let prompt = "Please repeat this long sentence about rivers, bridges and ferries back to me slowly.";
+    let prompt =
+        "Please repeat this long sentence about rivers, bridges and ferries back to me slowly.";
     let mut child = ws
         .command(&s, &["ask", "--model", "fake-model", prompt])
         .stdout(Stdio::piped())
@@ -317,11 +394,21 @@ async fn streamed_answer_arrives_in_several_chunks() {
     }
     let status = child.wait().unwrap();
     assert!(status.success());
-    let text: String = chunks.iter().map(|(_, c)| String::from_utf8_lossy(c).to_string()).collect();
+    let text: String = chunks
+        .iter()
+        .map(|(_, c)| String::from_utf8_lossy(c).to_string())
+        .collect();
     assert!(text.contains(prompt), "{text}");
-    assert!(chunks.len() > 1, "the answer came in {} chunk(s)", chunks.len());
+    assert!(
+        chunks.len() > 1,
+        "the answer came in {} chunk(s)",
+        chunks.len()
+    );
     let spread = chunks.last().unwrap().0 - chunks[0].0;
-    assert!(spread > Duration::from_millis(50), "chunks spread over {spread:?}");
+    assert!(
+        spread > Duration::from_millis(50),
+        "chunks spread over {spread:?}"
+    );
 }
 
 #[tokio::test]
@@ -334,11 +421,17 @@ async fn failures_are_one_line_with_exit_1() {
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
         assert!(err.starts_with("error: "), "{err}");
         assert!(err.contains(needle), "expected `{needle}` in: {err}");
-        assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
     };
 
     let ws = Workspace::new(&s, false);
-    check(&ws.run(&s, &["ask", "--model", "no-such-model", "hi"]), "Model not found");
+    check(
+        &ws.run(&s, &["ask", "--model", "no-such-model", "hi"]),
+        "Model not found",
+    );
 
     let mut wrong_key = ws.command(&s, &["models"]);
     wrong_key.env("E2E_API_KEY", "sk-0000000000000000000000000000dead");

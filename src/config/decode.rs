@@ -64,11 +64,7 @@ pub fn interpolate(text: &str, env: &Environment) -> Result<String, String> {
                 Some((n, d)) => (n, Some(d)),
                 None => (inner, None),
             };
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("`${{{inner}}}` is not a valid variable reference"));
             }
             match (env.get(name).filter(|v| !v.is_empty()), default) {
@@ -105,7 +101,12 @@ impl<'e> Decoder<'e> {
         self.diags.error(pos, message);
     }
 
-    pub fn fields<'n>(&mut self, node: &'n Node, what: &str, allowed: &[&str]) -> Option<Fields<'n>> {
+    pub fn fields<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        allowed: &[&str],
+    ) -> Option<Fields<'n>> {
         Fields::of(node, what, allowed, &mut self.diags)
     }
 
@@ -283,7 +284,11 @@ mod tests {
         assert_eq!(interpolate("${B:-def}", &env).unwrap(), "def");
         assert_eq!(interpolate("${EMPTY:-def}", &env).unwrap(), "def");
         assert_eq!(interpolate("$$HOME $5", &env).unwrap(), "$HOME $5");
-        assert!(interpolate("${B}", &env).unwrap_err().contains("`B` is not set"));
+        assert!(
+            interpolate("${B}", &env)
+                .unwrap_err()
+                .contains("`B` is not set")
+        );
         assert!(interpolate("${A", &env).is_err());
         assert!(interpolate("${a b}", &env).is_err());
     }

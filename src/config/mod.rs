@@ -123,7 +123,10 @@ pub fn load(path: &Path, env: &Environment) -> Result<Loaded, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let config = load_config(path, env).map_err(|d| diags.extend(d)).ok();
     let (source, webhooks) = match &config {
-        Some(c) => (Some(c.rules.clone()), Some(c.webhooks.keys().cloned().collect())),
+        Some(c) => (
+            Some(c.rules.clone()),
+            Some(c.webhooks.keys().cloned().collect()),
+        ),
         None => peek_rules(path, env),
     };
     let mut rules = Vec::new();
@@ -145,18 +148,33 @@ pub fn load(path: &Path, env: &Environment) -> Result<Loaded, Vec<Diagnostic>> {
 /// Where the rules are and which webhooks exist, read from a config file
 /// that is otherwise invalid.
 fn peek_rules(path: &Path, env: &Environment) -> (Option<RulesSource>, Option<BTreeSet<String>>) {
-    let Ok(text) = std::fs::read_to_string(path) else { return (None, None) };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return (None, None);
+    };
     let mut scratch = Decoder::new(path, env);
-    let Some(root) = yaml::parse(&text, &mut scratch.diags) else { return (None, None) };
-    let yaml::Value::Map(entries) = &root.value else { return (None, None) };
-    let get = |key: &str| entries.iter().find(|(k, _)| k.scalar_text().as_deref() == Some(key)).map(|(_, v)| v);
+    let Some(root) = yaml::parse(&text, &mut scratch.diags) else {
+        return (None, None);
+    };
+    let yaml::Value::Map(entries) = &root.value else {
+        return (None, None);
+    };
+    let get = |key: &str| {
+        entries
+            .iter()
+            .find(|(k, _)| k.scalar_text().as_deref() == Some(key))
+            .map(|(_, v)| v)
+    };
     let dir = scratch.diags.dir();
     let source = match get("rules") {
         None => Some(RulesSource::Dir(dir.join("rules"))),
         Some(n) => match &n.value {
             yaml::Value::Seq(items) => items
                 .iter()
-                .map(|i| i.scalar_text().and_then(|t| decode::interpolate(&t, env).ok()).map(|t| dir.join(t)))
+                .map(|i| {
+                    i.scalar_text()
+                        .and_then(|t| decode::interpolate(&t, env).ok())
+                        .map(|t| dir.join(t))
+                })
                 .collect::<Option<Vec<_>>>()
                 .map(RulesSource::Files),
             _ => n
@@ -166,7 +184,9 @@ fn peek_rules(path: &Path, env: &Environment) -> (Option<RulesSource>, Option<BT
         },
     };
     let webhooks = match get("webhooks").map(|n| &n.value) {
-        Some(yaml::Value::Map(hooks)) => Some(hooks.iter().filter_map(|(k, _)| k.scalar_text()).collect()),
+        Some(yaml::Value::Map(hooks)) => {
+            Some(hooks.iter().filter_map(|(k, _)| k.scalar_text()).collect())
+        }
         None => Some(BTreeSet::new()),
         _ => None,
     };
@@ -211,7 +231,10 @@ fn decode_config(root: &yaml::Node, path: &Path, d: &mut Decoder) -> Option<Conf
     let openwebui = match top.get("openwebui") {
         Some(n) => decode_openwebui(n, d),
         None => {
-            d.error(top.pos, "config: `openwebui` is required (at least `url` and credentials)");
+            d.error(
+                top.pos,
+                "config: `openwebui` is required (at least `url` and credentials)",
+            );
             None
         }
     };
@@ -222,9 +245,9 @@ fn decode_config(root: &yaml::Node, path: &Path, d: &mut Decoder) -> Option<Conf
     let rules = match top.get("rules") {
         None => Some(RulesSource::Dir(d.diags.dir().join("rules"))),
         Some(n) => match &n.value {
-            yaml::Value::Seq(_) => d
-                .string_list(n, "rules")
-                .map(|l| RulesSource::Files(l.into_iter().map(|p| d.diags.dir().join(p)).collect())),
+            yaml::Value::Seq(_) => d.string_list(n, "rules").map(|l| {
+                RulesSource::Files(l.into_iter().map(|p| d.diags.dir().join(p)).collect())
+            }),
             _ => d.path(n, "rules").map(RulesSource::Dir),
         },
     };
@@ -233,7 +256,9 @@ fn decode_config(root: &yaml::Node, path: &Path, d: &mut Decoder) -> Option<Conf
     if let Some(n) = top.get("webhooks") {
         if let yaml::Value::Map(entries) = &n.value {
             for (key, value) in entries {
-                let Some(name) = key.scalar_text() else { continue };
+                let Some(name) = key.scalar_text() else {
+                    continue;
+                };
                 if !valid_name(&name) {
                     d.error(
                         key.pos,
@@ -245,7 +270,10 @@ fn decode_config(root: &yaml::Node, path: &Path, d: &mut Decoder) -> Option<Conf
                 }
             }
         } else {
-            d.error(n.pos, "webhooks: expected a mapping of names to destinations");
+            d.error(
+                n.pos,
+                "webhooks: expected a mapping of names to destinations",
+            );
         }
     }
 
@@ -279,7 +307,10 @@ fn decode_url(d: &mut Decoder, node: &yaml::Node, what: &str) -> Option<Url> {
     match Url::parse(&s) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
         Ok(_) => {
-            d.error(node.pos, format!("{what}: must be an http:// or https:// URL"));
+            d.error(
+                node.pos,
+                format!("{what}: must be an http:// or https:// URL"),
+            );
             None
         }
         Err(e) => {
@@ -314,7 +345,9 @@ fn decode_openwebui(node: &yaml::Node, d: &mut Decoder) -> Option<OpenWebUiConfi
     };
     let api_key = d.secret(&f, "api_key", "openwebui");
     let password = d.secret(&f, "password", "openwebui");
-    let email = f.get("email").and_then(|n| d.non_empty_string(n, "openwebui.email"));
+    let email = f
+        .get("email")
+        .and_then(|n| d.non_empty_string(n, "openwebui.email"));
     let has_key = f.has("api_key") || f.has("api_key_file");
     let has_password = f.has("password") || f.has("password_file");
     let auth = match (has_key, f.get("email"), has_password) {
@@ -331,7 +364,10 @@ fn decode_openwebui(node: &yaml::Node, d: &mut Decoder) -> Option<OpenWebUiConfi
             None
         }
         (false, Some(n), false) => {
-            d.error(n.pos, "openwebui: `email` needs `password` or `password_file`");
+            d.error(
+                n.pos,
+                "openwebui: `email` needs `password` or `password_file`",
+            );
             None
         }
         (false, None, true) => {
@@ -348,13 +384,17 @@ fn decode_openwebui(node: &yaml::Node, d: &mut Decoder) -> Option<OpenWebUiConfi
     };
     let timeout = f
         .get("timeout")
-        .map_or(Some(Duration::from_secs(120)), |n| d.duration(n, "openwebui.timeout"));
+        .map_or(Some(Duration::from_secs(120)), |n| {
+            d.duration(n, "openwebui.timeout")
+        });
     let max_in_flight = f
         .get("max_in_flight")
         .map_or(Some(4), |n| d.count(n, "openwebui.max_in_flight", 1, 256));
-    let processing_timeout = f.get("processing_timeout").map_or(Some(Duration::from_secs(600)), |n| {
-        d.duration(n, "openwebui.processing_timeout")
-    });
+    let processing_timeout = f
+        .get("processing_timeout")
+        .map_or(Some(Duration::from_secs(600)), |n| {
+            d.duration(n, "openwebui.processing_timeout")
+        });
     Some(OpenWebUiConfig {
         url: url?,
         auth: auth?,
@@ -391,7 +431,11 @@ fn decode_server(node: Option<&yaml::Node>, d: &mut Decoder) -> Option<ServerCon
             admin_token: None,
         });
     };
-    let f = d.fields(node, "server", &["listen", "admin_token", "admin_token_file"])?;
+    let f = d.fields(
+        node,
+        "server",
+        &["listen", "admin_token", "admin_token_file"],
+    )?;
     let listen = match f.get("listen") {
         Some(n) => {
             let s = d.string(n, "server.listen")?;
@@ -450,9 +494,14 @@ fn decode_webhook(name: &str, node: &yaml::Node, d: &mut Decoder) -> Option<Webh
         && let Some(b64) = s.expose().strip_prefix("whsec_")
     {
         use base64::Engine as _;
-        if base64::engine::general_purpose::STANDARD.decode(b64).is_err() {
+        if base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .is_err()
+        {
             d.error(
-                f.get("secret").or(f.get("secret_file")).map_or(f.pos, |n| n.pos),
+                f.get("secret")
+                    .or(f.get("secret_file"))
+                    .map_or(f.pos, |n| n.pos),
                 format!("{what}.secret: a `whsec_` secret must be base64 after the prefix"),
             );
         }
@@ -464,7 +513,10 @@ fn decode_webhook(name: &str, node: &yaml::Node, d: &mut Decoder) -> Option<Webh
                 for (k, v) in entries {
                     let key = k.scalar_text().unwrap_or_default();
                     if reqwest::header::HeaderName::from_bytes(key.as_bytes()).is_err() {
-                        d.error(k.pos, format!("{what}.headers: `{key}` is not a valid header name"));
+                        d.error(
+                            k.pos,
+                            format!("{what}.headers: `{key}` is not a valid header name"),
+                        );
                         continue;
                     }
                     if let Some(value) = d.string(v, &format!("{what}.headers.{key}")) {
@@ -475,11 +527,16 @@ fn decode_webhook(name: &str, node: &yaml::Node, d: &mut Decoder) -> Option<Webh
             _ => d.error(n.pos, format!("{what}.headers: expected a mapping")),
         }
     }
-    let timeout = f
-        .get("timeout")
-        .map_or(Some(Duration::from_secs(15)), |n| d.duration(n, &format!("{what}.timeout")));
+    let timeout = f.get("timeout").map_or(Some(Duration::from_secs(15)), |n| {
+        d.duration(n, &format!("{what}.timeout"))
+    });
     let retry = match f.get("retry") {
-        None => Some(DEFAULT_RETRY.iter().map(|s| Duration::from_secs(*s)).collect()),
+        None => Some(
+            DEFAULT_RETRY
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
+        ),
         Some(n) => match &n.value {
             yaml::Value::Seq(items) if !items.is_empty() => {
                 let out: Vec<Option<Duration>> = items
@@ -489,7 +546,10 @@ fn decode_webhook(name: &str, node: &yaml::Node, d: &mut Decoder) -> Option<Webh
                 out.into_iter().collect()
             }
             _ => {
-                d.error(n.pos, format!("{what}.retry: expected a non-empty list of durations"));
+                d.error(
+                    n.pos,
+                    format!("{what}.retry: expected a non-empty list of durations"),
+                );
                 None
             }
         },

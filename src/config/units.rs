@@ -75,7 +75,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// For messages and `check` output: `90s` → `1m30s`.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let mut s = d.as_secs();

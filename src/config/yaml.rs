@@ -238,7 +238,10 @@ impl<'a> Fields<'a> {
     }
 
     pub fn get(&self, key: &str) -> Option<&'a Node> {
-        self.entries.get(key).copied().filter(|n| !matches!(n.value, Value::Null))
+        self.entries
+            .get(key)
+            .copied()
+            .filter(|n| !matches!(n.value, Value::Null))
     }
 
     pub fn has(&self, key: &str) -> bool {
@@ -311,6 +314,10 @@ mod tests {
         let node = parse("urll: x\n", &mut d).unwrap();
         Fields::of(&node, "openwebui", &["url", "api_key"], &mut d).unwrap();
         assert_eq!(d.list.len(), 1);
-        assert!(d.list[0].message.contains("did you mean `url`"), "{}", d.list[0]);
+        assert!(
+            d.list[0].message.contains("did you mean `url`"),
+            "{}",
+            d.list[0]
+        );
     }
 }

@@ -41,11 +41,23 @@ pub enum Error {
     },
     /// A 4xx that is none of the above: the request itself is wrong.
     #[error("{path}: refused with {status}: {detail}")]
-    Rejected { path: String, status: u16, detail: String },
+    Rejected {
+        path: String,
+        status: u16,
+        detail: String,
+    },
     #[error("{path}: server error {status}: {detail}")]
-    Server { path: String, status: u16, detail: String },
+    Server {
+        path: String,
+        status: u16,
+        detail: String,
+    },
     #[error("{path}: {message}")]
-    Transport { path: String, message: String, connect: bool },
+    Transport {
+        path: String,
+        message: String,
+        connect: bool,
+    },
     #[error("{path}: no answer within {}s", after.as_secs())]
     Timeout { path: String, after: Duration },
     #[error("{path}: {message}")]
@@ -54,7 +66,10 @@ pub enum Error {
     #[error("processing failed: {detail}")]
     ProcessingFailed { file_id: String, detail: String },
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -70,7 +85,10 @@ impl Error {
     /// Safe to repeat even for a call that is not idempotent: the server
     /// cannot have acted on the request.
     pub fn request_not_processed(&self) -> bool {
-        matches!(self, Error::RateLimited { .. } | Error::Transport { connect: true, .. })
+        matches!(
+            self,
+            Error::RateLimited { .. } | Error::Transport { connect: true, .. }
+        )
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
@@ -108,7 +126,12 @@ pub fn detail_of(body: &[u8]) -> String {
                 .map(|i| {
                     let loc = i["loc"]
                         .as_array()
-                        .map(|l| l.iter().map(|p| p.to_string().replace('"', "")).collect::<Vec<_>>().join("."))
+                        .map(|l| {
+                            l.iter()
+                                .map(|p| p.to_string().replace('"', ""))
+                                .collect::<Vec<_>>()
+                                .join(".")
+                        })
                         .unwrap_or_default();
                     format!("{loc}: {}", i["msg"].as_str().unwrap_or("invalid"))
                 })
@@ -146,11 +169,16 @@ pub fn parse_retry_after(headers: &HeaderMap, now: std::time::SystemTime) -> Opt
     {
         return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
     }
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = value.parse::<f64>() {
         return Some(Duration::from_secs_f64(secs.max(0.0)));
     }
-    let when = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+    let when =
+        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
     let when: std::time::SystemTime = when.into();
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
@@ -166,7 +194,12 @@ const NOT_FOUND_DETAIL: &str = "We could not find what you're looking for";
 const ACCESS_PROHIBITED: &str = "You do not have permission to access this resource";
 
 /// Classifies a finished response. `Ok` carries the parsed JSON of a 2xx.
-pub fn classify(path: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<serde_json::Value, Error> {
+pub fn classify(
+    path: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<serde_json::Value, Error> {
     let path = path.to_string();
     let is_json = headers
         .get(reqwest::header::CONTENT_TYPE)
@@ -194,7 +227,9 @@ pub fn classify(path: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]
     let detail = detail_of(body);
     let lower = detail.to_lowercase();
     Err(match status.as_u16() {
-        401 if TOKEN_DETAILS.iter().any(|t| detail.starts_with(t)) => Error::Unauthorized { path, detail },
+        401 if TOKEN_DETAILS.iter().any(|t| detail.starts_with(t)) => {
+            Error::Unauthorized { path, detail }
+        }
         401 | 400 | 404 if detail.starts_with(NOT_FOUND_DETAIL) => Error::NotFound { path, detail },
         401 if detail.starts_with(ACCESS_PROHIBITED) => Error::Forbidden {
             path,
@@ -206,9 +241,13 @@ pub fn classify(path: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]
             let hint = if detail.contains("human session") {
                 Some("Open WebUI 0.12 refuses API keys here; this call needs email + password")
             } else if detail.contains("API key") {
-                Some("API keys are disabled or not permitted for this user: ENABLE_API_KEYS / USER_PERMISSIONS_FEATURES_API_KEYS")
+                Some(
+                    "API keys are disabled or not permitted for this user: ENABLE_API_KEYS / USER_PERMISSIONS_FEATURES_API_KEYS",
+                )
             } else if detail.starts_with(ACCESS_PROHIBITED) {
-                Some("API key endpoint restrictions (API_KEYS_ALLOWED_ENDPOINTS) may exclude this path")
+                Some(
+                    "API key endpoint restrictions (API_KEYS_ALLOWED_ENDPOINTS) may exclude this path",
+                )
             } else {
                 None
             };
@@ -225,14 +264,20 @@ pub fn classify(path: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]
         400 if lower.contains("content provided is empty") || lower.contains("empty content") => {
             Error::EmptyContent { detail }
         }
-        400 if lower.contains("file type") && lower.contains("not allowed") => Error::Unsupported { detail },
+        400 if lower.contains("file type") && lower.contains("not allowed") => {
+            Error::Unsupported { detail }
+        }
         400 if lower.contains("too large") => Error::TooLarge { detail },
         500..=599 => Error::Server {
             path,
             status: status.as_u16(),
             detail,
         },
-        s => Error::Rejected { path, status: s, detail },
+        s => Error::Rejected {
+            path,
+            status: s,
+            detail,
+        },
     })
 }
 
@@ -248,33 +293,66 @@ mod tests {
     }
 
     fn err(status: u16, body: &str) -> Error {
-        classify("/p", StatusCode::from_u16(status).unwrap(), &json_headers(), body.as_bytes()).unwrap_err()
+        classify(
+            "/p",
+            StatusCode::from_u16(status).unwrap(),
+            &json_headers(),
+            body.as_bytes(),
+        )
+        .unwrap_err()
     }
 
     #[test]
     fn html_200_is_an_error_that_names_the_path() {
         let mut h = HeaderMap::new();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-        let e = classify("/api/v1/auths/verify", StatusCode::OK, &h, b"<!doctype html><html>").unwrap_err();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        let e = classify(
+            "/api/v1/auths/verify",
+            StatusCode::OK,
+            &h,
+            b"<!doctype html><html>",
+        )
+        .unwrap_err();
         assert!(matches!(e, Error::UnexpectedResponse { .. }));
         let text = e.to_string();
-        assert!(text.contains("/api/v1/auths/verify") && text.contains("HTML"), "{text}");
+        assert!(
+            text.contains("/api/v1/auths/verify") && text.contains("HTML"),
+            "{text}"
+        );
     }
 
     #[test]
     fn the_three_kinds_of_401() {
-        assert!(matches!(err(401, r#"{"detail":"401 Unauthorized"}"#), Error::Unauthorized { .. }));
-        assert!(matches!(err(401, r#"{"detail":"Not authenticated"}"#), Error::Unauthorized { .. }));
         assert!(matches!(
-            err(401, r#"{"detail":"Your session has expired or the token is invalid. Please sign in again."}"#),
+            err(401, r#"{"detail":"401 Unauthorized"}"#),
             Error::Unauthorized { .. }
         ));
         assert!(matches!(
-            err(401, r#"{"detail":"We could not find what you're looking for :/"}"#),
+            err(401, r#"{"detail":"Not authenticated"}"#),
+            Error::Unauthorized { .. }
+        ));
+        assert!(matches!(
+            err(
+                401,
+                r#"{"detail":"Your session has expired or the token is invalid. Please sign in again."}"#
+            ),
+            Error::Unauthorized { .. }
+        ));
+        assert!(matches!(
+            err(
+                401,
+                r#"{"detail":"We could not find what you're looking for :/"}"#
+            ),
             Error::NotFound { .. }
         ));
         assert!(matches!(
-            err(401, r#"{"detail":"You do not have permission to access this resource. Please contact your administrator for assistance."}"#),
+            err(
+                401,
+                r#"{"detail":"You do not have permission to access this resource. Please contact your administrator for assistance."}"#
+            ),
             Error::Forbidden { .. }
         ));
     }
@@ -282,19 +360,31 @@ mod tests {
     #[test]
     fn upload_failures() {
         assert!(matches!(
-            err(400, r#"{"detail":"400: Duplicate content detected. Please provide unique content to proceed."}"#),
+            err(
+                400,
+                r#"{"detail":"400: Duplicate content detected. Please provide unique content to proceed."}"#
+            ),
             Error::DuplicateContent { .. }
         ));
         assert!(matches!(
-            err(400, r#"{"detail":"The content provided is empty. Please ensure that there is text or data present before proceeding."}"#),
+            err(
+                400,
+                r#"{"detail":"The content provided is empty. Please ensure that there is text or data present before proceeding."}"#
+            ),
             Error::EmptyContent { .. }
         ));
-        assert!(matches!(err(413, r#"{"detail":"File too large"}"#), Error::TooLarge { .. }));
+        assert!(matches!(
+            err(413, r#"{"detail":"File too large"}"#),
+            Error::TooLarge { .. }
+        ));
         assert!(matches!(
             err(400, r#"{"detail":"[ERROR: File type exe is not allowed]"}"#),
             Error::Unsupported { .. }
         ));
-        assert!(matches!(err(400, r#"{"detail":"Model not found"}"#), Error::Rejected { status: 400, .. }));
+        assert!(matches!(
+            err(400, r#"{"detail":"Model not found"}"#),
+            Error::Rejected { status: 400, .. }
+        ));
     }
 
     #[test]
@@ -304,7 +394,10 @@ mod tests {
             detail_of(br#"{"detail":[{"loc":["body","name"],"msg":"Field required"}]}"#),
             "body.name: Field required"
         );
-        assert_eq!(detail_of(br#"{"error":{"message":"upstream busy"}}"#), "upstream busy");
+        assert_eq!(
+            detail_of(br#"{"error":{"message":"upstream busy"}}"#),
+            "upstream busy"
+        );
         assert_eq!(detail_of(b"plain\n  text"), "plain text");
     }
 
@@ -316,11 +409,23 @@ mod tests {
         assert_eq!(parse_retry_after(&h, now), Some(Duration::from_secs(1)));
         let mut h = HeaderMap::new();
         h.insert("retry-after-ms", HeaderValue::from_static("1500"));
-        assert_eq!(parse_retry_after(&h, now), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            parse_retry_after(&h, now),
+            Some(Duration::from_millis(1500))
+        );
         let mut h = HeaderMap::new();
-        h.insert("retry-after", HeaderValue::from_static("Mon, 12 Jan 1970 13:46:50 GMT"));
+        h.insert(
+            "retry-after",
+            HeaderValue::from_static("Mon, 12 Jan 1970 13:46:50 GMT"),
+        );
         assert_eq!(parse_retry_after(&h, now), Some(Duration::from_secs(10)));
-        let e = classify("/x", StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), b"{}").unwrap_err();
+        let e = classify(
+            "/x",
+            StatusCode::TOO_MANY_REQUESTS,
+            &HeaderMap::new(),
+            b"{}",
+        )
+        .unwrap_err();
         assert!(e.is_transient() && e.request_not_processed());
         let e = err(500, r#"{"detail":"boom"}"#);
         assert!(!e.is_transient() && !e.request_not_processed());

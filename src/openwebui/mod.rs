@@ -76,6 +76,9 @@ struct Inner {
     processing_timeout: Duration,
     retry: RetryPolicy,
     version: OnceCell<Version>,
+    /// Per knowledge base, for servers whose link list is racy (see
+    /// [`Version::knowledge_links_are_racy`]).
+    knowledge_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<Mutex<()>>>>,
 }
 
 /// Whether repeating a request could do the work twice.
@@ -106,6 +109,7 @@ impl Client {
                 processing_timeout: options.processing_timeout,
                 retry: options.retry,
                 version: OnceCell::new(),
+                knowledge_locks: Default::default(),
             }),
         })
     }
@@ -175,23 +179,28 @@ impl Client {
                 .await
                 .map_err(|e| map_send_error(path, e, self.inner.timeout))?
         };
-        let body = read_json(path, response, self.inner.timeout).await.map_err(|e| match e {
-            // A wrong password is a 400 in Open WebUI; for the caller it is
-            // refused credentials. A 429 stays RateLimited and is never
-            // retried here: the limit is 15 per 3 minutes per e-mail.
-            Error::Rejected { detail, .. } => Error::Unauthorized {
-                path: path.into(),
-                detail,
-            },
-            other => other,
-        })?;
+        let body = read_json(path, response, self.inner.timeout)
+            .await
+            .map_err(|e| match e {
+                // A wrong password is a 400 in Open WebUI; for the caller it is
+                // refused credentials. A 429 stays RateLimited and is never
+                // retried here: the limit is 15 per 3 minutes per e-mail.
+                Error::Rejected { detail, .. } => Error::Unauthorized {
+                    path: path.into(),
+                    detail,
+                },
+                other => other,
+            })?;
         match body.get("token").and_then(Value::as_str) {
             Some(token) if !token.is_empty() => Ok(Secret::new(token)),
             _ => Err(Error::Unauthorized {
                 path: path.into(),
                 detail: match body.get("next_step").and_then(Value::as_str) {
                     Some("pending") => "the account is pending approval by an admin".into(),
-                    Some(_) => "the account requires multi-factor sign-in; give ferry an API key instead".into(),
+                    Some(_) => {
+                        "the account requires multi-factor sign-in; give ferry an API key instead"
+                            .into()
+                    }
                     None => "sign-in answered without a token".into(),
                 },
             }),
@@ -228,16 +237,26 @@ impl Client {
                 .and_then(|r| r.build().ok())
                 .and_then(|r| r.timeout().copied())
                 .unwrap_or(self.inner.timeout);
-            let permit = self.inner.permits.clone().acquire_owned().await.expect("never closed");
+            let permit = self
+                .inner
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("never closed");
             let result = match request.send().await {
                 Ok(response) if response.status().is_success() => return Ok((response, permit)),
-                Ok(response) => read_json(path, response, timeout).await.map(|_| unreachable!()),
+                Ok(response) => read_json(path, response, timeout)
+                    .await
+                    .map(|_| unreachable!()),
                 Err(e) => Err(map_send_error(path, e, timeout)),
             };
             drop(permit);
             let Err(error) = result;
             match &error {
-                Error::Unauthorized { .. } if matches!(self.inner.auth, Auth::Password { .. }) && !signed_in_again => {
+                Error::Unauthorized { .. }
+                    if matches!(self.inner.auth, Auth::Password { .. }) && !signed_in_again =>
+                {
                     signed_in_again = true;
                     attempt -= 1;
                     tracing::info!(path, "session token refused; signing in again");
@@ -245,7 +264,11 @@ impl Client {
                     continue;
                 }
                 e if (repeat == Repeat::Safe && e.is_transient()) || e.request_not_processed() => {
-                    match self.inner.retry.delay(attempt, e.retry_after(), fastrand::f64()) {
+                    match self
+                        .inner
+                        .retry
+                        .delay(attempt, e.retry_after(), fastrand::f64())
+                    {
                         Some(wait) => {
                             tracing::debug!(path, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying");
                             tokio::time::sleep(wait).await;
@@ -258,7 +281,13 @@ impl Client {
         }
     }
 
-    async fn json<F>(&self, method: Method, path: &str, repeat: Repeat, build: F) -> Result<Value, Error>
+    async fn json<F>(
+        &self,
+        method: Method,
+        path: &str,
+        repeat: Repeat,
+        build: F,
+    ) -> Result<Value, Error>
     where
         F: Fn(RequestBuilder) -> Result<RequestBuilder, Error>,
     {
@@ -290,7 +319,10 @@ impl Client {
                 let text = body.get("version").and_then(Value::as_str).unwrap_or("");
                 Version::parse(text).ok_or_else(|| Error::UnexpectedResponse {
                     path: path.into(),
-                    message: format!("no version in the answer ({})", error::one_line(&body.to_string(), 120)),
+                    message: format!(
+                        "no version in the answer ({})",
+                        error::one_line(&body.to_string(), 120)
+                    ),
                 })
             })
             .await
@@ -322,7 +354,10 @@ impl Client {
                     name: None,
                     role: None,
                     auth,
-                    note: Some("API key accepted; this Open WebUI version does not tell whose it is".into()),
+                    note: Some(
+                        "API key accepted; this Open WebUI version does not tell whose it is"
+                            .into(),
+                    ),
                 })
             }
             Err(e) => Err(e),
@@ -339,7 +374,9 @@ impl Client {
         let path = "/ollama/api/pull";
         let body = json!({"model": model});
         let (response, _permit) = self
-            .execute(Method::POST, path, Repeat::Safe, |r| Ok(r.timeout(Duration::from_secs(6 * 3600)).json(&body)))
+            .execute(Method::POST, path, Repeat::Safe, |r| {
+                Ok(r.timeout(Duration::from_secs(6 * 3600)).json(&body))
+            })
             .await?;
         let mut stream = response.bytes_stream();
         let mut buffer = Vec::new();
@@ -348,10 +385,11 @@ impl Client {
             if line.trim().is_empty() {
                 return Ok(());
             }
-            let v: Value = serde_json::from_str(line.trim()).map_err(|e| Error::UnexpectedResponse {
-                path: path.into(),
-                message: format!("invalid progress line: {e}"),
-            })?;
+            let v: Value =
+                serde_json::from_str(line.trim()).map_err(|e| Error::UnexpectedResponse {
+                    path: path.into(),
+                    message: format!("invalid progress line: {e}"),
+                })?;
             if let Some(err) = v.get("error").and_then(Value::as_str) {
                 return Err(Error::Rejected {
                     path: path.into(),
@@ -415,18 +453,26 @@ impl Client {
         Ok(matches.into_iter().next())
     }
 
-    pub async fn create_knowledge(&self, name: &str, description: &str) -> Result<Knowledge, Error> {
+    pub async fn create_knowledge(
+        &self,
+        name: &str,
+        description: &str,
+    ) -> Result<Knowledge, Error> {
         let path = "/api/v1/knowledge/create";
         let body = json!({"name": name, "description": description});
         let v = self
-            .json(Method::POST, path, Repeat::OnlyIfUnprocessed, |r| Ok(r.json(&body)))
+            .json(Method::POST, path, Repeat::OnlyIfUnprocessed, |r| {
+                Ok(r.json(&body))
+            })
             .await?;
         serde_json::from_value(v).map_err(|e| unexpected(path, e))
     }
 
     pub async fn delete_knowledge(&self, id: &str) -> Result<(), Error> {
         let path = format!("/api/v1/knowledge/{id}/delete");
-        self.json(Method::DELETE, &path, Repeat::Safe, Ok).await.map(|_| ())
+        self.json(Method::DELETE, &path, Repeat::Safe, Ok)
+            .await
+            .map(|_| ())
     }
 
     /// The files of a knowledge base, as Open WebUI itself lists them.
@@ -454,13 +500,37 @@ impl Client {
         Ok(out)
     }
 
+    /// Holds the knowledge base's lock when the server would lose
+    /// concurrent link changes; `None` when it is safe without.
+    async fn knowledge_guard(
+        &self,
+        knowledge_id: &str,
+    ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, Error> {
+        if !self.version().await?.knowledge_links_are_racy() {
+            return Ok(None);
+        }
+        let lock = self
+            .inner
+            .knowledge_locks
+            .lock()
+            .expect("not poisoned")
+            .entry(knowledge_id.to_string())
+            .or_default()
+            .clone();
+        Ok(Some(lock.lock_owned().await))
+    }
+
     /// Links a processed file into a knowledge base. Re-adding a linked
     /// file succeeds on every version (0.6 answers 400 "[ERROR: file_id]",
     /// which is taken as "already there").
     pub async fn add_file(&self, knowledge_id: &str, file_id: &str) -> Result<(), Error> {
         let path = format!("/api/v1/knowledge/{knowledge_id}/file/add");
         let body = json!({"file_id": file_id});
-        match self.json(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body))).await {
+        let _serialised = self.knowledge_guard(knowledge_id).await?;
+        match self
+            .json(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body)))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(Error::Rejected { detail, .. }) if detail == "[ERROR: file_id]" => Ok(()),
             Err(e) => Err(e),
@@ -469,9 +539,16 @@ impl Client {
 
     /// Unlinks a file. With `delete_file: false` the file itself survives
     /// (Open WebUI's default deletes it, even when someone else uploaded it).
-    pub async fn remove_file(&self, knowledge_id: &str, file_id: &str, delete_file: bool) -> Result<(), Error> {
-        let path = format!("/api/v1/knowledge/{knowledge_id}/file/remove?delete_file={delete_file}");
+    pub async fn remove_file(
+        &self,
+        knowledge_id: &str,
+        file_id: &str,
+        delete_file: bool,
+    ) -> Result<(), Error> {
+        let path =
+            format!("/api/v1/knowledge/{knowledge_id}/file/remove?delete_file={delete_file}");
         let body = json!({"file_id": file_id});
+        let _serialised = self.knowledge_guard(knowledge_id).await?;
         self.json(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body)))
             .await
             .map(|_| ())
@@ -483,7 +560,9 @@ impl Client {
     /// background on the server; see [`Client::wait_processed`].
     pub async fn upload(&self, path: &Path, name: &str) -> Result<FileInfo, Error> {
         let api = "/api/v1/files/";
-        let mime = mime_guess::from_path(name).first_or_octet_stream().to_string();
+        let mime = mime_guess::from_path(name)
+            .first_or_octet_stream()
+            .to_string();
         let shown = path.display().to_string();
         let v = self
             .json(Method::POST, api, Repeat::OnlyIfUnprocessed, |r| {
@@ -491,15 +570,21 @@ impl Client {
                     path: shown.clone(),
                     source,
                 })?;
-                let length = file.metadata().map(|m| m.len()).map_err(|source| Error::Io {
-                    path: shown.clone(),
-                    source,
-                })?;
+                let length = file
+                    .metadata()
+                    .map(|m| m.len())
+                    .map_err(|source| Error::Io {
+                        path: shown.clone(),
+                        source,
+                    })?;
                 let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
-                let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), length)
-                    .file_name(name.to_string())
-                    .mime_str(&mime)
-                    .map_err(|e| Error::transport(api, &e))?;
+                let part = reqwest::multipart::Part::stream_with_length(
+                    reqwest::Body::wrap_stream(stream),
+                    length,
+                )
+                .file_name(name.to_string())
+                .mime_str(&mime)
+                .map_err(|e| Error::transport(api, &e))?;
                 Ok(r.multipart(reqwest::multipart::Form::new().part("file", part)))
             })
             .await?;
@@ -524,12 +609,17 @@ impl Client {
     pub async fn processing_status(&self, id: &str) -> Result<ProcessingStatus, Error> {
         let path = format!("/api/v1/files/{id}/process/status");
         match self.get(&path).await {
-            Ok(v) => Ok(ProcessingStatus::parse(v.get("status").and_then(Value::as_str).unwrap_or(""))),
+            Ok(v) => Ok(ProcessingStatus::parse(
+                v.get("status").and_then(Value::as_str).unwrap_or(""),
+            )),
             // Before the status endpoint (0.5), the file's own data says it.
             Err(Error::UnexpectedResponse { .. }) => {
                 let f = self.file(id).await?;
                 Ok(ProcessingStatus::parse(
-                    f.data.and_then(|d| d.status).as_deref().unwrap_or("completed"),
+                    f.data
+                        .and_then(|d| d.status)
+                        .as_deref()
+                        .unwrap_or("completed"),
                 ))
             }
             Err(e) => Err(e),
@@ -577,18 +667,27 @@ impl Client {
     // ----- chat ------------------------------------------------------------
 
     /// A non-streaming completion.
-    pub async fn chat(&self, request: &ChatRequest, timeout: Duration) -> Result<ChatAnswer, Error> {
+    pub async fn chat(
+        &self,
+        request: &ChatRequest,
+        timeout: Duration,
+    ) -> Result<ChatAnswer, Error> {
         let path = "/api/chat/completions";
         let body = request.body(false);
         let v = self
-            .json(Method::POST, path, Repeat::OnlyIfUnprocessed, |r| Ok(r.timeout(timeout).json(&body)))
+            .json(Method::POST, path, Repeat::OnlyIfUnprocessed, |r| {
+                Ok(r.timeout(timeout).json(&body))
+            })
             .await?;
         let content = v
             .pointer("/choices/0/message/content")
             .and_then(Value::as_str)
             .ok_or_else(|| Error::UnexpectedResponse {
                 path: path.into(),
-                message: format!("no choices[0].message.content in {}", error::one_line(&v.to_string(), 200)),
+                message: format!(
+                    "no choices[0].message.content in {}",
+                    error::one_line(&v.to_string(), 200)
+                ),
             })?;
         Ok(ChatAnswer {
             content: content.to_string(),
@@ -608,7 +707,9 @@ impl Client {
         let path = "/api/chat/completions";
         let body = request.body(true);
         let (response, _permit) = self
-            .execute(Method::POST, path, Repeat::OnlyIfUnprocessed, |r| Ok(r.timeout(timeout).json(&body)))
+            .execute(Method::POST, path, Repeat::OnlyIfUnprocessed, |r| {
+                Ok(r.timeout(timeout).json(&body))
+            })
             .await?;
         let is_sse = response
             .headers()
@@ -638,28 +739,29 @@ impl Client {
         };
         let mut stream = response.bytes_stream();
         let mut done = false;
-        let mut apply = |events: Vec<StreamEvent>, answer: &mut ChatAnswer| -> Result<bool, Error> {
-            for event in events {
-                match event {
-                    StreamEvent::Delta(d) => {
-                        on_delta(&d);
-                        answer.content.push_str(&d);
+        let mut apply =
+            |events: Vec<StreamEvent>, answer: &mut ChatAnswer| -> Result<bool, Error> {
+                for event in events {
+                    match event {
+                        StreamEvent::Delta(d) => {
+                            on_delta(&d);
+                            answer.content.push_str(&d);
+                        }
+                        StreamEvent::Sources(s) => answer.sources = s,
+                        StreamEvent::Usage(u) => answer.usage = u,
+                        StreamEvent::Model(m) => answer.model = Some(m),
+                        StreamEvent::Error(detail) => {
+                            return Err(Error::Server {
+                                path: path.into(),
+                                status: 502,
+                                detail: format!("stream failed: {detail}"),
+                            });
+                        }
+                        StreamEvent::Done => return Ok(true),
                     }
-                    StreamEvent::Sources(s) => answer.sources = s,
-                    StreamEvent::Usage(u) => answer.usage = u,
-                    StreamEvent::Model(m) => answer.model = Some(m),
-                    StreamEvent::Error(detail) => {
-                        return Err(Error::Server {
-                            path: path.into(),
-                            status: 502,
-                            detail: format!("stream failed: {detail}"),
-                        });
-                    }
-                    StreamEvent::Done => return Ok(true),
                 }
-            }
-            Ok(false)
-        };
+                Ok(false)
+            };
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| map_send_error(path, e, timeout))?;
             if apply(parser.push(&chunk), &mut answer)? {
@@ -681,12 +783,21 @@ impl Client {
 
     /// Stores a prompt and its answer as a chat that the Open WebUI UI
     /// shows like its own (a proper `history` tree). Returns the chat id.
-    pub async fn save_chat(&self, title: &str, model: &str, prompt: &str, answer: &str) -> Result<String, Error> {
+    pub async fn save_chat(
+        &self,
+        title: &str,
+        model: &str,
+        prompt: &str,
+        answer: &str,
+    ) -> Result<String, Error> {
         let path = "/api/v1/chats/new";
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        let (user_id, assistant_id) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+        let (user_id, assistant_id) = (
+            uuid::Uuid::new_v4().to_string(),
+            uuid::Uuid::new_v4().to_string(),
+        );
         let secs = now.as_secs();
         let body = json!({"chat": {
             "title": title,
@@ -711,7 +822,9 @@ impl Client {
             "timestamp": now.as_millis() as u64,
         }});
         let v = self
-            .json(Method::POST, path, Repeat::OnlyIfUnprocessed, |r| Ok(r.json(&body)))
+            .json(Method::POST, path, Repeat::OnlyIfUnprocessed, |r| {
+                Ok(r.json(&body))
+            })
             .await?;
         str_field(&v, "id").ok_or_else(|| Error::UnexpectedResponse {
             path: path.into(),
@@ -754,7 +867,10 @@ fn map_send_error(path: &str, e: reqwest::Error, timeout: Duration) -> Error {
 async fn read_json(path: &str, response: Response, timeout: Duration) -> Result<Value, Error> {
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(|e| map_send_error(path, e, timeout))?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| map_send_error(path, e, timeout))?;
     error::classify(path, status, &headers, &body)
 }
 
@@ -770,14 +886,29 @@ fn unexpected(path: &str, e: serde_json::Error) -> Error {
 }
 
 /// `key` of an object holding a list, or the value itself with key "".
-fn parse_list<T: serde::de::DeserializeOwned>(v: &Value, path: &str, key: &str) -> Result<Vec<T>, Error> {
-    let list = if key.is_empty() { v } else { v.get(key).unwrap_or(&Value::Null) };
+fn parse_list<T: serde::de::DeserializeOwned>(
+    v: &Value,
+    path: &str,
+    key: &str,
+) -> Result<Vec<T>, Error> {
+    let list = if key.is_empty() {
+        v
+    } else {
+        v.get(key).unwrap_or(&Value::Null)
+    };
     match list {
         Value::Array(_) => serde_json::from_value(list.clone()).map_err(|e| unexpected(path, e)),
         Value::Null => Ok(Vec::new()),
         _ => Err(Error::UnexpectedResponse {
             path: path.into(),
-            message: format!("expected a list{}", if key.is_empty() { String::new() } else { format!(" in `{key}`") }),
+            message: format!(
+                "expected a list{}",
+                if key.is_empty() {
+                    String::new()
+                } else {
+                    format!(" in `{key}`")
+                }
+            ),
         }),
     }
 }

@@ -29,14 +29,22 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The wait before try `attempt + 1` (`attempt` counts tries made, from
     /// 1), or `None` to give up. `jitter` is uniform in [0, 1).
-    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Option<Duration> {
+    pub fn delay(
+        &self,
+        attempt: u32,
+        retry_after: Option<Duration>,
+        jitter: f64,
+    ) -> Option<Duration> {
         if attempt >= self.max_attempts {
             return None;
         }
         let wait = match retry_after {
             Some(d) => d,
             None => {
-                let exp = self.base.saturating_mul(1 << (attempt - 1).min(16)).min(self.cap);
+                let exp = self
+                    .base
+                    .saturating_mul(1 << (attempt - 1).min(16))
+                    .min(self.cap);
                 // "Equal jitter": half fixed, half random, so waits spread
                 // out but never collapse to zero.
                 exp / 2 + exp.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
@@ -72,7 +80,10 @@ mod tests {
     #[test]
     fn retry_after_wins_unless_too_long() {
         let p = RetryPolicy::default();
-        assert_eq!(p.delay(1, Some(Duration::from_secs(1)), 0.9), Some(Duration::from_secs(1)));
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(1)), 0.9),
+            Some(Duration::from_secs(1))
+        );
         assert_eq!(p.delay(1, Some(Duration::from_secs(600)), 0.0), None);
     }
 }

@@ -34,7 +34,8 @@ impl SseParser {
             if line.is_empty() {
                 self.dispatch(&mut out);
             } else if let Some(value) = line.strip_prefix("data:") {
-                self.data.push(value.strip_prefix(' ').unwrap_or(value).to_string());
+                self.data
+                    .push(value.strip_prefix(' ').unwrap_or(value).to_string());
             }
             // Comments (":…"), `event:`, `id:` and `retry:` carry nothing we use.
         }
@@ -153,7 +154,10 @@ mod tests {
             b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
             b"data: {\"error\":{\"message\":\"Chat completion stream failed\"}}\n\ndata: [DONE]\n\n",
         ]);
-        assert_eq!(events[1], StreamEvent::Error("Chat completion stream failed".into()));
+        assert_eq!(
+            events[1],
+            StreamEvent::Error("Chat completion stream failed".into())
+        );
     }
 
     #[test]

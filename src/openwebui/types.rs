@@ -41,6 +41,13 @@ impl Version {
         self.at_least(0, 7, 0)
     }
 
+    /// Before 0.6.41 a knowledge base keeps its files as a JSON list in
+    /// `data.file_ids`, rewritten by each add/remove without a lock:
+    /// concurrent adds lose each other's files (seen on 0.6.40).
+    pub fn knowledge_links_are_racy(&self) -> bool {
+        !self.at_least(0, 6, 41)
+    }
+
     /// Upload with `metadata.knowledge_id` links the file server-side.
     pub fn has_upload_auto_link(&self) -> bool {
         self.at_least(0, 9, 6)
@@ -229,9 +236,17 @@ mod tests {
     fn versions() {
         let v = Version::parse("0.6.40").unwrap();
         assert!(!v.has_knowledge_files_endpoint() && !v.readd_is_idempotent());
+        assert!(v.knowledge_links_are_racy());
         let v = Version::parse("0.12.4").unwrap();
-        assert!(v.has_knowledge_files_endpoint() && v.readd_is_idempotent() && v.has_upload_auto_link());
-        assert!(Version::parse("0.6.42").unwrap().has_knowledge_files_endpoint());
+        assert!(
+            v.has_knowledge_files_endpoint() && v.readd_is_idempotent() && v.has_upload_auto_link()
+        );
+        assert!(!v.knowledge_links_are_racy());
+        assert!(
+            Version::parse("0.6.42")
+                .unwrap()
+                .has_knowledge_files_endpoint()
+        );
         assert!(Version::parse("v1.0.0-rc1").unwrap().at_least(0, 12, 4));
         assert!(Version::parse("nonsense").is_none());
     }
@@ -243,12 +258,18 @@ mod tests {
             system: Some("be brief".into()),
             prompt: "hi".into(),
             collections: vec!["kb1".into()],
-            options: serde_json::json!({"temperature": 0.2}).as_object().unwrap().clone(),
+            options: serde_json::json!({"temperature": 0.2})
+                .as_object()
+                .unwrap()
+                .clone(),
         };
         let body = req.body(true);
         assert_eq!(body["messages"][0]["role"], "system");
         assert_eq!(body["messages"][1]["content"], "hi");
-        assert_eq!(body["files"][0], serde_json::json!({"type": "collection", "id": "kb1"}));
+        assert_eq!(
+            body["files"][0],
+            serde_json::json!({"type": "collection", "id": "kb1"})
+        );
         assert_eq!(body["temperature"], 0.2);
         assert_eq!(body["stream"], true);
     }

@@ -29,7 +29,9 @@ pub enum Trigger {
     Watch(Watch),
     Schedule(Schedule),
     Webhook(WebhookTrigger),
-    Ingested { rule: String },
+    Ingested {
+        rule: String,
+    },
     /// A rule with no `on:` runs only by hand.
     Manual,
 }
@@ -66,7 +68,13 @@ pub struct Watch {
 /// Names that are never ingested, whatever `include` says: editors' and
 /// office suites' temporary and lock files.
 pub const BUILTIN_EXCLUDES: &[&str] = &[
-    "**/.*", "**/.*/**", "**/~$*", "**/*.part", "**/*.tmp", "**/*.swp", "**/.~lock*",
+    "**/.*",
+    "**/.*/**",
+    "**/~$*",
+    "**/*.part",
+    "**/*.tmp",
+    "**/*.swp",
+    "**/.~lock*",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +172,10 @@ pub fn load_all(
     webhooks: Option<&BTreeSet<String>>,
     env: &Environment,
 ) -> Result<Vec<Rule>, Vec<Diagnostic>> {
-    let known = Known { config_path, webhooks };
+    let known = Known {
+        config_path,
+        webhooks,
+    };
     let mut diags = Vec::new();
     let mut rules: Vec<(Rule, Pos)> = Vec::new();
     for file in files {
@@ -207,7 +218,11 @@ fn cross_check(rules: &[(Rule, Pos)], diags: &mut Vec<Diagnostic>) {
             err(
                 rule,
                 *pos,
-                format!("rule name `{}` is also used by {}", rule.name, other.display()),
+                format!(
+                    "rule name `{}` is also used by {}",
+                    rule.name,
+                    other.display()
+                ),
             );
         }
         if let Trigger::Webhook(w) = &rule.trigger
@@ -223,7 +238,11 @@ fn cross_check(rules: &[(Rule, Pos)], diags: &mut Vec<Diagnostic>) {
     for (rule, pos) in rules {
         if let Trigger::Ingested { rule: source } = &rule.trigger {
             match rules.iter().find(|(r, _)| &r.name == source) {
-                None => err(rule, *pos, format!("on.ingested.rule: no rule named `{source}`")),
+                None => err(
+                    rule,
+                    *pos,
+                    format!("on.ingested.rule: no rule named `{source}`"),
+                ),
                 Some((r, _)) if r.ingest.is_none() => err(
                     rule,
                     *pos,
@@ -242,7 +261,11 @@ struct Known<'a> {
 }
 
 fn decode_rule(root: &Node, file: &Path, known: &Known, d: &mut Decoder) -> Option<Rule> {
-    let f = d.fields(root, "rule", &["name", "on", "ingest", "chat", "deliver", "vars"])?;
+    let f = d.fields(
+        root,
+        "rule",
+        &["name", "on", "ingest", "chat", "deliver", "vars"],
+    )?;
     let stem = file
         .file_stem()
         .and_then(|s| s.to_str())
@@ -282,7 +305,10 @@ fn decode_rule(root: &Node, file: &Path, known: &Known, d: &mut Decoder) -> Opti
         && !f.has("ingest")
         && !f.has("chat")
     {
-        d.error(f.pos, "a rule with `on.watch` needs `ingest`, `chat`, or both");
+        d.error(
+            f.pos,
+            "a rule with `on.watch` needs `ingest`, `chat`, or both",
+        );
     }
     if f.has("ingest") && !matches!(trigger, Some(Trigger::Watch(_)) | None) {
         d.error(
@@ -291,7 +317,10 @@ fn decode_rule(root: &Node, file: &Path, known: &Known, d: &mut Decoder) -> Opti
         );
     }
     if !matches!(trigger, Some(Trigger::Watch(_)) | None) && !f.has("chat") {
-        d.error(f.pos, "this trigger needs `chat` (what should run when it fires?)");
+        d.error(
+            f.pos,
+            "this trigger needs `chat` (what should run when it fires?)",
+        );
     }
 
     // Templates, checked against what this trigger provides.
@@ -313,7 +342,12 @@ fn decode_rule(root: &Node, file: &Path, known: &Known, d: &mut Decoder) -> Opti
     {
         for (k, v) in entries {
             if matches!(k.scalar_text().as_deref(), Some("prompt" | "system")) {
-                check_template(v, &format!("chat.{}", k.scalar_text().unwrap_or_default()), &allowed, d);
+                check_template(
+                    v,
+                    &format!("chat.{}", k.scalar_text().unwrap_or_default()),
+                    &allowed,
+                    d,
+                );
             }
         }
     }
@@ -338,12 +372,14 @@ fn decode_rule(root: &Node, file: &Path, known: &Known, d: &mut Decoder) -> Opti
 }
 
 fn check_template(node: &Node, what: &str, allowed: &[&str], d: &mut Decoder) {
-    let Some(source) = node.scalar_text() else { return };
+    let Some(source) = node.scalar_text() else {
+        return;
+    };
     if let Err(p) = template::check(&source, allowed) {
         // Block scalars (`|`) start on the line after the indicator.
         let pos = match p.line_in_template {
             Some(l) => Pos {
-                line: node.pos.line + l - usize::from(!source.contains('\n')) ,
+                line: node.pos.line + l - usize::from(!source.contains('\n')),
                 col: node.pos.col,
             },
             None => node.pos,
@@ -353,14 +389,22 @@ fn check_template(node: &Node, what: &str, allowed: &[&str], d: &mut Decoder) {
 }
 
 fn decode_trigger(node: &Node, d: &mut Decoder) -> Option<Trigger> {
-    let f = d.fields(node, "on", &["watch", "schedule", "webhook", "ingested", "manual"])?;
+    let f = d.fields(
+        node,
+        "on",
+        &["watch", "schedule", "webhook", "ingested", "manual"],
+    )?;
     let given: Vec<&str> = f.keys().collect();
     if given.len() != 1 {
         d.error(
             f.pos,
             format!(
                 "on: exactly one trigger (watch, schedule, webhook, ingested, manual), found {}",
-                if given.is_empty() { "none".to_string() } else { given.join(", ") }
+                if given.is_empty() {
+                    "none".to_string()
+                } else {
+                    given.join(", ")
+                }
             ),
         );
         return None;
@@ -373,7 +417,9 @@ fn decode_trigger(node: &Node, d: &mut Decoder) -> Option<Trigger> {
         "ingested" => {
             let g = d.fields(n, "on.ingested", &["rule"])?;
             match g.get("rule") {
-                Some(r) => d.non_empty_string(r, "on.ingested.rule").map(|rule| Trigger::Ingested { rule }),
+                Some(r) => d
+                    .non_empty_string(r, "on.ingested.rule")
+                    .map(|rule| Trigger::Ingested { rule }),
                 None => {
                     d.error(g.pos, "on.ingested: `rule` is required");
                     None
@@ -388,7 +434,15 @@ fn decode_watch(node: &Node, d: &mut Decoder) -> Option<Watch> {
     let f = d.fields(
         node,
         "on.watch",
-        &["path", "include", "exclude", "settle", "poll", "max_size", "on_delete"],
+        &[
+            "path",
+            "include",
+            "exclude",
+            "settle",
+            "poll",
+            "max_size",
+            "on_delete",
+        ],
     )?;
     let path = match f.get("path") {
         Some(n) => d.path(n, "on.watch.path"),
@@ -398,11 +452,16 @@ fn decode_watch(node: &Node, d: &mut Decoder) -> Option<Watch> {
         }
     };
     let mut globs = |key: &str| -> Option<Vec<String>> {
-        let Some(n) = f.get(key) else { return Some(Vec::new()) };
+        let Some(n) = f.get(key) else {
+            return Some(Vec::new());
+        };
         let list = d.string_list(n, &format!("on.watch.{key}"))?;
         for g in &list {
             if let Err(e) = globset::Glob::new(g) {
-                d.error(n.pos, format!("on.watch.{key}: `{g}` is not a valid glob: {e}"));
+                d.error(
+                    n.pos,
+                    format!("on.watch.{key}: `{g}` is not a valid glob: {e}"),
+                );
                 return None;
             }
         }
@@ -410,9 +469,9 @@ fn decode_watch(node: &Node, d: &mut Decoder) -> Option<Watch> {
     };
     let include = globs("include");
     let exclude = globs("exclude");
-    let settle = f
-        .get("settle")
-        .map_or(Some(Duration::from_secs(2)), |n| d.duration(n, "on.watch.settle"));
+    let settle = f.get("settle").map_or(Some(Duration::from_secs(2)), |n| {
+        d.duration(n, "on.watch.settle")
+    });
     let poll = match f.get("poll") {
         Some(n) => d.duration(n, "on.watch.poll").map(Some),
         None => Some(None),
@@ -430,7 +489,10 @@ fn decode_watch(node: &Node, d: &mut Decoder) -> Option<Watch> {
     if let Some(Some(p)) = poll.as_ref()
         && p.is_zero()
     {
-        d.error(f.get("poll").map_or(f.pos, |n| n.pos), "on.watch.poll: must be above zero");
+        d.error(
+            f.get("poll").map_or(f.pos, |n| n.pos),
+            "on.watch.poll: must be above zero",
+        );
     }
     Some(Watch {
         path: path?,
@@ -444,7 +506,11 @@ fn decode_watch(node: &Node, d: &mut Decoder) -> Option<Watch> {
 }
 
 fn decode_schedule(node: &Node, d: &mut Decoder) -> Option<Schedule> {
-    let f = d.fields(node, "on.schedule", &["cron", "timezone", "missed", "overlap"])?;
+    let f = d.fields(
+        node,
+        "on.schedule",
+        &["cron", "timezone", "missed", "overlap"],
+    )?;
     let cron = match f.get("cron") {
         Some(n) => {
             let s = d.non_empty_string(n, "on.schedule.cron")?;
@@ -510,7 +576,10 @@ fn decode_webhook(node: &Node, d: &mut Decoder) -> Option<WebhookTrigger> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/' | '.'))
             {
-                d.error(n.pos, "on.webhook.path: use letters, digits, `-`, `_`, `.` and `/`");
+                d.error(
+                    n.pos,
+                    "on.webhook.path: use letters, digits, `-`, `_`, `.` and `/`",
+                );
                 None
             } else {
                 Some(p)
@@ -533,9 +602,11 @@ fn decode_webhook(node: &Node, d: &mut Decoder) -> Option<WebhookTrigger> {
             (None, None, None)
         }
         Some(n) => {
-            let Some(a) = d.fields(n, "on.webhook.auth", &["scheme", "secret", "secret_file", "header"]) else {
-                return None;
-            };
+            let a = d.fields(
+                n,
+                "on.webhook.auth",
+                &["scheme", "secret", "secret_file", "header"],
+            )?;
             let scheme = match a.get("scheme") {
                 Some(s) => d.one_of(
                     s,
@@ -562,8 +633,16 @@ fn decode_webhook(node: &Node, d: &mut Decoder) -> Option<WebhookTrigger> {
                 Some(AuthScheme::None) if secret.is_some() => {
                     d.error(a.pos, "on.webhook.auth: scheme `none` takes no secret")
                 }
-                Some(s) if s != AuthScheme::None && secret.is_none() && !a.has("secret") && !a.has("secret_file") => {
-                    d.error(a.pos, "on.webhook.auth: this scheme needs `secret` or `secret_file`")
+                Some(s)
+                    if s != AuthScheme::None
+                        && secret.is_none()
+                        && !a.has("secret")
+                        && !a.has("secret_file") =>
+                {
+                    d.error(
+                        a.pos,
+                        "on.webhook.auth: this scheme needs `secret` or `secret_file`",
+                    )
                 }
                 Some(s) if s != AuthScheme::HmacSha256 && a.has("header") => d.error(
                     a.get("header").map_or(a.pos, |h| h.pos),
@@ -593,8 +672,12 @@ fn decode_collection(node: &Node, what: &str, d: &mut Decoder) -> Option<Collect
         Value::Map(_) => {
             let f = d.fields(node, what, &["id", "name"])?;
             match (f.get("id"), f.get("name")) {
-                (Some(id), None) => d.non_empty_string(id, &format!("{what}.id")).map(CollectionRef::Id),
-                (None, Some(n)) => d.non_empty_string(n, &format!("{what}.name")).map(CollectionRef::Name),
+                (Some(id), None) => d
+                    .non_empty_string(id, &format!("{what}.id"))
+                    .map(CollectionRef::Id),
+                (None, Some(n)) => d
+                    .non_empty_string(n, &format!("{what}.name"))
+                    .map(CollectionRef::Name),
                 _ => {
                     d.error(f.pos, format!("{what}: give a name, or `{{id: …}}`"));
                     None
@@ -608,7 +691,9 @@ fn decode_collection(node: &Node, what: &str, d: &mut Decoder) -> Option<Collect
 fn decode_ingest(node: &Node, d: &mut Decoder) -> Option<Ingest> {
     let f = d.fields(node, "ingest", &["collection"])?;
     match f.get("collection") {
-        Some(n) => decode_collection(n, "ingest.collection", d).map(|collection| Ingest { collection }),
+        Some(n) => {
+            decode_collection(n, "ingest.collection", d).map(|collection| Ingest { collection })
+        }
         None => {
             d.error(f.pos, "ingest: `collection` is required");
             None
@@ -620,7 +705,15 @@ fn decode_chat(node: &Node, d: &mut Decoder) -> Option<Chat> {
     let f = d.fields(
         node,
         "chat",
-        &["model", "collections", "system", "prompt", "options", "save_chat", "timeout"],
+        &[
+            "model",
+            "collections",
+            "system",
+            "prompt",
+            "options",
+            "save_chat",
+            "timeout",
+        ],
     )?;
     let model = match f.get("model") {
         Some(n) => d.non_empty_string(n, "chat.model"),
@@ -654,7 +747,10 @@ fn decode_chat(node: &Node, d: &mut Decoder) -> Option<Chat> {
             serde_json::Value::Object(m) => {
                 const RESERVED: &[&str] = &["model", "messages", "stream", "files"];
                 if let Some(k) = m.keys().find(|k| RESERVED.contains(&k.as_str())) {
-                    d.error(n.pos, format!("chat.options: `{k}` is set by ferry, not by options"));
+                    d.error(
+                        n.pos,
+                        format!("chat.options: `{k}` is set by ferry, not by options"),
+                    );
                 }
                 Some(m)
             }
@@ -670,7 +766,9 @@ fn decode_chat(node: &Node, d: &mut Decoder) -> Option<Chat> {
         .map_or(Some(false), |n| d.bool(n, "chat.save_chat"));
     let timeout = f
         .get("timeout")
-        .map_or(Some(Duration::from_secs(300)), |n| d.duration(n, "chat.timeout"));
+        .map_or(Some(Duration::from_secs(300)), |n| {
+            d.duration(n, "chat.timeout")
+        });
     Some(Chat {
         model: model?,
         collections: collections?,
@@ -682,14 +780,21 @@ fn decode_chat(node: &Node, d: &mut Decoder) -> Option<Chat> {
     })
 }
 
-fn decode_deliver(node: &Node, known: &Known, allowed: &[&str], d: &mut Decoder) -> Option<Vec<Deliver>> {
+fn decode_deliver(
+    node: &Node,
+    known: &Known,
+    allowed: &[&str],
+    d: &mut Decoder,
+) -> Option<Vec<Deliver>> {
     let Value::Seq(items) = &node.value else {
         d.error(node.pos, "deliver: expected a list of `- to: NAME` entries");
         return None;
     };
     let mut out = Vec::new();
     for item in items {
-        let Some(f) = d.fields(item, "deliver", &["to", "body", "events"]) else { continue };
+        let Some(f) = d.fields(item, "deliver", &["to", "body", "events"]) else {
+            continue;
+        };
         let to = match f.get("to") {
             Some(n) => {
                 let to = d.non_empty_string(n, "deliver.to");
@@ -702,7 +807,11 @@ fn decode_deliver(node: &Node, known: &Known, allowed: &[&str], d: &mut Decoder)
                         format!(
                             "deliver.to: no webhook named `{t}` in {} (known: {})",
                             known.config_path.display(),
-                            if names.is_empty() { "none".into() } else { names.join(", ") }
+                            if names.is_empty() {
+                                "none".into()
+                            } else {
+                                names.join(", ")
+                            }
                         ),
                     );
                 }
@@ -718,16 +827,18 @@ fn decode_deliver(node: &Node, known: &Known, allowed: &[&str], d: &mut Decoder)
             d.string(n, "deliver.body")
         });
         let events = match f.get("events") {
-            Some(n) => d.string_list(n, "deliver.events").map(|list| {
-                for e in &list {
+            Some(n) => d.string_list(n, "deliver.events").inspect(|list| {
+                for e in list {
                     if !EVENT_TYPES.contains(&e.as_str()) {
                         d.error(
                             n.pos,
-                            format!("deliver.events: `{e}` is not one of {}", EVENT_TYPES.join(", ")),
+                            format!(
+                                "deliver.events: `{e}` is not one of {}",
+                                EVENT_TYPES.join(", ")
+                            ),
                         );
                     }
                 }
-                list
             }),
             None => Some(Vec::new()),
         };

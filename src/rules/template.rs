@@ -101,7 +101,11 @@ mod tests {
         let ctx = serde_json::json!({"vars": {"who": "world"}});
         assert_eq!(render("hello {{ vars.who }}", &ctx).unwrap(), "hello world");
         assert!(render("hello {{ vars.nobody }}", &ctx).is_err());
-        assert_eq!(render("{{ '<b>' }}", &ctx).unwrap(), "<b>", "no HTML escaping");
+        assert_eq!(
+            render("{{ '<b>' }}", &ctx).unwrap(),
+            "<b>",
+            "no HTML escaping"
+        );
     }
 
     #[test]

@@ -72,16 +72,28 @@ impl FailureReason {
 
     pub fn parse(s: &str) -> Option<Self> {
         use FailureReason::*;
-        [Duplicate, Empty, TooLarge, Unsupported, Processing, Auth, Timeout, Http]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        [
+            Duplicate,
+            Empty,
+            TooLarge,
+            Unsupported,
+            Processing,
+            Auth,
+            Timeout,
+            Http,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
     }
 
     /// Permanent failures wait for the file to change; the rest back off.
     pub fn is_permanent(self) -> bool {
         matches!(
             self,
-            FailureReason::Duplicate | FailureReason::Empty | FailureReason::TooLarge | FailureReason::Unsupported
+            FailureReason::Duplicate
+                | FailureReason::Empty
+                | FailureReason::TooLarge
+                | FailureReason::Unsupported
         )
     }
 }
@@ -122,7 +134,8 @@ fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Document, sqlx::Error> {
         path: row.try_get("path")?,
         collection_id: row.try_get("collection_id")?,
         collection_name: row.try_get("collection_name")?,
-        state: DocumentState::parse(&state).ok_or_else(|| sqlx::Error::Decode(format!("document state {state}").into()))?,
+        state: DocumentState::parse(&state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("document state {state}").into()))?,
         reason: reason.as_deref().and_then(FailureReason::parse),
         error: row.try_get("error")?,
         size: row.try_get("size")?,
@@ -169,7 +182,11 @@ impl Store {
 
     /// A linked document with this content in this collection, under any
     /// rule or path: what makes an identical file a no-op.
-    pub async fn linked_with_content(&self, collection_id: &str, sha256: &str) -> Result<Option<Document>, StoreError> {
+    pub async fn linked_with_content(
+        &self,
+        collection_id: &str,
+        sha256: &str,
+    ) -> Result<Option<Document>, StoreError> {
         let row = sqlx::query(
             "SELECT * FROM documents WHERE collection_id = ? AND sha256 = ? AND state = 'linked'
              ORDER BY updated_at LIMIT 1",
@@ -226,7 +243,12 @@ impl Store {
 
     /// Records the upload and moves the document to `processing`, in one
     /// transaction, so a crash never leaves an upload ferry does not know of.
-    pub async fn uploaded(&self, document_id: i64, file_id: &str, now_ms: i64) -> Result<(), StoreError> {
+    pub async fn uploaded(
+        &self,
+        document_id: i64,
+        file_id: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let (collection_id, sha256): (Option<String>, Option<String>) =
             sqlx::query_as("SELECT collection_id, sha256 FROM documents WHERE id = ?")
@@ -245,17 +267,24 @@ impl Store {
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE documents SET state = 'processing', file_id = ?, updated_at = ? WHERE id = ?")
-            .bind(file_id)
-            .bind(now_ms)
-            .bind(document_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE documents SET state = 'processing', file_id = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(file_id)
+        .bind(now_ms)
+        .bind(document_id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    pub async fn linked(&self, document_id: i64, file_id: &str, now_ms: i64) -> Result<(), StoreError> {
+    pub async fn linked(
+        &self,
+        document_id: i64,
+        file_id: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE documents SET state = 'linked', file_id = ?, reason = NULL, error = NULL, retry_at = NULL,
@@ -277,7 +306,12 @@ impl Store {
 
     /// Records an unchanged file as linked to an existing upload (same
     /// content already in the collection): no new upload.
-    pub async fn adopt(&self, u: &NewUpload<'_>, file_id: &str, now_ms: i64) -> Result<i64, StoreError> {
+    pub async fn adopt(
+        &self,
+        u: &NewUpload<'_>,
+        file_id: &str,
+        now_ms: i64,
+    ) -> Result<i64, StoreError> {
         let id = self.begin_upload(u, now_ms).await?;
         sqlx::query(
             "UPDATE documents SET state = 'linked', file_id = ?, attempts = 0, updated_at = ? WHERE id = ?",
@@ -299,10 +333,11 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let file_id: Option<String> = sqlx::query_scalar("SELECT file_id FROM documents WHERE id = ?")
-            .bind(document_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let file_id: Option<String> =
+            sqlx::query_scalar("SELECT file_id FROM documents WHERE id = ?")
+                .bind(document_id)
+                .fetch_one(&mut *tx)
+                .await?;
         sqlx::query(
             "UPDATE documents SET state = 'failed', reason = ?, error = ?, retry_at = ?, updated_at = ? WHERE id = ?",
         )
@@ -336,19 +371,21 @@ impl Store {
 
     /// Uploads of ferry's that never got linked (crash, failure): to delete.
     pub async fn orphan_uploads(&self) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT file_id FROM uploads WHERE state IN ('uploaded', 'failed') ORDER BY created_at")
-                .fetch_all(&self.reader)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT file_id FROM uploads WHERE state IN ('uploaded', 'failed') ORDER BY created_at",
         )
+        .fetch_all(&self.reader)
+        .await?)
     }
 
     pub async fn is_own_upload(&self, file_id: &str) -> Result<bool, StoreError> {
-        Ok(sqlx::query_scalar::<_, i64>("SELECT 1 FROM uploads WHERE file_id = ?")
-            .bind(file_id)
-            .fetch_optional(&self.reader)
-            .await?
-            .is_some())
+        Ok(
+            sqlx::query_scalar::<_, i64>("SELECT 1 FROM uploads WHERE file_id = ?")
+                .bind(file_id)
+                .fetch_optional(&self.reader)
+                .await?
+                .is_some(),
+        )
     }
 }
 
@@ -372,18 +409,38 @@ mod tests {
         };
         let id = store.begin_upload(&u, 10).await.unwrap();
         store.uploaded(id, "f1", 11).await.unwrap();
-        assert_eq!(store.orphan_uploads().await.unwrap(), vec!["f1".to_string()]);
+        assert_eq!(
+            store.orphan_uploads().await.unwrap(),
+            vec!["f1".to_string()]
+        );
         store.linked(id, "f1", 12).await.unwrap();
         assert!(store.orphan_uploads().await.unwrap().is_empty());
         let doc = store.document(":cli", "/x/a.md").await.unwrap().unwrap();
         assert_eq!(doc.state, DocumentState::Linked);
         assert_eq!(doc.file_id.as_deref(), Some("f1"));
-        let same = store.linked_with_content("kb1", "abc").await.unwrap().unwrap();
+        let same = store
+            .linked_with_content("kb1", "abc")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(same.id, id);
 
-        let id2 = store.begin_upload(&NewUpload { path: "/x/b.md", sha256: "def", ..u }, 20).await.unwrap();
+        let id2 = store
+            .begin_upload(
+                &NewUpload {
+                    path: "/x/b.md",
+                    sha256: "def",
+                    ..u
+                },
+                20,
+            )
+            .await
+            .unwrap();
         store.uploaded(id2, "f2", 21).await.unwrap();
-        store.failed(id2, FailureReason::Duplicate, "Duplicate content", None, 22).await.unwrap();
+        store
+            .failed(id2, FailureReason::Duplicate, "Duplicate content", None, 22)
+            .await
+            .unwrap();
         let failed = store
             .documents(&DocumentFilter {
                 state: Some(DocumentState::Failed),
@@ -393,7 +450,10 @@ mod tests {
             .unwrap();
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].reason, Some(FailureReason::Duplicate));
-        assert_eq!(store.orphan_uploads().await.unwrap(), vec!["f2".to_string()]);
+        assert_eq!(
+            store.orphan_uploads().await.unwrap(),
+            vec!["f2".to_string()]
+        );
         assert!(store.is_own_upload("f2").await.unwrap());
         assert!(!store.is_own_upload("someone-elses").await.unwrap());
     }

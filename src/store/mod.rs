@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Sqlite, Transaction};
 
 pub use documents::{Document, DocumentFilter, DocumentState, FailureReason, NewUpload};
@@ -20,7 +22,10 @@ pub use documents::{Document, DocumentFilter, DocumentState, FailureReason, NewU
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create the state directory {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("state database {path}: {source}")]
     Open { path: PathBuf, source: sqlx::Error },
     #[error("state database {path}: migration failed: {source}")]
@@ -33,7 +38,10 @@ pub enum StoreError {
     )]
     Locked { path: PathBuf, lock: PathBuf },
     #[error("cannot lock {lock}: {source}")]
-    Lock { lock: PathBuf, source: std::io::Error },
+    Lock {
+        lock: PathBuf,
+        source: std::io::Error,
+    },
     #[error("state database query failed: {0}")]
     Query(#[from] sqlx::Error),
     #[error("state database: {0}")]
@@ -83,10 +91,13 @@ impl Store {
             .connect_with(options.clone())
             .await
             .map_err(open_err)?;
-        MIGRATOR.run(&writer).await.map_err(|source| StoreError::Migrate {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
@@ -118,7 +129,10 @@ impl Store {
                 source,
             })?;
         match file.try_lock() {
-            Ok(()) => Ok(InstanceLock { _file: file, path: lock }),
+            Ok(()) => Ok(InstanceLock {
+                _file: file,
+                path: lock,
+            }),
             Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
                 path: path.to_path_buf(),
                 lock,
@@ -152,20 +166,32 @@ impl Store {
         match rows.as_slice() {
             [(ok,)] if ok == "ok" => Ok(()),
             other => Err(StoreError::Corrupt(
-                other.iter().map(|(s,)| s.as_str()).collect::<Vec<_>>().join("; "),
+                other
+                    .iter()
+                    .map(|(s,)| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
             )),
         }
     }
 
     /// Knowledge base id remembered for a name.
     pub async fn collection_id(&self, name: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT id FROM collections WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.reader)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT id FROM collections WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.reader)
+                .await?,
+        )
     }
 
-    pub async fn remember_collection(&self, name: &str, id: &str, created: bool, now_ms: i64) -> Result<(), StoreError> {
+    pub async fn remember_collection(
+        &self,
+        name: &str,
+        id: &str,
+        created: bool,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO collections (name, id, created, updated_at) VALUES (?, ?, ?, ?)
              ON CONFLICT (name) DO UPDATE SET id = excluded.id, updated_at = excluded.updated_at",

@@ -118,11 +118,22 @@ impl FakeOpenWebUi {
             ..Default::default()
         }));
         let app = Router::new()
-            .route("/api/version", get(|State(s): State<Shared>| async move { Json(json!({"version": s.lock().unwrap().version})) }))
+            .route(
+                "/api/version",
+                get(|State(s): State<Shared>| async move {
+                    Json(json!({"version": s.lock().unwrap().version}))
+                }),
+            )
             .route("/api/v1/auths/signin", post(signin))
             .route("/api/v1/auths/", get(whoami))
-            .route("/api/v1/users/permissions", get(|| async { Json(json!({"chat": {}})) }))
-            .route("/api/models", get(|| async { Json(json!({"data": [{"id": "fake-model", "name": "Fake"}]})) }))
+            .route(
+                "/api/v1/users/permissions",
+                get(|| async { Json(json!({"chat": {}})) }),
+            )
+            .route(
+                "/api/models",
+                get(|| async { Json(json!({"data": [{"id": "fake-model", "name": "Fake"}]})) }),
+            )
             .route("/api/v1/files/", post(upload))
             .route("/api/v1/files/{id}", get(file).delete(delete_file))
             .route("/api/v1/files/{id}/process/status", get(file_status))
@@ -132,7 +143,10 @@ impl FakeOpenWebUi {
             .route("/api/v1/knowledge/{id}/files", get(knowledge_files))
             .route("/api/v1/knowledge/{id}/file/add", post(add_file))
             .route("/api/v1/knowledge/{id}/file/remove", post(remove_file))
-            .route("/api/v1/knowledge/{id}/delete", axum::routing::delete(delete_knowledge))
+            .route(
+                "/api/v1/knowledge/{id}/delete",
+                axum::routing::delete(delete_knowledge),
+            )
             .route("/api/chat/completions", post(chat))
             .route("/api/v1/chats/new", post(new_chat))
             .route("/api/v1/chats/", get(list_chats))
@@ -141,12 +155,18 @@ impl FakeOpenWebUi {
                 if method == Method::GET {
                     Html("<!doctype html><html><body>Open WebUI</body></html>").into_response()
                 } else {
-                    (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"detail": "Method Not Allowed"}))).into_response()
+                    (
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        Json(json!({"detail": "Method Not Allowed"})),
+                    )
+                        .into_response()
                 }
             })
             .layer(middleware::from_fn_with_state(state.clone(), gate))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -173,7 +193,13 @@ impl FakeOpenWebUi {
 
     pub fn count(&self, method: &str, path: &str) -> usize {
         let key = format!("{method} {path}");
-        self.state.lock().unwrap().log.iter().filter(|l| **l == key).count()
+        self.state
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .filter(|l| **l == key)
+            .count()
     }
 
     pub fn knowledge_file_names(&self, name: &str) -> Vec<String> {
@@ -181,7 +207,11 @@ impl FakeOpenWebUi {
         s.knowledge
             .iter()
             .filter(|k| k.name == name)
-            .flat_map(|k| k.files.iter().map(|f| s.files.get(f).map(|f| f.name.clone()).unwrap_or_default()))
+            .flat_map(|k| {
+                k.files
+                    .iter()
+                    .map(|f| s.files.get(f).map(|f| f.name.clone()).unwrap_or_default())
+            })
             .collect()
     }
 }
@@ -193,13 +223,21 @@ fn detail(status: StatusCode, text: &str) -> Response {
 const NOT_FOUND: &str = "We could not find what you're looking for :/";
 
 /// Logging, scripted faults, then authentication.
-async fn gate(State(s): State<Shared>, headers: HeaderMap, request: Request, next: Next) -> Response {
+async fn gate(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let fault = {
         let mut st = s.lock().unwrap();
         st.log.push(format!("{method} {path}"));
-        let i = st.faults.iter().position(|f| f.method == method && path.starts_with(&f.path));
+        let i = st
+            .faults
+            .iter()
+            .position(|f| f.method == method && path.starts_with(&f.path));
         i.and_then(|i| st.faults.remove(i))
     };
     if let Some(f) = fault {
@@ -215,7 +253,8 @@ async fn gate(State(s): State<Shared>, headers: HeaderMap, request: Request, nex
         }
         return response;
     }
-    let public = matches!(path.as_str(), "/api/version" | "/api/v1/auths/signin") || !path.starts_with("/api/");
+    let public = matches!(path.as_str(), "/api/version" | "/api/v1/auths/signin")
+        || !path.starts_with("/api/");
     if !public {
         let token = headers
             .get("authorization")
@@ -322,13 +361,20 @@ fn knowledge_json(k: &StoredKnowledge) -> Value {
     json!({"id": k.id, "name": k.name, "description": "", "user_id": "u1", "created_at": k.created_at})
 }
 
-async fn list_knowledge(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Json<Value> {
+async fn list_knowledge(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Json<Value> {
     let st = s.lock().unwrap();
     let all: Vec<Value> = st.knowledge.iter().map(knowledge_json).collect();
     if !st.is_012() {
         return Json(Value::Array(all));
     }
-    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
+    let page: usize = q
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let items: Vec<Value> = all.iter().skip((page - 1) * 30).take(30).cloned().collect();
     Json(json!({"items": items, "total": all.len()}))
 }
@@ -351,12 +397,21 @@ async fn create_knowledge(State(s): State<Shared>, Json(body): Json<Value>) -> J
 async fn knowledge(State(s): State<Shared>, Path(id): Path<String>) -> Response {
     let st = s.lock().unwrap();
     let Some(k) = st.knowledge.iter().find(|k| k.id == id) else {
-        let status = if st.is_012() { StatusCode::NOT_FOUND } else { StatusCode::UNAUTHORIZED };
+        let status = if st.is_012() {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
         return detail(status, NOT_FOUND);
     };
     let mut answer = knowledge_json(k);
     if !st.is_012() {
-        answer["files"] = k.files.iter().filter_map(|f| st.files.get(f)).map(file_json).collect();
+        answer["files"] = k
+            .files
+            .iter()
+            .filter_map(|f| st.files.get(f))
+            .map(file_json)
+            .collect();
     }
     Json(answer).into_response()
 }
@@ -373,7 +428,11 @@ async fn knowledge_files(
     let Some(k) = st.knowledge.iter().find(|k| k.id == id) else {
         return detail(StatusCode::BAD_REQUEST, NOT_FOUND);
     };
-    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
+    let page: usize = q
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let items: Vec<Value> = k
         .files
         .iter()
@@ -385,7 +444,11 @@ async fn knowledge_files(
     Json(json!({"items": items, "total": k.files.len()})).into_response()
 }
 
-async fn add_file(State(s): State<Shared>, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
+async fn add_file(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
     let mut st = s.lock().unwrap();
     let file_id = body["file_id"].as_str().unwrap_or_default().to_string();
     let is_012 = st.is_012();
@@ -403,17 +466,35 @@ async fn add_file(State(s): State<Shared>, Path(id): Path<String>, Json(body): J
             detail(StatusCode::BAD_REQUEST, "[ERROR: file_id]")
         };
     }
-    if k.files.iter().any(|other| files.get(other).is_some_and(|o| o.sha256 == f.sha256)) {
+    if k.files
+        .iter()
+        .any(|other| files.get(other).is_some_and(|o| o.sha256 == f.sha256))
+    {
         if let Some(f) = st.files.get_mut(&file_id) {
             f.status = "failed".into();
-            f.error = Some("Duplicate content detected. Please provide unique content to proceed.".into());
+            f.error = Some(
+                "Duplicate content detected. Please provide unique content to proceed.".into(),
+            );
         }
         return detail(
             StatusCode::BAD_REQUEST,
             "400: Duplicate content detected. Please provide unique content to proceed.",
         );
     }
-    k.files.push(file_id);
+    if is_012 {
+        k.files.push(file_id);
+        return Json(json!({"id": id})).into_response();
+    }
+    // 0.6 rewrites the whole `data.file_ids` list after processing, with no
+    // lock: a concurrent add in between is lost. Imitated faithfully.
+    let mut list = k.files.clone();
+    drop(st);
+    std::thread::sleep(Duration::from_millis(20));
+    list.push(file_id);
+    let mut st = s.lock().unwrap();
+    if let Some(k) = st.knowledge.iter_mut().find(|k| k.id == id) {
+        k.files = list;
+    }
     Json(json!({"id": id})).into_response()
 }
 
@@ -460,7 +541,11 @@ async fn chat(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
     if let Some(files) = body["files"].as_array() {
         let st = s.lock().unwrap();
         for f in files {
-            if let Some(k) = st.knowledge.iter().find(|k| Some(k.id.as_str()) == f["id"].as_str()) {
+            if let Some(k) = st
+                .knowledge
+                .iter()
+                .find(|k| Some(k.id.as_str()) == f["id"].as_str())
+            {
                 for id in &k.files {
                     if let Some(file) = st.files.get(id) {
                         context.push_str(&String::from_utf8_lossy(&file.content));
@@ -485,7 +570,11 @@ async fn chat(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
         ));
     }
     events.push("data: [DONE]\n\n".into());
-    let stream = futures_util::stream::iter(events.into_iter().map(|e| Ok::<_, std::io::Error>(Bytes::from(e))));
+    let stream = futures_util::stream::iter(
+        events
+            .into_iter()
+            .map(|e| Ok::<_, std::io::Error>(Bytes::from(e))),
+    );
     Response::builder()
         .header("content-type", "text/event-stream")
         .body(axum::body::Body::from_stream(stream))
@@ -500,9 +589,16 @@ async fn new_chat(State(s): State<Shared>, Json(body): Json<Value>) -> Json<Valu
     Json(chat)
 }
 
-async fn list_chats(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Json<Value> {
+async fn list_chats(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Json<Value> {
     let st = s.lock().unwrap();
-    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
+    let page: usize = q
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     Json(Value::Array(
         st.chats
             .iter()

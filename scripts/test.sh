@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every check CI runs: formatting, lints, unit and integration tests (with
+# the in-process fake of Open WebUI), then the end-to-end suite against real
+# Open WebUI 0.12.4 and 0.6.40 (installed into a cache on first use).
+#
+# usage: scripts/test.sh           FERRY_SKIP_E2E=1 for the fast part only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --quiet --all-targets -- -D warnings
+step "cargo test"
+cargo test
+if [ -z "${FERRY_SKIP_E2E:-}" ]; then
+  step "end-to-end against real Open WebUI"
+  scripts/e2e.sh
+fi
