@@ -80,6 +80,9 @@ pub enum Command {
         /// System prompt
         #[arg(long)]
         system: Option<String>,
+        /// Also store the exchange as an Open WebUI chat (shown in its UI)
+        #[arg(long)]
+        save: bool,
         /// The prompt
         #[arg(required_unless_present = "rule")]
         prompt: Option<String>,

@@ -88,6 +88,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             rule,
             no_stream,
             system,
+            save,
             prompt,
         } => {
             let loaded = if rule.is_some() {
@@ -113,6 +114,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
                     rule,
                     no_stream,
                     system,
+                    save,
                     prompt,
                 },
             )
@@ -451,6 +453,7 @@ struct AskArgs {
     rule: Option<String>,
     no_stream: bool,
     system: Option<String>,
+    save: bool,
     prompt: Option<String>,
 }
 
@@ -539,6 +542,15 @@ async fn ask(loaded: &Loaded, args: AskArgs) -> anyhow::Result<ExitCode> {
     };
     if !answer.content.ends_with('\n') {
         outln!("");
+    }
+    if args.save {
+        let title: String = request.prompt.chars().take(60).collect();
+        let model = answer.model.as_deref().unwrap_or(&request.model);
+        let id = client
+            .save_chat(title.trim(), model, &request.prompt, &answer.content)
+            .await
+            .context("the answer came, but saving it as a chat failed")?;
+        eprintln!("saved as chat {id}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -342,3 +342,68 @@ async fn concurrent_links_on_0_6_are_not_lost() {
     }
     assert_eq!(client.knowledge_files(&kb.id).await.unwrap().len(), 8);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_more_than_max_in_flight_requests() {
+    let fake = FakeOpenWebUi::start("0.12.4").await;
+    let mut opts = options(&fake.url(), Auth::ApiKey(Secret::new(API_KEY)));
+    opts.max_in_flight = 2;
+    let client = Client::new(opts).unwrap();
+    for _ in 0..6 {
+        fake.inject(
+            Fault::new(Method::GET, "/api/models", 200, json!({"data": []}))
+                .delay(Duration::from_millis(150)),
+        );
+    }
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { c.models().await })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    assert_eq!(fake.state.lock().unwrap().max_in_flight, 2);
+}
+
+#[tokio::test]
+async fn pull_reports_progress_and_errors() {
+    let fake = FakeOpenWebUi::start("0.12.4").await;
+    let client = api_key_client(&fake);
+    let mut statuses = Vec::new();
+    client
+        .pull("llama3.1:8b", |p| {
+            statuses.push(p["status"].as_str().unwrap_or("").to_string())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses.first().map(String::as_str),
+        Some("pulling manifest")
+    );
+    assert_eq!(statuses.last().map(String::as_str), Some("success"));
+    let err = client.pull("missing", |_| {}).await.unwrap_err();
+    assert!(err.to_string().contains("file does not exist"), "{err}");
+}
+
+#[tokio::test]
+async fn saved_chat_has_a_proper_history() {
+    let fake = FakeOpenWebUi::start("0.12.4").await;
+    let client = api_key_client(&fake);
+    let id = client
+        .save_chat("Digest", "fake-model", "question?", "answer!")
+        .await
+        .unwrap();
+    let chats = client.chats().await.unwrap();
+    assert_eq!(chats.len(), 1);
+    assert_eq!(chats[0].id, id);
+    let saved = fake.state.lock().unwrap().chats[0]["chat"].clone();
+    let history = &saved["history"];
+    let current = history["currentId"].as_str().unwrap();
+    let assistant = &history["messages"][current];
+    assert_eq!(assistant["content"], "answer!");
+    let parent = assistant["parentId"].as_str().unwrap();
+    assert_eq!(history["messages"][parent]["content"], "question?");
+    assert_eq!(history["messages"][parent]["childrenIds"][0], current);
+}

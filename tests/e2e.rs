@@ -272,13 +272,21 @@ async fn ingest_twenty_files_verified_then_nothing_twice() {
         "a second identical run uploads nothing"
     );
 
-    // A duplicate and an empty file fail with their reasons; the others are
-    // untouched and the collection is unchanged.
+    // A duplicate and an empty file fail with their reasons and stop
+    // nothing: two new files in the same run are linked.
     write_files(
         &docs,
         &[
             ("copy-of-note-01.md".into(), files[0].1.clone()),
             ("empty.md".into(), String::new()),
+            (
+                "note-21.md".into(),
+                "A twenty-first note about quokkas.\n".into(),
+            ),
+            (
+                "note-22.md".into(),
+                "A twenty-second note about axolotls.\n".into(),
+            ),
         ],
     );
     let out = ws.run(&s, &["ingest", "docs", "--collection", &collection]);
@@ -294,8 +302,10 @@ async fn ingest_twenty_files_verified_then_nothing_twice() {
             .any(|l| l.contains("empty.md") && l.contains(": empty")),
         "{text}"
     );
-    assert!(text.contains("0 linked, 20 unchanged, 2 failed"), "{text}");
-    assert_eq!(api.knowledge_file_names(&kb).await.len(), 20);
+    assert!(text.contains("2 linked, 20 unchanged, 2 failed"), "{text}");
+    let names = api.knowledge_file_names(&kb).await;
+    assert_eq!(names.len(), 22, "{names:?}");
+    assert!(names.contains(&"note-22.md".to_string()) && !names.contains(&"empty.md".to_string()));
 
     // The same duplicate seen by a ferry without that memory: Open WebUI
     // itself refuses it, ferry says `duplicate` and leaves no orphan upload.
@@ -456,7 +466,48 @@ async fn failures_are_one_line_with_exit_1() {
             );
         }
     });
+    // The e2e server runs with ENABLE_OLLAMA_API=false: pull is refused.
+    check(
+        &ws.run(&s, &["pull", "llama3.2:1b"]),
+        "Ollama API is disabled",
+    );
+
     let html = Workspace::with_url(&s, &format!("http://{addr}"), false);
     check(&html.run(&s, &["models"]), "HTML");
     check(&html.run(&s, &["whoami"]), "HTML");
+}
+
+#[tokio::test]
+#[ignore = "needs a real Open WebUI: scripts/e2e.sh"]
+async fn saved_exchange_shows_as_a_chat_with_both_messages() {
+    let s = server();
+    let api = Api::new(&s);
+    let ws = Workspace::new(&s, true);
+    let question = format!("Which ferry leaves first? {}", unique("q"));
+    let out = ws.run(&s, &["ask", "--model", "fake-model", "--save", &question]);
+    assert!(out.status.success(), "{}", all(&out));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let id = err
+        .lines()
+        .find_map(|l| l.strip_prefix("saved as chat "))
+        .unwrap_or_else(|| panic!("no chat id in: {err}"))
+        .trim()
+        .to_string();
+
+    // The key's owner is the admin who signed in: the chat is in its list.
+    let list = ws.run(&s, &["chats"]);
+    assert!(
+        stdout(&list).lines().any(|l| l.starts_with(&id)),
+        "{}",
+        all(&list)
+    );
+    let chat = api.get(&format!("/api/v1/chats/{id}")).await;
+    let history = &chat["chat"]["history"];
+    let current = history["currentId"].as_str().expect("currentId");
+    let answer = &history["messages"][current];
+    assert_eq!(answer["role"], "assistant");
+    assert!(answer["content"].as_str().unwrap().contains(&question));
+    let parent = answer["parentId"].as_str().expect("parentId");
+    assert_eq!(history["messages"][parent]["role"], "user");
+    assert_eq!(history["messages"][parent]["content"], question.as_str());
 }

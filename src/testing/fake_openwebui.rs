@@ -88,6 +88,8 @@ pub struct FakeState {
     pub signins: u64,
     /// Every request as "METHOD /path".
     pub log: Vec<String>,
+    pub in_flight: usize,
+    pub max_in_flight: usize,
     next_id: u64,
 }
 
@@ -150,6 +152,7 @@ impl FakeOpenWebUi {
             .route("/api/chat/completions", post(chat))
             .route("/api/v1/chats/new", post(new_chat))
             .route("/api/v1/chats/", get(list_chats))
+            .route("/ollama/api/pull", post(pull))
             // The real server's web app answers any other GET with HTML.
             .fallback(|method: Method| async move {
                 if method == Method::GET {
@@ -234,12 +237,27 @@ async fn gate(
     let fault = {
         let mut st = s.lock().unwrap();
         st.log.push(format!("{method} {path}"));
+        st.in_flight += 1;
+        st.max_in_flight = st.max_in_flight.max(st.in_flight);
         let i = st
             .faults
             .iter()
             .position(|f| f.method == method && path.starts_with(&f.path));
         i.and_then(|i| st.faults.remove(i))
     };
+    let response = answer(&s, fault, &path, &headers, request, next).await;
+    s.lock().unwrap().in_flight -= 1;
+    response
+}
+
+async fn answer(
+    s: &Shared,
+    fault: Option<Fault>,
+    path: &str,
+    headers: &HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
     if let Some(f) = fault {
         if let Some(d) = f.delay {
             tokio::time::sleep(d).await;
@@ -253,8 +271,8 @@ async fn gate(
         }
         return response;
     }
-    let public = matches!(path.as_str(), "/api/version" | "/api/v1/auths/signin")
-        || !path.starts_with("/api/");
+    let public = matches!(path, "/api/version" | "/api/v1/auths/signin")
+        || !(path.starts_with("/api/") || path.starts_with("/ollama/"));
     if !public {
         let token = headers
             .get("authorization")
@@ -608,4 +626,31 @@ async fn list_chats(
             .map(|c| json!({"id": c["id"], "title": c["title"], "updated_at": 0, "created_at": 0}))
             .collect(),
     ))
+}
+
+/// Ollama's pull progress, as Open WebUI relays it: NDJSON.
+async fn pull(Json(body): Json<Value>) -> Response {
+    let model = body["model"].as_str().unwrap_or_default();
+    let lines: Vec<Value> = if model == "missing" {
+        vec![
+            json!({"status": "pulling manifest"}),
+            json!({"error": "pull model manifest: file does not exist"}),
+        ]
+    } else {
+        vec![
+            json!({"status": "pulling manifest"}),
+            json!({"status": "downloading", "completed": 50, "total": 100}),
+            json!({"status": "downloading", "completed": 100, "total": 100}),
+            json!({"status": "success"}),
+        ]
+    };
+    let stream = futures_util::stream::iter(
+        lines
+            .into_iter()
+            .map(|l| Ok::<_, std::io::Error>(Bytes::from(format!("{l}\n")))),
+    );
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(axum::body::Body::from_stream(stream))
+        .expect("response")
 }
