@@ -68,13 +68,16 @@ CREATE TABLE jobs (
     run_after    INTEGER NOT NULL,
     lease_owner  TEXT,
     lease_until  INTEGER,
-    dedupe_key   TEXT UNIQUE,   -- webhook-id, (rule, fire time), document version
+    dedupe_key   TEXT UNIQUE,   -- once ever: webhook-id, (rule, fire time), document version
+    coalesce_key TEXT,          -- at most one queued job per key, and one running
     created_at   INTEGER NOT NULL,
     updated_at   INTEGER NOT NULL,
     finished_at  INTEGER
 );
 CREATE INDEX jobs_claim ON jobs (state, run_after);
 CREATE INDEX jobs_rule ON jobs (rule, created_at);
+CREATE UNIQUE INDEX jobs_one_queued ON jobs (coalesce_key) WHERE state = 'queued';
+CREATE INDEX jobs_running_key ON jobs (coalesce_key) WHERE state = 'running';
 
 -- Outbox: written in the transaction that completes the producing job.
 CREATE TABLE deliveries (
@@ -133,4 +136,12 @@ CREATE TABLE rule_state (
     rule          TEXT PRIMARY KEY,
     paused_reason TEXT,
     updated_at    INTEGER NOT NULL
+);
+
+-- Facts about this database: `instance_id` marks the uploads of this ferry
+-- in Open WebUI (file metadata), so that uploads a crash left unrecorded can
+-- be found and deleted without touching anyone else's files.
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );

@@ -40,6 +40,8 @@ pub enum LogFormatArg {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The daemon: watchers, workers and the HTTP server, until SIGTERM
+    Run,
     /// Validate the config and every rule; print every error with file:line:col
     Check {
         /// Also check that Open WebUI answers, the credentials work, and the

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
 
-use crate::cli::{Cli, Command, LogFormatArg};
+use crate::cli::{Cli, Command, Global, LogFormatArg};
 use crate::config::{self, Config, Environment, Loaded, LogFormat};
 use crate::ingest::{self, Collection, Ingestor, Outcome};
 use crate::openwebui::{ChatRequest, Client, ClientOptions};
@@ -65,8 +65,11 @@ pub fn main(cli: Cli) -> ExitCode {
 async fn dispatch(cli: Cli) -> ExitCode {
     let env = Environment::process();
     let config_path = config::resolve_path(cli.global.config.as_deref(), &env);
-    init_logging(&cli, None);
+    if !matches!(cli.command, Command::Run) {
+        init_logging(&cli.global, None, "warn");
+    }
     let result = match cli.command {
+        Command::Run => return run_daemon(&cli.global, &config_path, env).await,
         Command::Check { connect } => return check(&config_path, &env, connect).await,
         Command::Ingest {
             paths,
@@ -162,17 +165,16 @@ fn one_line(e: &anyhow::Error) -> String {
     parts.join(": ").replace('\n', " ")
 }
 
-fn init_logging(cli: &Cli, config: Option<&Config>) {
-    let level = cli
-        .global
+fn init_logging(global: &Global, config: Option<&Config>, default: &str) {
+    let level = global
         .log_level
         .clone()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .or_else(|| config.map(|c| c.log.level.clone()))
-        .unwrap_or_else(|| "warn".into());
+        .unwrap_or_else(|| default.into());
     let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let json = match cli.global.log_format {
+    let json = match global.log_format {
         Some(LogFormatArg::Json) => true,
         Some(LogFormatArg::Text) => false,
         None => config.is_some_and(|c| c.log.format == LogFormat::Json),
@@ -224,6 +226,64 @@ fn display_url(url: &url::Url) -> String {
     let _ = u.set_password(None);
     u.set_query(None);
     u.to_string()
+}
+
+// ----- run ---------------------------------------------------------------------
+
+async fn run_daemon(global: &Global, path: &Path, env: Environment) -> ExitCode {
+    let loaded = match config::load(path, &env) {
+        Ok(l) => l,
+        Err(diags) => {
+            init_logging(global, None, "info");
+            for d in &diags {
+                eprintln!("{d}");
+            }
+            eprintln!(
+                "error: {} configuration error(s); not starting",
+                diags.len()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging(global, Some(&loaded.config), "info");
+    let running = match crate::app::start(loaded, env).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let signals = tokio::spawn(forward_signals(
+        running.shutdown.clone(),
+        running.reload.clone(),
+    ));
+    let _ = running.task.await;
+    signals.abort();
+    ExitCode::SUCCESS
+}
+
+/// SIGTERM/SIGINT stop the daemon, SIGHUP reloads it.
+async fn forward_signals(
+    shutdown: tokio_util::sync::CancellationToken,
+    reload: tokio::sync::mpsc::Sender<()>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM"); shutdown.cancel(); }
+            _ = int.recv() => { tracing::info!("SIGINT"); shutdown.cancel(); }
+            _ = hup.recv() => { tracing::info!("SIGHUP: reloading"); let _ = reload.send(()).await; }
+        }
+    }
 }
 
 // ----- check -----------------------------------------------------------------
@@ -618,8 +678,10 @@ async fn ingest_command(
     let ingestor = Ingestor {
         client: client.clone(),
         store: store.clone(),
+        instance_id: store.instance_id().await?,
+        hashed: Default::default(),
     };
-    let cleaned = ingestor.clean_orphans().await?;
+    let cleaned = ingestor.clean_orphans(false).await?;
     if cleaned > 0 {
         eprintln!("deleted {cleaned} unlinked upload(s) left by an earlier run");
     }
@@ -655,6 +717,10 @@ async fn ingest_command(
                         .map(|r| format!(", replaces {r}"))
                         .unwrap_or_default()
                 ));
+                linked.push((path.clone(), file_id));
+            }
+            Ok(Outcome::Moved { file_id, from }) => {
+                report(format!("moved      {shown} ({file_id}, was {from})"));
                 linked.push((path.clone(), file_id));
             }
             Ok(Outcome::Unchanged { .. }) => {

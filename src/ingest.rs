@@ -52,6 +52,11 @@ pub enum Outcome {
         file_id: String,
         replaced: Option<String>,
     },
+    /// The same content at a new path: followed, not uploaded.
+    Moved {
+        file_id: String,
+        from: String,
+    },
     Unchanged {
         file_id: String,
     },
@@ -162,6 +167,11 @@ pub async fn hash_file(path: &Path) -> std::io::Result<String> {
 pub struct Ingestor {
     pub client: Client,
     pub store: Store,
+    /// Put in each upload's metadata (`{"ferry": …}`), so uploads that a
+    /// crash left unrecorded can be recognised as ferry's own.
+    pub instance_id: String,
+    /// Files read and hashed so far (an unchanged tree should cost none).
+    pub hashed: std::sync::atomic::AtomicU64,
 }
 
 impl Ingestor {
@@ -194,25 +204,14 @@ impl Ingestor {
             && d.size == Some(size)
             && d.mtime_ns == Some(mtime_ns)
             && d.inode == Some(inode)
+            && let Some(outcome) = settled_outcome(d)
         {
-            match (d.state, d.reason) {
-                (DocumentState::Linked, _) => {
-                    return Ok(Outcome::Unchanged {
-                        file_id: d.file_id.clone().unwrap_or_default(),
-                    });
-                }
-                (DocumentState::Failed, Some(reason)) if reason.is_permanent() => {
-                    return Ok(Outcome::Failed {
-                        reason,
-                        detail: d.error.clone().unwrap_or_default(),
-                        known: true,
-                    });
-                }
-                _ => {}
-            }
+            return Ok(outcome);
         }
 
         let sha256 = hash_file(path).await.map_err(io)?;
+        self.hashed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let upload = NewUpload {
             rule,
             path: &key,
@@ -223,85 +222,78 @@ impl Ingestor {
             inode,
             sha256: &sha256,
         };
-        let now = store::now_ms();
 
         if let Some(d) = &previous
             && same_place(d)
             && d.sha256.as_deref() == Some(sha256.as_str())
         {
-            match (d.state, d.reason, &d.file_id) {
-                (DocumentState::Linked, _, Some(file_id)) => {
-                    // Touched, not changed: remember the new stats.
-                    self.store.adopt(&upload, file_id, now).await?;
-                    return Ok(Outcome::Unchanged {
-                        file_id: file_id.clone(),
-                    });
-                }
-                (DocumentState::Failed, Some(reason), _) if reason.is_permanent() => {
-                    return Ok(Outcome::Failed {
-                        reason,
-                        detail: d.error.clone().unwrap_or_default(),
-                        known: true,
-                    });
-                }
-                _ => {}
+            if d.state == DocumentState::Linked
+                && let Some(file_id) = &d.file_id
+            {
+                // Touched, not changed: remember the new stats.
+                self.store.adopt(&upload, file_id, store::now_ms()).await?;
+                return Ok(Outcome::Unchanged {
+                    file_id: file_id.clone(),
+                });
+            }
+            if let Some(outcome) = settled_outcome(d) {
+                return Ok(outcome);
+            }
+            // An upload of this very content was under way when ferry
+            // stopped: finish it instead of uploading again, which Open
+            // WebUI would refuse as duplicate content once the first links.
+            if matches!(
+                d.state,
+                DocumentState::Uploading | DocumentState::Processing
+            ) && let Some(file_id) = &d.file_id
+                && let Some(outcome) = self.resume(d.id, file_id, collection).await?
+            {
+                return Ok(outcome);
             }
         }
 
-        let document_id = self.store.begin_upload(&upload, now).await?;
-
-        if size == 0 {
-            let detail = "the file is empty".to_string();
-            self.store
-                .failed(
-                    document_id,
-                    FailureReason::Empty,
-                    &detail,
-                    None,
-                    store::now_ms(),
-                )
-                .await?;
-            return Ok(Outcome::Failed {
-                reason: FailureReason::Empty,
-                detail,
-                known: false,
-            });
-        }
-        if let Some(other) = self
-            .store
-            .linked_with_content(&collection.id, &sha256)
-            .await?
-            && let Some(file_id) = other.file_id.clone()
-            && other.path == key
-        {
-            // The same file, already brought in under another rule (say, a
-            // one-shot `ferry ingest` before the watcher): take it over.
-            self.store.adopt(&upload, &file_id, store::now_ms()).await?;
-            return Ok(Outcome::Unchanged { file_id });
-        }
         if let Some(other) = self
             .store
             .linked_with_content(&collection.id, &sha256)
             .await?
             && other.path != key
+            && let Some(file_id) = other.file_id.clone()
         {
-            // Open WebUI would refuse it as duplicate content; say so
-            // without an upload that would only leave an orphan behind.
+            if other.rule == rule && !Path::new(&other.path).exists() {
+                // The same file moved (or was brought in under another rule
+                // before): the document follows it, nothing is uploaded.
+                return self.moved(&other, file_id, &upload, path).await;
+            }
+            let document_id = self.store.begin_upload(&upload, store::now_ms()).await?;
             let detail = format!("same content as {} (already in the collection)", other.path);
-            self.store
-                .failed(
+            return self
+                .fail(document_id, FailureReason::Duplicate, detail, None)
+                .await;
+        }
+        if let Some(other) = self
+            .store
+            .linked_with_content(&collection.id, &sha256)
+            .await?
+            && other.path == key
+            && other.rule != rule
+            && let Some(file_id) = other.file_id.clone()
+        {
+            // Brought in before by another rule (a one-shot `ferry ingest`
+            // before the watcher, say): take it over.
+            self.store.adopt(&upload, &file_id, store::now_ms()).await?;
+            return Ok(Outcome::Unchanged { file_id });
+        }
+
+        let document_id = self.store.begin_upload(&upload, store::now_ms()).await?;
+        if size == 0 {
+            return self
+                .fail(
                     document_id,
-                    FailureReason::Duplicate,
-                    &detail,
+                    FailureReason::Empty,
+                    "the file is empty".into(),
                     None,
-                    store::now_ms(),
                 )
-                .await?;
-            return Ok(Outcome::Failed {
-                reason: FailureReason::Duplicate,
-                detail,
-                known: false,
-            });
+                .await;
         }
 
         let old_file = previous
@@ -329,18 +321,135 @@ impl Ingestor {
                     .map_or(1, |d| d.attempts);
                 let retry_at = (!reason.is_permanent())
                     .then(|| store::now_ms() + document_retry_delay(attempts).as_millis() as i64);
-                let detail = e.to_string();
-                self.store
-                    .failed(document_id, reason, &detail, retry_at, store::now_ms())
-                    .await?;
-                self.delete_orphans_of(rule, &key).await;
-                Ok(Outcome::Failed {
-                    reason,
-                    detail,
-                    known: false,
-                })
+                self.fail(document_id, reason, e.to_string(), retry_at)
+                    .await
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Records a file too large to send, without sending it.
+    pub async fn too_large(
+        &self,
+        rule: &str,
+        path: &Path,
+        collection: &Collection,
+        limit: u64,
+    ) -> Result<Outcome, IngestError> {
+        let key = path.to_string_lossy().to_string();
+        let meta = tokio::fs::metadata(path)
+            .await
+            .map_err(|source| IngestError::Io {
+                path: key.clone(),
+                source,
+            })?;
+        if let Some(d) = self.store.document(rule, &key).await?
+            && d.size == Some(meta.len() as i64)
+            && d.mtime_ns == Some(meta.mtime() * 1_000_000_000 + meta.mtime_nsec())
+            && d.reason == Some(FailureReason::TooLarge)
+        {
+            return Ok(settled_outcome(&d).expect("a permanent failure"));
+        }
+        let upload = NewUpload {
+            rule,
+            path: &key,
+            collection_id: &collection.id,
+            collection_name: &collection.name,
+            size: meta.len() as i64,
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            inode: meta.ino() as i64,
+            sha256: "",
+        };
+        let id = self.store.begin_upload(&upload, store::now_ms()).await?;
+        let detail = format!(
+            "{} bytes is above the rule's max_size of {limit}",
+            meta.len()
+        );
+        self.fail(id, FailureReason::TooLarge, detail, None).await
+    }
+
+    async fn fail(
+        &self,
+        document_id: i64,
+        reason: FailureReason,
+        detail: String,
+        retry_at: Option<i64>,
+    ) -> Result<Outcome, IngestError> {
+        self.store
+            .failed(document_id, reason, &detail, retry_at, store::now_ms())
+            .await?;
+        self.delete_failed_upload(document_id).await;
+        Ok(Outcome::Failed {
+            reason,
+            detail,
+            known: false,
+        })
+    }
+
+    async fn moved(
+        &self,
+        other: &store::Document,
+        file_id: String,
+        upload: &NewUpload<'_>,
+        path: &Path,
+    ) -> Result<Outcome, IngestError> {
+        self.store
+            .move_document(other.id, upload, store::now_ms())
+            .await?;
+        let new_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let old_name = Path::new(&other.path)
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string());
+        if old_name.as_deref() != Some(new_name.as_str()) {
+            match self.client.rename_file(&file_id, &new_name).await {
+                Ok(true) => {}
+                Ok(false) => tracing::info!(
+                    file_id,
+                    "this Open WebUI cannot rename files; the collection keeps the old name"
+                ),
+                Err(e) => {
+                    tracing::warn!(file_id, error = %e, "could not rename the file in Open WebUI")
+                }
+            }
+        }
+        Ok(Outcome::Moved {
+            file_id,
+            from: other.path.clone(),
+        })
+    }
+
+    /// Finishes an interrupted upload; `None` when it cannot be finished
+    /// (gone, failed) and must be done again.
+    async fn resume(
+        &self,
+        document_id: i64,
+        file_id: &str,
+        collection: &Collection,
+    ) -> Result<Option<Outcome>, IngestError> {
+        match self.client.wait_processed(file_id).await {
+            Ok(()) => {}
+            Err(OwuiError::NotFound { .. } | OwuiError::ProcessingFailed { .. }) => {
+                return Ok(None);
+            }
+            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(_) => return Ok(None),
+        }
+        match self.client.add_file(&collection.id, file_id).await {
+            Ok(()) => {
+                self.store
+                    .linked(document_id, file_id, store::now_ms())
+                    .await?;
+                tracing::info!(file_id, "finished an upload interrupted by a restart");
+                Ok(Some(Outcome::Linked {
+                    file_id: file_id.to_string(),
+                    replaced: None,
+                }))
+            }
+            Err(e) if e.is_transient() => Err(e.into()),
+            Err(_) => Ok(None),
         }
     }
 
@@ -354,7 +463,8 @@ impl Ingestor {
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| "file".into());
-        let info = match self.client.upload(path, &name).await {
+        let marker = serde_json::json!({ "ferry": self.instance_id });
+        let info = match self.client.upload(path, &name, Some(&marker)).await {
             Ok(info) => info,
             Err(OwuiError::Io { path, source }) => return Err(IngestError::Io { path, source }),
             Err(e) => return Err(e.into()),
@@ -391,13 +501,50 @@ impl Ingestor {
         }
     }
 
-    /// Deletes ferry's failed uploads of one document, so that failures do
-    /// not pile up as orphans in Open WebUI's file table.
-    async fn delete_orphans_of(&self, rule: &str, key: &str) {
-        let Ok(Some(doc)) = self.store.document(rule, key).await else {
-            return;
+    /// Removes a document whose file left the folder: unlinked and deleted
+    /// in Open WebUI if ferry uploaded it, left alone otherwise.
+    pub async fn remove(
+        &self,
+        document: &store::Document,
+        collection: &Collection,
+    ) -> Result<bool, IngestError> {
+        let Some(file_id) = &document.file_id else {
+            self.store.removed(document.id, store::now_ms()).await?;
+            return Ok(false);
         };
-        let Some(file_id) = doc.file_id else { return };
+        if !self.store.is_own_upload(file_id).await? {
+            self.store.removed(document.id, store::now_ms()).await?;
+            return Ok(false);
+        }
+        if document.state == DocumentState::Linked {
+            match self
+                .client
+                .remove_file(&collection.id, file_id, false)
+                .await
+            {
+                Ok(()) | Err(OwuiError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.client.delete_file(file_id).await?;
+        self.store.upload_deleted(file_id, store::now_ms()).await?;
+        self.store.removed(document.id, store::now_ms()).await?;
+        Ok(true)
+    }
+
+    /// Deletes ferry's failed upload of one document, so that failures do
+    /// not pile up as orphans in Open WebUI's file table.
+    async fn delete_failed_upload(&self, document_id: i64) {
+        let file_id: Option<String> = sqlx::query_scalar(
+            "SELECT u.file_id FROM uploads u JOIN documents d ON d.file_id = u.file_id
+             WHERE d.id = ? AND u.state IN ('uploaded', 'failed')",
+        )
+        .bind(document_id)
+        .fetch_optional(self.store.reader())
+        .await
+        .ok()
+        .flatten();
+        let Some(file_id) = file_id else { return };
         match self.client.delete_file(&file_id).await {
             Ok(()) => {
                 let _ = self.store.upload_deleted(&file_id, store::now_ms()).await;
@@ -408,32 +555,69 @@ impl Ingestor {
         }
     }
 
-    /// Deletes every upload of ferry's that never got linked (after a
-    /// crash, or a delete that failed). Returns how many were deleted.
-    pub async fn clean_orphans(&self) -> Result<usize, IngestError> {
+    /// Deletes every upload of ferry's that never got linked: recorded ones
+    /// (a failure whose delete failed) and, with `sweep_unrecorded`, files
+    /// in Open WebUI that carry this instance's marker but that the store
+    /// does not know (a crash between upload and record). Only safe while
+    /// no ingestion runs. Returns how many were deleted.
+    pub async fn clean_orphans(&self, sweep_unrecorded: bool) -> Result<usize, IngestError> {
         let mut deleted = 0;
+        let busy: std::collections::HashSet<String> = self
+            .store
+            .documents(&Default::default())
+            .await?
+            .into_iter()
+            .filter(|d| {
+                matches!(
+                    d.state,
+                    DocumentState::Uploading | DocumentState::Processing | DocumentState::Linked
+                )
+            })
+            .filter_map(|d| d.file_id)
+            .collect();
         for file_id in self.store.orphan_uploads().await? {
-            // A document may still be working on it.
-            if self
-                .store
-                .documents(&Default::default())
-                .await?
-                .iter()
-                .any(|d| {
-                    d.file_id.as_deref() == Some(&file_id)
-                        && matches!(
-                            d.state,
-                            DocumentState::Uploading | DocumentState::Processing
-                        )
-                })
-            {
+            if busy.contains(&file_id) {
                 continue;
             }
             self.client.delete_file(&file_id).await?;
             self.store.upload_deleted(&file_id, store::now_ms()).await?;
             deleted += 1;
         }
+        if sweep_unrecorded {
+            for f in self.client.files().await? {
+                let ours = f
+                    .meta
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("ferry"))
+                    .and_then(|v| v.as_str())
+                    == Some(self.instance_id.as_str());
+                if ours && !busy.contains(&f.id) && !self.store.is_own_upload(&f.id).await? {
+                    tracing::info!(file_id = %f.id, name = f.meta.name.as_deref().unwrap_or(""), "deleting an upload a crash left unrecorded");
+                    self.client.delete_file(&f.id).await?;
+                    deleted += 1;
+                }
+            }
+        }
         Ok(deleted)
+    }
+}
+
+/// The answer for a document that needs no new work: linked, or failed for
+/// good until the file changes.
+fn settled_outcome(d: &store::Document) -> Option<Outcome> {
+    match (d.state, d.reason, &d.file_id) {
+        (DocumentState::Linked, _, Some(file_id)) => Some(Outcome::Unchanged {
+            file_id: file_id.clone(),
+        }),
+        (DocumentState::Failed, Some(reason), _) if reason.is_permanent() => {
+            Some(Outcome::Failed {
+                reason,
+                detail: d.error.clone().unwrap_or_default(),
+                known: true,
+            })
+        }
+        _ => None,
     }
 }
 

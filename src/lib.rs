@@ -64,11 +64,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod ingest;
 pub mod openwebui;
 pub mod rules;
+pub mod server;
 pub mod store;
 pub mod testing;
+pub mod watch;
+pub mod worker;

@@ -264,7 +264,7 @@ async fn knowledge_files_on_both_versions() {
         for i in 0..35 {
             let p = dir.path().join(format!("f{i}.txt"));
             std::fs::write(&p, format!("content {i}")).unwrap();
-            let f = client.upload(&p, &format!("f{i}.txt")).await.unwrap();
+            let f = client.upload(&p, &format!("f{i}.txt"), None).await.unwrap();
             client.wait_processed(&f.id).await.unwrap();
             client.add_file(&kb.id, &f.id).await.unwrap();
             ids.push(f.id);
@@ -328,7 +328,13 @@ async fn concurrent_links_on_0_6_are_not_lost() {
     for i in 0..8 {
         let p = dir.path().join(format!("r{i}.txt"));
         std::fs::write(&p, format!("race {i}")).unwrap();
-        ids.push(client.upload(&p, &format!("r{i}.txt")).await.unwrap().id);
+        ids.push(
+            client
+                .upload(&p, &format!("r{i}.txt"), None)
+                .await
+                .unwrap()
+                .id,
+        );
     }
     let adds: Vec<_> = ids
         .iter()

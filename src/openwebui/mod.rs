@@ -558,7 +558,13 @@ impl Client {
 
     /// Uploads a file, streamed from disk. Processing runs in the
     /// background on the server; see [`Client::wait_processed`].
-    pub async fn upload(&self, path: &Path, name: &str) -> Result<FileInfo, Error> {
+    /// `metadata` lands in the file's `meta.data` (ferry marks its uploads).
+    pub async fn upload(
+        &self,
+        path: &Path,
+        name: &str,
+        metadata: Option<&Value>,
+    ) -> Result<FileInfo, Error> {
         let api = "/api/v1/files/";
         let mime = mime_guess::from_path(name)
             .first_or_octet_stream()
@@ -585,7 +591,11 @@ impl Client {
                 .file_name(name.to_string())
                 .mime_str(&mime)
                 .map_err(|e| Error::transport(api, &e))?;
-                Ok(r.multipart(reqwest::multipart::Form::new().part("file", part)))
+                let mut form = reqwest::multipart::Form::new().part("file", part);
+                if let Some(m) = metadata {
+                    form = form.text("metadata", m.to_string());
+                }
+                Ok(r.multipart(form))
             })
             .await?;
         let info: FileInfo = serde_json::from_value(v).map_err(|e| unexpected(api, e))?;
@@ -598,6 +608,42 @@ impl Client {
             return Err(processing_error(&info.id, err));
         }
         Ok(info)
+    }
+
+    /// Renames a file in place (0.12: `POST /files/{id}/rename`; the
+    /// embedding is kept). `Ok(false)` when the server has no such call
+    /// (0.6 answers an unknown POST with 405).
+    pub async fn rename_file(&self, id: &str, filename: &str) -> Result<bool, Error> {
+        let path = format!("/api/v1/files/{id}/rename");
+        let body = json!({"filename": filename});
+        match self
+            .json(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body)))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(Error::Rejected { status: 405, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every file of the account (paginated in 0.12, one list in 0.6).
+    pub async fn files(&self) -> Result<Vec<FileInfo>, Error> {
+        let mut out: Vec<FileInfo> = Vec::new();
+        for page in 1.. {
+            let path = format!("/api/v1/files/?page={page}");
+            let v = self.get(&path).await?;
+            if v.is_array() {
+                return parse_list(&v, &path, "");
+            }
+            let items: Vec<FileInfo> = parse_list(&v, &path, "items")?;
+            let total = v.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let empty = items.is_empty();
+            out.extend(items);
+            if empty || out.len() >= total {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     pub async fn file(&self, id: &str) -> Result<FileInfo, Error> {

@@ -116,6 +116,9 @@ pub struct FileMeta {
     /// SHA-256 of the raw bytes (0.9+; absent in 0.6).
     #[serde(default)]
     pub file_hash: Option<String>,
+    /// The `metadata` given at upload.
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

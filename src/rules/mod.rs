@@ -63,6 +63,9 @@ pub struct Watch {
     pub poll: Option<Duration>,
     pub max_size: u64,
     pub on_delete: OnDelete,
+    /// How often the whole tree is compared with the state DB (besides at
+    /// start and after an event overflow).
+    pub reconcile: Duration,
 }
 
 /// Names that are never ingested, whatever `include` says: editors' and
@@ -442,6 +445,7 @@ fn decode_watch(node: &Node, d: &mut Decoder) -> Option<Watch> {
             "poll",
             "max_size",
             "on_delete",
+            "reconcile",
         ],
     )?;
     let path = match f.get("path") {
@@ -486,6 +490,11 @@ fn decode_watch(node: &Node, d: &mut Decoder) -> Option<Watch> {
             &[("remove", OnDelete::Remove), ("keep", OnDelete::Keep)],
         )
     });
+    let reconcile = f
+        .get("reconcile")
+        .map_or(Some(Duration::from_secs(900)), |n| {
+            d.duration(n, "on.watch.reconcile")
+        });
     if let Some(Some(p)) = poll.as_ref()
         && p.is_zero()
     {
@@ -502,6 +511,7 @@ fn decode_watch(node: &Node, d: &mut Decoder) -> Option<Watch> {
         poll: poll?,
         max_size: max_size?,
         on_delete: on_delete?,
+        reconcile: reconcile?,
     })
 }
 

@@ -359,6 +359,50 @@ impl Store {
         Ok(())
     }
 
+    /// A file moved inside the watched tree with the same content: the
+    /// document follows it, no upload. A stale row at the new path (an old
+    /// removal, say) gives way.
+    pub async fn move_document(
+        &self,
+        document_id: i64,
+        u: &NewUpload<'_>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM documents WHERE rule = ? AND path = ? AND id != ?")
+            .bind(u.rule)
+            .bind(u.path)
+            .bind(document_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE documents SET path = ?, size = ?, mtime_ns = ?, inode = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(u.path)
+        .bind(u.size)
+        .bind(u.mtime_ns)
+        .bind(u.inode)
+        .bind(now_ms)
+        .bind(document_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The file is gone from the folder and, if it was ferry's, from Open WebUI.
+    pub async fn removed(&self, document_id: i64, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE documents SET state = 'removed', reason = NULL, error = NULL, retry_at = NULL, updated_at = ?
+             WHERE id = ?",
+        )
+        .bind(now_ms)
+        .bind(document_id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     /// Marks one of ferry's uploads as deleted in Open WebUI.
     pub async fn upload_deleted(&self, file_id: &str, now_ms: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE uploads SET state = 'deleted', updated_at = ? WHERE file_id = ?")

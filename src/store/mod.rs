@@ -6,6 +6,7 @@
 //! Reads use a separate pool and never block the writer (WAL).
 
 mod documents;
+mod jobs;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 
 pub use documents::{Document, DocumentFilter, DocumentState, FailureReason, NewUpload};
+pub use jobs::{Enqueued, Job, JobFilter, JobState, NewJob};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -203,6 +205,59 @@ impl Store {
         .execute(&self.writer)
         .await?;
         Ok(())
+    }
+
+    /// This database's instance id, made on first use. It marks ferry's
+    /// uploads in Open WebUI so that unrecorded ones can be found later.
+    pub async fn instance_id(&self) -> Result<String, StoreError> {
+        let fresh = uuid::Uuid::new_v4().simple().to_string();
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('instance_id', ?) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&fresh)
+        .execute(&self.writer)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'instance_id'")
+                .fetch_one(&self.writer)
+                .await?,
+        )
+    }
+
+    /// Puts a rule on hold with a reason (safety valve); `None` resumes it.
+    pub async fn set_paused(
+        &self,
+        rule: &str,
+        reason: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO rule_state (rule, paused_reason, updated_at) VALUES (?, ?, ?)
+             ON CONFLICT (rule) DO UPDATE SET paused_reason = excluded.paused_reason, updated_at = excluded.updated_at",
+        )
+        .bind(rule)
+        .bind(reason)
+        .bind(now_ms)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn paused_reason(&self, rule: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar::<_, Option<String>>(
+            "SELECT paused_reason FROM rule_state WHERE rule = ?",
+        )
+        .bind(rule)
+        .fetch_optional(&self.reader)
+        .await?
+        .flatten())
+    }
+
+    /// Every paused rule with its reason.
+    pub async fn paused_rules(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as("SELECT rule, paused_reason FROM rule_state WHERE paused_reason IS NOT NULL ORDER BY rule")
+            .fetch_all(&self.reader)
+            .await?)
     }
 
     pub async fn forget_collection(&self, name: &str) -> Result<(), StoreError> {

@@ -1,0 +1,199 @@
+//! The daemon's wiring (`ferry run`): one instance lock, the store, the
+//! client, the workers, one watcher per watch rule and the HTTP server, all
+//! stopped through one tree of cancellation tokens.
+//!
+//! Shutdown: watchers stop, workers stop claiming and get `shutdown_grace`
+//! to finish; what still runs then is released back to the queue (its
+//! attempt refunded), so the next start carries on.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Environment, Loaded};
+use crate::openwebui::{Client, ClientOptions};
+use crate::store::{self, Store};
+use crate::worker::{self, Shared};
+use crate::{server, watch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Client(#[from] crate::openwebui::Error),
+}
+
+/// A started daemon.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    /// Cancel to stop (SIGTERM).
+    pub shutdown: CancellationToken,
+    /// Send to reload config and rules (SIGHUP).
+    pub reload: mpsc::Sender<()>,
+    pub task: JoinHandle<()>,
+}
+
+/// Starts everything; returns once the daemon is up.
+pub async fn start(loaded: Loaded, env: Environment) -> Result<Running, StartError> {
+    let config = loaded.config.clone();
+    let lock = Store::lock_instance(&config.state.database)?;
+    let store = Store::open(&config.state.database).await?;
+    let instance_id = store.instance_id().await?;
+    let rescued = store.rescue_all(store::now_ms()).await?;
+    if rescued > 0 {
+        tracing::info!(rescued, "jobs of an earlier run put back in the queue");
+    }
+    let client = Client::new(ClientOptions::from(&config.openwebui))?;
+    match client.version().await {
+        Ok(v) => tracing::info!(version = %v, url = %config.openwebui.url, "Open WebUI reachable"),
+        Err(e) => {
+            tracing::warn!(error = %e, "Open WebUI not reachable yet; work waits and retries")
+        }
+    }
+    let shared = Arc::new(Shared::new(
+        store,
+        client,
+        instance_id,
+        loaded.rules.clone(),
+    ));
+    match shared.ingestor.clean_orphans(true).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(deleted = n, "removed uploads that never got linked"),
+        Err(e) => tracing::warn!(error = %e, "orphan cleanup failed; will try at the next start"),
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.server.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.server.listen,
+        source,
+    })?;
+
+    let shutdown = CancellationToken::new();
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    let task = tokio::spawn(supervise(
+        Supervisor {
+            shared: shared.clone(),
+            config_path: config.path.clone(),
+            env,
+            grace: config.shutdown_grace,
+            workers: config.openwebui.max_in_flight,
+            admin_token: config.server.admin_token.clone(),
+            _lock: lock,
+        },
+        listener,
+        shutdown.clone(),
+        reload_rx,
+    ));
+    tracing::info!(%addr, rules = loaded.rules.len(), "ferry running");
+    Ok(Running {
+        addr,
+        shared,
+        shutdown,
+        reload: reload_tx,
+        task,
+    })
+}
+
+struct Supervisor {
+    shared: Arc<Shared>,
+    config_path: PathBuf,
+    env: Environment,
+    grace: std::time::Duration,
+    workers: usize,
+    admin_token: Option<config::Secret>,
+    _lock: store::InstanceLock,
+}
+
+async fn supervise(
+    sup: Supervisor,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+    mut reload: mpsc::Receiver<()>,
+) {
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn(server::serve(
+        listener,
+        server::router(sup.shared.clone(), sup.admin_token.clone()),
+        server_stop.clone(),
+    ));
+    let stop_claims = CancellationToken::new();
+    let hard_stop = CancellationToken::new();
+    let mut workers = tokio::spawn(worker::run_workers(
+        sup.shared.clone(),
+        sup.workers,
+        stop_claims.clone(),
+        hard_stop.clone(),
+    ));
+    let mut watchers = spawn_watchers(&sup.shared);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(()) = reload.recv() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                match config::load(&sup.config_path, &sup.env) {
+                    Ok(loaded) => {
+                        watchers.0.cancel();
+                        while watchers.1.join_next().await.is_some() {}
+                        sup.shared.set_rules(loaded.rules);
+                        watchers = spawn_watchers(&sup.shared);
+                        tracing::info!(
+                            rules = sup.shared.rules().len(),
+                            "reloaded rules (openwebui, state and server settings take effect at restart)"
+                        );
+                    }
+                    Err(diags) => {
+                        for d in &diags {
+                            tracing::error!("{d}");
+                        }
+                        tracing::error!(errors = diags.len(), "reload refused; the current rules stay");
+                    }
+                }
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
+        }
+    }
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!(
+        grace_s = sup.grace.as_secs(),
+        "stopping: finishing running jobs"
+    );
+    watchers.0.cancel();
+    while watchers.1.join_next().await.is_some() {}
+    stop_claims.cancel();
+    if tokio::time::timeout(sup.grace, &mut workers).await.is_err() {
+        tracing::warn!("shutdown grace over; unfinished jobs go back to the queue");
+        hard_stop.cancel();
+        let _ = workers.await;
+    }
+    server_stop.cancel();
+    let _ = server.await;
+    tracing::info!("stopped");
+}
+
+fn spawn_watchers(shared: &Arc<Shared>) -> (CancellationToken, tokio::task::JoinSet<()>) {
+    let token = CancellationToken::new();
+    let mut set = tokio::task::JoinSet::new();
+    for rule in watch::watch_rules(&shared.rules()) {
+        set.spawn(watch::run(shared.clone(), rule, token.child_token()));
+    }
+    (token, set)
+}

@@ -1,0 +1,572 @@
+//! Persisted jobs (DESIGN §6 "Job"): `queued → running → succeeded`, or
+//! back to `queued` with a retry time, or `dead`.
+//!
+//! A claim is a lease: the attempt count rises at claim time, and only the
+//! lease holder may complete, retry or release the job (every such update
+//! is fenced by `lease_owner`). Jobs with the same `coalesce_key` (a path
+//! to sync, say) never run at once, and at most one of them waits: a new
+//! request for the same key merges into the waiting one.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Dead,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::Dead,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: String,
+    pub rule: String,
+    pub kind: String,
+    pub state: JobState,
+    pub trigger_kind: String,
+    pub input: Value,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub run_after: i64,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+    pub coalesce_key: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Job, sqlx::Error> {
+    let state: String = row.try_get("state")?;
+    let input: String = row.try_get("input")?;
+    let result: Option<String> = row.try_get("result")?;
+    Ok(Job {
+        id: row.try_get("id")?,
+        rule: row.try_get("rule")?,
+        kind: row.try_get("kind")?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("job state {state}").into()))?,
+        trigger_kind: row.try_get("trigger_kind")?,
+        input: serde_json::from_str(&input).unwrap_or(Value::Null),
+        result: result.and_then(|r| serde_json::from_str(&r).ok()),
+        error: row.try_get("error")?,
+        attempts: row.try_get("attempts")?,
+        max_attempts: row.try_get("max_attempts")?,
+        run_after: row.try_get("run_after")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_until: row.try_get("lease_until")?,
+        coalesce_key: row.try_get("coalesce_key")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub rule: String,
+    pub kind: String,
+    pub trigger_kind: String,
+    pub input: Value,
+    pub run_after: i64,
+    pub max_attempts: i64,
+    /// Merge with a waiting job of the same key (the newest input and
+    /// `run_after` win); never run two of the same key at once.
+    pub coalesce_key: Option<String>,
+    /// Never create a second job with this key (webhook-id, fire time).
+    pub dedupe_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: String,
+    /// False when an existing job absorbed the request.
+    pub created: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub rule: Option<String>,
+    pub kind: Option<String>,
+    pub limit: Option<i64>,
+}
+
+impl Store {
+    pub async fn enqueue(&self, job: &NewJob, now_ms: i64) -> Result<Enqueued, StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let input = job.input.to_string();
+        let mut tx = self.begin_write().await?;
+        if let Some(key) = &job.dedupe_key {
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT id FROM jobs WHERE dedupe_key = ?")
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(existing) = existing {
+                tx.commit().await?;
+                return Ok(Enqueued {
+                    id: existing,
+                    created: false,
+                });
+            }
+        }
+        if let Some(key) = &job.coalesce_key {
+            let waiting: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM jobs WHERE coalesce_key = ? AND state = 'queued'",
+            )
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(waiting) = waiting {
+                sqlx::query("UPDATE jobs SET input = ?, run_after = ?, trigger_kind = ?, updated_at = ? WHERE id = ?")
+                    .bind(&input)
+                    .bind(job.run_after)
+                    .bind(&job.trigger_kind)
+                    .bind(now_ms)
+                    .bind(&waiting)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                return Ok(Enqueued {
+                    id: waiting,
+                    created: false,
+                });
+            }
+        }
+        sqlx::query(
+            "INSERT INTO jobs (id, rule, kind, state, trigger_kind, input, max_attempts, run_after,
+                               dedupe_key, coalesce_key, created_at, updated_at)
+             VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&job.rule)
+        .bind(&job.kind)
+        .bind(&job.trigger_kind)
+        .bind(&input)
+        .bind(job.max_attempts)
+        .bind(job.run_after)
+        .bind(&job.dedupe_key)
+        .bind(&job.coalesce_key)
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Enqueued { id, created: true })
+    }
+
+    /// Takes the next due job whose key is not already running.
+    pub async fn claim(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2,
+                    attempts = attempts + 1, updated_at = ?3
+             WHERE id = (
+                SELECT j.id FROM jobs j
+                WHERE j.state = 'queued' AND j.run_after <= ?3
+                  AND (j.coalesce_key IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM jobs r WHERE r.state = 'running' AND r.coalesce_key = j.coalesce_key))
+                ORDER BY j.run_after, j.created_at LIMIT 1)
+             RETURNING *",
+        )
+        .bind(owner)
+        .bind(now_ms + lease_ms)
+        .bind(now_ms)
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    /// Extends a lease; false when the lease is no longer ours.
+    pub async fn renew(&self, id: &str, owner: &str, until_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND state = 'running'")
+            .bind(until_ms)
+            .bind(id)
+            .bind(owner)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Marks the job succeeded; false (and nothing written) when the lease
+    /// is no longer ours.
+    pub async fn complete(
+        &self,
+        id: &str,
+        owner: &str,
+        result: &Value,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'succeeded', result = ?, error = NULL, lease_owner = NULL, lease_until = NULL,
+                    updated_at = ?, finished_at = ?
+             WHERE id = ? AND lease_owner = ? AND state = 'running'",
+        )
+        .bind(result.to_string())
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(id)
+        .bind(owner)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Puts the job back in the queue for `run_after`, or `dead` once its
+    /// attempts are spent. When a newer request for the same key is already
+    /// waiting, that one carries on and this one is closed as superseded.
+    pub async fn retry(
+        &self,
+        id: &str,
+        owner: &str,
+        error: &str,
+        run_after: i64,
+        now_ms: i64,
+    ) -> Result<JobState, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row: Option<(i64, i64, Option<String>)> = sqlx::query_as(
+            "SELECT attempts, max_attempts, coalesce_key FROM jobs WHERE id = ? AND lease_owner = ? AND state = 'running'",
+        )
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((attempts, max_attempts, key)) = row else {
+            return Ok(JobState::Running);
+        };
+        let waiting = match &key {
+            Some(k) => {
+                sqlx::query_scalar::<_, String>(
+                    "SELECT id FROM jobs WHERE coalesce_key = ? AND state = 'queued'",
+                )
+                .bind(k)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
+            None => None,
+        };
+        let state = if attempts >= max_attempts {
+            JobState::Dead
+        } else if waiting.is_some() {
+            JobState::Succeeded
+        } else {
+            JobState::Queued
+        };
+        sqlx::query(
+            "UPDATE jobs SET state = ?, error = ?, run_after = ?, lease_owner = NULL, lease_until = NULL,
+                    updated_at = ?, finished_at = CASE WHEN ? = 'queued' THEN NULL ELSE ? END,
+                    result = CASE WHEN ? = 'succeeded' THEN json_object('superseded_by', ?) ELSE result END
+             WHERE id = ?",
+        )
+        .bind(state.as_str())
+        .bind(error)
+        .bind(run_after)
+        .bind(now_ms)
+        .bind(state.as_str())
+        .bind(now_ms)
+        .bind(state.as_str())
+        .bind(waiting)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(state)
+    }
+
+    /// Gives a claimed job back untouched (shutdown): queued again, and the
+    /// attempt it was charged is returned.
+    pub async fn release(&self, id: &str, owner: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let key: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT coalesce_key FROM jobs WHERE id = ? AND lease_owner = ? AND state = 'running'",
+        )
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(key) = key else { return Ok(false) };
+        requeue_or_supersede(&mut tx, id, key.as_deref(), now_ms, true).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Returns every `running` job to the queue. Called at start, when the
+    /// instance lock proves no other ferry holds a lease.
+    pub async fn rescue_all(&self, now_ms: i64) -> Result<usize, StoreError> {
+        self.rescue(
+            "SELECT id, coalesce_key FROM jobs WHERE state = 'running'",
+            now_ms,
+        )
+        .await
+    }
+
+    /// Returns jobs whose lease ran out to the queue.
+    pub async fn rescue_expired(&self, now_ms: i64) -> Result<usize, StoreError> {
+        self.rescue(
+            &format!("SELECT id, coalesce_key FROM jobs WHERE state = 'running' AND lease_until < {now_ms}"),
+            now_ms,
+        )
+        .await
+    }
+
+    async fn rescue(&self, select: &str, now_ms: i64) -> Result<usize, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let stale: Vec<(String, Option<String>)> =
+            sqlx::query_as(select).fetch_all(&mut *tx).await?;
+        for (id, key) in &stale {
+            requeue_or_supersede(&mut tx, id, key.as_deref(), now_ms, false).await?;
+        }
+        tx.commit().await?;
+        Ok(stale.len())
+    }
+
+    pub async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    pub async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs
+             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR rule = ?2) AND (?3 IS NULL OR kind = ?3)
+             ORDER BY created_at DESC LIMIT ?4",
+        )
+        .bind(filter.state.map(JobState::as_str))
+        .bind(filter.rule.as_deref())
+        .bind(filter.kind.as_deref())
+        .bind(filter.limit.unwrap_or(i64::MAX))
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Jobs by state, for metrics and tests.
+    pub async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")
+                .fetch_all(&self.reader)
+                .await?,
+        )
+    }
+
+    /// The earliest `run_after` of a queued job, to sleep until it.
+    pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(run_after) FROM jobs WHERE state = 'queued'")
+                .fetch_one(&self.reader)
+                .await?,
+        )
+    }
+}
+
+async fn requeue_or_supersede(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    id: &str,
+    key: Option<&str>,
+    now_ms: i64,
+    refund_attempt: bool,
+) -> Result<(), StoreError> {
+    let waiting = match key {
+        Some(k) => {
+            sqlx::query_scalar::<_, String>(
+                "SELECT id FROM jobs WHERE coalesce_key = ? AND state = 'queued'",
+            )
+            .bind(k)
+            .fetch_optional(&mut **tx)
+            .await?
+        }
+        None => None,
+    };
+    match waiting {
+        Some(other) => {
+            sqlx::query(
+                "UPDATE jobs SET state = 'succeeded', lease_owner = NULL, lease_until = NULL, updated_at = ?,
+                        finished_at = ?, result = json_object('superseded_by', ?) WHERE id = ?",
+            )
+            .bind(now_ms)
+            .bind(now_ms)
+            .bind(other)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        None => {
+            sqlx::query(
+                "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = ?,
+                        attempts = attempts - ? WHERE id = ?",
+            )
+            .bind(now_ms)
+            .bind(i64::from(refund_attempt))
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("j.db")).await.unwrap();
+        (dir, store)
+    }
+
+    fn sync_job(path: &str, run_after: i64) -> NewJob {
+        NewJob {
+            rule: "r".into(),
+            kind: "sync".into(),
+            trigger_kind: "watch".into(),
+            input: json!({"path": path}),
+            run_after,
+            max_attempts: 3,
+            coalesce_key: Some(format!("sync:r:{path}")),
+            dedupe_key: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn claim_counts_the_attempt_and_fences_completion() {
+        let (_d, s) = store().await;
+        let e = s.enqueue(&sync_job("/a", 0), 0).await.unwrap();
+        assert!(e.created);
+        assert!(s.claim("w1", 0, 1000).await.unwrap().is_some());
+        assert!(
+            s.claim("w2", 0, 1000).await.unwrap().is_none(),
+            "nothing else is due"
+        );
+        // The lease expires, another worker rescues and claims it.
+        assert_eq!(s.rescue_expired(2000).await.unwrap(), 1);
+        let again = s.claim("w2", 2000, 1000).await.unwrap().unwrap();
+        assert_eq!(again.attempts, 2);
+        // The first holder's late completion is refused.
+        assert!(!s.complete(&e.id, "w1", &json!({}), 2100).await.unwrap());
+        assert!(
+            s.complete(&e.id, "w2", &json!({"ok": true}), 2100)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            s.job(&e.id).await.unwrap().unwrap().state,
+            JobState::Succeeded
+        );
+    }
+
+    #[tokio::test]
+    async fn same_key_coalesces_and_never_runs_twice_at_once() {
+        let (_d, s) = store().await;
+        let a = s.enqueue(&sync_job("/a", 0), 0).await.unwrap();
+        let b = s.enqueue(&sync_job("/a", 5), 1).await.unwrap();
+        assert_eq!(a.id, b.id);
+        assert!(!b.created);
+        let running = s.claim("w1", 10, 1000).await.unwrap().unwrap();
+        // A change while it runs queues one follow-up, not a parallel run.
+        let c = s.enqueue(&sync_job("/a", 10), 10).await.unwrap();
+        assert!(c.created);
+        assert!(s.claim("w2", 10, 1000).await.unwrap().is_none());
+        s.complete(&running.id, "w1", &json!({}), 11).await.unwrap();
+        assert_eq!(s.claim("w2", 11, 1000).await.unwrap().unwrap().id, c.id);
+    }
+
+    #[tokio::test]
+    async fn retries_until_dead_and_superseded_by_newer_work() {
+        let (_d, s) = store().await;
+        let e = s.enqueue(&sync_job("/a", 0), 0).await.unwrap();
+        for attempt in 1..=3 {
+            let j = s.claim("w", attempt * 100, 1000).await.unwrap().unwrap();
+            assert_eq!(j.attempts, attempt);
+            let state = s
+                .retry(&e.id, "w", "boom", attempt * 100, attempt * 100)
+                .await
+                .unwrap();
+            assert_eq!(
+                state,
+                if attempt == 3 {
+                    JobState::Dead
+                } else {
+                    JobState::Queued
+                }
+            );
+        }
+        let dead = s.job(&e.id).await.unwrap().unwrap();
+        assert_eq!(
+            (dead.state, dead.error.as_deref()),
+            (JobState::Dead, Some("boom"))
+        );
+
+        let e = s.enqueue(&sync_job("/b", 0), 0).await.unwrap();
+        s.claim("w", 0, 1000).await.unwrap().unwrap();
+        let newer = s.enqueue(&sync_job("/b", 0), 0).await.unwrap();
+        assert_eq!(
+            s.retry(&e.id, "w", "boom", 50, 1).await.unwrap(),
+            JobState::Succeeded
+        );
+        assert_eq!(
+            s.job(&newer.id).await.unwrap().unwrap().state,
+            JobState::Queued
+        );
+    }
+
+    #[tokio::test]
+    async fn release_refunds_the_attempt_and_dedupe_is_forever() {
+        let (_d, s) = store().await;
+        let mut job = sync_job("/a", 0);
+        job.coalesce_key = None;
+        job.dedupe_key = Some("hook:abc".into());
+        let first = s.enqueue(&job, 0).await.unwrap();
+        let j = s.claim("w", 0, 1000).await.unwrap().unwrap();
+        assert!(s.release(&j.id, "w", 1).await.unwrap());
+        assert_eq!(s.job(&j.id).await.unwrap().unwrap().attempts, 0);
+        let j = s.claim("w", 2, 1000).await.unwrap().unwrap();
+        s.complete(&j.id, "w", &json!({}), 3).await.unwrap();
+        let again = s.enqueue(&job, 4).await.unwrap();
+        assert_eq!(
+            again,
+            Enqueued {
+                id: first.id,
+                created: false
+            }
+        );
+    }
+}

@@ -1,0 +1,343 @@
+//! One task per `watch` rule: turns file-system events (inotify through
+//! `notify`, or polling) into `sync` jobs, once each file has settled.
+//!
+//! Level-triggered: a job says only "look at this path again"; the worker
+//! finds out what changed. So lost, repeated or reordered events cannot
+//! cause wrong work, only a look too many, and a full reconcile (at start,
+//! after an event overflow, periodically, and in `poll` mode at each poll)
+//! catches whatever events missed.
+//!
+//! Removals never come straight from an event: a vanished path makes the
+//! task reconcile, and [`reconcile::plan`] applies the safety valve (root
+//! missing, unreadable or empty, or too many files gone at once → the rule
+//! is paused and nothing is removed). Removals run after a delay, so a file
+//! moved within the tree is recognised at its new path first.
+
+pub mod reconcile;
+pub mod settle;
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use notify::{EventKind, RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::rules::{Rule, Trigger, Watch};
+use crate::store;
+use crate::worker::Shared;
+use reconcile::PathFilter;
+use settle::{Settler, stat_file};
+
+/// The largest share of a collection one reconcile may remove.
+pub const MAX_REMOVE_SHARE: f64 = 0.5;
+
+/// How long a paused rule waits between looks at its folder.
+const PAUSED_RECHECK: Duration = Duration::from_secs(2);
+
+/// Watches one rule's folder until `cancel`.
+pub async fn run(shared: Arc<Shared>, rule: Rule, cancel: CancellationToken) {
+    let Trigger::Watch(watch) = &rule.trigger else {
+        return;
+    };
+    let filter = match PathFilter::new(watch) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(rule = %rule.name, error = %e, "invalid globs");
+            return;
+        }
+    };
+    let mut task = WatchTask {
+        shared,
+        rule: rule.name.clone(),
+        watch: watch.clone(),
+        filter,
+        settler: Settler::new(watch.settle),
+        watcher: None,
+        root_inode: None,
+        paused: None,
+    };
+    task.paused = task
+        .shared
+        .store
+        .paused_reason(&task.rule)
+        .await
+        .ok()
+        .flatten();
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let interval = watch.poll.unwrap_or(watch.reconcile);
+    let mut reconcile_at = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= reconcile_at {
+            task.reconcile(&tx).await;
+            reconcile_at = Instant::now()
+                + if task.paused.is_some() {
+                    PAUSED_RECHECK
+                } else {
+                    interval
+                };
+        }
+        let wake = task
+            .settler
+            .next_due()
+            .map_or(reconcile_at, |d| d.min(reconcile_at));
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(event) = events.recv() => {
+                if task.on_event(event) {
+                    reconcile_at = Instant::now();
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {}
+        }
+        let gone = task.flush_settled().await;
+        if gone {
+            // Removals go through the full comparison and its safety valve.
+            reconcile_at = reconcile_at.min(Instant::now());
+        }
+    }
+    tracing::debug!(rule = %rule.name, "watcher stopped");
+}
+
+struct WatchTask {
+    shared: Arc<Shared>,
+    rule: String,
+    watch: Watch,
+    filter: PathFilter,
+    settler: Settler,
+    watcher: Option<notify::RecommendedWatcher>,
+    /// The root's inode when the watcher was set up: a root replaced by
+    /// another folder (renamed away and back, remounted) needs a new one.
+    root_inode: Option<u64>,
+    paused: Option<String>,
+}
+
+impl WatchTask {
+    /// Handles one notify event; true when a full reconcile is needed.
+    fn on_event(&mut self, event: notify::Result<notify::Event>) -> bool {
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(rule = %self.rule, error = %e, "watch error; reconciling");
+                return true;
+            }
+        };
+        if event.need_rescan() {
+            tracing::info!(rule = %self.rule, "event queue overflowed; reconciling");
+            return true;
+        }
+        // Opening or reading a file changes nothing, and ferry's own scans
+        // and hashing cause them: reacting would loop.
+        if matches!(event.kind, EventKind::Access(_)) {
+            return false;
+        }
+        let now = Instant::now();
+        let mut reconcile = false;
+        for path in event.paths {
+            if path == self.watch.path {
+                // The root itself was removed, renamed or remounted.
+                reconcile |= matches!(
+                    event.kind,
+                    EventKind::Remove(_)
+                        | EventKind::Modify(notify::event::ModifyKind::Name(_))
+                        | EventKind::Other
+                );
+                continue;
+            }
+            let Ok(relative) = path.strip_prefix(&self.watch.path) else {
+                continue;
+            };
+            if matches!(
+                event.kind,
+                EventKind::Create(_) | EventKind::Modify(notify::event::ModifyKind::Name(_))
+            ) && path.is_dir()
+            {
+                // A folder created or moved in: files may have landed in it
+                // before its own watch was set up.
+                if let Ok(found) = reconcile::scan(&path, &self.permissive_filter()) {
+                    for file in found.into_keys() {
+                        self.settler.touch(file, now);
+                    }
+                }
+                continue;
+            }
+            // A vanished path may have been a folder: it settles as gone
+            // and the reconcile that follows finds what was in it.
+            if self.filter.matches(relative) || !path.exists() {
+                self.settler.touch(path, now);
+            }
+        }
+        reconcile
+    }
+
+    /// Built-in ignores only: scanning a subfolder makes paths relative to
+    /// it, so the rule's own globs are applied later, to root-relative
+    /// paths, in [`WatchTask::flush_settled`].
+    fn permissive_filter(&self) -> PathFilter {
+        PathFilter::new(&Watch {
+            include: Vec::new(),
+            exclude: Vec::new(),
+            ..self.watch.clone()
+        })
+        .unwrap_or_else(|_| self.filter.clone())
+    }
+
+    /// Enqueues settled files; true when some path vanished.
+    async fn flush_settled(&mut self) -> bool {
+        let mut gone = false;
+        for (path, stat) in self.settler.poll(Instant::now(), stat_file) {
+            match stat {
+                Some(_) => {
+                    let relative = path.strip_prefix(&self.watch.path).unwrap_or(&path);
+                    if self.filter.matches(relative)
+                        && let Err(e) = self
+                            .shared
+                            .enqueue_sync(&self.rule, &path, Duration::ZERO)
+                            .await
+                    {
+                        tracing::error!(rule = %self.rule, error = %e, "cannot enqueue");
+                    }
+                }
+                None => gone = true,
+            }
+        }
+        gone
+    }
+
+    /// Compares the folder with the store; enqueues what differs, or pauses.
+    async fn reconcile(&mut self, tx: &mpsc::UnboundedSender<notify::Result<notify::Event>>) {
+        let started = Instant::now();
+        let root = self.watch.path.clone();
+        let filter = self.filter.clone();
+        let scanned = tokio::task::spawn_blocking(move || reconcile::scan(&root, &filter))
+            .await
+            .unwrap_or(Err(reconcile::RootProblem::Unreadable(
+                "scan failed".into(),
+            )));
+        let known = match self
+            .shared
+            .store
+            .documents(&store::DocumentFilter {
+                rule: Some(self.rule.clone()),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(rule = %self.rule, error = %e, "cannot read documents");
+                return;
+            }
+        };
+        let plan = reconcile::plan(
+            scanned.as_ref(),
+            &self.watch.path,
+            &known,
+            store::now_ms(),
+            MAX_REMOVE_SHARE,
+        );
+        self.keep_watcher(scanned.is_ok(), tx);
+
+        let now_ms = store::now_ms();
+        match (&plan.pause, &self.paused) {
+            (Some(reason), previous) => {
+                if previous.as_deref() != Some(reason.as_str()) {
+                    tracing::warn!(rule = %self.rule, reason, "rule paused; nothing is removed until this clears");
+                    if let Err(e) = self
+                        .shared
+                        .store
+                        .set_paused(&self.rule, Some(reason), now_ms)
+                        .await
+                    {
+                        tracing::error!(rule = %self.rule, error = %e, "cannot record the pause");
+                    }
+                }
+            }
+            (None, Some(_)) => {
+                tracing::info!(rule = %self.rule, "rule resumed");
+                if let Err(e) = self.shared.store.set_paused(&self.rule, None, now_ms).await {
+                    tracing::error!(rule = %self.rule, error = %e, "cannot record the resume");
+                }
+            }
+            (None, None) => {}
+        }
+        self.paused = plan.pause.clone();
+
+        let now = Instant::now();
+        for path in &plan.check {
+            self.settler.touch(path.clone(), now);
+        }
+        // After the settle of any file that moved here, so a move is seen
+        // as a move and not as a delete plus a new upload.
+        let delay = self.watch.settle * 2 + Duration::from_secs(3);
+        for path in &plan.remove {
+            if let Err(e) = self.shared.enqueue_sync(&self.rule, path, delay).await {
+                tracing::error!(rule = %self.rule, error = %e, "cannot enqueue");
+            }
+        }
+        tracing::debug!(
+            rule = %self.rule,
+            checks = plan.check.len(),
+            removals = plan.remove.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "reconciled"
+        );
+    }
+
+    /// Sets up the inotify watch when the root is there (again), and drops
+    /// it when the root is gone or was replaced: a watch follows the inode,
+    /// and would report a renamed-away folder's files under the old path.
+    fn keep_watcher(
+        &mut self,
+        root_ok: bool,
+        tx: &mpsc::UnboundedSender<notify::Result<notify::Event>>,
+    ) {
+        if self.watch.poll.is_some() {
+            return;
+        }
+        let inode = std::fs::metadata(&self.watch.path).ok().map(|m| m.ino());
+        if !root_ok || inode != self.root_inode {
+            self.watcher = None;
+        }
+        if root_ok && self.watcher.is_none() {
+            let tx = tx.clone();
+            let made = notify::recommended_watcher(move |event| {
+                let _ = tx.send(event);
+            })
+            .and_then(|mut w| {
+                w.watch(&self.watch.path, RecursiveMode::Recursive)
+                    .map(|()| w)
+            });
+            match made {
+                Ok(w) => {
+                    self.watcher = Some(w);
+                    self.root_inode = inode;
+                    tracing::debug!(rule = %self.rule, path = %self.watch.path.display(), "watching");
+                }
+                Err(e) => {
+                    tracing::warn!(rule = %self.rule, error = %e, "cannot watch; relying on reconciles")
+                }
+            }
+        }
+    }
+}
+
+/// The watch rules of a set.
+pub fn watch_rules(rules: &[Rule]) -> Vec<Rule> {
+    rules
+        .iter()
+        .filter(|r| matches!(r.trigger, Trigger::Watch(_)) && r.ingest.is_some())
+        .cloned()
+        .collect()
+}
+
+/// For messages: the folder of a watch rule.
+pub fn folder(rule: &Rule) -> Option<PathBuf> {
+    match &rule.trigger {
+        Trigger::Watch(w) => Some(w.path.clone()),
+        _ => None,
+    }
+}

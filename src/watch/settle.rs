@@ -1,0 +1,186 @@
+//! When a file counts as written: `settle` of quiet (no event for it), then
+//! two identical stats a short `confirm` apart. Pure: time and `stat` are
+//! inputs, so slow writers, editors' atomic saves and deletions are tested
+//! without sleeping.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What identifies a version of a file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileStat {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub inode: u64,
+}
+
+impl FileStat {
+    pub fn of(meta: &std::fs::Metadata) -> FileStat {
+        FileStat {
+            size: meta.len(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            inode: meta.ino(),
+        }
+    }
+}
+
+/// A regular file's stat; `None` when there is no regular file there.
+pub fn stat_file(path: &Path) -> Option<FileStat> {
+    std::fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| FileStat::of(&m))
+}
+
+#[derive(Debug)]
+struct Pending {
+    due: Instant,
+    last: Option<Option<FileStat>>,
+}
+
+pub struct Settler {
+    settle: Duration,
+    confirm: Duration,
+    pending: HashMap<PathBuf, Pending>,
+}
+
+impl Settler {
+    pub fn new(settle: Duration) -> Settler {
+        Settler {
+            settle,
+            // Long enough for a second write to show, short enough not to
+            // double the latency.
+            confirm: (settle / 4).clamp(Duration::from_millis(100), Duration::from_secs(2)),
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Something happened to `path`: it must be quiet for `settle` again.
+    pub fn touch(&mut self, path: PathBuf, now: Instant) {
+        self.pending.insert(
+            path,
+            Pending {
+                due: now + self.settle,
+                last: None,
+            },
+        );
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    pub fn next_due(&self) -> Option<Instant> {
+        self.pending.values().map(|p| p.due).min()
+    }
+
+    /// The paths that are settled now, with their stat (`None`: gone).
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        stat: impl Fn(&Path) -> Option<FileStat>,
+    ) -> Vec<(PathBuf, Option<FileStat>)> {
+        let mut ready = Vec::new();
+        for (path, p) in self.pending.iter_mut().filter(|(_, p)| p.due <= now) {
+            let seen = stat(path);
+            if p.last == Some(seen) {
+                ready.push((path.clone(), seen));
+            } else {
+                p.last = Some(seen);
+                p.due = now + self.confirm;
+            }
+        }
+        for (path, _) in &ready {
+            self.pending.remove(path);
+        }
+        ready.sort_by(|a, b| a.0.cmp(&b.0));
+        ready
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn st(size: u64) -> Option<FileStat> {
+        Some(FileStat {
+            size,
+            mtime_ns: size as i64,
+            inode: 1,
+        })
+    }
+
+    #[test]
+    fn quiet_then_two_equal_stats() {
+        let t0 = Instant::now();
+        let mut s = Settler::new(Duration::from_secs(2));
+        s.touch("a".into(), t0);
+        assert!(
+            s.poll(t0 + Duration::from_secs(1), |_| st(5)).is_empty(),
+            "not quiet yet"
+        );
+        assert!(
+            s.poll(t0 + Duration::from_secs(2), |_| st(5)).is_empty(),
+            "first stat only"
+        );
+        let ready = s.poll(t0 + Duration::from_millis(2500), |_| st(5));
+        assert_eq!(ready, vec![(PathBuf::from("a"), st(5))]);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn slow_writer_is_waited_for() {
+        // Written in chunks every second for 3 s: nothing is ready until
+        // the writes stop and two stats agree.
+        let t0 = Instant::now();
+        let size = Cell::new(0u64);
+        let mut s = Settler::new(Duration::from_secs(2));
+        for second in 0..=3 {
+            let now = t0 + Duration::from_secs(second);
+            size.set(second * 100);
+            s.touch("slow".into(), now);
+            assert!(s.poll(now, |_| st(size.get())).is_empty());
+        }
+        let mut now = t0 + Duration::from_secs(3);
+        let mut ready = Vec::new();
+        while ready.is_empty() {
+            now += Duration::from_millis(100);
+            ready = s.poll(now, |_| st(size.get()));
+        }
+        assert_eq!(ready[0].1, st(300));
+        assert!(now >= t0 + Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_change_between_the_two_stats_waits_again() {
+        let t0 = Instant::now();
+        let mut s = Settler::new(Duration::from_secs(2));
+        s.touch("a".into(), t0);
+        assert!(s.poll(t0 + Duration::from_secs(2), |_| st(5)).is_empty());
+        // Grew without an event (NFS, say): not ready.
+        assert!(
+            s.poll(t0 + Duration::from_millis(2500), |_| st(6))
+                .is_empty()
+        );
+        assert_eq!(s.poll(t0 + Duration::from_secs(3), |_| st(6)).len(), 1);
+    }
+
+    #[test]
+    fn deletions_settle_too() {
+        let t0 = Instant::now();
+        let mut s = Settler::new(Duration::from_millis(400));
+        s.touch("gone".into(), t0);
+        s.poll(t0 + Duration::from_millis(400), |_| None);
+        assert_eq!(
+            s.poll(t0 + Duration::from_millis(600), |_| None),
+            vec![(PathBuf::from("gone"), None)]
+        );
+    }
+}

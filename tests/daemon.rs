@@ -1,0 +1,397 @@
+//! The daemon in-process (`app::start`) against the fake Open WebUI, with a
+//! real folder and a real SQLite file: the watch scenarios, fast. The same
+//! scenarios against the real server are in `e2e_daemon.rs`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ferry::app::{self, Running};
+use ferry::config::{self, Environment};
+use ferry::testing::fake_openwebui::{API_KEY, FakeOpenWebUi};
+use reqwest::Method;
+
+const COLLECTION: &str = "Mirror";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    fake: FakeOpenWebUi,
+}
+
+impl Setup {
+    async fn new(version: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
+        std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+        let fake = FakeOpenWebUi::start(version).await;
+        std::fs::write(
+            dir.path().join("ferry.yaml"),
+            format!(
+                "openwebui:\n  url: {}\n  api_key: {API_KEY}\n  timeout: 5s\n  processing_timeout: 5s\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:0\n  admin_token: admin-token-0123456789\nshutdown_grace: 5s\n",
+                fake.url()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("rules/mirror.yaml"),
+            format!(
+                "on:\n  watch:\n    path: {}\n    settle: 300ms\n    exclude: [\"drafts/**\"]\ningest:\n  collection: {COLLECTION}\n",
+                dir.path().join("inbox").display()
+            ),
+        )
+        .unwrap();
+        Setup { dir, fake }
+    }
+
+    fn inbox(&self) -> PathBuf {
+        self.dir.path().join("inbox")
+    }
+
+    async fn start(&self) -> Running {
+        let loaded = config::load(
+            &self.dir.path().join("ferry.yaml"),
+            &Environment::fixed([("X", "1")]),
+        )
+        .unwrap();
+        app::start(loaded, Environment::fixed([("X", "1")]))
+            .await
+            .unwrap()
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut n = self.fake.knowledge_file_names(COLLECTION);
+        n.sort();
+        n
+    }
+
+    fn uploads(&self) -> usize {
+        self.fake.count("POST", "/api/v1/files/")
+    }
+}
+
+async fn stop(running: Running) {
+    running.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running.task)
+        .await
+        .expect("stops within the grace")
+        .unwrap();
+}
+
+/// Waits until `check` holds, up to 15 s.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn write(path: &Path, content: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+fn expect(names: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mirror_follows_the_folder() {
+    for version in ["0.12.4", "0.6.40"] {
+        let s = Setup::new(version).await;
+        let inbox = s.inbox();
+        write(&inbox.join("a.md"), "alpha");
+        write(&inbox.join("b.md"), "bravo");
+        write(&inbox.join(".hidden.md"), "ignored");
+        write(&inbox.join("drafts/d.md"), "ignored too");
+        write(&inbox.join("c.md.part"), "ignored as well");
+        let running = s.start().await;
+        eventually("initial files", || s.names() == expect(&["a.md", "b.md"])).await;
+
+        // A nested folder created after start, and an editor's atomic save.
+        write(&inbox.join("x/y/nested.md"), "nested");
+        write(&inbox.join(".a.md.swp"), "editor temp");
+        write(&inbox.join("a.md.tmp"), "alpha, second version");
+        std::fs::rename(inbox.join("a.md.tmp"), inbox.join("a.md")).unwrap();
+        eventually("nested and new version", || {
+            s.names() == expect(&["a.md", "b.md", "nested.md"])
+                && s.fake
+                    .state
+                    .lock()
+                    .unwrap()
+                    .files
+                    .values()
+                    .any(|f| f.content == b"alpha, second version")
+        })
+        .await;
+        let old_alpha_gone = !s
+            .fake
+            .state
+            .lock()
+            .unwrap()
+            .files
+            .values()
+            .any(|f| f.content == b"alpha");
+        assert!(old_alpha_gone, "{version}: the old version is deleted");
+
+        // A rename: the document follows, nothing is uploaded.
+        let uploads = s.uploads();
+        std::fs::rename(inbox.join("b.md"), inbox.join("b-renamed.md")).unwrap();
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(s.uploads(), uploads, "{version}: a rename uploads nothing");
+        let docs = running
+            .shared
+            .store
+            .documents(&Default::default())
+            .await
+            .unwrap();
+        assert!(
+            docs.iter()
+                .any(|d| d.path.ends_with("b-renamed.md") && d.state.as_str() == "linked")
+        );
+
+        // A file added by hand in Open WebUI survives everything.
+        let client = running.shared.client.clone();
+        let kb = client.find_knowledge(COLLECTION).await.unwrap().unwrap();
+        let manual = s.dir.path().join("manual.md");
+        write(&manual, "added by a person");
+        let f = client.upload(&manual, "manual.md", None).await.unwrap();
+        client.add_file(&kb.id, &f.id).await.unwrap();
+
+        // A delete removes it from the collection.
+        std::fs::remove_file(inbox.join("x/y/nested.md")).unwrap();
+        eventually("deleted file unlinked", || {
+            !s.names().contains(&"nested.md".to_string())
+        })
+        .await;
+        assert!(s.names().contains(&"manual.md".to_string()), "{version}");
+        stop(running).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_over_an_unchanged_tree_costs_nothing() {
+    let s = Setup::new("0.12.4").await;
+    for i in 0..30 {
+        write(
+            &s.inbox().join(format!("dir{}/f{i}.md", i % 3)),
+            &format!("file {i}"),
+        );
+    }
+    let running = s.start().await;
+    eventually("30 linked", || s.names().len() == 30).await;
+    stop(running).await;
+
+    let uploads = s.uploads();
+    let running = s.start().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(s.uploads(), uploads, "no upload after a restart");
+    assert_eq!(
+        running.shared.ingestor.hashed.load(Ordering::Relaxed),
+        0,
+        "no file read again"
+    );
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn vanished_root_pauses_and_comes_back() {
+    let s = Setup::new("0.12.4").await;
+    for i in 0..6 {
+        write(&s.inbox().join(format!("f{i}.md")), &format!("file {i}"));
+    }
+    let running = s.start().await;
+    eventually("6 linked", || s.names().len() == 6).await;
+    let uploads = s.uploads();
+
+    let away = s.dir.path().join("inbox-away");
+    std::fs::rename(s.inbox(), &away).unwrap();
+    let store = running.shared.store.clone();
+    let started = Instant::now();
+    loop {
+        if store.paused_reason("mirror").await.unwrap().is_some() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "never paused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        s.names().len(),
+        6,
+        "nothing removed while the folder is away"
+    );
+
+    std::fs::rename(&away, s.inbox()).unwrap();
+    let started = Instant::now();
+    while store.paused_reason("mirror").await.unwrap().is_some() {
+        assert!(started.elapsed() < Duration::from_secs(15), "never resumed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Watching again: a new file is picked up; nothing was uploaded twice.
+    write(&s.inbox().join("after.md"), "after the pause");
+    eventually("new file after resume", || s.names().len() == 7).await;
+    assert_eq!(s.uploads(), uploads + 1);
+
+    // Most files gone at once: paused, not removed.
+    for i in 0..5 {
+        std::fs::remove_file(s.inbox().join(format!("f{i}.md"))).unwrap();
+    }
+    let started = Instant::now();
+    while store.paused_reason("mirror").await.unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "mass delete did not pause"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(s.names().len(), 7, "nothing removed");
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failures_are_recorded_and_not_retried_forever() {
+    let s = Setup::new("0.12.4").await;
+    write(&s.inbox().join("empty.md"), "");
+    write(&s.inbox().join("one.md"), "same content");
+    write(&s.inbox().join("two.md"), "same content");
+    let running = s.start().await;
+    let store = running.shared.store.clone();
+    let started = Instant::now();
+    loop {
+        let docs = store.documents(&Default::default()).await.unwrap();
+        let states: Vec<(String, Option<String>)> = docs
+            .iter()
+            .map(|d| {
+                (
+                    d.state.as_str().to_string(),
+                    d.reason.map(|r| r.as_str().to_string()),
+                )
+            })
+            .collect();
+        let failed: Vec<_> = states.iter().filter(|(s, _)| s == "failed").collect();
+        if failed.len() == 2 && states.iter().any(|(s, _)| s == "linked") {
+            assert!(failed.iter().any(|(_, r)| r.as_deref() == Some("empty")));
+            assert!(
+                failed
+                    .iter()
+                    .any(|(_, r)| r.as_deref() == Some("duplicate"))
+            );
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "{states:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Permanent failures wait for a change: no upload on restart.
+    stop(running).await;
+    let uploads = s.uploads();
+    let running = s.start().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(s.uploads(), uploads);
+    // The empty file gets content: now it goes in.
+    write(&s.inbox().join("empty.md"), "not empty any more");
+    eventually("fixed file linked", || {
+        s.names().contains(&"empty.md".to_string())
+    })
+    .await;
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transient_errors_back_off_with_a_stored_retry_time() {
+    let s = Setup::new("0.12.4").await;
+    for _ in 0..8 {
+        s.fake.inject(ferry::testing::fake_openwebui::Fault::new(
+            Method::POST,
+            "/api/v1/files/",
+            500,
+            serde_json::json!({"detail": "storage hiccup"}),
+        ));
+    }
+    write(&s.inbox().join("flaky.md"), "flaky");
+    let running = s.start().await;
+    let store = running.shared.store.clone();
+    let started = Instant::now();
+    let doc = loop {
+        let docs = store.documents(&Default::default()).await.unwrap();
+        if let Some(d) = docs.into_iter().find(|d| d.state.as_str() == "failed") {
+            break d;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(doc.reason.map(|r| r.as_str()), Some("http"));
+    assert!(doc.error.unwrap().contains("storage hiccup"));
+    let retry_at = doc.retry_at.expect("a stored retry time");
+    assert!(
+        retry_at > ferry::store::now_ms() + 10_000,
+        "backs off, not a hot loop"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(s.uploads(), 1, "one try, then it waits");
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn second_daemon_on_the_same_database_is_refused() {
+    let s = Setup::new("0.12.4").await;
+    let running = s.start().await;
+    let loaded = config::load(
+        &s.dir.path().join("ferry.yaml"),
+        &Environment::fixed([("X", "1")]),
+    )
+    .unwrap();
+    let err = match app::start(loaded, Environment::fixed([("X", "1")])).await {
+        Ok(_) => panic!("a second daemon started"),
+        Err(e) => e,
+    };
+    assert!(err.to_string().contains("another `ferry run`"), "{err}");
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn documents_api_needs_the_admin_token() {
+    let s = Setup::new("0.12.4").await;
+    write(&s.inbox().join("a.md"), "alpha");
+    let running = s.start().await;
+    eventually("linked", || s.names().len() == 1).await;
+    let url = format!("http://{}/api/v1/documents?state=linked", running.addr);
+    let http = reqwest::Client::new();
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .get(&url)
+        .bearer_auth("wrong-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .get(&url)
+        .bearer_auth("admin-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["documents"].as_array().unwrap().len(), 1);
+    assert!(
+        body["documents"][0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("a.md")
+    );
+    let health = http
+        .get(format!("http://{}/healthz", running.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    stop(running).await;
+}
