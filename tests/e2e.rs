@@ -10,29 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-struct Server {
-    url: String,
-    version: String,
-    api_key: String,
-    email: String,
-    password: String,
-}
-
-fn server() -> Server {
-    let var = |name: &str| {
-        std::env::var(name)
-            .unwrap_or_else(|_| panic!("{name} is not set: run these tests with scripts/e2e.sh"))
-    };
-    Server {
-        url: var("FERRY_E2E_URL"),
-        version: var("FERRY_E2E_VERSION"),
-        api_key: var("FERRY_E2E_API_KEY"),
-        email: var("FERRY_E2E_EMAIL"),
-        password: var("FERRY_E2E_PASSWORD"),
-    }
-}
+mod common;
+use common::{Api, Server, server};
 
 /// A working directory with a config; `password` picks email + password auth.
 struct Workspace {
@@ -89,89 +68,6 @@ fn all(o: &Output) -> String {
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
-
-/// Plain calls to Open WebUI, independent of ferry's client.
-struct Api<'a> {
-    s: &'a Server,
-    http: reqwest::Client,
-}
-
-impl<'a> Api<'a> {
-    fn new(s: &'a Server) -> Self {
-        Api {
-            s,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.s.url))
-            .bearer_auth(&self.s.api_key)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "GET {path}: {}", r.status());
-        r.json()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
-    }
-
-    async fn knowledge_id(&self, name: &str) -> String {
-        let v = self.get("/api/v1/knowledge/").await;
-        let items = v.get("items").unwrap_or(&v).as_array().unwrap().clone();
-        let matches: Vec<&Value> = items.iter().filter(|k| k["name"] == name).collect();
-        assert_eq!(matches.len(), 1, "exactly one knowledge base named {name}");
-        matches[0]["id"].as_str().unwrap().to_string()
-    }
-
-    /// File names in the knowledge base, as Open WebUI lists them.
-    async fn knowledge_file_names(&self, id: &str) -> Vec<String> {
-        let name = |f: &Value| {
-            f["meta"]["name"]
-                .as_str()
-                .or(f["filename"].as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
-        if self.s.version.starts_with("0.6.") {
-            let v = self.get(&format!("/api/v1/knowledge/{id}")).await;
-            return v["files"].as_array().unwrap().iter().map(name).collect();
-        }
-        let mut out = Vec::new();
-        for page in 1.. {
-            let v = self
-                .get(&format!("/api/v1/knowledge/{id}/files?page={page}"))
-                .await;
-            let items = v["items"].as_array().unwrap();
-            out.extend(items.iter().map(name));
-            if items.is_empty() || out.len() >= v["total"].as_u64().unwrap() as usize {
-                break;
-            }
-        }
-        out
-    }
-
-    /// How many files the account has in Open WebUI's file table.
-    async fn file_count(&self) -> usize {
-        let mut count = 0;
-        for page in 1.. {
-            let v = self.get(&format!("/api/v1/files/?page={page}")).await;
-            match v.get("items") {
-                Some(items) => {
-                    let n = items.as_array().unwrap().len();
-                    count += n;
-                    if n == 0 || count >= v["total"].as_u64().unwrap() as usize {
-                        break;
-                    }
-                }
-                None => return v.as_array().unwrap().len(),
-            }
-        }
-        count
-    }
 }
 
 fn write_files(dir: &Path, files: &[(String, String)]) -> Vec<PathBuf> {

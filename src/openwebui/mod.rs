@@ -93,6 +93,10 @@ impl Client {
         let http = reqwest::Client::builder()
             .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
+            // uvicorn (Open WebUI's server) closes idle keep-alive
+            // connections after 5 s; reusing one at that moment fails the
+            // request mid-flight ("IncompleteMessage"). Drop them first.
+            .pool_idle_timeout(Duration::from_secs(4))
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()
             .map_err(|e| Error::transport("client", &e))?;

@@ -53,6 +53,7 @@ pub fn router(shared: Arc<Shared>, admin_token: Option<Secret>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .nest("/api/v1", admin)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
@@ -115,6 +116,45 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response()
     }
+}
+
+/// Prometheus text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    use std::fmt::Write as _;
+    let store = &state.shared.store;
+    let mut out = String::new();
+    let docs: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT rule, state, COUNT(*) FROM documents GROUP BY rule, state")
+            .fetch_all(store.reader())
+            .await
+            .unwrap_or_default();
+    out.push_str(
+        "# HELP ferry_documents Documents by rule and state.\n# TYPE ferry_documents gauge\n",
+    );
+    for (rule, st, n) in docs {
+        let _ = writeln!(out, "ferry_documents{{rule=\"{rule}\",state=\"{st}\"}} {n}");
+    }
+    out.push_str("# HELP ferry_jobs Jobs by state.\n# TYPE ferry_jobs gauge\n");
+    for (st, n) in store.job_counts().await.unwrap_or_default() {
+        let _ = writeln!(out, "ferry_jobs{{state=\"{st}\"}} {n}");
+    }
+    out.push_str("# HELP ferry_rules_paused Rules held by a safety valve.\n# TYPE ferry_rules_paused gauge\n");
+    let _ = writeln!(
+        out,
+        "ferry_rules_paused {}",
+        store.paused_rules().await.map(|p| p.len()).unwrap_or(0)
+    );
+    out.push_str("# HELP ferry_files_hashed_total Files read and hashed since start.\n# TYPE ferry_files_hashed_total counter\n");
+    let _ = writeln!(
+        out,
+        "ferry_files_hashed_total {}",
+        state
+            .shared
+            .ingestor
+            .hashed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 
 async fn rules(State(state): State<AppState>) -> Response {

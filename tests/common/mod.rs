@@ -1,0 +1,179 @@
+//! Helpers of the end-to-end tests: the server under test (exported by
+//! `scripts/e2e.sh`) and plain HTTP calls to it, independent of ferry.
+#![allow(dead_code)]
+
+use serde_json::Value;
+
+pub struct Server {
+    pub url: String,
+    pub version: String,
+    pub api_key: String,
+    pub email: String,
+    pub password: String,
+}
+
+pub fn server() -> Server {
+    let var = |name: &str| {
+        std::env::var(name)
+            .unwrap_or_else(|_| panic!("{name} is not set: run these tests with scripts/e2e.sh"))
+    };
+    Server {
+        url: var("FERRY_E2E_URL"),
+        version: var("FERRY_E2E_VERSION"),
+        api_key: var("FERRY_E2E_API_KEY"),
+        email: var("FERRY_E2E_EMAIL"),
+        password: var("FERRY_E2E_PASSWORD"),
+    }
+}
+
+/// Plain calls to Open WebUI, independent of ferry's client.
+pub struct Api<'a> {
+    s: &'a Server,
+    http: reqwest::Client,
+}
+
+impl<'a> Api<'a> {
+    pub fn new(s: &'a Server) -> Self {
+        Api {
+            s,
+            // Below uvicorn's 5 s keep-alive: a reused connection that the
+            // server is closing fails mid-request.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(2))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.s.url))
+            .bearer_auth(&self.s.api_key)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+    }
+
+    pub async fn knowledge_id(&self, name: &str) -> String {
+        let v = self.get("/api/v1/knowledge/").await;
+        let items = v.get("items").unwrap_or(&v).as_array().unwrap().clone();
+        let matches: Vec<&Value> = items.iter().filter(|k| k["name"] == name).collect();
+        assert_eq!(matches.len(), 1, "exactly one knowledge base named {name}");
+        matches[0]["id"].as_str().unwrap().to_string()
+    }
+
+    /// File names in the knowledge base, as Open WebUI lists them.
+    pub async fn knowledge_file_names(&self, id: &str) -> Vec<String> {
+        let name = |f: &Value| {
+            f["meta"]["name"]
+                .as_str()
+                .or(f["filename"].as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        if self.s.version.starts_with("0.6.") {
+            let v = self.get(&format!("/api/v1/knowledge/{id}")).await;
+            return v["files"].as_array().unwrap().iter().map(name).collect();
+        }
+        let mut out = Vec::new();
+        for page in 1.. {
+            let v = self
+                .get(&format!("/api/v1/knowledge/{id}/files?page={page}"))
+                .await;
+            let items = v["items"].as_array().unwrap();
+            out.extend(items.iter().map(name));
+            if items.is_empty() || out.len() >= v["total"].as_u64().unwrap() as usize {
+                break;
+            }
+        }
+        out
+    }
+
+    /// How many files the account has in Open WebUI's file table.
+    pub async fn file_count(&self) -> usize {
+        let mut count = 0;
+        for page in 1.. {
+            let v = self.get(&format!("/api/v1/files/?page={page}")).await;
+            match v.get("items") {
+                Some(items) => {
+                    let n = items.as_array().unwrap().len();
+                    count += n;
+                    if n == 0 || count >= v["total"].as_u64().unwrap() as usize {
+                        break;
+                    }
+                }
+                None => return v.as_array().unwrap().len(),
+            }
+        }
+        count
+    }
+}
+
+impl Api<'_> {
+    /// Uploads and links a file the way a person in the UI would.
+    pub async fn upload_by_hand(&self, kb: &str, name: &str, content: &str) -> String {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(content.as_bytes().to_vec())
+                .file_name(name.to_string())
+                .mime_str("text/markdown")
+                .unwrap(),
+        );
+        let r = self
+            .http
+            .post(format!("{}/api/v1/files/", self.s.url))
+            .bearer_auth(&self.s.api_key)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "upload: {}", r.status());
+        let id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for _ in 0..200 {
+            let st = self
+                .get(&format!("/api/v1/files/{id}/process/status"))
+                .await;
+            if st["status"] == "completed" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let r = self
+            .http
+            .post(format!("{}/api/v1/knowledge/{kb}/file/add", self.s.url))
+            .bearer_auth(&self.s.api_key)
+            .json(&serde_json::json!({"file_id": id}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "add: {}", r.status());
+        id
+    }
+
+    /// Every file of the account, as Open WebUI lists them.
+    pub async fn files(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        for page in 1.. {
+            let v = self.get(&format!("/api/v1/files/?page={page}")).await;
+            match v.get("items") {
+                Some(items) => {
+                    let items = items.as_array().unwrap();
+                    out.extend(items.iter().cloned());
+                    if items.is_empty() || out.len() >= v["total"].as_u64().unwrap() as usize {
+                        break;
+                    }
+                }
+                None => return v.as_array().unwrap().clone(),
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,488 @@
+//! `ferry run` as a process against a real Open WebUI (started by
+//! `scripts/e2e.sh`): the folder-mirror scenarios of the watch rules, with
+//! restarts and `kill -9`. What Open WebUI holds is read from its own API.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Api, Server, server};
+use serde_json::Value;
+
+const ADMIN: &str = "e2e-admin-token-0123456789";
+
+struct Mirror {
+    dir: tempfile::TempDir,
+    collection: String,
+    port: u16,
+}
+
+impl Mirror {
+    fn new(s: &Server, settle: &str) -> Mirror {
+        let dir = tempfile::tempdir().unwrap();
+        let collection = format!("e2e-mirror-{}", uuid::Uuid::new_v4().simple());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
+        std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+        std::fs::write(
+            dir.path().join("ferry.yaml"),
+            format!(
+                "openwebui:\n  url: {}\n  api_key: ${{E2E_API_KEY}}\n  max_in_flight: 4\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:{port}\n  admin_token: {ADMIN}\nshutdown_grace: 20s\n",
+                s.url
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("rules/mirror.yaml"),
+            format!(
+                "name: mirror\non:\n  watch:\n    path: {}\n    settle: {settle}\ningest:\n  collection: {collection}\n",
+                dir.path().join("inbox").display()
+            ),
+        )
+        .unwrap();
+        Mirror {
+            dir,
+            collection,
+            port,
+        }
+    }
+
+    fn inbox(&self) -> PathBuf {
+        self.dir.path().join("inbox")
+    }
+
+    fn start(&self, s: &Server) -> Daemon {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("ferry.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["run", "--config", "ferry.yaml", "--log-level", "ferry=info"])
+            .current_dir(self.dir.path())
+            .env("E2E_API_KEY", &s.api_key)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child,
+            base: format!("http://127.0.0.1:{}", self.port),
+        };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "daemon did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ferry.log")).unwrap_or_default()
+    }
+}
+
+struct Daemon {
+    child: Child,
+    base: String,
+}
+
+impl Daemon {
+    async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let text = self.get("/metrics").await.text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    }
+
+    async fn paused(&self) -> Option<String> {
+        let v: Value = self.get("/api/v1/rules").await.json().await.unwrap();
+        v["rules"][0]["paused"].as_str().map(str::to_string)
+    }
+
+    /// SIGTERM; must exit 0 within the grace.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}");
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "did not stop in time"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// Names in the collection, as Open WebUI lists them.
+async fn names(api: &Api<'_>, kb: &str) -> BTreeSet<String> {
+    api.knowledge_file_names(kb).await.into_iter().collect()
+}
+
+async fn until<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The id of the knowledge base named `name`, once it exists.
+async fn collection_id(api: &Api<'_>, name: &str, limit: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let v = api.get("/api/v1/knowledge/").await;
+        let items = v.get("items").unwrap_or(&v).as_array().unwrap().clone();
+        if let Some(k) = items.iter().find(|k| k["name"] == name) {
+            return k["id"].as_str().unwrap().to_string();
+        }
+        assert!(started.elapsed() < limit, "no knowledge base {name}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn write(path: &Path, content: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs a real Open WebUI: scripts/e2e.sh"]
+async fn daemon_keeps_a_collection_an_exact_mirror() {
+    let s = server();
+    let api = Api::new(&s);
+    let m = Mirror::new(&s, "2s");
+    let inbox = m.inbox();
+    let files_before = api.files().await.len();
+    let daemon = m.start(&s);
+
+    // 200 files: nested, slow writers, atomic saves, an empty one, two alike,
+    // plus temp and lock files that must be ignored.
+    let mut expected = BTreeSet::new();
+    for i in 0..181 {
+        let name = format!("n{i:03}.md");
+        write(
+            &inbox.join(format!("d{}/e{}/{name}", i % 5, i % 3)),
+            &format!("Note {i}: the word token{i}q.\n"),
+        );
+        expected.insert(name);
+    }
+    for i in 0..8 {
+        let name = format!("atomic{i}.md");
+        write(
+            &inbox.join(format!(".{name}.tmp")),
+            &format!("Saved atomically {i}.\n"),
+        );
+        std::fs::rename(inbox.join(format!(".{name}.tmp")), inbox.join(&name)).unwrap();
+        expected.insert(name);
+    }
+    write(&inbox.join("empty.md"), "");
+    write(&inbox.join("same-a.md"), "Twin content.\n");
+    write(&inbox.join("same-b.md"), "Twin content.\n");
+    for ignored in [
+        "~$report.docx",
+        "notes.md.swp",
+        ".~lock.sheet.ods#",
+        "download.part",
+        "scratch.tmp",
+    ] {
+        write(&inbox.join(ignored), "never ingested");
+    }
+    let mut slow: Vec<std::fs::File> = (0..8)
+        .map(|i| std::fs::File::create(inbox.join(format!("slow{i}.md"))).unwrap())
+        .collect();
+    for chunk in 0..4 {
+        for (i, f) in slow.iter_mut().enumerate() {
+            write!(f, "slow {i} chunk {chunk}. ").unwrap();
+            f.flush().unwrap();
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    drop(slow);
+    for i in 0..8 {
+        expected.insert(format!("slow{i}.md"));
+    }
+
+    let kb_id = collection_id(&api, &m.collection, Duration::from_secs(60)).await;
+    let started = Instant::now();
+    until("198 files linked", Duration::from_secs(180), || async {
+        let n = names(&api, &kb_id).await;
+        n.len() >= 198 && n.iter().filter(|x| x.starts_with("same-")).count() == 1
+    })
+    .await;
+    eprintln!(
+        "e2e {}: 200 dropped files settled and linked in {:.1}s after the drop finished",
+        s.version,
+        started.elapsed().as_secs_f64()
+    );
+    let have = names(&api, &kb_id).await;
+    let twin: Vec<_> = have
+        .iter()
+        .filter(|x| x.starts_with("same-"))
+        .cloned()
+        .collect();
+    expected.insert(twin[0].clone());
+    assert_eq!(have, expected, "exactly the expected files");
+    // Failures recorded with their reasons.
+    let failed: Value = daemon
+        .get("/api/v1/documents?state=failed")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let reasons: BTreeSet<String> = failed["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        reasons,
+        BTreeSet::from(["duplicate".to_string(), "empty".to_string()]),
+        "{failed}"
+    );
+    // Nothing uploaded twice: the file table grew by exactly the linked files.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        api.files().await.len(),
+        files_before + 198,
+        "one upload per linked file"
+    );
+
+    // A file added by hand in the UI must survive everything below.
+    let manual = api
+        .upload_by_hand(&kb_id, "added-by-hand.md", "A person put this here.\n")
+        .await;
+
+    // Modify 10: the collection never lacks them while they are replaced.
+    let modified: Vec<String> = (0..10).map(|i| format!("n{i:03}.md")).collect();
+    for i in 0..10 {
+        write(
+            &inbox.join(format!("d{}/e{}/n{i:03}.md", i % 5, i % 3)),
+            &format!("Note {i}, second edition: fresh{i}z.\n"),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n = names(&api, &kb_id).await;
+        for name in &modified {
+            assert!(n.contains(name), "{name} went missing during its update");
+        }
+        let files = api.files().await;
+        let fresh = files
+            .iter()
+            .filter(|f| {
+                f["meta"]["name"]
+                    .as_str()
+                    .is_some_and(|n| modified.contains(&n.to_string()))
+            })
+            .count();
+        if fresh == 10 && n.len() == 199 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "modified files not replaced ({fresh} of 10 single)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Rename 10: no new upload.
+    let before_rename = api.files().await.len();
+    for i in 10..20 {
+        let dir = inbox.join(format!("d{}/e{}", i % 5, i % 3));
+        std::fs::rename(
+            dir.join(format!("n{i:03}.md")),
+            dir.join(format!("renamed-{i:03}.md")),
+        )
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(
+        api.files().await.len(),
+        before_rename,
+        "a rename uploads nothing"
+    );
+    let n = names(&api, &kb_id).await;
+    assert_eq!(n.len(), 199);
+    if !s.version.starts_with("0.6.") {
+        assert!(
+            n.contains("renamed-010.md") && !n.contains("n010.md"),
+            "renamed in Open WebUI too"
+        );
+    }
+
+    // Delete 10.
+    for i in 20..30 {
+        std::fs::remove_file(inbox.join(format!("d{}/e{}/n{i:03}.md", i % 5, i % 3))).unwrap();
+    }
+    until(
+        "10 deleted files removed",
+        Duration::from_secs(60),
+        || async { names(&api, &kb_id).await.len() == 189 },
+    )
+    .await;
+    assert!(names(&api, &kb_id).await.contains("added-by-hand.md"));
+
+    // Restart over the unchanged tree: no upload, nothing read again.
+    daemon.stop();
+    let uploads = api.files().await.len();
+    let daemon = m.start(&s);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        daemon.metric("ferry_files_hashed_total").await,
+        0.0,
+        "no re-hash"
+    );
+    assert_eq!(api.files().await.len(), uploads, "no upload after restart");
+
+    // The root renamed away (an unmount): paused, nothing removed.
+    let away = m.dir.path().join("inbox-away");
+    std::fs::rename(&inbox, &away).unwrap();
+    until("paused", Duration::from_secs(30), || async {
+        daemon.paused().await.is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        names(&api, &kb_id).await.len(),
+        189,
+        "nothing removed while away"
+    );
+    std::fs::rename(&away, &inbox).unwrap();
+    until("resumed", Duration::from_secs(30), || async {
+        daemon.paused().await.is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        api.files().await.len(),
+        uploads,
+        "nothing uploaded again after the pause"
+    );
+    assert!(names(&api, &kb_id).await.contains("added-by-hand.md"));
+    let manual_still_there = api.get(&format!("/api/v1/files/{manual}")).await;
+    assert_eq!(manual_still_there["id"], manual.as_str());
+    daemon.stop();
+}
+
+#[tokio::test]
+#[ignore = "needs a real Open WebUI: scripts/e2e.sh"]
+async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
+    let s = server();
+    let api = Api::new(&s);
+    let m = Mirror::new(&s, "500ms");
+    let count = 300;
+    for i in 0..count {
+        write(
+            &m.inbox().join(format!("b{}/k{i:03}.md", i % 7)),
+            &format!("Crash test {i}: crash{i}w.\n"),
+        );
+    }
+    let files_before = api.files().await.len();
+    let kills = std::env::var("FERRY_E2E_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(20);
+    for round in 0..kills {
+        let daemon = m.start(&s);
+        let wait = 300 + fastrand::u64(0..1700);
+        std::thread::sleep(Duration::from_millis(wait));
+        daemon.kill9();
+        if round % 5 == 4 {
+            eprintln!("e2e {}: {} kills", s.version, round + 1);
+        }
+    }
+    let daemon = m.start(&s);
+    let kb = collection_id(&api, &m.collection, Duration::from_secs(60)).await;
+    until("every file linked", Duration::from_secs(240), || async {
+        api.knowledge_file_names(&kb).await.len() >= count
+    })
+    .await;
+    // Let the orphan sweep of the last start and any queued work finish.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    daemon.stop();
+    let daemon = m.start(&s);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    daemon.stop();
+
+    let log = m.log();
+    eprintln!(
+        "e2e {}: recovery seen in the log: {} jobs put back, {} interrupted uploads finished, {} unrecorded uploads deleted",
+        s.version,
+        log.matches("jobs of an earlier run put back").count(),
+        log.matches("finished an upload interrupted").count(),
+        log.matches("deleting an upload a crash left unrecorded")
+            .count(),
+    );
+    let linked = api.knowledge_file_names(&kb).await;
+    let unique: BTreeSet<_> = linked.iter().cloned().collect();
+    assert_eq!(linked.len(), count, "each file linked exactly once");
+    assert_eq!(unique.len(), count);
+    assert_eq!(
+        api.files().await.len(),
+        files_before + count,
+        "no orphan uploads:\n{}",
+        m.log()
+    );
+
+    let out = Command::new("sqlite3")
+        .arg(m.dir.path().join("state/ferry.db"))
+        .arg("PRAGMA integrity_check")
+        .output();
+    match out {
+        Ok(o) => assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ok"),
+        Err(_) => {
+            // No sqlite3 binary: ferry's own check through sqlx.
+            let store = ferry::store::Store::open(&m.dir.path().join("state/ferry.db"))
+                .await
+                .unwrap();
+            store.integrity_check().await.unwrap();
+        }
+    }
+}
