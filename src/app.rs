@@ -100,7 +100,7 @@ pub async fn start(loaded: Loaded, env: Environment) -> Result<Running, StartErr
         shutdown.clone(),
         reload_rx,
     ));
-    tracing::info!(%addr, rules = loaded.rules.len(), "ferry running");
+    tracing::info!(%addr, rules = loaded.rules.len(), instance = %shared.ingestor.instance_id, "ferry running");
     Ok(Running {
         addr,
         shared,

@@ -20,6 +20,11 @@ struct Setup {
 
 impl Setup {
     async fn new(version: &str) -> Setup {
+        Self::with_watch(version, "").await
+    }
+
+    /// `extra` is added to the rule's `on.watch` (e.g. "    poll: 300ms\n").
+    async fn with_watch(version: &str, extra: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
         std::fs::create_dir_all(dir.path().join("rules")).unwrap();
@@ -35,7 +40,7 @@ impl Setup {
         std::fs::write(
             dir.path().join("rules/mirror.yaml"),
             format!(
-                "on:\n  watch:\n    path: {}\n    settle: 300ms\n    exclude: [\"drafts/**\"]\ningest:\n  collection: {COLLECTION}\n",
+                "on:\n  watch:\n    path: {}\n    settle: 300ms\n    exclude: [\"drafts/**\"]\n{extra}ingest:\n  collection: {COLLECTION}\n",
                 dir.path().join("inbox").display()
             ),
         )
@@ -129,15 +134,16 @@ async fn mirror_follows_the_folder() {
                     .any(|f| f.content == b"alpha, second version")
         })
         .await;
-        let old_alpha_gone = !s
-            .fake
-            .state
-            .lock()
-            .unwrap()
-            .files
-            .values()
-            .any(|f| f.content == b"alpha");
-        assert!(old_alpha_gone, "{version}: the old version is deleted");
+        eventually("the old version is deleted", || {
+            !s.fake
+                .state
+                .lock()
+                .unwrap()
+                .files
+                .values()
+                .any(|f| f.content == b"alpha")
+        })
+        .await;
 
         // A rename: the document follows, nothing is uploaded.
         let uploads = s.uploads();
@@ -393,5 +399,103 @@ async fn documents_api_needs_the_admin_token() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_while_processing_waits_then_replaces() {
+    let s = Setup::new("0.12.4").await;
+    s.fake.state.lock().unwrap().processing = Duration::from_secs(2);
+    write(&s.inbox().join("big.md"), "version one");
+    let running = s.start().await;
+    eventually("first upload", || s.uploads() == 1).await;
+    // Changed while Open WebUI still processes version one: no second
+    // upload until version one is done and linked.
+    write(&s.inbox().join("big.md"), "version two");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        s.uploads(),
+        1,
+        "nothing uploaded while the previous version processes"
+    );
+    eventually("version two linked, version one gone", || {
+        let st = s.fake.state.lock().unwrap();
+        let linked: Vec<&[u8]> = st
+            .knowledge
+            .iter()
+            .flat_map(|k| k.files.iter())
+            .filter_map(|id| st.files.get(id))
+            .map(|f| f.content.as_slice())
+            .collect();
+        linked == vec![b"version two".as_slice()]
+            && !st.files.values().any(|f| f.content == b"version one")
+    })
+    .await;
+    assert_eq!(s.uploads(), 2);
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poll_mode_finds_changes_without_events() {
+    let s = Setup::with_watch("0.12.4", "    poll: 300ms\n").await;
+    let running = s.start().await;
+    write(&s.inbox().join("p/q/polled.md"), "found by polling");
+    eventually("polled file linked", || s.names() == expect(&["polled.md"])).await;
+    write(
+        &s.inbox().join("p/q/polled.md"),
+        "changed, found by polling",
+    );
+    eventually("new version", || {
+        s.fake
+            .state
+            .lock()
+            .unwrap()
+            .files
+            .values()
+            .any(|f| f.content == b"changed, found by polling")
+            && s.names().len() == 1
+    })
+    .await;
+    write(&s.inbox().join("keep.md"), "keep");
+    eventually("second file", || s.names().len() == 2).await;
+    std::fs::remove_file(s.inbox().join("p/q/polled.md")).unwrap();
+    eventually("removed", || s.names() == expect(&["keep.md"])).await;
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reload_keeps_the_old_rules_when_the_new_ones_are_invalid() {
+    let s = Setup::new("0.12.4").await;
+    let running = s.start().await;
+    let rule = s.dir.path().join("rules/mirror.yaml");
+    let good = std::fs::read_to_string(&rule).unwrap();
+    std::fs::write(&rule, "on:\n  watch:\n    paht: /nowhere\n").unwrap();
+    running.reload.send(()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(running.shared.rules().len(), 1, "old rule kept");
+    write(&s.inbox().join("still.md"), "still watched");
+    eventually("old rule still works", || {
+        s.names() == expect(&["still.md"])
+    })
+    .await;
+
+    // A valid reload takes effect: a second rule into another collection.
+    std::fs::write(&rule, good).unwrap();
+    let other = s.dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(
+        s.dir.path().join("rules/other.yaml"),
+        format!(
+            "on:\n  watch:\n    path: {}\n    settle: 300ms\ningest:\n  collection: Other\n",
+            other.display()
+        ),
+    )
+    .unwrap();
+    running.reload.send(()).await.unwrap();
+    write(&other.join("o.md"), "into the other collection");
+    eventually("new rule active", || {
+        s.fake.knowledge_file_names("Other") == vec!["o.md".to_string()]
+    })
+    .await;
     stop(running).await;
 }

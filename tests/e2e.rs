@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{Api, Server, server};
+use common::{Api, Server, instance_of, server};
 
 /// A working directory with a config; `password` picks email + password auth.
 struct Workspace {
@@ -154,7 +154,8 @@ async fn ingest_twenty_files_verified_then_nothing_twice() {
         first_run.as_secs_f64()
     );
 
-    let uploads_before = api.file_count().await;
+    let me = instance_of(&ws.path().join("state/ferry.db")).await;
+    assert_eq!(api.uploads_of(&me).await, 20, "one upload per file");
     let out = ws.run(&s, &["ingest", "docs", "--collection", &collection]);
     assert!(out.status.success(), "{}", all(&out));
     assert!(
@@ -163,8 +164,8 @@ async fn ingest_twenty_files_verified_then_nothing_twice() {
         all(&out)
     );
     assert_eq!(
-        api.file_count().await,
-        uploads_before,
+        api.uploads_of(&me).await,
+        20,
         "a second identical run uploads nothing"
     );
 
@@ -210,7 +211,6 @@ async fn ingest_twenty_files_verified_then_nothing_twice() {
         &other.path().join("d"),
         &[("again.md".into(), files[1].1.clone())],
     );
-    let before = api.file_count().await;
     let out = other.run(
         &s,
         &[
@@ -228,9 +228,10 @@ async fn ingest_twenty_files_verified_then_nothing_twice() {
         "{}",
         all(&out)
     );
+    let them = instance_of(&other.path().join("state/ferry.db")).await;
     assert_eq!(
-        api.file_count().await,
-        before,
+        api.uploads_of(&them).await,
+        0,
         "the refused upload was deleted again"
     );
     let out = other.run(&s, &["docs", "--state", "failed"]);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Api, Server, server};
+use common::{Api, Server, instance_of, server};
 use serde_json::Value;
 
 const ADMIN: &str = "e2e-admin-token-0123456789";
@@ -198,8 +198,8 @@ async fn daemon_keeps_a_collection_an_exact_mirror() {
     let api = Api::new(&s);
     let m = Mirror::new(&s, "2s");
     let inbox = m.inbox();
-    let files_before = api.files().await.len();
     let daemon = m.start(&s);
+    let me = instance_of(&m.dir.path().join("state/ferry.db")).await;
 
     // 200 files: nested, slow writers, atomic saves, an empty one, two alike,
     // plus temp and lock files that must be ignored.
@@ -288,11 +288,7 @@ async fn daemon_keeps_a_collection_an_exact_mirror() {
     );
     // Nothing uploaded twice: the file table grew by exactly the linked files.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        api.files().await.len(),
-        files_before + 198,
-        "one upload per linked file"
-    );
+    assert_eq!(api.uploads_of(&me).await, 198, "one upload per linked file");
 
     // A file added by hand in the UI must survive everything below.
     let manual = api
@@ -333,7 +329,7 @@ async fn daemon_keeps_a_collection_an_exact_mirror() {
     }
 
     // Rename 10: no new upload.
-    let before_rename = api.files().await.len();
+    let before_rename = api.uploads_of(&me).await;
     for i in 10..20 {
         let dir = inbox.join(format!("d{}/e{}", i % 5, i % 3));
         std::fs::rename(
@@ -344,7 +340,7 @@ async fn daemon_keeps_a_collection_an_exact_mirror() {
     }
     tokio::time::sleep(Duration::from_secs(15)).await;
     assert_eq!(
-        api.files().await.len(),
+        api.uploads_of(&me).await,
         before_rename,
         "a rename uploads nothing"
     );
@@ -371,7 +367,7 @@ async fn daemon_keeps_a_collection_an_exact_mirror() {
 
     // Restart over the unchanged tree: no upload, nothing read again.
     daemon.stop();
-    let uploads = api.files().await.len();
+    let uploads = api.uploads_of(&me).await;
     let daemon = m.start(&s);
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert_eq!(
@@ -379,7 +375,11 @@ async fn daemon_keeps_a_collection_an_exact_mirror() {
         0.0,
         "no re-hash"
     );
-    assert_eq!(api.files().await.len(), uploads, "no upload after restart");
+    assert_eq!(
+        api.uploads_of(&me).await,
+        uploads,
+        "no upload after restart"
+    );
 
     // The root renamed away (an unmount): paused, nothing removed.
     let away = m.dir.path().join("inbox-away");
@@ -401,7 +401,7 @@ async fn daemon_keeps_a_collection_an_exact_mirror() {
     .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
-        api.files().await.len(),
+        api.uploads_of(&me).await,
         uploads,
         "nothing uploaded again after the pause"
     );
@@ -424,7 +424,6 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
             &format!("Crash test {i}: crash{i}w.\n"),
         );
     }
-    let files_before = api.files().await.len();
     let kills = std::env::var("FERRY_E2E_KILLS")
         .ok()
         .and_then(|k| k.parse().ok())
@@ -464,9 +463,10 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     let unique: BTreeSet<_> = linked.iter().cloned().collect();
     assert_eq!(linked.len(), count, "each file linked exactly once");
     assert_eq!(unique.len(), count);
+    let me = instance_of(&m.dir.path().join("state/ferry.db")).await;
     assert_eq!(
-        api.files().await.len(),
-        files_before + count,
+        api.uploads_of(&me).await,
+        count,
         "no orphan uploads:\n{}",
         m.log()
     );

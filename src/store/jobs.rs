@@ -99,8 +99,8 @@ pub struct NewJob {
     pub input: Value,
     pub run_after: i64,
     pub max_attempts: i64,
-    /// Merge with a waiting job of the same key (the newest input and
-    /// `run_after` win); never run two of the same key at once.
+    /// Merge with a waiting job of the same key (the newest input and the
+    /// earliest `run_after` win); never run two of the same key at once.
     pub coalesce_key: Option<String>,
     /// Never create a second job with this key (webhook-id, fire time).
     pub dedupe_key: Option<String>,
@@ -148,7 +148,11 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(waiting) = waiting {
-                sqlx::query("UPDATE jobs SET input = ?, run_after = ?, trigger_kind = ?, updated_at = ? WHERE id = ?")
+                // The earliest time wins: requests repeated before the
+                // job runs (every poll, say) must not postpone it forever.
+                sqlx::query(
+                    "UPDATE jobs SET input = ?, run_after = MIN(run_after, ?), trigger_kind = ?, updated_at = ? WHERE id = ?",
+                )
                     .bind(&input)
                     .bind(job.run_after)
                     .bind(&job.trigger_kind)
@@ -496,10 +500,15 @@ mod tests {
     #[tokio::test]
     async fn same_key_coalesces_and_never_runs_twice_at_once() {
         let (_d, s) = store().await;
-        let a = s.enqueue(&sync_job("/a", 0), 0).await.unwrap();
-        let b = s.enqueue(&sync_job("/a", 5), 1).await.unwrap();
+        let a = s.enqueue(&sync_job("/a", 5), 0).await.unwrap();
+        let b = s.enqueue(&sync_job("/a", 8), 1).await.unwrap();
         assert_eq!(a.id, b.id);
         assert!(!b.created);
+        assert_eq!(
+            s.job(&a.id).await.unwrap().unwrap().run_after,
+            5,
+            "not postponed"
+        );
         let running = s.claim("w1", 10, 1000).await.unwrap().unwrap();
         // A change while it runs queues one follow-up, not a parallel run.
         let c = s.enqueue(&sync_job("/a", 10), 10).await.unwrap();

@@ -60,6 +60,7 @@ impl Fault {
 
 #[derive(Debug, Clone)]
 pub struct StoredFile {
+    pub uploaded: std::time::Instant,
     pub id: String,
     pub name: String,
     pub content: Vec<u8>,
@@ -90,6 +91,8 @@ pub struct FakeState {
     pub log: Vec<String>,
     pub in_flight: usize,
     pub max_in_flight: usize,
+    /// How long an upload stays `processing` (default: done at once).
+    pub processing: Duration,
     next_id: u64,
 }
 
@@ -336,6 +339,7 @@ async fn upload(State(s): State<Shared>, mut form: Multipart) -> Response {
     let mut st = s.lock().unwrap();
     let id = st.id("file");
     let f = StoredFile {
+        uploaded: std::time::Instant::now(),
         id: id.clone(),
         name,
         sha256: hex::encode(Sha256::digest(&content)),
@@ -358,7 +362,11 @@ async fn file(State(s): State<Shared>, Path(id): Path<String>) -> Response {
 }
 
 async fn file_status(State(s): State<Shared>, Path(id): Path<String>) -> Response {
-    match s.lock().unwrap().files.get(&id) {
+    let st = s.lock().unwrap();
+    match st.files.get(&id) {
+        Some(f) if f.uploaded.elapsed() < st.processing => {
+            Json(json!({"status": "processing"})).into_response()
+        }
         Some(f) => Json(json!({"status": f.status})).into_response(),
         None => detail(StatusCode::NOT_FOUND, NOT_FOUND),
     }

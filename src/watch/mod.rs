@@ -268,7 +268,7 @@ impl WatchTask {
 
         let now = Instant::now();
         for path in &plan.check {
-            self.settler.touch(path.clone(), now);
+            self.settler.observe(path.clone(), now);
         }
         // After the settle of any file that moved here, so a move is seen
         // as a move and not as a delete plus a new upload.

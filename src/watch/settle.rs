@@ -68,6 +68,15 @@ impl Settler {
         );
     }
 
+    /// Like [`Settler::touch`], but leaves a path that is already settling
+    /// alone: a reconcile (every poll, in `poll` mode) only reports that a
+    /// file differs, which must not restart its quiet time forever.
+    pub fn observe(&mut self, path: PathBuf, now: Instant) {
+        if !self.pending.contains_key(&path) {
+            self.touch(path, now);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.pending.len()
     }
@@ -170,6 +179,20 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(s.poll(t0 + Duration::from_secs(3), |_| st(6)).len(), 1);
+    }
+
+    #[test]
+    fn repeated_observations_do_not_postpone() {
+        let t0 = Instant::now();
+        let mut s = Settler::new(Duration::from_millis(300));
+        let mut now = t0;
+        let mut ready = Vec::new();
+        while ready.is_empty() {
+            s.observe("polled".into(), now);
+            ready = s.poll(now, |_| st(1));
+            now += Duration::from_millis(100);
+            assert!(now < t0 + Duration::from_secs(2), "never settled");
+        }
     }
 
     #[test]

@@ -93,25 +93,6 @@ impl<'a> Api<'a> {
         }
         out
     }
-
-    /// How many files the account has in Open WebUI's file table.
-    pub async fn file_count(&self) -> usize {
-        let mut count = 0;
-        for page in 1.. {
-            let v = self.get(&format!("/api/v1/files/?page={page}")).await;
-            match v.get("items") {
-                Some(items) => {
-                    let n = items.as_array().unwrap().len();
-                    count += n;
-                    if n == 0 || count >= v["total"].as_u64().unwrap() as usize {
-                        break;
-                    }
-                }
-                None => return v.as_array().unwrap().len(),
-            }
-        }
-        count
-    }
 }
 
 impl Api<'_> {
@@ -175,5 +156,28 @@ impl Api<'_> {
             }
         }
         out
+    }
+}
+
+/// The instance id of a ferry state database: the marker its uploads carry
+/// in Open WebUI (`meta.data.ferry`). Tests count uploads by it, so tests
+/// running side by side on one account do not see each other's files.
+pub async fn instance_of(database: &std::path::Path) -> String {
+    ferry::store::Store::open(database)
+        .await
+        .unwrap()
+        .instance_id()
+        .await
+        .unwrap()
+}
+
+impl Api<'_> {
+    /// The files in Open WebUI that this ferry instance uploaded.
+    pub async fn uploads_of(&self, instance: &str) -> usize {
+        self.files()
+            .await
+            .iter()
+            .filter(|f| f["meta"]["data"]["ferry"] == instance)
+            .count()
     }
 }
