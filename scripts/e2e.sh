@@ -17,7 +17,9 @@ for version in $versions; do
   work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-e2e-$version.XXXXXX")
   e2e_start "$version" "$work"
   echo "e2e: running tests against Open WebUI $version" >&2
-  cargo test --quiet --test e2e --test e2e_daemon -- --ignored --test-threads 2 "$@"
+  cargo test --quiet --test e2e -- --ignored --test-threads 2 "$@"
+  # One daemon test at a time: each loads Open WebUI on its own.
+  cargo test --quiet --test e2e_daemon -- --ignored --test-threads 1 "$@"
   e2e_stop
   rm -rf "$work"
 done

@@ -34,6 +34,9 @@ use retry::RetryPolicy;
 use sse::{SseParser, StreamEvent};
 pub use types::*;
 
+/// Page size asked for when listing a knowledge base's files.
+const KNOWLEDGE_PAGE: usize = 1000;
+
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     pub url: Url,
@@ -491,7 +494,10 @@ impl Client {
         }
         let mut out: Vec<KnowledgeFile> = Vec::new();
         for page in 1.. {
-            let path = format!("/api/v1/knowledge/{id}/files?page={page}");
+            // Admins may set the page size: fewer requests, and fewer chances
+            // for a concurrent change to shift items between pages. Others
+            // get 30 per page whatever is asked.
+            let path = format!("/api/v1/knowledge/{id}/files?page={page}&limit={KNOWLEDGE_PAGE}");
             let v = self.get(&path).await?;
             let items: Vec<KnowledgeFile> = parse_list(&v, &path, "items")?;
             let total = v.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;

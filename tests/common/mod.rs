@@ -59,6 +59,22 @@ impl<'a> Api<'a> {
             .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
     }
 
+    /// Like [`Api::get`], `None` for a 404 (a file deleted meanwhile).
+    pub async fn try_get(&self, path: &str) -> Option<Value> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.s.url))
+            .bearer_auth(&self.s.api_key)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == reqwest::StatusCode::NOT_FOUND {
+            return None;
+        }
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        Some(r.json().await.unwrap())
+    }
+
     pub async fn knowledge_id(&self, name: &str) -> String {
         let v = self.get("/api/v1/knowledge/").await;
         let items = v.get("items").unwrap_or(&v).as_array().unwrap().clone();
@@ -69,33 +85,44 @@ impl<'a> Api<'a> {
 
     /// File names in the knowledge base, as Open WebUI lists them.
     pub async fn knowledge_file_names(&self, id: &str) -> Vec<String> {
-        let name = |f: &Value| {
-            f["meta"]["name"]
-                .as_str()
-                .or(f["filename"].as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
+        self.knowledge_files(id)
+            .await
+            .iter()
+            .map(|f| {
+                f["meta"]["name"]
+                    .as_str()
+                    .or(f["filename"].as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// The files in the knowledge base, as Open WebUI lists them.
+    pub async fn knowledge_files(&self, id: &str) -> Vec<Value> {
         if self.s.version.starts_with("0.6.") {
             let v = self.get(&format!("/api/v1/knowledge/{id}")).await;
-            return v["files"].as_array().unwrap().iter().map(name).collect();
+            return v["files"].as_array().unwrap().clone();
         }
         let mut out = Vec::new();
         for page in 1.. {
             let v = self
-                .get(&format!("/api/v1/knowledge/{id}/files?page={page}"))
+                // One page for an admin (the e2e key is one): pages read one
+                // after the other shift when files are added or removed in
+                // between, and an item can be skipped.
+                .get(&format!(
+                    "/api/v1/knowledge/{id}/files?page={page}&limit=100000"
+                ))
                 .await;
             let items = v["items"].as_array().unwrap();
-            out.extend(items.iter().map(name));
+            out.extend(items.iter().cloned());
             if items.is_empty() || out.len() >= v["total"].as_u64().unwrap() as usize {
                 break;
             }
         }
         out
     }
-}
 
-impl Api<'_> {
     /// Uploads and links a file the way a person in the UI would.
     pub async fn upload_by_hand(&self, kb: &str, name: &str, content: &str) -> String {
         let form = reqwest::multipart::Form::new().part(

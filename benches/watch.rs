@@ -1,0 +1,343 @@
+//! Benchmarks of `ferry run` with a watch rule. Prints figures; asserts
+//! only that the work was done. Run through `scripts/bench.sh`.
+//!
+//! - `real`: 1,000 small files dropped into a watched folder, against the
+//!   Open WebUI that `scripts/bench.sh` starts (FERRY_E2E_* variables):
+//!   files/s end to end, p50/p99 drop-to-linked latency, ferry's CPU
+//!   seconds per file, peak RSS.
+//! - `fake`: a 100,000-file tree that the state DB already knows, against
+//!   the in-process fake Open WebUI: time of the startup reconcile, RSS,
+//!   and CPU while idle.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ferry::store::Store;
+use ferry::testing::fake_openwebui::{API_KEY, FakeOpenWebUi};
+use ferry::watch::settle::FileStat;
+
+const ADMIN: &str = "bench-admin-token-0123456789";
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// (user + system CPU seconds, peak RSS in MiB, current RSS in MiB) of a process.
+fn usage(pid: u32) -> (f64, f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| -> f64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        ticks / 100.0,
+        kib("VmHWM:") / 1024.0,
+        kib("VmRSS:") / 1024.0,
+    )
+}
+
+fn write_config(dir: &Path, url: &str, key_env: &str, port: u16, inbox: &Path, settle: &str) {
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(
+        dir.join("ferry.yaml"),
+        format!(
+            "openwebui:\n  url: {url}\n  api_key: ${{{key_env}}}\n  max_in_flight: 4\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:{port}\n  admin_token: {ADMIN}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("rules/bench.yaml"),
+        format!(
+            "name: bench\non:\n  watch:\n    path: {}\n    settle: {settle}\ningest:\n  collection: Bench\n",
+            inbox.display()
+        ),
+    )
+    .unwrap();
+}
+
+fn spawn_ferry(dir: &Path, key_env: &str, key: &str, port: u16, log_level: &str) -> Child {
+    let log = std::fs::File::create(dir.join("ferry.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["run", "--config", "ferry.yaml", "--log-level", log_level])
+        .current_dir(dir)
+        .env(key_env, key)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "ferry did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn real() {
+    let url = std::env::var("FERRY_E2E_URL").expect("FERRY_E2E_URL: run scripts/bench.sh");
+    let key = std::env::var("FERRY_E2E_API_KEY").expect("FERRY_E2E_API_KEY");
+    let version = std::env::var("FERRY_E2E_VERSION").unwrap_or_default();
+    let count: usize = std::env::var("FERRY_BENCH_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let port = free_port();
+    write_config(dir.path(), &url, "BENCH_KEY", port, &inbox, "1s");
+    let mut child = spawn_ferry(dir.path(), "BENCH_KEY", &key, port, "warn");
+    let (cpu_before, _, _) = usage(child.id());
+
+    let mut dropped = std::collections::HashMap::new();
+    let t0 = now_ms();
+    for i in 0..count {
+        let p = inbox.join(format!("s{}/f{i:04}.md", i % 10));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(
+            &p,
+            format!("# Benchmark file {i}\n\nUnique words: bench{i}alpha bench{i}omega.\n"),
+        )
+        .unwrap();
+        dropped.insert(p.to_string_lossy().to_string(), now_ms());
+    }
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let docs = loop {
+        let v: serde_json::Value = http
+            .get(format!(
+                "http://127.0.0.1:{port}/api/v1/documents?state=linked&limit=10000"
+            ))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let docs = v["documents"].as_array().unwrap().clone();
+        if docs.len() >= count {
+            break docs;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "only {} of {count} linked",
+            docs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let (cpu_after, peak_mib, _) = usage(child.id());
+    let mut latencies: Vec<i64> = docs
+        .iter()
+        .map(|d| d["updated_at"].as_i64().unwrap() - dropped[d["path"].as_str().unwrap()])
+        .collect();
+    latencies.sort();
+    let last = docs
+        .iter()
+        .map(|d| d["updated_at"].as_i64().unwrap())
+        .max()
+        .unwrap();
+    let elapsed_s = (last - t0) as f64 / 1000.0;
+    println!("real Open WebUI {version}, {count} files, settle 1s, max_in_flight 4:");
+    println!(
+        "  end to end (first drop → last linked): {elapsed_s:.1} s = {:.1} files/s",
+        count as f64 / elapsed_s
+    );
+    println!(
+        "  drop → linked latency: p50 {:.2} s, p99 {:.2} s",
+        percentile(&latencies, 0.5) as f64 / 1000.0,
+        percentile(&latencies, 0.99) as f64 / 1000.0
+    );
+    println!(
+        "  ferry CPU: {:.2} s in all, {:.2} ms per file; peak RSS {peak_mib:.1} MiB",
+        cpu_after - cpu_before,
+        (cpu_after - cpu_before) * 1000.0 / count as f64
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+async fn fake() {
+    let count: usize = std::env::var("FERRY_BENCH_TREE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let fake = FakeOpenWebUi::start("0.12.4").await;
+    let kb = fake_kb(&fake).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    let port = free_port();
+    write_config(dir.path(), &fake.url(), "BENCH_KEY", port, &inbox, "2s");
+
+    // The tree, and a state DB that already knows every file as linked.
+    let made = Instant::now();
+    let mut files: Vec<(PathBuf, FileStat)> = Vec::with_capacity(count);
+    for i in 0..count {
+        let p = inbox.join(format!("a{}/b{}/f{i}.md", i % 100, (i / 100) % 10));
+        if i < 1000 {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        }
+        std::fs::write(&p, format!("file {i}")).unwrap();
+        files.push((p.clone(), FileStat::of(&std::fs::metadata(&p).unwrap())));
+    }
+    let store = Store::open(&dir.path().join("state/ferry.db"))
+        .await
+        .unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO collections (name, id, created, updated_at) VALUES ('Bench', ?, 1, ?)",
+    )
+    .bind(&kb)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    for (i, (p, st)) in files.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO documents (rule, path, collection_id, collection_name, state, size, mtime_ns, inode, sha256,
+                                    file_id, created_at, updated_at)
+             VALUES ('bench', ?, ?, 'Bench', 'linked', ?, ?, ?, 'x', ?, ?, ?)",
+        )
+        .bind(p.to_string_lossy())
+        .bind(&kb)
+        .bind(st.size as i64)
+        .bind(st.mtime_ns)
+        .bind(st.inode as i64)
+        .bind(format!("f{i}"))
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    drop(store);
+    println!(
+        "fake Open WebUI, {count} files already in sync (set up in {:.1} s):",
+        made.elapsed().as_secs_f64()
+    );
+
+    let spawned = Instant::now();
+    let mut child = spawn_ferry(
+        dir.path(),
+        "BENCH_KEY",
+        API_KEY,
+        port,
+        "warn,ferry::watch=debug",
+    );
+    let log = dir.path().join("ferry.log");
+    let reconciled = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("reconciled")) {
+            break line.to_string();
+        }
+        assert!(
+            spawned.elapsed() < Duration::from_secs(600),
+            "no reconcile:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let to_done = spawned.elapsed();
+    let scan_ms = reconciled
+        .split("elapsed_ms=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("?");
+    let checks = reconciled
+        .split("checks=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("?");
+    let (_, peak_mib, rss_mib) = usage(child.id());
+    println!(
+        "  startup reconcile of the unchanged tree: {scan_ms} ms (process start → reconciled: {:.2} s); files to look at: {checks}",
+        to_done.as_secs_f64()
+    );
+    println!("  RSS after the reconcile: {rss_mib:.1} MiB (peak {peak_mib:.1} MiB)");
+    let (cpu0, _, _) = usage(child.id());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (cpu1, _, rss_idle) = usage(child.id());
+    println!(
+        "  idle: {:.3} CPU s over 10 s ({:.2}% of a core); RSS {rss_idle:.1} MiB",
+        cpu1 - cpu0,
+        (cpu1 - cpu0) * 10.0
+    );
+    let uploads = fake.count("POST", "/api/v1/files/");
+    println!("  uploads: {uploads}");
+    assert_eq!(uploads, 0, "an unchanged tree uploads nothing");
+    assert_eq!(checks, "0", "an unchanged tree needs no look");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+async fn fake_kb(fake: &FakeOpenWebUi) -> String {
+    let client = ferry::openwebui::Client::new(ferry::openwebui::ClientOptions {
+        url: fake.url().parse().unwrap(),
+        auth: ferry::config::Auth::ApiKey(ferry::config::Secret::new(API_KEY)),
+        timeout: Duration::from_secs(10),
+        max_in_flight: 2,
+        processing_timeout: Duration::from_secs(10),
+        retry: Default::default(),
+    })
+    .unwrap();
+    client
+        .create_knowledge("Bench", "benchmark")
+        .await
+        .unwrap()
+        .id
+}
+
+#[tokio::main]
+async fn main() {
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let all = which.is_empty();
+    if all || which.iter().any(|w| w == "fake") {
+        fake().await;
+    }
+    if which.iter().any(|w| w == "real") {
+        real().await;
+    }
+}
