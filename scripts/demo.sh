@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job, on a machine without an Open WebUI of its own: starts a
-# local Open WebUI and the stand-in model (the e2e harness), points ferry
-# at them with the example rules in rules/, drops a file into the inbox and
-# follows it through to an answer that quotes it.
+# local Open WebUI and the stand-in model (the e2e harness), runs
+# `ferry run` with the example rules in rules/, drops a file into the
+# watched inbox and follows it until Open WebUI holds it, then asks a
+# question that only the file can answer.
 #
 # usage: scripts/demo.sh        (FERRY_DEMO_VERSION=0.6.40 for the older server)
 # Against a real install it is: ferry run --config /etc/ferry/ferry.yaml
@@ -30,6 +31,8 @@ openwebui:
   api_key: \${OPENWEBUI_API_KEY}
 state:
   database: $demo/state/ferry.db
+server:
+  listen: 127.0.0.1:0
 rules: $root/rules
 YAML
 cd "$demo"
@@ -37,7 +40,13 @@ cd "$demo"
 say "ferry check --connect"
 "$ferry" check --config ferry.yaml --connect
 
-say "a file is dropped into the inbox"
+say "ferry run (the daemon) with the example rules"
+"$ferry" run --config ferry.yaml >"$demo/ferry.log" 2>&1 &
+daemon=$!
+sleep 1
+kill -0 "$daemon" || { cat "$demo/ferry.log"; exit 1; }
+
+say "a file is dropped into the watched inbox"
 cat >"$demo/inbox/ferry-timetable.md" <<'MD'
 # Harbour ferry timetable
 
@@ -46,13 +55,18 @@ returns at 22:15, and bicycles ride free on the upper deck.
 MD
 ls -l "$demo/inbox"
 
-say "ferry ingest: uploaded, processed, linked, verified in Open WebUI's own list"
-"$ferry" ingest --config ferry.yaml inbox --collection Inbox
+say "waiting until it is uploaded, processed and linked (ferry docs)"
+for _ in $(seq 1 120); do
+  if "$ferry" docs --config ferry.yaml --state linked 2>/dev/null | grep -q ferry-timetable.md; then break; fi
+  sleep 0.5
+done
 "$ferry" docs --config ferry.yaml
+grep -E "linked|failed" "$demo/ferry.log" || true
 
 say "ferry ask --collection Inbox (the stand-in model echoes what it was given)"
 "$ferry" ask --config ferry.yaml --model fake-model --collection Inbox \
   "When does the last ferry return on Sundays?" | tee "$demo/answer.txt" | tail -n 12
+kill -TERM "$daemon"; wait "$daemon" || true
 if grep -q "22:15" "$demo/answer.txt"; then
   say "the document's text reached the model through retrieval: 22:15 is in the answer"
 else

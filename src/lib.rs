@@ -19,15 +19,19 @@
 //!                                        └──► outbox (deliveries) ──► delivery (only caller of webhooks)
 //! ```
 //!
-//! Today the one-shot commands drive the same pieces directly:
-//! `ferry ingest` runs [`ingest::Ingestor`] over files, `ferry ask` calls
+//! `ferry run` ([`app`]) starts one watcher per watch rule ([`watch`]),
+//! the worker pool ([`worker`]) and the HTTP server ([`server`]). The
+//! one-shot commands drive the same pieces directly: `ferry ingest` runs
+//! [`ingest::Ingestor`] over files, `ferry ask` calls
 //! [`openwebui::Client::chat_stream`].
 //!
 //! ## Code map
 //!
 //! - [`cli`]: clap definitions of every command; parsing only.
-//! - [`commands`]: the one-shot commands; exit codes; errors printed once,
-//!   on one line.
+//! - [`commands`]: the commands; exit codes; signals for `ferry run`;
+//!   errors printed once, on one line.
+//! - [`app`]: the daemon's wiring: instance lock, startup recovery (jobs
+//!   rescued, orphan uploads swept), tasks, reload, graceful shutdown.
 //! - [`config`]: `ferry.yaml`. [`config::yaml`] is a YAML tree that keeps
 //!   positions; [`config::decode`] reads typed values from it, collecting
 //!   every error as a [`config::Diagnostic`] (`file:line:col: message`);
@@ -35,14 +39,22 @@
 //!   [`config::Secret`] never prints its value.
 //! - [`rules`]: rule files: schema, validation, cross-rule checks;
 //!   [`rules::template`] compiles and renders minijinja templates.
-//! - [`store`]: the SQLite state database (documents, uploads, collections,
-//!   jobs, deliveries, schedules). Schema in `migrations/`.
+//! - [`store`]: the SQLite state database: documents, uploads, collections,
+//!   jobs (leases, coalescing, fencing), rule pauses. Schema in
+//!   `migrations/`.
 //! - [`openwebui`]: the typed client of the real Open WebUI API.
 //!   [`openwebui::error`] classifies responses (the one place that knows
 //!   Open WebUI's odd status codes), [`openwebui::sse`] parses completion
 //!   streams, [`openwebui::retry`] is the pure in-call retry policy,
 //!   [`openwebui::types`] the JSON shapes and version differences.
-//! - [`ingest`]: verified ingestion of one file into one knowledge base.
+//! - [`ingest`]: verified ingestion of one file into one knowledge base,
+//!   moves, removals, resuming interrupted uploads, orphan cleanup.
+//! - [`watch`]: per watch rule, events → settled paths → `sync` jobs;
+//!   [`watch::settle`] (pure) decides when a file is written,
+//!   [`watch::reconcile`] compares tree and store and holds the safety valve.
+//! - [`worker`]: claims jobs and runs them; the only caller of Open WebUI
+//!   in the daemon.
+//! - [`server`]: axum: health, readiness, metrics, admin API.
 //! - [`testing`]: an in-process fake of Open WebUI for tests and benchmarks.
 //!
 //! ## Architecture invariants
@@ -61,6 +73,9 @@
 //! - Configuration is all-or-nothing: either every file is valid, or every
 //!   problem in every file is reported and nothing runs.
 //! - Secrets are [`config::Secret`]s from the moment they are read.
+//! - The watcher is level-triggered: a job only says "look at this path";
+//!   removals always pass the reconcile's safety valve; only the lease
+//!   holder writes a job's outcome.
 
 #![forbid(unsafe_code)]
 

@@ -1,4 +1,4 @@
-//! Typed reads from a [`Node`](super::yaml::Node): `${VAR}` interpolation,
+//! Typed reads from a [`super::yaml::Node`]: `${VAR}` interpolation,
 //! durations, sizes, enums, secrets. Every failure is recorded in the
 //! file's [`Diags`] and answered with `None`, so decoding carries on.
 
