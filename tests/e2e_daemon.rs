@@ -260,11 +260,23 @@ async fn daemon_keeps_a_collection_an_exact_mirror() {
 
     let kb_id = collection_id(&api, &m.collection, Duration::from_secs(60)).await;
     let started = Instant::now();
-    until("198 files linked", Duration::from_secs(180), || async {
+    loop {
         let n = names(&api, &kb_id).await;
-        n.len() >= 198 && n.iter().filter(|x| x.starts_with("same-")).count() == 1
-    })
-    .await;
+        if n.len() >= 198 && n.iter().filter(|x| x.starts_with("same-")).count() == 1 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(180) {
+            let missing: Vec<_> = expected.difference(&n).take(20).collect();
+            let log = m.log();
+            let notable: Vec<&str> = log.lines().filter(|l| !l.contains(" linked rule=")).collect();
+            panic!(
+                "only {} linked after 180 s; missing (first 20) {missing:?}\nlog:\n{}",
+                n.len(),
+                notable.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     eprintln!(
         "e2e {}: 200 dropped files settled and linked in {:.1}s after the drop finished",
         s.version,
