@@ -680,6 +680,7 @@ async fn ingest_command(
         store: store.clone(),
         instance_id: store.instance_id().await?,
         hashed: Default::default(),
+        content_locks: Default::default(),
     };
     let cleaned = ingestor.clean_orphans(false).await?;
     if cleaned > 0 {

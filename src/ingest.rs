@@ -172,6 +172,53 @@ pub struct Ingestor {
     pub instance_id: String,
     /// Files read and hashed so far (an unchanged tree should cost none).
     pub hashed: std::sync::atomic::AtomicU64,
+    /// One ingestion at a time per (collection, content): Open WebUI's own
+    /// duplicate check is check-then-insert, and two identical files linked
+    /// at once both pass it (seen on 0.12.4).
+    pub content_locks: ContentLocks,
+}
+
+/// Async locks by key, dropped from the map when no one holds them.
+#[derive(Default)]
+pub struct ContentLocks(
+    std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+);
+
+impl ContentLocks {
+    async fn lock(&self, key: String) -> ContentGuard<'_> {
+        let lock = self
+            .0
+            .lock()
+            .expect("not poisoned")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let guard = lock.lock_owned().await;
+        ContentGuard {
+            locks: self,
+            key,
+            _guard: guard,
+        }
+    }
+}
+
+struct ContentGuard<'a> {
+    locks: &'a ContentLocks,
+    key: String,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for ContentGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.locks.0.lock().expect("not poisoned");
+        // Only the map and this guard hold it: nobody waits.
+        if map
+            .get(&self.key)
+            .is_some_and(|l| std::sync::Arc::strong_count(l) <= 2)
+        {
+            map.remove(&self.key);
+        }
+    }
 }
 
 impl Ingestor {
@@ -212,6 +259,10 @@ impl Ingestor {
         let sha256 = hash_file(path).await.map_err(io)?;
         self.hashed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _same_content = self
+            .content_locks
+            .lock(format!("{}:{sha256}", collection.id))
+            .await;
         let upload = NewUpload {
             rule,
             path: &key,

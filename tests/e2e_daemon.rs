@@ -268,7 +268,10 @@ async fn daemon_keeps_a_collection_an_exact_mirror() {
         if started.elapsed() > Duration::from_secs(180) {
             let missing: Vec<_> = expected.difference(&n).take(20).collect();
             let log = m.log();
-            let notable: Vec<&str> = log.lines().filter(|l| !l.contains(" linked rule=")).collect();
+            let notable: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains(" linked rule="))
+                .collect();
             panic!(
                 "only {} linked after 180 s; missing (first 20) {missing:?}\nlog:\n{}",
                 n.len(),

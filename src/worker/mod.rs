@@ -47,6 +47,7 @@ impl Shared {
                 store: store.clone(),
                 instance_id: instance_id.clone(),
                 hashed: Default::default(),
+                content_locks: Default::default(),
             },
             store,
             client,
