@@ -363,6 +363,15 @@ impl Ingestor {
                     replaced: old_file,
                 })
             }
+            Err(IngestError::OpenWebUi(OwuiError::DuplicateContent { .. }))
+                if let Some(earlier) =
+                    self.link_earlier_upload(document_id, collection).await? =>
+            {
+                Ok(Outcome::Linked {
+                    file_id: earlier,
+                    replaced: None,
+                })
+            }
             Err(IngestError::OpenWebUi(e)) => {
                 let reason = failure_reason(&e);
                 let attempts = self
@@ -585,6 +594,74 @@ impl Ingestor {
 
     /// Deletes ferry's failed upload of one document, so that failures do
     /// not pile up as orphans in Open WebUI's file table.
+    /// A link refused as duplicate content may collide with this very
+    /// document's own earlier upload, embedded into the collection by a run
+    /// that was killed before it recorded the link (seen on 0.6.40). Links
+    /// that earlier upload instead and drops the new one. Returns its id.
+    async fn link_earlier_upload(
+        &self,
+        document_id: i64,
+        collection: &Collection,
+    ) -> Result<Option<String>, IngestError> {
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT file_id FROM documents WHERE id = ?")
+                .bind(document_id)
+                .fetch_one(self.store.reader())
+                .await
+                .map_err(store::StoreError::from)?;
+        let earlier: Vec<String> = sqlx::query_scalar(
+            "SELECT file_id FROM uploads WHERE document_id = ? AND state IN ('uploaded', 'failed')
+               AND file_id IS NOT ? ORDER BY created_at DESC",
+        )
+        .bind(document_id)
+        .bind(&current)
+        .fetch_all(self.store.reader())
+        .await
+        .map_err(store::StoreError::from)?;
+        for file_id in earlier {
+            if self.client.add_file(&collection.id, &file_id).await.is_ok() {
+                self.store
+                    .linked(document_id, &file_id, store::now_ms())
+                    .await?;
+                if let Some(new) = current {
+                    self.delete_own_upload(&new, Some(&collection.id)).await;
+                }
+                tracing::info!(
+                    file_id,
+                    "linked an earlier upload of the same file instead of a duplicate"
+                );
+                return Ok(Some(file_id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes one of ferry's uploads, through the collection when it may
+    /// have reached it: 0.6 deletes a file without its vectors in knowledge
+    /// bases, and vectors left behind make the same content "duplicate"
+    /// for ever after.
+    async fn delete_own_upload(&self, file_id: &str, collection_id: Option<&str>) {
+        if let Some(kb) = collection_id {
+            match self.client.remove_file(kb, file_id, true).await {
+                Ok(()) => {
+                    let _ = self.store.upload_deleted(file_id, store::now_ms()).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(file_id, error = %e, "not in the collection; deleting the file alone")
+                }
+            }
+        }
+        match self.client.delete_file(file_id).await {
+            Ok(()) => {
+                let _ = self.store.upload_deleted(file_id, store::now_ms()).await;
+            }
+            Err(e) => {
+                tracing::warn!(file_id, error = %e, "could not delete an upload; will retry later")
+            }
+        }
+    }
+
     async fn delete_failed_upload(&self, document_id: i64) {
         let file_id: Option<String> = sqlx::query_scalar(
             "SELECT u.file_id FROM uploads u JOIN documents d ON d.file_id = u.file_id
@@ -596,14 +673,16 @@ impl Ingestor {
         .ok()
         .flatten();
         let Some(file_id) = file_id else { return };
-        match self.client.delete_file(&file_id).await {
-            Ok(()) => {
-                let _ = self.store.upload_deleted(&file_id, store::now_ms()).await;
-            }
-            Err(e) => {
-                tracing::warn!(file_id, error = %e, "could not delete a failed upload; will retry later")
-            }
-        }
+        let collection: Option<String> =
+            sqlx::query_scalar("SELECT collection_id FROM uploads WHERE file_id = ?")
+                .bind(&file_id)
+                .fetch_optional(self.store.reader())
+                .await
+                .ok()
+                .flatten()
+                .flatten();
+        self.delete_own_upload(&file_id, collection.as_deref())
+            .await;
     }
 
     /// Deletes every upload of ferry's that never got linked: recorded ones
@@ -630,8 +709,15 @@ impl Ingestor {
             if busy.contains(&file_id) {
                 continue;
             }
-            self.client.delete_file(&file_id).await?;
-            self.store.upload_deleted(&file_id, store::now_ms()).await?;
+            let collection: Option<String> =
+                sqlx::query_scalar("SELECT collection_id FROM uploads WHERE file_id = ?")
+                    .bind(&file_id)
+                    .fetch_optional(self.store.reader())
+                    .await
+                    .map_err(store::StoreError::from)?
+                    .flatten();
+            self.delete_own_upload(&file_id, collection.as_deref())
+                .await;
             deleted += 1;
         }
         if sweep_unrecorded {

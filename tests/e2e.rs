@@ -366,10 +366,7 @@ async fn failures_are_one_line_with_exit_1() {
     // The e2e server runs with ENABLE_OLLAMA_API=false: 0.12 refuses pull
     // ("The Ollama API is disabled"), 0.6.40 tries anyway and fails to
     // connect ("Ollama: Cannot connect to host localhost:11434").
-    check(
-        &ws.run(&s, &["pull", "llama3.2:1b"]),
-        "Ollama",
-    );
+    check(&ws.run(&s, &["pull", "llama3.2:1b"]), "Ollama");
 
     let html = Workspace::with_url(&s, &format!("http://{addr}"), false);
     check(&html.run(&s, &["models"]), "HTML");

@@ -479,10 +479,17 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     }
     let daemon = m.start(&s);
     let kb = collection_id(&api, &m.collection, Duration::from_secs(60)).await;
-    until("every file linked", Duration::from_secs(240), || async {
+    // 0.6 re-embeds on each link and ferry links one at a time there.
+    let started = Instant::now();
+    until("every file linked", Duration::from_secs(600), || async {
         api.knowledge_file_names(&kb).await.len() >= count
     })
     .await;
+    eprintln!(
+        "e2e {}: all {count} linked {:.0}s after the last restart",
+        s.version,
+        started.elapsed().as_secs_f64()
+    );
     // Let the orphan sweep of the last start and any queued work finish.
     tokio::time::sleep(Duration::from_secs(5)).await;
     daemon.stop();
