@@ -497,7 +497,7 @@ impl Ingestor {
             Err(e) if e.is_transient() => return Err(e.into()),
             Err(_) => return Ok(None),
         }
-        match self.client.add_file(&collection.id, file_id).await {
+        match self.relink(&collection.id, file_id).await {
             Ok(()) => {
                 self.store
                     .linked(document_id, file_id, store::now_ms())
@@ -619,7 +619,7 @@ impl Ingestor {
         .await
         .map_err(store::StoreError::from)?;
         for file_id in earlier {
-            if self.client.add_file(&collection.id, &file_id).await.is_ok() {
+            if self.relink(&collection.id, &file_id).await.is_ok() {
                 self.store
                     .linked(document_id, &file_id, store::now_ms())
                     .await?;
@@ -634,6 +634,22 @@ impl Ingestor {
             }
         }
         Ok(None)
+    }
+
+    /// Links one of ferry's own uploads that an interrupted run may have
+    /// half-linked: embedded into the collection, but missing from its
+    /// file list (0.6 loses list writes). 0.6 then refuses the file as a
+    /// duplicate of itself; unlinking drops its vectors so it links afresh.
+    async fn relink(&self, collection_id: &str, file_id: &str) -> Result<(), OwuiError> {
+        match self.client.add_file(collection_id, file_id).await {
+            Err(OwuiError::DuplicateContent { .. }) => {
+                self.client
+                    .remove_file(collection_id, file_id, false)
+                    .await?;
+                self.client.add_file(collection_id, file_id).await
+            }
+            other => other,
+        }
     }
 
     /// Deletes one of ferry's uploads, through the collection when it may
