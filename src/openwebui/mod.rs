@@ -422,14 +422,24 @@ impl Client {
     /// Every knowledge base the account can see (paginated in 0.12, a plain
     /// list in 0.6).
     pub async fn knowledge_bases(&self) -> Result<Vec<Knowledge>, Error> {
-        let mut out: Vec<Knowledge> = Vec::new();
+        self.all_pages(|page| format!("/api/v1/knowledge/?page={page}"))
+            .await
+    }
+
+    /// Pages 1, 2, … of a list answered as `{items, total}` (0.12), or the
+    /// whole list at once as a plain array (0.6).
+    async fn all_pages<T: serde::de::DeserializeOwned>(
+        &self,
+        path_of: impl Fn(usize) -> String,
+    ) -> Result<Vec<T>, Error> {
+        let mut out: Vec<T> = Vec::new();
         for page in 1.. {
-            let path = format!("/api/v1/knowledge/?page={page}");
+            let path = path_of(page);
             let v = self.get(&path).await?;
             if v.is_array() {
                 return parse_list(&v, &path, "");
             }
-            let items: Vec<Knowledge> = parse_list(&v, &path, "items")?;
+            let items: Vec<T> = parse_list(&v, &path, "items")?;
             let total = v.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
             let empty = items.is_empty();
             out.extend(items);
@@ -492,22 +502,13 @@ impl Client {
                 _ => Ok(Vec::new()),
             };
         }
-        let mut out: Vec<KnowledgeFile> = Vec::new();
-        for page in 1.. {
-            // Admins may set the page size: fewer requests, and fewer chances
-            // for a concurrent change to shift items between pages. Others
-            // get 30 per page whatever is asked.
-            let path = format!("/api/v1/knowledge/{id}/files?page={page}&limit={KNOWLEDGE_PAGE}");
-            let v = self.get(&path).await?;
-            let items: Vec<KnowledgeFile> = parse_list(&v, &path, "items")?;
-            let total = v.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
-            let empty = items.is_empty();
-            out.extend(items);
-            if empty || out.len() >= total {
-                break;
-            }
-        }
-        Ok(out)
+        // Admins may set the page size: fewer requests, and fewer chances
+        // for a concurrent change to shift items between pages. Others get
+        // 30 per page whatever is asked.
+        self.all_pages(|page| {
+            format!("/api/v1/knowledge/{id}/files?page={page}&limit={KNOWLEDGE_PAGE}")
+        })
+        .await
     }
 
     /// Holds the knowledge base's lock when the server would lose
@@ -638,22 +639,8 @@ impl Client {
 
     /// Every file of the account (paginated in 0.12, one list in 0.6).
     pub async fn files(&self) -> Result<Vec<FileInfo>, Error> {
-        let mut out: Vec<FileInfo> = Vec::new();
-        for page in 1.. {
-            let path = format!("/api/v1/files/?page={page}");
-            let v = self.get(&path).await?;
-            if v.is_array() {
-                return parse_list(&v, &path, "");
-            }
-            let items: Vec<FileInfo> = parse_list(&v, &path, "items")?;
-            let total = v.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
-            let empty = items.is_empty();
-            out.extend(items);
-            if empty || out.len() >= total {
-                break;
-            }
-        }
-        Ok(out)
+        self.all_pages(|page| format!("/api/v1/files/?page={page}"))
+            .await
     }
 
     pub async fn file(&self, id: &str) -> Result<FileInfo, Error> {
