@@ -46,17 +46,9 @@ impl<'a> Api<'a> {
     }
 
     pub async fn get(&self, path: &str) -> Value {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.s.url))
-            .bearer_auth(&self.s.api_key)
-            .send()
+        self.try_get(path)
             .await
-            .unwrap();
-        assert!(r.status().is_success(), "GET {path}: {}", r.status());
-        r.json()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+            .unwrap_or_else(|| panic!("GET {path}: 404 Not Found"))
     }
 
     /// Like [`Api::get`], `None` for a 404 (a file deleted meanwhile).
@@ -72,7 +64,11 @@ impl<'a> Api<'a> {
             return None;
         }
         assert!(r.status().is_success(), "GET {path}: {}", r.status());
-        Some(r.json().await.unwrap())
+        Some(
+            r.json()
+                .await
+                .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}")),
+        )
     }
 
     pub async fn knowledge_id(&self, name: &str) -> String {
