@@ -1,6 +1,7 @@
 //! The daemon's wiring (`ferry run`): one instance lock, the store, the
-//! client, the workers, one watcher per watch rule and the HTTP server, all
-//! stopped through one tree of cancellation tokens.
+//! client, the workers, the delivery loop, one watcher per watch rule, one
+//! timer per schedule rule and the HTTP server, all stopped through one
+//! tree of cancellation tokens.
 //!
 //! Shutdown: watchers stop, workers stop claiming and get `shutdown_grace`
 //! to finish; what still runs then is released back to the queue (its
@@ -18,7 +19,7 @@ use crate::config::{self, Environment, Loaded};
 use crate::openwebui::{Client, ClientOptions};
 use crate::store::{self, Store};
 use crate::worker::{self, Shared};
-use crate::{server, watch};
+use crate::{deliver, schedule, server, watch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -31,6 +32,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Client(#[from] crate::openwebui::Error),
+    #[error("cannot set up webhook clients: {0}")]
+    Webhooks(#[from] reqwest::Error),
 }
 
 /// A started daemon.
@@ -54,6 +57,14 @@ pub async fn start(loaded: Loaded, env: Environment) -> Result<Running, StartErr
     if rescued > 0 {
         tracing::info!(rescued, "jobs of an earlier run put back in the queue");
     }
+    let rescued = store.rescue_deliveries(None, store::now_ms()).await?;
+    if rescued > 0 {
+        tracing::info!(
+            rescued,
+            "deliveries of an earlier run will be sent again (same webhook-id)"
+        );
+    }
+    let destinations = Arc::new(deliver::destinations(&config.webhooks)?);
     let client = Client::new(ClientOptions::from(&config.openwebui))?;
     match client.version().await {
         Ok(v) => tracing::info!(version = %v, url = %config.openwebui.url, "Open WebUI reachable"),
@@ -94,6 +105,7 @@ pub async fn start(loaded: Loaded, env: Environment) -> Result<Running, StartErr
             grace: config.shutdown_grace,
             workers: config.openwebui.max_in_flight,
             admin_token: config.server.admin_token.clone(),
+            destinations,
             _lock: lock,
         },
         listener,
@@ -117,6 +129,7 @@ struct Supervisor {
     grace: std::time::Duration,
     workers: usize,
     admin_token: Option<config::Secret>,
+    destinations: Arc<std::collections::HashMap<String, deliver::Destination>>,
     _lock: store::InstanceLock,
 }
 
@@ -127,9 +140,14 @@ async fn supervise(
     mut reload: mpsc::Receiver<()>,
 ) {
     let server_stop = CancellationToken::new();
+    let draining = CancellationToken::new();
     let server = tokio::spawn(server::serve(
         listener,
-        server::router(sup.shared.clone(), sup.admin_token.clone()),
+        server::router(
+            sup.shared.clone(),
+            sup.admin_token.clone(),
+            draining.clone(),
+        ),
         server_stop.clone(),
     ));
     let stop_claims = CancellationToken::new();
@@ -137,6 +155,14 @@ async fn supervise(
     let mut workers = tokio::spawn(worker::run_workers(
         sup.shared.clone(),
         sup.workers,
+        stop_claims.clone(),
+        hard_stop.clone(),
+    ));
+    let mut deliveries = tokio::spawn(deliver::run(
+        sup.shared.store.clone(),
+        sup.destinations.clone(),
+        sup.shared.deliveries_wake.clone(),
+        sup.shared.owner.clone(),
         stop_claims.clone(),
         hard_stop.clone(),
     ));
@@ -176,13 +202,19 @@ async fn supervise(
         grace_s = sup.grace.as_secs(),
         "stopping: finishing running jobs"
     );
+    draining.cancel();
     watchers.0.cancel();
     while watchers.1.join_next().await.is_some() {}
     stop_claims.cancel();
-    if tokio::time::timeout(sup.grace, &mut workers).await.is_err() {
-        tracing::warn!("shutdown grace over; unfinished jobs go back to the queue");
+    let drained = async {
+        let _ = (&mut workers).await;
+        let _ = (&mut deliveries).await;
+    };
+    if tokio::time::timeout(sup.grace, drained).await.is_err() {
+        tracing::warn!("shutdown grace over; unfinished jobs and deliveries go back to the queue");
         hard_stop.cancel();
         let _ = workers.await;
+        let _ = deliveries.await;
     }
     server_stop.cancel();
     let _ = server.await;
@@ -194,6 +226,9 @@ fn spawn_watchers(shared: &Arc<Shared>) -> (CancellationToken, tokio::task::Join
     let mut set = tokio::task::JoinSet::new();
     for rule in watch::watch_rules(&shared.rules()) {
         set.spawn(watch::run(shared.clone(), rule, token.child_token()));
+    }
+    for rule in schedule::schedule_rules(&shared.rules()) {
+        set.spawn(schedule::run(shared.clone(), rule, token.child_token()));
     }
     (token, set)
 }

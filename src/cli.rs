@@ -99,6 +99,62 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a rule's rendered prompt and delivery bodies; calls nothing
+    Render {
+        rule: String,
+        /// Template variable (repeatable)
+        #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// A file to fill `file.*` with (watch and ingested rules)
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// A sample webhook body for `payload` (JSON, else text)
+        #[arg(long)]
+        payload: Option<String>,
+        /// The answer to show in delivery bodies
+        #[arg(long, default_value = "(the answer)")]
+        answer: String,
+    },
+    /// Ask the running daemon to run a rule now; prints the job id
+    Trigger {
+        rule: String,
+        /// Template variable (repeatable)
+        #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// Wait for the job to finish and print its answer
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Job history (`ferry jobs show ID`, `ferry jobs retry ID`)
+    #[command(args_conflicts_with_subcommands = true)]
+    Jobs {
+        #[command(subcommand)]
+        action: Option<JobsAction>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        rule: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Webhook delivery log (`ferry deliveries show ID`, `… redeliver ID`)
+    #[command(args_conflicts_with_subcommands = true)]
+    Deliveries {
+        #[command(subcommand)]
+        action: Option<DeliveriesAction>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        rule: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
     /// Models Open WebUI offers
     Models,
     /// Pull an Ollama model through Open WebUI (admin)
@@ -107,6 +163,22 @@ pub enum Command {
     Whoami,
     /// Chats of the account
     Chats,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsAction {
+    /// Everything about one job: input, result, error
+    Show { id: String },
+    /// Run a dead job again (a fresh series of attempts)
+    Retry { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesAction {
+    /// One delivery with its body and every attempt
+    Show { id: String },
+    /// Send a delivery again: a new series of attempts, the same webhook-id
+    Redeliver { id: String },
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {

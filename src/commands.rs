@@ -127,6 +127,47 @@ async fn dispatch(cli: Cli) -> ExitCode {
             Ok(c) => docs(&c, state, rule, json).await,
             Err(code) => return code,
         },
+        Command::Render {
+            rule,
+            vars,
+            file,
+            payload,
+            answer,
+        } => match load_all(&config_path, &env) {
+            Ok(l) => render(
+                &l,
+                &rule,
+                &vars,
+                file.as_deref(),
+                payload.as_deref(),
+                &answer,
+            ),
+            Err(code) => return code,
+        },
+        Command::Trigger { rule, vars, wait } => match load_config(&config_path, &env) {
+            Ok(c) => trigger(&c, &rule, &vars, wait).await,
+            Err(code) => return code,
+        },
+        Command::Jobs {
+            action,
+            state,
+            rule,
+            limit,
+            json,
+        } => match load_config(&config_path, &env) {
+            Ok(c) => jobs(&c, action, state, rule, limit, json).await,
+            Err(code) => return code,
+        },
+        Command::Deliveries {
+            action,
+            state,
+            rule,
+            limit,
+            json,
+        } => match load_config(&config_path, &env) {
+            Ok(c) => deliveries(&c, action, state, rule, limit, json).await,
+            Err(code) => return code,
+        },
         Command::Models => match load_config(&config_path, &env) {
             Ok(c) => models(&c).await,
             Err(code) => return code,
@@ -826,6 +867,349 @@ async fn docs(
     }
     if docs.is_empty() && !json {
         eprintln!("no documents");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ----- render, trigger, jobs, deliveries ------------------------------------------
+
+fn vars_json(vars: &[(String, String)]) -> serde_json::Value {
+    serde_json::Value::Object(
+        vars.iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+fn render(
+    loaded: &Loaded,
+    name: &str,
+    vars: &[(String, String)],
+    file: Option<&std::path::Path>,
+    payload: Option<&str>,
+    answer: &str,
+) -> anyhow::Result<ExitCode> {
+    use crate::worker::chat;
+    use serde_json::json;
+    let rule = loaded
+        .rules
+        .iter()
+        .find(|r| r.name == name)
+        .with_context(|| format!("no rule named `{name}`"))?;
+    let kind = rule.trigger.kind();
+    let mut input = json!({ "vars": vars_json(vars) });
+    match &rule.trigger {
+        rules::Trigger::Watch(_) | rules::Trigger::Ingested { .. } => {
+            let path = file.context("this rule works on files: give one with --file PATH")?;
+            let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+            let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+            let collection = rule
+                .ingest
+                .as_ref()
+                .map(|i| i.collection.to_string())
+                .unwrap_or_default();
+            input["file"] = chat::file_context(path, Some(&sha));
+            input["collection"] = json!({ "name": collection, "id": null });
+        }
+        rules::Trigger::Schedule(_) => {
+            input["schedule"] = json!({ "fire_time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "catch_up": false });
+        }
+        rules::Trigger::Webhook(_) => {
+            let text = payload.unwrap_or("{}");
+            input["payload"] = serde_json::from_str(text)
+                .unwrap_or_else(|_| serde_json::Value::String(text.to_string()));
+            input["query"] = json!({});
+            input["headers"] = json!({});
+        }
+        rules::Trigger::Manual => {}
+    }
+    let ctx = chat::context(rule, kind, &input);
+    let mut failed = false;
+    let data = if rule.chat.is_some() {
+        match chat::render_prompt(rule, &ctx) {
+            Ok((system, prompt)) => {
+                if let Some(system) = &system {
+                    outln!("--- system\n{system}");
+                }
+                outln!("--- prompt\n{prompt}");
+            }
+            Err(e) => {
+                eprintln!("error: rule `{name}`: {e}");
+                failed = true;
+            }
+        }
+        let model = rule.chat.as_ref().map(|c| c.model.clone());
+        json!({ "answer": answer, "model": model, "sources": [], "usage": {}, "chat_id": null })
+    } else {
+        json!({})
+    };
+    let event = if rule.chat.is_some() {
+        "chat.completed"
+    } else {
+        "document.ingested"
+    };
+    let effects = crate::deliver::effects_for(rule, event, "(job id)", &ctx, data);
+    for d in &effects.deliveries {
+        outln!("--- deliver to {} ({})", d.destination, d.event_type);
+        match &d.error {
+            Some(e) => {
+                eprintln!("error: rule `{name}`: {e}");
+                failed = true;
+            }
+            None => outln!("{}", String::from_utf8_lossy(&d.body)),
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(EXIT_RUNTIME)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The daemon's admin API, as configured.
+fn admin_request(
+    config: &Config,
+    method: reqwest::Method,
+    path: &str,
+) -> anyhow::Result<reqwest::RequestBuilder> {
+    let token = config
+        .server
+        .admin_token
+        .as_ref()
+        .context("server.admin_token is not set, so the daemon's admin API is off")?;
+    let mut addr = config.server.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .no_proxy()
+        .build()?;
+    Ok(client
+        .request(method, format!("http://{addr}/api/v1{path}"))
+        .bearer_auth(token.expose()))
+}
+
+async fn admin_json(request: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
+    let response = request
+        .send()
+        .await
+        .context("the daemon does not answer (is `ferry run` running with this config?)")?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        let message = body
+            .pointer("/error/message")
+            .and_then(|m| m.as_str())
+            .unwrap_or("no details");
+        anyhow::bail!("the daemon refused: {status}: {message}");
+    }
+    Ok(body)
+}
+
+async fn trigger(
+    config: &Config,
+    rule: &str,
+    vars: &[(String, String)],
+    wait: bool,
+) -> anyhow::Result<ExitCode> {
+    let body = serde_json::json!({ "vars": vars_json(vars) });
+    let answer = admin_json(
+        admin_request(config, reqwest::Method::POST, &format!("/rules/{rule}/run"))?.json(&body),
+    )
+    .await?;
+    let id = answer["job_id"].as_str().unwrap_or_default().to_string();
+    if !wait {
+        outln!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("job {id}");
+    loop {
+        let job = admin_json(admin_request(
+            config,
+            reqwest::Method::GET,
+            &format!("/jobs/{id}"),
+        )?)
+        .await?;
+        match job["state"].as_str() {
+            Some("succeeded") => {
+                outln!(
+                    "{}",
+                    job.pointer("/result/answer")
+                        .and_then(|a| a.as_str())
+                        .unwrap_or("")
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some("dead") => {
+                eprintln!(
+                    "error: the job failed: {}",
+                    job["error"].as_str().unwrap_or("")
+                );
+                return Ok(ExitCode::from(EXIT_RUNTIME));
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
+}
+
+fn when(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+async fn jobs(
+    config: &Config,
+    action: Option<crate::cli::JobsAction>,
+    state: Option<String>,
+    rule: Option<String>,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use crate::cli::JobsAction;
+    use crate::store::{JobFilter, JobState};
+    let store = Store::open(&config.state.database).await?;
+    match action {
+        Some(JobsAction::Show { id }) => {
+            let job = store
+                .job(&id)
+                .await?
+                .with_context(|| format!("no job {id}"))?;
+            outln!("{}", serde_json::to_string_pretty(&job)?);
+        }
+        Some(JobsAction::Retry { id }) => {
+            match store.retry_dead(&id, crate::store::now_ms()).await? {
+                None => anyhow::bail!("no job {id}"),
+                Some(JobState::Dead) => outln!("{id} queued again"),
+                Some(other) => {
+                    anyhow::bail!("job {id} is {}; only dead jobs are retried", other.as_str())
+                }
+            }
+        }
+        None => {
+            let state = match state {
+                Some(s) => Some(JobState::parse(&s).with_context(|| {
+                    format!("unknown state `{s}` (one of queued, running, succeeded, dead)")
+                })?),
+                None => None,
+            };
+            let list = store
+                .jobs(&JobFilter {
+                    state,
+                    rule,
+                    kind: None,
+                    limit: Some(limit),
+                })
+                .await?;
+            for j in &list {
+                if json {
+                    outln!("{}", serde_json::to_string(j)?);
+                    continue;
+                }
+                let detail = match (&j.error, &j.result) {
+                    (Some(e), _) => e.clone(),
+                    (None, Some(r)) => r
+                        .get("answer")
+                        .and_then(|a| a.as_str())
+                        .map(|a| a.chars().take(60).collect::<String>().replace('\n', " "))
+                        .unwrap_or_else(|| r.to_string().chars().take(60).collect()),
+                    _ => String::new(),
+                };
+                outln!(
+                    "{}  {}  {:<9} {:<12} {:<5} {:<8} {}",
+                    j.id,
+                    when(j.created_at),
+                    j.state.as_str(),
+                    j.rule,
+                    j.kind,
+                    j.trigger_kind,
+                    detail
+                );
+            }
+            if list.is_empty() && !json {
+                eprintln!("no jobs");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn deliveries(
+    config: &Config,
+    action: Option<crate::cli::DeliveriesAction>,
+    state: Option<String>,
+    rule: Option<String>,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use crate::cli::DeliveriesAction;
+    use crate::store::{DeliveryFilter, DeliveryState};
+    let store = Store::open(&config.state.database).await?;
+    match action {
+        Some(DeliveriesAction::Show { id }) => {
+            let d = store
+                .delivery(&id)
+                .await?
+                .with_context(|| format!("no delivery {id}"))?;
+            let mut v = serde_json::json!(d);
+            v["body"] = String::from_utf8_lossy(&d.body).into_owned().into();
+            v["attempt_log"] = store
+                .delivery_attempts(&id)
+                .await?
+                .into_iter()
+                .map(|(n, at, ms, status, error)| serde_json::json!({"attempt": n, "started_at": when(at), "duration_ms": ms, "status": status, "error": error}))
+                .collect::<Vec<_>>()
+                .into();
+            outln!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Some(DeliveriesAction::Redeliver { id }) => {
+            match store.redeliver(&id, crate::store::now_ms()).await? {
+                None => anyhow::bail!("no delivery {id}"),
+                Some(false) => anyhow::bail!("delivery {id} is being sent right now"),
+                Some(true) => outln!("{id} will be sent again (same webhook-id)"),
+            }
+        }
+        None => {
+            let state = match state {
+                Some(s) => Some(DeliveryState::parse(&s).with_context(|| {
+                    format!("unknown state `{s}` (one of pending, delivering, delivered, dead)")
+                })?),
+                None => None,
+            };
+            let list = store
+                .deliveries(&DeliveryFilter {
+                    state,
+                    rule,
+                    limit: Some(limit),
+                })
+                .await?;
+            for d in &list {
+                if json {
+                    outln!("{}", serde_json::to_string(d)?);
+                    continue;
+                }
+                let status = d
+                    .last_status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into());
+                outln!(
+                    "{}  {}  {:<10} {:<12} {:<12} {:<18} attempts {} status {} {}",
+                    d.id,
+                    when(d.created_at),
+                    d.state.as_str(),
+                    d.rule,
+                    d.destination,
+                    d.event_type,
+                    d.attempts,
+                    status,
+                    d.last_error.as_deref().unwrap_or("")
+                );
+            }
+            if list.is_empty() && !json {
+                eprintln!("no deliveries");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

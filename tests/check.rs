@@ -48,17 +48,23 @@ fn five_mistakes_in_two_files_are_all_reported() {
         "rules/report.yaml",
         "on:\n  schedule:\n    cron: \"61 * * * *\"\nchat:\n  model: m\n  prompt: \"Alert: {{ payload.summary }}\"\n",
     );
+    write(
+        dir.path(),
+        "rules/syntax.yaml",
+        "chat:\n  model: m\n  prompt: |\n    Line one\n    {{ vars.x \n",
+    );
     let out = ferry(dir.path(), &["check", "--config", "ferry.yaml"]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
     let lines: Vec<&str> = all.lines().filter(|l| l.contains(".yaml:")).collect();
-    assert_eq!(lines.len(), 5, "{all}");
+    assert_eq!(lines.len(), 6, "{all}");
     let expect = [
         ("ferry.yaml:2:8:", "openwebui.url"),
         ("ferry.yaml:4:12:", "openwebui.timeout"),
         ("ferry.yaml:6:3:", "admin_tokn"),
         ("report.yaml:3:11:", "cron"),
         ("report.yaml:6:11:", "`payload`"),
+        ("syntax.yaml:5:5:", "template"),
     ];
     for (place, what) in expect {
         assert!(
@@ -66,7 +72,7 @@ fn five_mistakes_in_two_files_are_all_reported() {
             "missing {place} {what} in:\n{all}"
         );
     }
-    assert!(all.contains("5 errors"), "{all}");
+    assert!(all.contains("6 errors"), "{all}");
     for secret in [SECRET_KEY, HOOK_SECRET, ADMIN_TOKEN] {
         assert!(!all.contains(secret), "secret leaked:\n{all}");
     }

@@ -76,6 +76,12 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     pub retry: Vec<Duration>,
     pub allow_private: bool,
+    /// Concurrent requests to this destination (one slow receiver must not
+    /// hold up the others).
+    pub max_in_flight: usize,
+    /// An explicit proxy; the system's `HTTP(S)_PROXY` is never used (a
+    /// proxy resolves names itself, past the private-address guard).
+    pub proxy: Option<Url>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -480,6 +486,8 @@ fn decode_webhook(name: &str, node: &yaml::Node, d: &mut Decoder) -> Option<Webh
             "timeout",
             "retry",
             "allow_private",
+            "max_in_flight",
+            "proxy",
         ],
     )?;
     let url = match f.get("url") {
@@ -557,6 +565,13 @@ fn decode_webhook(name: &str, node: &yaml::Node, d: &mut Decoder) -> Option<Webh
     let allow_private = f
         .get("allow_private")
         .map_or(Some(false), |n| d.bool(n, &format!("{what}.allow_private")));
+    let max_in_flight = f.get("max_in_flight").map_or(Some(4), |n| {
+        d.count(n, &format!("{what}.max_in_flight"), 1, 256)
+    });
+    let proxy = match f.get("proxy") {
+        Some(n) => decode_url(d, n, &format!("{what}.proxy")).map(Some),
+        None => Some(None),
+    };
     Some(WebhookConfig {
         name: name.to_string(),
         url: url?,
@@ -565,6 +580,8 @@ fn decode_webhook(name: &str, node: &yaml::Node, d: &mut Decoder) -> Option<Webh
         timeout: timeout?,
         retry: retry?,
         allow_private: allow_private?,
+        max_in_flight: max_in_flight?,
+        proxy: proxy?,
     })
 }
 

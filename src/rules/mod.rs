@@ -6,7 +6,6 @@ pub mod template;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use crate::config::decode::{Decoder, Environment};
@@ -379,10 +378,12 @@ fn check_template(node: &Node, what: &str, allowed: &[&str], d: &mut Decoder) {
         return;
     };
     if let Err(p) = template::check(&source, allowed) {
-        // Block scalars (`|`) start on the line after the indicator.
-        let pos = match p.line_in_template {
+        // A block scalar's (`|`) position is its first content line.
+        // "Unexpected end of input" points past the last line.
+        let last = source.trim_end().lines().count().max(1);
+        let pos = match p.line_in_template.map(|l| l.min(last)) {
             Some(l) => Pos {
-                line: node.pos.line + l - usize::from(!source.contains('\n')),
+                line: node.pos.line + l - 1,
                 col: node.pos.col,
             },
             None => node.pos,
@@ -524,7 +525,7 @@ fn decode_schedule(node: &Node, d: &mut Decoder) -> Option<Schedule> {
     let cron = match f.get("cron") {
         Some(n) => {
             let s = d.non_empty_string(n, "on.schedule.cron")?;
-            match croner::Cron::from_str(&s) {
+            match crate::schedule::parse(&s) {
                 Ok(_) => Some(s),
                 Err(e) => {
                     d.error(n.pos, format!("on.schedule.cron: `{s}`: {e}"));

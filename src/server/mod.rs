@@ -1,6 +1,13 @@
-//! The HTTP server (DESIGN §4): health, readiness and the admin API.
-//! Admin routes need `Authorization: Bearer <server.admin_token>`, compared
-//! in constant time; without a configured token they answer 403.
+//! The HTTP server (DESIGN §4): incoming hooks ([`hooks`]), health,
+//! readiness, metrics and the admin API. Admin routes need
+//! `Authorization: Bearer <server.admin_token>`, compared in constant time;
+//! without a configured token they answer 403.
+//!
+//! Served by a hyper loop of our own rather than `axum::serve`, because
+//! only that way hyper's header-read timeout is armed (it needs a timer):
+//! a client that trickles its headers is cut off after 10 s.
+
+pub mod hooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,23 +16,34 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Secret;
-use crate::store::{DocumentFilter, DocumentState, JobFilter, JobState};
-use crate::worker::Shared;
+use crate::store::{
+    self, DeliveryFilter, DeliveryState, DocumentFilter, DocumentState, JobFilter, JobState,
+};
+use crate::worker::{Shared, chat};
+
+/// Hook requests handled at once; more get 429.
+const HOOK_CONCURRENCY: usize = 256;
+/// Admin and health bodies are small.
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
-struct AppState {
+pub(crate) struct AppState {
     shared: Arc<Shared>,
     admin_token: Option<Secret>,
+    /// Cancelled when shutdown begins: hooks answer 503 from then on.
+    draining: CancellationToken,
+    hook_permits: Arc<tokio::sync::Semaphore>,
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
         Json(json!({"error": {"code": code, "message": message.into()}})),
@@ -33,24 +51,34 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
         .into_response()
 }
 
-/// Equal length and content, in time that does not depend on where they
-/// first differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use crate::deliver::sign::constant_time_eq;
 
-pub fn router(shared: Arc<Shared>, admin_token: Option<Secret>) -> Router {
+pub fn router(
+    shared: Arc<Shared>,
+    admin_token: Option<Secret>,
+    draining: CancellationToken,
+) -> Router {
     let state = AppState {
         shared,
         admin_token,
+        draining,
+        hook_permits: Arc::new(tokio::sync::Semaphore::new(HOOK_CONCURRENCY)),
     };
     let admin = Router::new()
         .route("/rules", get(rules))
+        .route("/rules/{name}/run", post(run_rule))
         .route("/documents", get(documents))
         .route("/jobs", get(jobs))
         .route("/jobs/{id}", get(job))
+        .route("/jobs/{id}/retry", post(retry_job))
+        .route("/deliveries", get(deliveries))
+        .route("/deliveries/{id}", get(delivery))
+        .route("/deliveries/{id}/redeliver", post(redeliver))
+        .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
+        // The hook reads its own body, bounded by the rule's `max_body`.
+        .route("/hooks/{*path}", post(hooks::receive))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -59,15 +87,42 @@ pub fn router(shared: Arc<Shared>, admin_token: Option<Secret>) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown`.
+/// Serves until `shutdown`, then lets open requests finish (up to 5 s).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: back off, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+    }
+    Ok(())
 }
 
 async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -138,6 +193,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
     for (st, n) in store.job_counts().await.unwrap_or_default() {
         let _ = writeln!(out, "ferry_jobs{{state=\"{st}\"}} {n}");
     }
+    out.push_str("# HELP ferry_deliveries Deliveries by state.\n# TYPE ferry_deliveries gauge\n");
+    for (st, n) in store.delivery_counts().await.unwrap_or_default() {
+        let _ = writeln!(out, "ferry_deliveries{{state=\"{st}\"}} {n}");
+    }
     out.push_str("# HELP ferry_rules_paused Rules held by a safety valve.\n# TYPE ferry_rules_paused gauge\n");
     let _ = writeln!(
         out,
@@ -177,6 +236,9 @@ async fn rules(State(state): State<AppState>) -> Response {
                 "file": r.file,
                 "collection": r.ingest.as_ref().map(|i| i.collection.to_string()),
                 "model": r.chat.as_ref().map(|c| c.model.clone()),
+                "hook": match &r.trigger { crate::rules::Trigger::Webhook(w) => Some(format!("/hooks/{}", w.path)), _ => None },
+                "schedule": match &r.trigger { crate::rules::Trigger::Schedule(s) => Some(s.cron.clone()), _ => None },
+                "deliver": r.deliver.iter().map(|d| d.to.clone()).collect::<Vec<_>>(),
                 "paused": paused.get(&r.name),
             })
         })
@@ -236,6 +298,130 @@ async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Response 
     match state.shared.store.job(&id).await {
         Ok(Some(j)) => Json(json!(j)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such job"),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct RunBody {
+    #[serde(default)]
+    vars: serde_json::Map<String, Value>,
+}
+
+async fn run_rule(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Option<Json<RunBody>>,
+) -> Response {
+    let Some(rule) = state.shared.rule(&name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no rule named `{name}`"),
+        );
+    };
+    if rule.chat.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "no_chat",
+            format!("rule `{name}` has no `chat` to run"),
+        );
+    }
+    let vars = body.map(|Json(b)| b.vars).unwrap_or_default();
+    let now = store::now_ms();
+    let job = chat::new_job(&rule, "manual", json!({ "vars": vars }), now);
+    match state.shared.store.enqueue(&job, now).await {
+        Ok(e) => {
+            state.shared.wake.notify_waiters();
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"job_id": e.id, "status_url": format!("/api/v1/jobs/{}", e.id)})),
+            )
+                .into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+    }
+}
+
+async fn retry_job(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.shared.store.retry_dead(&id, store::now_ms()).await {
+        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such job"),
+        Ok(Some(JobState::Dead)) => {
+            state.shared.wake.notify_waiters();
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"job_id": id, "status_url": format!("/api/v1/jobs/{id}")})),
+            )
+                .into_response()
+        }
+        Ok(Some(other)) => error(
+            StatusCode::CONFLICT,
+            "not_dead",
+            format!("the job is {}; only dead jobs are retried", other.as_str()),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+    }
+}
+
+async fn deliveries(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Response {
+    let delivery_state = match q.state.as_deref().map(DeliveryState::parse) {
+        Some(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_state",
+                "unknown delivery state",
+            );
+        }
+        Some(s) => s,
+        None => None,
+    };
+    let filter = DeliveryFilter {
+        state: delivery_state,
+        rule: q.rule,
+        limit: Some(q.limit.unwrap_or(100).clamp(1, 10_000)),
+    };
+    match state.shared.store.deliveries(&filter).await {
+        Ok(list) => Json(json!({ "deliveries": list })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+    }
+}
+
+async fn delivery(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.shared.store.delivery(&id).await {
+        Ok(Some(d)) => {
+            let attempts: Vec<Value> = state
+                .shared
+                .store
+                .delivery_attempts(&id)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(n, at, ms, status, error)| {
+                    json!({"attempt": n, "started_at": at, "duration_ms": ms, "status": status, "error": error})
+                })
+                .collect();
+            let mut v = json!(d);
+            v["body"] = Value::String(String::from_utf8_lossy(&d.body).into_owned());
+            v["attempt_log"] = Value::Array(attempts);
+            Json(v).into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such delivery"),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+    }
+}
+
+async fn redeliver(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.shared.store.redeliver(&id, store::now_ms()).await {
+        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such delivery"),
+        Ok(Some(false)) => error(
+            StatusCode::CONFLICT,
+            "in_flight",
+            "the delivery is being sent right now",
+        ),
+        Ok(Some(true)) => {
+            state.shared.deliveries_wake.notify_one();
+            (StatusCode::ACCEPTED, Json(json!({"delivery_id": id}))).into_response()
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
     }
 }

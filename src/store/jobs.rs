@@ -123,70 +123,10 @@ pub struct JobFilter {
 
 impl Store {
     pub async fn enqueue(&self, job: &NewJob, now_ms: i64) -> Result<Enqueued, StoreError> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let input = job.input.to_string();
         let mut tx = self.begin_write().await?;
-        if let Some(key) = &job.dedupe_key {
-            let existing: Option<String> =
-                sqlx::query_scalar("SELECT id FROM jobs WHERE dedupe_key = ?")
-                    .bind(key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(existing) = existing {
-                tx.commit().await?;
-                return Ok(Enqueued {
-                    id: existing,
-                    created: false,
-                });
-            }
-        }
-        if let Some(key) = &job.coalesce_key {
-            let waiting: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM jobs WHERE coalesce_key = ? AND state = 'queued'",
-            )
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(waiting) = waiting {
-                // The earliest time wins: requests repeated before the
-                // job runs (every poll, say) must not postpone it forever.
-                sqlx::query(
-                    "UPDATE jobs SET input = ?, run_after = MIN(run_after, ?), trigger_kind = ?, updated_at = ? WHERE id = ?",
-                )
-                    .bind(&input)
-                    .bind(job.run_after)
-                    .bind(&job.trigger_kind)
-                    .bind(now_ms)
-                    .bind(&waiting)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                return Ok(Enqueued {
-                    id: waiting,
-                    created: false,
-                });
-            }
-        }
-        sqlx::query(
-            "INSERT INTO jobs (id, rule, kind, state, trigger_kind, input, max_attempts, run_after,
-                               dedupe_key, coalesce_key, created_at, updated_at)
-             VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(&job.rule)
-        .bind(&job.kind)
-        .bind(&job.trigger_kind)
-        .bind(&input)
-        .bind(job.max_attempts)
-        .bind(job.run_after)
-        .bind(&job.dedupe_key)
-        .bind(&job.coalesce_key)
-        .bind(now_ms)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
+        let e = enqueue_in(&mut tx, job, now_ms).await?;
         tx.commit().await?;
-        Ok(Enqueued { id, created: true })
+        Ok(e)
     }
 
     /// Takes the next due job whose key is not already running.
@@ -233,8 +173,10 @@ impl Store {
         id: &str,
         owner: &str,
         result: &Value,
+        effects: &Effects,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE jobs SET state = 'succeeded', result = ?, error = NULL, lease_owner = NULL, lease_until = NULL,
                     updated_at = ?, finished_at = ?
@@ -245,13 +187,50 @@ impl Store {
         .bind(now_ms)
         .bind(id)
         .bind(owner)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        apply_effects(&mut tx, id, true, effects, now_ms).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Ends the job as `dead` at once (a permanent failure); false when the
+    /// lease is no longer ours.
+    pub async fn fail(
+        &self,
+        id: &str,
+        owner: &str,
+        error: &str,
+        effects: &Effects,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'dead', error = ?, lease_owner = NULL, lease_until = NULL,
+                    updated_at = ?, finished_at = ?
+             WHERE id = ? AND lease_owner = ? AND state = 'running'",
+        )
+        .bind(error)
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        apply_effects(&mut tx, id, false, effects, now_ms).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Puts the job back in the queue for `run_after`, or `dead` once its
-    /// attempts are spent. When a newer request for the same key is already
+    /// attempts are spent (then `if_dead` is applied in the same
+    /// transaction). When a newer request for the same key is already
     /// waiting, that one carries on and this one is closed as superseded.
     pub async fn retry(
         &self,
@@ -259,6 +238,7 @@ impl Store {
         owner: &str,
         error: &str,
         run_after: i64,
+        if_dead: &Effects,
         now_ms: i64,
     ) -> Result<JobState, StoreError> {
         let mut tx = self.begin_write().await?;
@@ -307,8 +287,47 @@ impl Store {
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        if state == JobState::Dead {
+            apply_effects(&mut tx, id, false, if_dead, now_ms).await?;
+        }
         tx.commit().await?;
         Ok(state)
+    }
+
+    /// A manual retry of a dead job: a fresh series of attempts, due now.
+    /// Returns the state the job was in (only `dead` jobs are retried).
+    pub async fn retry_dead(&self, id: &str, now_ms: i64) -> Result<Option<JobState>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(state) = state.as_deref().and_then(JobState::parse) else {
+            return Ok(None);
+        };
+        if state == JobState::Dead {
+            sqlx::query(
+                "UPDATE jobs SET state = 'queued', attempts = 0, run_after = ?, error = NULL,
+                        finished_at = NULL, updated_at = ? WHERE id = ?",
+            )
+            .bind(now_ms)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(state))
+    }
+
+    /// Queued or running jobs of a rule (for `overlap: skip`).
+    pub async fn active_jobs(&self, rule: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE rule = ? AND state IN ('queued', 'running')",
+        )
+        .bind(rule)
+        .fetch_one(&self.reader)
+        .await?)
     }
 
     /// Gives a claimed job back untouched (shutdown): queued again, and the
@@ -400,6 +419,113 @@ impl Store {
     }
 }
 
+/// What finishing a job brings about, written in the transaction that
+/// finishes it (the outbox): deliveries of its events and follow-up jobs
+/// (chats after an ingested document).
+#[derive(Debug, Default, Clone)]
+pub struct Effects {
+    pub deliveries: Vec<super::NewDelivery>,
+    pub jobs: Vec<NewJob>,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        self.deliveries.is_empty() && self.jobs.is_empty()
+    }
+}
+
+pub(super) async fn enqueue_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    job: &NewJob,
+    now_ms: i64,
+) -> Result<Enqueued, StoreError> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let input = job.input.to_string();
+    if let Some(key) = &job.dedupe_key {
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE dedupe_key = ?")
+                .bind(key)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if let Some(existing) = existing {
+            return Ok(Enqueued {
+                id: existing,
+                created: false,
+            });
+        }
+    }
+    if let Some(key) = &job.coalesce_key {
+        let waiting: Option<String> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE coalesce_key = ? AND state = 'queued'")
+                .bind(key)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if let Some(waiting) = waiting {
+            // The earliest time wins: requests repeated before the
+            // job runs (every poll, say) must not postpone it forever.
+            sqlx::query(
+                    "UPDATE jobs SET input = ?, run_after = MIN(run_after, ?), trigger_kind = ?, updated_at = ? WHERE id = ?",
+                )
+                    .bind(&input)
+                    .bind(job.run_after)
+                    .bind(&job.trigger_kind)
+                    .bind(now_ms)
+                    .bind(&waiting)
+                    .execute(&mut **tx)
+                    .await?;
+            return Ok(Enqueued {
+                id: waiting,
+                created: false,
+            });
+        }
+    }
+    sqlx::query(
+        "INSERT INTO jobs (id, rule, kind, state, trigger_kind, input, max_attempts, run_after,
+                               dedupe_key, coalesce_key, created_at, updated_at)
+             VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(&job.rule)
+    .bind(&job.kind)
+    .bind(&job.trigger_kind)
+    .bind(&input)
+    .bind(job.max_attempts)
+    .bind(job.run_after)
+    .bind(&job.dedupe_key)
+    .bind(&job.coalesce_key)
+    .bind(now_ms)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(Enqueued { id, created: true })
+}
+
+async fn apply_effects(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    id: &str,
+    success: bool,
+    effects: &Effects,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    for job in &effects.jobs {
+        enqueue_in(tx, job, now_ms).await?;
+    }
+    super::deliveries::insert(tx, &effects.deliveries, now_ms).await?;
+    // A schedule's `last_run` / `last_success`, for its next prompt.
+    sqlx::query(
+        "UPDATE schedules SET last_run_at = ?1,
+                last_success_at = CASE WHEN ?2 THEN ?1 ELSE last_success_at END,
+                last_success_job = CASE WHEN ?2 THEN ?3 ELSE last_success_job END
+         WHERE rule = (SELECT rule FROM jobs WHERE id = ?3 AND trigger_kind = 'schedule')",
+    )
+    .bind(now_ms)
+    .bind(success)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 async fn requeue_or_supersede(
     tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     id: &str,
@@ -485,9 +611,13 @@ mod tests {
         let again = s.claim("w2", 2000, 1000).await.unwrap().unwrap();
         assert_eq!(again.attempts, 2);
         // The first holder's late completion is refused.
-        assert!(!s.complete(&e.id, "w1", &json!({}), 2100).await.unwrap());
         assert!(
-            s.complete(&e.id, "w2", &json!({"ok": true}), 2100)
+            !s.complete(&e.id, "w1", &json!({}), &Effects::default(), 2100)
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.complete(&e.id, "w2", &json!({"ok": true}), &Effects::default(), 2100)
                 .await
                 .unwrap()
         );
@@ -514,7 +644,9 @@ mod tests {
         let c = s.enqueue(&sync_job("/a", 10), 10).await.unwrap();
         assert!(c.created);
         assert!(s.claim("w2", 10, 1000).await.unwrap().is_none());
-        s.complete(&running.id, "w1", &json!({}), 11).await.unwrap();
+        s.complete(&running.id, "w1", &json!({}), &Effects::default(), 11)
+            .await
+            .unwrap();
         assert_eq!(s.claim("w2", 11, 1000).await.unwrap().unwrap().id, c.id);
     }
 
@@ -526,7 +658,14 @@ mod tests {
             let j = s.claim("w", attempt * 100, 1000).await.unwrap().unwrap();
             assert_eq!(j.attempts, attempt);
             let state = s
-                .retry(&e.id, "w", "boom", attempt * 100, attempt * 100)
+                .retry(
+                    &e.id,
+                    "w",
+                    "boom",
+                    attempt * 100,
+                    &Effects::default(),
+                    attempt * 100,
+                )
                 .await
                 .unwrap();
             assert_eq!(
@@ -548,7 +687,9 @@ mod tests {
         s.claim("w", 0, 1000).await.unwrap().unwrap();
         let newer = s.enqueue(&sync_job("/b", 0), 0).await.unwrap();
         assert_eq!(
-            s.retry(&e.id, "w", "boom", 50, 1).await.unwrap(),
+            s.retry(&e.id, "w", "boom", 50, &Effects::default(), 1)
+                .await
+                .unwrap(),
             JobState::Succeeded
         );
         assert_eq!(
@@ -568,7 +709,9 @@ mod tests {
         assert!(s.release(&j.id, "w", 1).await.unwrap());
         assert_eq!(s.job(&j.id).await.unwrap().unwrap().attempts, 0);
         let j = s.claim("w", 2, 1000).await.unwrap().unwrap();
-        s.complete(&j.id, "w", &json!({}), 3).await.unwrap();
+        s.complete(&j.id, "w", &json!({}), &Effects::default(), 3)
+            .await
+            .unwrap();
         let again = s.enqueue(&job, 4).await.unwrap();
         assert_eq!(
             again,

@@ -5,8 +5,10 @@
 //! `BEGIN IMMEDIATE`, so two writers never deadlock on a lock upgrade.
 //! Reads use a separate pool and never block the writer (WAL).
 
+mod deliveries;
 mod documents;
 mod jobs;
+mod schedules;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -18,8 +20,12 @@ use sqlx::sqlite::{
 };
 use sqlx::{Sqlite, Transaction};
 
+pub use deliveries::{
+    AttemptNext, AttemptRecord, Delivery, DeliveryFilter, DeliveryState, NewDelivery,
+};
 pub use documents::{Document, DocumentFilter, DocumentState, FailureReason, NewUpload};
-pub use jobs::{Enqueued, Job, JobFilter, JobState, NewJob};
+pub use jobs::{Effects, Enqueued, Job, JobFilter, JobState, NewJob};
+pub use schedules::ScheduleRow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

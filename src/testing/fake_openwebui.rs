@@ -93,6 +93,11 @@ pub struct FakeState {
     pub max_in_flight: usize,
     /// How long an upload stays `processing` (default: done at once).
     pub processing: Duration,
+    /// How long a chat completion takes (a slow model).
+    pub chat_delay: Duration,
+    /// Chat completions running right now, and the most at once.
+    pub chats_running: usize,
+    pub chats_running_max: usize,
     next_id: u64,
 }
 
@@ -553,6 +558,19 @@ async fn delete_knowledge(State(s): State<Shared>, Path(id): Path<String>) -> Re
 }
 
 async fn chat(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
+    let delay = {
+        let mut st = s.lock().unwrap();
+        st.chats_running += 1;
+        st.chats_running_max = st.chats_running_max.max(st.chats_running);
+        st.chat_delay
+    };
+    tokio::time::sleep(delay).await;
+    let response = chat_answer(&s, body);
+    s.lock().unwrap().chats_running -= 1;
+    response
+}
+
+fn chat_answer(s: &Shared, body: Value) -> Response {
     let model = body["model"].as_str().unwrap_or_default().to_string();
     if model != "fake-model" {
         return detail(StatusCode::BAD_REQUEST, "Model not found");

@@ -2,3 +2,4 @@
 //! Not part of ferry's behaviour.
 
 pub mod fake_openwebui;
+pub mod receiver;

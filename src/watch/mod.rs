@@ -329,7 +329,9 @@ impl WatchTask {
 pub fn watch_rules(rules: &[Rule]) -> Vec<Rule> {
     rules
         .iter()
-        .filter(|r| matches!(r.trigger, Trigger::Watch(_)) && r.ingest.is_some())
+        .filter(|r| {
+            matches!(r.trigger, Trigger::Watch(_)) && (r.ingest.is_some() || r.chat.is_some())
+        })
         .cloned()
         .collect()
 }

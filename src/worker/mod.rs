@@ -5,6 +5,8 @@
 //! that holds its lease; a worker that loses the lease (it expired while
 //! the process was stalled) writes nothing.
 
+pub mod chat;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -17,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ingest::{self, Collection, IngestError, Ingestor, Outcome};
 use crate::openwebui::Client;
 use crate::rules::{OnDelete, Rule, Trigger, Watch};
-use crate::store::{self, Job, NewJob, Store};
+use crate::store::{self, Effects, Job, NewJob, Store};
 use crate::watch::reconcile::PathFilter;
 use crate::watch::settle::stat_file;
 
@@ -34,6 +36,8 @@ pub struct Shared {
     rules: RwLock<Arc<Vec<Rule>>>,
     /// Rung when a job is enqueued, so idle workers wake at once.
     pub wake: Notify,
+    /// Rung when deliveries are written, so the delivery loop wakes at once.
+    pub deliveries_wake: Arc<Notify>,
     collections: tokio::sync::Mutex<HashMap<String, Collection>>,
     /// This process, as lease owner.
     pub owner: String,
@@ -53,6 +57,7 @@ impl Shared {
             client,
             rules: RwLock::new(Arc::new(rules)),
             wake: Notify::new(),
+            deliveries_wake: Arc::new(Notify::new()),
             collections: Default::default(),
             owner: format!("{instance_id}:{}", std::process::id()),
         }
@@ -116,9 +121,14 @@ impl Shared {
 }
 
 /// How a run ended.
-enum Finish {
+pub(crate) enum Finish {
     Done(Value),
-    Retry { error: String, at_ms: i64 },
+    Retry {
+        error: String,
+        at_ms: i64,
+    },
+    /// A permanent failure: `dead` at once.
+    Fail(String),
 }
 
 /// Runs `count` workers until `stop` (no new claims); a job still running
@@ -191,63 +201,81 @@ async fn worker(
         };
         renew.abort();
         let now = store::now_ms();
+        let (has_deliveries, has_jobs) = finish.as_ref().map_or((false, false), |(_, e)| {
+            (!e.deliveries.is_empty(), !e.jobs.is_empty())
+        });
         let written = match finish {
             None => shared.store.release(&id, &shared.owner, now).await.map(|_| ()),
-            Some(Finish::Done(result)) => shared.store.complete(&id, &shared.owner, &result, now).await.map(|ok| {
+            Some((Finish::Done(result), effects)) => shared.store.complete(&id, &shared.owner, &result, &effects, now).await.map(|ok| {
                 if !ok {
                     tracing::warn!(job = %id, "lease lost before completion; result dropped");
                 }
             }),
-            Some(Finish::Retry { error, at_ms }) => {
-                shared.store.retry(&id, &shared.owner, &error, at_ms, now).await.map(|state| {
+            Some((Finish::Retry { error, at_ms }, if_dead)) => {
+                shared.store.retry(&id, &shared.owner, &error, at_ms, &if_dead, now).await.map(|state| {
                     if state == store::JobState::Dead {
                         tracing::error!(job = %id, rule = %job.rule, error, "job gave up after {} attempts", job.attempts);
                     }
                 })
             }
+            Some((Finish::Fail(error), effects)) => {
+                tracing::error!(job = %id, rule = %job.rule, error, "job failed");
+                shared.store.fail(&id, &shared.owner, &error, &effects, now).await.map(|_| ())
+            }
         };
+        if has_deliveries {
+            shared.deliveries_wake.notify_one();
+        }
+        if has_jobs {
+            shared.wake.notify_waiters();
+        }
         if let Err(e) = written {
             tracing::error!(job = %id, error = %e, "cannot record the job's outcome");
         }
     }
 }
 
-async fn run(shared: &Shared, job: &Job) -> Finish {
+async fn run(shared: &Shared, job: &Job) -> (Finish, Effects) {
     match job.kind.as_str() {
         SYNC => match sync(shared, job).await {
             Ok(f) => f,
-            Err(e) => Finish::Retry {
-                error: e.to_string(),
-                at_ms: store::now_ms()
-                    + ingest::document_retry_delay(job.attempts).as_millis() as i64,
-            },
+            Err(e) => (
+                Finish::Retry {
+                    error: e.to_string(),
+                    at_ms: store::now_ms()
+                        + ingest::document_retry_delay(job.attempts).as_millis() as i64,
+                },
+                Effects::default(),
+            ),
         },
-        other => Finish::Done(json!({ "skipped": format!("unknown job kind `{other}`") })),
+        chat::CHAT => chat::run(shared, job).await,
+        other => (
+            Finish::Fail(format!("unknown job kind `{other}`")),
+            Effects::default(),
+        ),
     }
 }
 
 /// Brings one path in line: ingest it if it is there, remove it if not.
-async fn sync(shared: &Shared, job: &Job) -> Result<Finish, IngestError> {
+async fn sync(shared: &Shared, job: &Job) -> Result<(Finish, Effects), IngestError> {
+    let done = |v: Value| Ok((Finish::Done(v), Effects::default()));
     let path = PathBuf::from(job.input["path"].as_str().unwrap_or_default());
     let Some(rule) = shared.rule(&job.rule) else {
-        return Ok(Finish::Done(
-            json!({ "skipped": "the rule no longer exists" }),
-        ));
+        return done(json!({ "skipped": "the rule no longer exists" }));
     };
-    let (Trigger::Watch(watch), Some(_)) = (&rule.trigger, &rule.ingest) else {
-        return Ok(Finish::Done(
-            json!({ "skipped": "the rule no longer ingests" }),
-        ));
+    let Trigger::Watch(watch) = &rule.trigger else {
+        return done(json!({ "skipped": "the rule no longer watches" }));
     };
     let Ok(relative) = path.strip_prefix(&watch.path) else {
-        return Ok(Finish::Done(
-            json!({ "skipped": "outside the watched folder" }),
-        ));
+        return done(json!({ "skipped": "outside the watched folder" }));
     };
     let filter = PathFilter::new(watch).map_err(|e| IngestError::Io {
         path: watch.path.display().to_string(),
         source: std::io::Error::other(e),
     })?;
+    if rule.ingest.is_none() {
+        return chat_only(shared, &rule, &path, relative, &filter, watch);
+    }
     let collection = shared.collection(&rule).await?;
     let shown = path.display();
     match stat_file(&path) {
@@ -263,24 +291,26 @@ async fn sync(shared: &Shared, job: &Job) -> Result<Finish, IngestError> {
                     .ingest(&rule.name, &path, &collection)
                     .await?
             };
-            Ok(report(&rule, &path, outcome, shared).await)
+            let finish = report(&rule, &path, &outcome, shared).await;
+            let effects = document_effects(shared, &rule, &path, &collection, &outcome, job).await;
+            Ok((finish, effects))
         }
         _ => {
             if let Some(reason) = shared.store.paused_reason(&rule.name).await? {
-                return Ok(Finish::Done(json!({ "deferred": reason })));
+                return done(json!({ "deferred": reason }));
             }
             let Some(doc) = shared
                 .store
                 .document(&rule.name, &path.to_string_lossy())
                 .await?
             else {
-                return Ok(Finish::Done(json!({ "gone": true })));
+                return done(json!({ "gone": true }));
             };
             if doc.state == store::DocumentState::Removed {
-                return Ok(Finish::Done(json!({ "gone": true })));
+                return done(json!({ "gone": true }));
             }
             if watch.on_delete == OnDelete::Keep && doc.state == store::DocumentState::Linked {
-                return Ok(Finish::Done(json!({ "kept": true })));
+                return done(json!({ "kept": true }));
             }
             if let Some(problem) = root_problem(watch) {
                 // Never remove on the word of a folder that is not there.
@@ -289,14 +319,137 @@ async fn sync(shared: &Shared, job: &Job) -> Result<Finish, IngestError> {
                     .set_paused(&rule.name, Some(&problem), store::now_ms())
                     .await?;
                 tracing::warn!(rule = %rule.name, reason = problem, "rule paused");
-                return Ok(Finish::Done(json!({ "deferred": problem })));
+                return done(json!({ "deferred": problem }));
             }
             let deleted = shared.ingestor.remove(&doc, &collection).await?;
             tracing::info!(rule = %rule.name, path = %shown, deleted, "removed");
-            Ok(Finish::Done(
-                json!({ "removed": true, "deleted_upload": deleted }),
+            let ctx = document_context(
+                &rule,
+                &path,
+                doc.sha256.as_deref(),
+                doc.file_id.as_deref(),
+                &collection,
+            );
+            let effects =
+                crate::deliver::effects_for(&rule, "document.removed", &job.id, &ctx, json!({}));
+            Ok((
+                Finish::Done(json!({ "removed": true, "deleted_upload": deleted })),
+                effects,
             ))
         }
+    }
+}
+
+/// A watch rule without `ingest` chats about each file version itself.
+/// Nothing is uploaded; the job's dedupe key (path + content hash) makes
+/// sure each version is chatted about once.
+fn chat_only(
+    shared: &Shared,
+    rule: &Rule,
+    path: &Path,
+    relative: &Path,
+    filter: &PathFilter,
+    watch: &Watch,
+) -> Result<(Finish, Effects), IngestError> {
+    let Some(stat) = stat_file(path).filter(|_| filter.matches(relative)) else {
+        return Ok((Finish::Done(json!({ "gone": true })), Effects::default()));
+    };
+    if stat.size > watch.max_size {
+        return Ok((
+            Finish::Done(json!({ "skipped": "larger than max_size" })),
+            Effects::default(),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|source| IngestError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    shared
+        .ingestor
+        .hashed
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    let mut file = chat::file_context(path, Some(&sha));
+    file["text"] = Value::Null;
+    let effects = Effects {
+        jobs: chat::after_ingest(
+            &shared.rules(),
+            rule,
+            &file,
+            &Value::Null,
+            &sha,
+            store::now_ms(),
+        ),
+        ..Default::default()
+    };
+    Ok((
+        Finish::Done(json!({ "outcome": "queued chat", "sha256": sha })),
+        effects,
+    ))
+}
+
+/// The template context of a document event of `rule`.
+fn document_context(
+    rule: &Rule,
+    path: &Path,
+    sha256: Option<&str>,
+    file_id: Option<&str>,
+    collection: &Collection,
+) -> Value {
+    let mut file = chat::file_context(path, sha256);
+    file["text"] = Value::Null;
+    file["file_id"] = json!(file_id);
+    chat::context(
+        rule,
+        "watch",
+        &json!({ "file": file, "collection": { "name": collection.name, "id": collection.id } }),
+    )
+}
+
+/// Deliveries of a document's outcome, and the chats it starts.
+async fn document_effects(
+    shared: &Shared,
+    rule: &Rule,
+    path: &Path,
+    collection: &Collection,
+    outcome: &Outcome,
+    job: &Job,
+) -> Effects {
+    let doc = shared
+        .store
+        .document(&rule.name, &path.to_string_lossy())
+        .await
+        .ok()
+        .flatten();
+    let sha = doc.as_ref().and_then(|d| d.sha256.clone());
+    match outcome {
+        Outcome::Linked { file_id, .. } => {
+            let ctx = document_context(rule, path, sha.as_deref(), Some(file_id), collection);
+            let mut effects =
+                crate::deliver::effects_for(rule, "document.ingested", &job.id, &ctx, json!({}));
+            if let Some(sha) = &sha {
+                effects.jobs = chat::after_ingest(
+                    &shared.rules(),
+                    rule,
+                    &ctx["file"],
+                    &ctx["collection"],
+                    sha,
+                    store::now_ms(),
+                );
+            }
+            effects
+        }
+        Outcome::Failed { reason, detail, .. } if reason.is_permanent() => {
+            let ctx = document_context(rule, path, sha.as_deref(), None, collection);
+            crate::deliver::effects_for(
+                rule,
+                "document.failed",
+                &job.id,
+                &ctx,
+                json!({ "error": format!("{reason}: {detail}") }),
+            )
+        }
+        _ => Effects::default(),
     }
 }
 
@@ -311,10 +464,10 @@ fn root_problem(watch: &Watch) -> Option<String> {
     }
 }
 
-async fn report(rule: &Rule, path: &Path, outcome: Outcome, shared: &Shared) -> Finish {
+async fn report(rule: &Rule, path: &Path, outcome: &Outcome, shared: &Shared) -> Finish {
     let shown = path.display();
     let name = &rule.name;
-    match &outcome {
+    match outcome {
         Outcome::Linked {
             file_id,
             replaced: None,
@@ -338,7 +491,7 @@ async fn report(rule: &Rule, path: &Path, outcome: Outcome, shared: &Shared) -> 
         }
         Outcome::Failed { known: true, .. } => {}
     }
-    if let Outcome::Failed { reason, detail, .. } = &outcome
+    if let Outcome::Failed { reason, detail, .. } = outcome
         && !reason.is_permanent()
     {
         let at_ms = shared
@@ -354,7 +507,7 @@ async fn report(rule: &Rule, path: &Path, outcome: Outcome, shared: &Shared) -> 
             at_ms,
         };
     }
-    Finish::Done(serde_json::to_value(outcome_json(&outcome)).unwrap_or(Value::Null))
+    Finish::Done(outcome_json(outcome))
 }
 
 fn outcome_json(outcome: &Outcome) -> Value {

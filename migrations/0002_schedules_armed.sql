@@ -1,0 +1,4 @@
+-- When a schedule was first seen by a running ferry: fire times before it are
+-- not "missed" (the rule did not exist yet).
+ALTER TABLE schedules ADD COLUMN armed_at INTEGER;
+CREATE INDEX deliveries_lease ON deliveries (lease_owner) WHERE state = 'delivering';

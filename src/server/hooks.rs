@@ -1,0 +1,263 @@
+//! Incoming webhooks: `POST /hooks/{path}` → a chat job of the rule whose
+//! `on.webhook.path` it is (DESIGN §4).
+//!
+//! Order matters: route (404) → concurrency (429) → declared length (413,
+//! before reading anything) → bounded, timed body read (413/408) →
+//! signature on the raw bytes (401) → durable enqueue → 202. A sender's
+//! retry (same `webhook-id`, or GitHub's `X-GitHub-Delivery`) maps to the
+//! job of its first delivery and gets 200 with that job.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::to_bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::deliver::sign::{self, VerifyError};
+use crate::rules::{AuthScheme, Trigger, WebhookTrigger};
+use crate::store;
+use crate::worker::chat;
+
+use super::{AppState, error};
+
+/// How long a sender may take to send its body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Headers never shown to templates: credentials and signatures.
+fn secret_header(name: &str, scheme_header: Option<&str>) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(
+        n.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "webhook-signature"
+    ) || n.starts_with("x-hub-signature")
+        || n.contains("token")
+        || n.contains("secret")
+        || n.contains("signature")
+        || n.contains("api-key")
+        || scheme_header.is_some_and(|h| h.eq_ignore_ascii_case(&n))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Checks a request's credentials on its raw body.
+pub fn authenticate(
+    hook: &WebhookTrigger,
+    headers: &HeaderMap,
+    body: &[u8],
+    now_secs: i64,
+) -> Result<(), String> {
+    let secret = hook.secret.as_ref().map(|s| s.expose());
+    let result = match (hook.scheme, secret) {
+        (AuthScheme::None, _) => Ok(()),
+        (_, None) => Err(VerifyError::Mismatch),
+        (AuthScheme::StandardWebhooks, Some(secret)) => sign::verify_standard(
+            secret,
+            header(headers, "webhook-id"),
+            header(headers, "webhook-timestamp"),
+            header(headers, "webhook-signature"),
+            body,
+            now_secs,
+        ),
+        (AuthScheme::HmacSha256, Some(secret)) => {
+            let name = hook.header.as_deref().unwrap_or("X-Signature");
+            sign::verify_hex_hmac(secret, header(headers, name), body)
+        }
+        (AuthScheme::Github, Some(secret)) => {
+            sign::verify_hex_hmac(secret, header(headers, "x-hub-signature-256"), body)
+        }
+        (AuthScheme::Bearer, Some(secret)) => {
+            let given = header(headers, "authorization")
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if sign::constant_time_eq(given.as_bytes(), secret.as_bytes()) {
+                Ok(())
+            } else {
+                Err(VerifyError::Mismatch)
+            }
+        }
+    };
+    result.map_err(|e| e.to_string())
+}
+
+/// The sender's id of this event, stable across its retries.
+fn delivery_id(hook: &WebhookTrigger, headers: &HeaderMap) -> Option<String> {
+    let id = match hook.scheme {
+        AuthScheme::Github => header(headers, "x-github-delivery"),
+        _ => header(headers, "webhook-id").or_else(|| header(headers, "idempotency-key")),
+    }?;
+    let id = id.trim();
+    (!id.is_empty() && id.len() <= 256).then(|| id.to_string())
+}
+
+pub(crate) async fn receive(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+    request: Request,
+) -> Response {
+    if state.draining.is_cancelled() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "ferry is shutting down; send again shortly",
+        );
+    }
+    let path = path.trim_matches('/').to_string();
+    let rules = state.shared.rules();
+    let Some((rule, hook)) = rules.iter().find_map(|r| match &r.trigger {
+        Trigger::Webhook(w) if w.path == path => Some((r, w)),
+        _ => None,
+    }) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no rule listens on this hook path",
+        );
+    };
+    let Ok(_permit) = state.hook_permits.clone().try_acquire_owned() else {
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            "too many hook requests at once; retry shortly",
+        );
+        r.headers_mut()
+            .insert("retry-after", "1".parse().expect("valid"));
+        return r;
+    };
+    let too_big = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "the body is larger than this hook's max_body of {} bytes",
+                hook.max_body
+            ),
+        )
+    };
+    let declared = header(request.headers(), "content-length").and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > hook.max_body) {
+        return too_big();
+    }
+    let (parts, body) = request.into_parts();
+    let limit = usize::try_from(hook.max_body).unwrap_or(usize::MAX);
+    let body = match tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, limit)).await {
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the body did not arrive in time",
+            );
+        }
+        Ok(Err(_)) => return too_big(),
+        Ok(Ok(b)) => b,
+    };
+    let now = store::now_ms();
+    if let Err(why) = authenticate(hook, &parts.headers, &body, now / 1000) {
+        tracing::warn!(rule = %rule.name, hook = %path, reason = why, "hook refused");
+        return error(StatusCode::UNAUTHORIZED, "bad_signature", why);
+    }
+
+    let payload = serde_json::from_slice::<Value>(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let headers: Map<String, Value> = parts
+        .headers
+        .iter()
+        .filter(|(k, _)| !secret_header(k.as_str(), hook.header.as_deref()))
+        .filter_map(|(k, v)| {
+            Some((
+                k.as_str().to_string(),
+                Value::String(v.to_str().ok()?.to_string()),
+            ))
+        })
+        .collect();
+    let input = json!({ "payload": payload, "query": query, "headers": headers });
+    let mut job = chat::new_job(rule, "webhook", input, now);
+    job.dedupe_key = delivery_id(hook, &parts.headers).map(|id| format!("hook:{}:{id}", rule.name));
+    match state.shared.store.enqueue(&job, now).await {
+        Ok(e) => {
+            state.shared.wake.notify_waiters();
+            let status = if e.created {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
+            let body = json!({ "job_id": e.id, "status_url": format!("/api/v1/jobs/{}", e.id), "duplicate": !e.created });
+            (status, Json(body)).into_response()
+        }
+        Err(e) => {
+            tracing::error!(rule = %rule.name, error = %e, "cannot store the hook's job");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store",
+                "cannot store the job; send again",
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn hook(scheme: AuthScheme, secret: Option<&str>) -> WebhookTrigger {
+        WebhookTrigger {
+            path: "p".into(),
+            scheme,
+            secret: secret.map(|s| Secret::new(s.to_string())),
+            header: (scheme == AuthScheme::HmacSha256).then(|| "X-Signature".to_string()),
+            max_body: 1 << 20,
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn schemes() {
+        let body = b"Hello, World!";
+        let gh = hook(AuthScheme::Github, Some("It's a Secret to Everybody"));
+        let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert!(authenticate(&gh, &headers(&[("x-hub-signature-256", sig)]), body, 0).is_ok());
+        assert!(authenticate(&gh, &headers(&[]), body, 0).is_err());
+
+        let hm = hook(AuthScheme::HmacSha256, Some("It's a Secret to Everybody"));
+        assert!(authenticate(&hm, &headers(&[("x-signature", &sig[7..])]), body, 0).is_ok());
+        assert!(authenticate(&hm, &headers(&[("x-signature", "00")]), body, 0).is_err());
+
+        let b = hook(AuthScheme::Bearer, Some("tok"));
+        assert!(authenticate(&b, &headers(&[("authorization", "Bearer tok")]), body, 0).is_ok());
+        assert!(authenticate(&b, &headers(&[("authorization", "Bearer to")]), body, 0).is_err());
+        assert!(authenticate(&hook(AuthScheme::None, None), &headers(&[]), body, 0).is_ok());
+    }
+
+    #[test]
+    fn secrets_never_reach_templates() {
+        for h in [
+            "Authorization",
+            "webhook-signature",
+            "X-Hub-Signature-256",
+            "X-Gitlab-Token",
+            "x-api-key",
+        ] {
+            assert!(secret_header(h, None), "{h}");
+        }
+        assert!(secret_header("X-My-Sig", Some("x-my-sig")));
+        assert!(!secret_header("content-type", None));
+        assert!(!secret_header("webhook-id", None));
+    }
+}

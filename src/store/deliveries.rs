@@ -1,0 +1,448 @@
+//! The delivery outbox (DESIGN §5): rows are written in the transaction that
+//! finishes the job producing them; the delivery loop claims them with a
+//! lease, like jobs, and records every attempt.
+//!
+//! A delivery's id is its `webhook-id`: the same on every attempt and on a
+//! redelivery, so a receiver can drop duplicates of at-least-once delivery.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    Pending,
+    Delivering,
+    Delivered,
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivering => "delivering",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryState> {
+        [
+            DeliveryState::Pending,
+            DeliveryState::Delivering,
+            DeliveryState::Delivered,
+            DeliveryState::Dead,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+/// A delivery to write. `error` set means it is born `dead` (its body
+/// template failed): kept visible, never sent.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: String,
+    pub job_id: Option<String>,
+    pub rule: String,
+    pub destination: String,
+    pub event_type: String,
+    pub body: Vec<u8>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub id: String,
+    pub job_id: Option<String>,
+    pub rule: String,
+    pub destination: String,
+    pub event_type: String,
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    pub state: DeliveryState,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_response: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub delivered_at: Option<i64>,
+}
+
+fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Delivery, sqlx::Error> {
+    let state: String = row.try_get("state")?;
+    Ok(Delivery {
+        id: row.try_get("id")?,
+        job_id: row.try_get("job_id")?,
+        rule: row.try_get("rule")?,
+        destination: row.try_get("destination")?,
+        event_type: row.try_get("event_type")?,
+        body: row.try_get("body")?,
+        state: DeliveryState::parse(&state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("delivery state {state}").into()))?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        last_status: row.try_get("last_status")?,
+        last_error: row.try_get("last_error")?,
+        last_response: row.try_get("last_response")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        delivered_at: row.try_get("delivered_at")?,
+    })
+}
+
+/// How one attempt went, and what follows from it.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// The response body, already cut to the stored maximum.
+    pub response: Option<String>,
+    pub next: AttemptNext,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptNext {
+    Delivered,
+    RetryAt(i64),
+    Dead,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct DeliveryFilter {
+    pub state: Option<DeliveryState>,
+    pub rule: Option<String>,
+    pub limit: Option<i64>,
+}
+
+pub(super) async fn insert(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    deliveries: &[NewDelivery],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    for d in deliveries {
+        sqlx::query(
+            "INSERT INTO deliveries (id, job_id, rule, destination, event_type, body, state,
+                                     next_attempt_at, last_error, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&d.id)
+        .bind(&d.job_id)
+        .bind(&d.rule)
+        .bind(&d.destination)
+        .bind(&d.event_type)
+        .bind(&d.body)
+        .bind(if d.error.is_some() { "dead" } else { "pending" })
+        .bind(now_ms)
+        .bind(&d.error)
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Writes deliveries outside a job (tests, tools).
+    pub async fn insert_deliveries(
+        &self,
+        deliveries: &[NewDelivery],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        insert(&mut tx, deliveries, now_ms).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Claims up to `limit` due deliveries in one statement, at most
+    /// `room(destination)` per destination, where `room` is given as a JSON
+    /// object of destination → free slots (absent: `default_room`). One slow
+    /// receiver fills only its own slots.
+    pub async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+        room: &serde_json::Value,
+        default_room: i64,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE deliveries SET state = 'delivering', lease_owner = ?1, lease_until = ?2,
+                    attempts = attempts + 1, updated_at = ?3
+             WHERE id IN (
+                SELECT id FROM (
+                    SELECT id, next_attempt_at, created_at,
+                           ROW_NUMBER() OVER (PARTITION BY destination ORDER BY next_attempt_at, created_at) AS n,
+                           COALESCE(json_extract(?4, '$.\"' || destination || '\"'), ?5) AS room
+                    FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?3)
+                WHERE n <= room
+                ORDER BY next_attempt_at, created_at LIMIT ?6)
+             RETURNING *",
+        )
+        .bind(owner)
+        .bind(now_ms + lease_ms)
+        .bind(now_ms)
+        .bind(room.to_string())
+        .bind(default_room)
+        .bind(limit)
+        .fetch_all(&self.writer)
+        .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Records attempts (many at once: one commit for a batch of answers),
+    /// each fenced by the lease holder. Returns how many were accepted.
+    pub async fn record_attempts(
+        &self,
+        owner: &str,
+        records: &[(String, AttemptRecord)],
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut accepted = 0;
+        for (id, r) in records {
+            let (state, next_at, delivered_at) = match r.next {
+                AttemptNext::Delivered => ("delivered", now_ms, Some(now_ms)),
+                AttemptNext::RetryAt(at) => ("pending", at, None),
+                AttemptNext::Dead => ("dead", now_ms, None),
+            };
+            let done = sqlx::query(
+                "UPDATE deliveries SET state = ?, next_attempt_at = ?, delivered_at = ?, lease_owner = NULL,
+                        lease_until = NULL, last_status = ?, last_error = ?, last_response = ?, updated_at = ?
+                 WHERE id = ? AND lease_owner = ? AND state = 'delivering'",
+            )
+            .bind(state)
+            .bind(next_at)
+            .bind(delivered_at)
+            .bind(r.status.map(i64::from))
+            .bind(&r.error)
+            .bind(&r.response)
+            .bind(now_ms)
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                continue;
+            }
+            accepted += 1;
+            sqlx::query(
+                "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status, error, response)
+                 VALUES (?1, (SELECT COALESCE(MAX(attempt), 0) + 1 FROM delivery_attempts WHERE delivery_id = ?1),
+                         ?2, ?3, ?4, ?5, ?6)",
+            )
+            .bind(id)
+            .bind(r.started_at)
+            .bind(r.duration_ms)
+            .bind(r.status.map(i64::from))
+            .bind(&r.error)
+            .bind(&r.response)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(accepted)
+    }
+
+    /// Gives claimed deliveries back untouched (shutdown), attempt refunded.
+    pub async fn release_deliveries(&self, owner: &str, now_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET state = 'pending', lease_owner = NULL, lease_until = NULL,
+                    attempts = attempts - 1, updated_at = ? WHERE lease_owner = ? AND state = 'delivering'",
+        )
+        .bind(now_ms)
+        .bind(owner)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deliveries a crashed process held, or whose lease ran out: pending
+    /// again (the attempt stays counted: it may have reached the receiver).
+    pub async fn rescue_deliveries(
+        &self,
+        expired_before: Option<i64>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = ?1
+             WHERE state = 'delivering' AND (?2 IS NULL OR lease_until < ?2)",
+        )
+        .bind(now_ms)
+        .bind(expired_before)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// A new series of attempts for a delivery (same id, so the same
+    /// `webhook-id`). False when there is no such delivery or it is being
+    /// sent right now.
+    pub async fn redeliver(&self, id: &str, now_ms: i64) -> Result<Option<bool>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM deliveries WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(state) = state else {
+            return Ok(None);
+        };
+        if state == "delivering" {
+            return Ok(Some(false));
+        }
+        sqlx::query(
+            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?, delivered_at = NULL,
+                    updated_at = ? WHERE id = ?",
+        )
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(true))
+    }
+
+    pub async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        let row = sqlx::query("SELECT * FROM deliveries WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    pub async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM deliveries WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR rule = ?2)
+             ORDER BY created_at DESC LIMIT ?3",
+        )
+        .bind(filter.state.map(DeliveryState::as_str))
+        .bind(filter.rule.as_deref())
+        .bind(filter.limit.unwrap_or(i64::MAX))
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Every attempt of a delivery: (attempt, started_at, duration_ms, status, error).
+    pub async fn delivery_attempts(
+        &self,
+        id: &str,
+    ) -> Result<Vec<(i64, i64, Option<i64>, Option<i64>, Option<String>)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT attempt, started_at, duration_ms, status, error FROM delivery_attempts
+             WHERE delivery_id = ? ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    pub async fn delivery_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state")
+                .fetch_all(&self.reader)
+                .await?,
+        )
+    }
+
+    /// The earliest time a pending delivery is due.
+    pub async fn next_delivery_due(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'",
+        )
+        .fetch_one(&self.reader)
+        .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn new(id: &str, dest: &str) -> NewDelivery {
+        NewDelivery {
+            id: id.into(),
+            job_id: None,
+            rule: "r".into(),
+            destination: dest.into(),
+            event_type: "chat.completed".into(),
+            body: b"{}".to_vec(),
+            error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn claims_respect_per_destination_room_and_fence_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("d.db")).await.unwrap();
+        let mut all: Vec<NewDelivery> = (0..5).map(|i| new(&format!("slow{i}"), "slow")).collect();
+        all.extend((0..3).map(|i| new(&format!("fast{i}"), "fast")));
+        s.insert_deliveries(&all, 0).await.unwrap();
+        // The slow receiver has one free slot; the others two.
+        let got = s
+            .claim_deliveries("me", 1, 1000, 10, &json!({"slow": 1}), 2)
+            .await
+            .unwrap();
+        let slow = got.iter().filter(|d| d.destination == "slow").count();
+        let fast = got.iter().filter(|d| d.destination == "fast").count();
+        assert_eq!((slow, fast), (1, 2));
+        assert!(got.iter().all(|d| d.attempts == 1));
+        let rec = |next| AttemptRecord {
+            started_at: 1,
+            duration_ms: 3,
+            status: Some(200),
+            error: None,
+            response: Some("ok".into()),
+            next,
+        };
+        let id = got[0].id.clone();
+        assert_eq!(
+            s.record_attempts(
+                "someone-else",
+                &[(id.clone(), rec(AttemptNext::Delivered))],
+                2
+            )
+            .await
+            .unwrap(),
+            0,
+            "only the lease holder records"
+        );
+        assert_eq!(
+            s.record_attempts("me", &[(id.clone(), rec(AttemptNext::Delivered))], 2)
+                .await
+                .unwrap(),
+            1
+        );
+        let d = s.delivery(&id).await.unwrap().unwrap();
+        assert_eq!(d.state, DeliveryState::Delivered);
+        // Redelivery: same id, fresh attempts, due again.
+        assert_eq!(s.redeliver(&id, 5).await.unwrap(), Some(true));
+        let again = s
+            .claim_deliveries("me", 5, 1000, 10, &json!({}), 8)
+            .await
+            .unwrap();
+        assert!(again.iter().any(|d| d.id == id && d.attempts == 1));
+        s.record_attempts("me", &[(id.clone(), rec(AttemptNext::Dead))], 6)
+            .await
+            .unwrap();
+        assert_eq!(s.delivery_attempts(&id).await.unwrap().len(), 2);
+        // Still held: two of the first claim, all but one of the second.
+        assert_eq!(
+            s.release_deliveries("me", 7).await.unwrap() as usize,
+            2 + again.len() - 1
+        );
+    }
+}

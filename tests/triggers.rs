@@ -1,0 +1,795 @@
+//! Templated chats and deliveries in-process (`app::start`) against the fake
+//! Open WebUI and a local webhook receiver, with a real SQLite file:
+//! incoming hooks and their signatures, schedules, manual runs, and the
+//! delivery retry semantics. The real-server versions are in `e2e.rs`.
+
+use std::time::{Duration, Instant};
+
+use ferry::app::{self, Running};
+use ferry::config::{self, Environment};
+use ferry::deliver::sign::standard_signature;
+use ferry::store::{DeliveryFilter, DeliveryState, JobFilter, JobState};
+use ferry::testing::fake_openwebui::{API_KEY, FakeOpenWebUi};
+use ferry::testing::receiver::{Receiver, Reply};
+use serde_json::{Value, json};
+
+const HOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+const OUT_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const ADMIN: &str = "admin-token-0123456789";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    fake: FakeOpenWebUi,
+    receiver: Receiver,
+}
+
+impl Setup {
+    /// `webhooks` is extra YAML under `webhooks:` (indented by 2).
+    async fn new(rules: &[(&str, &str)], webhooks: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+        std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
+        let fake = FakeOpenWebUi::start("0.12.4").await;
+        let receiver = Receiver::start().await;
+        std::fs::write(
+            dir.path().join("ferry.yaml"),
+            format!(
+                "openwebui:\n  url: {}\n  api_key: {API_KEY}\n  timeout: 5s\n  processing_timeout: 5s\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:0\n  admin_token: {ADMIN}\nshutdown_grace: 5s\nwebhooks:\n  out:\n    url: {}\n    secret: {OUT_SECRET}\n    allow_private: true\n    retry: [0s, 1100ms, 1100ms]\n    timeout: 1s\n{webhooks}",
+                fake.url(),
+                receiver.url("out")
+            ),
+        )
+        .unwrap();
+        for (name, text) in rules {
+            let text = text.replace("INBOX", &dir.path().join("inbox").display().to_string());
+            std::fs::write(dir.path().join(format!("rules/{name}.yaml")), text).unwrap();
+        }
+        Setup {
+            dir,
+            fake,
+            receiver,
+        }
+    }
+
+    async fn start(&self) -> Running {
+        let env = Environment::fixed([("X", "1")]);
+        let loaded = config::load(&self.dir.path().join("ferry.yaml"), &env).unwrap();
+        app::start(loaded, env).await.unwrap()
+    }
+}
+
+async fn stop(running: Running) {
+    running.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running.task)
+        .await
+        .expect("stops within the grace")
+        .unwrap();
+}
+
+async fn eventually<T>(what: &str, secs: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn finished_job(running: &Running, id: &str) -> ferry::store::Job {
+    eventually("the job finishes", 15, async || {
+        let j = running.shared.store.job(id).await.unwrap()?;
+        matches!(j.state, JobState::Succeeded | JobState::Dead).then_some(j)
+    })
+    .await
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A Standard Webhooks request to the daemon's hook.
+fn signed(
+    running: &Running,
+    path: &str,
+    id: &str,
+    ts: i64,
+    secret: &str,
+    body: &[u8],
+) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
+        .post(format!("http://{}/hooks/{path}", running.addr))
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", ts.to_string())
+        .header(
+            "webhook-signature",
+            standard_signature(secret, id, ts, body),
+        )
+        .body(body.to_vec())
+}
+
+const ALERT_RULE: &str = "on:\n  webhook:\n    path: alerts\n    auth:\n      scheme: standard-webhooks\n      secret: whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\n    max_body: 1MiB\nchat:\n  model: fake-model\n  prompt: \"Alert: {{ payload.alert.summary }} (from {{ headers['x-source'] | default('?') }})\"\ndeliver:\n  - to: out\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signed_hook_runs_a_chat_whose_answer_is_delivered_signed() {
+    let s = Setup::new(&[("alerts", ALERT_RULE)], "").await;
+    let running = s.start().await;
+    let body = json!({"alert": {"summary": "disk 97% full on db-3"}}).to_string();
+    let ts = now_secs();
+    let r = signed(
+        &running,
+        "alerts",
+        "msg_1",
+        ts,
+        HOOK_SECRET,
+        body.as_bytes(),
+    )
+    .header("x-source", "alertmanager")
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.unwrap();
+    let job_id = v["job_id"].as_str().unwrap().to_string();
+    assert_eq!(v["status_url"], format!("/api/v1/jobs/{job_id}"));
+    let job = finished_job(&running, &job_id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    let answer = job.result.as_ref().unwrap()["answer"].as_str().unwrap();
+    assert!(
+        answer.contains("disk 97% full on db-3") && answer.contains("alertmanager"),
+        "{answer}"
+    );
+
+    // The sender retries the same event (fresh timestamp, same id): same job.
+    let again = signed(
+        &running,
+        "alerts",
+        "msg_1",
+        ts + 30,
+        HOOK_SECRET,
+        body.as_bytes(),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.json::<Value>().await.unwrap()["job_id"], job_id);
+
+    // Exactly one delivery, signed, its body quoting the answer.
+    let got = eventually("the delivery", 10, async || {
+        let r = s.receiver.received("out");
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.receiver.received("out").len(), 1);
+    let d = &got[0];
+    let id = d.header("webhook-id").unwrap();
+    let ts: i64 = d.header("webhook-timestamp").unwrap().parse().unwrap();
+    assert_eq!(
+        d.header("webhook-signature").unwrap(),
+        standard_signature(OUT_SECRET, id, ts, &d.body)
+    );
+    assert!(d.header("user-agent").unwrap().starts_with("ferry/"));
+    let event: Value = serde_json::from_slice(&d.body).unwrap();
+    assert_eq!(event["type"], "chat.completed");
+    assert_eq!(event["id"], id);
+    assert_eq!(event["rule"], "alerts");
+    assert_eq!(event["data"]["job_id"], job_id);
+    assert_eq!(event["data"]["answer"], answer);
+    assert_eq!(event["data"]["trigger"]["kind"], "webhook");
+    let delivery = running.shared.store.delivery(id).await.unwrap().unwrap();
+    assert_eq!(
+        (delivery.state, delivery.attempts),
+        (DeliveryState::Delivered, 1)
+    );
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hooks_refuse_bad_signatures_stale_times_and_big_bodies() {
+    let s = Setup::new(&[("alerts", ALERT_RULE)], "").await;
+    let running = s.start().await;
+    let body = br#"{"alert":{"summary":"x"}}"#;
+    let ts = now_secs();
+    let status = |r: reqwest::Response| r.status().as_u16();
+    let wrong = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    assert_eq!(
+        status(
+            signed(&running, "alerts", "m1", ts, wrong, body)
+                .send()
+                .await
+                .unwrap()
+        ),
+        401,
+        "wrong secret"
+    );
+    let with_sig = |sig: &str| {
+        reqwest::Client::new()
+            .post(format!("http://{}/hooks/alerts", running.addr))
+            .header("webhook-id", "m2")
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig.to_string())
+            .body(body.to_vec())
+    };
+    assert_eq!(status(with_sig("v1,").send().await.unwrap()), 401, "empty");
+    let good = standard_signature(HOOK_SECRET, "m2", ts, body);
+    assert_eq!(
+        status(with_sig(&good[..good.len() - 2]).send().await.unwrap()),
+        401,
+        "shorter"
+    );
+    assert_eq!(
+        status(with_sig(&format!("{good}AA")).send().await.unwrap()),
+        401,
+        "longer"
+    );
+    assert_eq!(
+        status(
+            signed(&running, "alerts", "m3", ts - 360, HOOK_SECRET, body)
+                .send()
+                .await
+                .unwrap()
+        ),
+        401,
+        "six minutes old"
+    );
+    let r = signed(&running, "alerts", "m3", ts - 360, HOOK_SECRET, body)
+        .send()
+        .await
+        .unwrap();
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("5 minutes"),
+        "{e}"
+    );
+    assert_eq!(
+        status(
+            reqwest::Client::new()
+                .post(format!("http://{}/hooks/nope", running.addr))
+                .body("{}")
+                .send()
+                .await
+                .unwrap()
+        ),
+        404
+    );
+    // 2 MiB on a 1 MiB hook: refused on the declared length, and on the
+    // bytes when no length is declared (chunked).
+    let big = vec![b'x'; 2 << 20];
+    assert_eq!(
+        status(
+            signed(&running, "alerts", "m4", ts, HOOK_SECRET, &big)
+                .send()
+                .await
+                .unwrap()
+        ),
+        413
+    );
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..32).map(|_| Ok(vec![b'y'; 64 << 10])).collect();
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/hooks/alerts", running.addr))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // Nothing of that became a job.
+    assert!(
+        running
+            .shared
+            .store
+            .jobs(&JobFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn manual_runs_permanent_failures_and_retry() {
+    let s = Setup::new(
+        &[
+            (
+                "greet",
+                "vars: { who: nobody }\nchat:\n  model: fake-model\n  prompt: \"Hello {{ vars.who }}\"\n",
+            ),
+            (
+                "broken",
+                "chat:\n  model: no-such-model\n  prompt: hi\ndeliver:\n  - to: out\n",
+            ),
+        ],
+        "",
+    )
+    .await;
+    let running = s.start().await;
+    let client = reqwest::Client::new();
+    let run = async |rule: &str, body: Value| -> String {
+        let r = client
+            .post(format!("http://{}/api/v1/rules/{rule}/run", running.addr))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        r.json::<Value>().await.unwrap()["job_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let id = run("greet", json!({"vars": {"who": "Ada"}})).await;
+    let job = finished_job(&running, &id).await;
+    assert_eq!(job.trigger_kind, "manual");
+    assert!(
+        job.result.unwrap()["answer"]
+            .as_str()
+            .unwrap()
+            .ends_with("Hello Ada")
+    );
+    let id = run("greet", json!({})).await;
+    assert!(
+        finished_job(&running, &id).await.result.unwrap()["answer"]
+            .as_str()
+            .unwrap()
+            .ends_with("Hello nobody"),
+        "the rule's default"
+    );
+
+    // An unknown model fails at once, not after retries, and says why;
+    // the failure is delivered as chat.failed.
+    let id = run("broken", json!({})).await;
+    let job = finished_job(&running, &id).await;
+    assert_eq!((job.state, job.attempts), (JobState::Dead, 1));
+    assert!(
+        job.error.as_deref().unwrap().contains("Model not found"),
+        "{:?}",
+        job.error
+    );
+    let got = eventually("chat.failed delivery", 10, async || {
+        let r = s.receiver.received("out");
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    let event: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(event["type"], "chat.failed");
+    assert!(
+        event["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("Model not found")
+    );
+
+    // A manual retry of the dead job: a new attempt series.
+    let r = client
+        .post(format!("http://{}/api/v1/jobs/{id}/retry", running.addr))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let again = eventually("retried", 10, async || {
+        let j = running.shared.store.job(&id).await.unwrap()?;
+        (j.state == JobState::Dead && j.updated_at > job.updated_at).then_some(j)
+    })
+    .await;
+    assert_eq!(again.attempts, 1);
+    // Only dead jobs are retried; no token, no admin API.
+    let ok_id = run("greet", json!({})).await;
+    finished_job(&running, &ok_id).await;
+    let r = client
+        .post(format!("http://{}/api/v1/jobs/{ok_id}/retry", running.addr))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let r = client
+        .post(format!("http://{}/api/v1/rules/greet/run", running.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn template_input_missing_fails_the_job_once_with_the_reason() {
+    let s = Setup::new(&[("alerts", ALERT_RULE)], "").await;
+    let running = s.start().await;
+    let body = br#"{"something": "else"}"#;
+    let r = signed(&running, "alerts", "m9", now_secs(), HOOK_SECRET, body)
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let job = finished_job(&running, &id).await;
+    assert_eq!((job.state, job.attempts), (JobState::Dead, 1));
+    assert!(
+        job.error.as_deref().unwrap().contains("template"),
+        "{:?}",
+        job.error
+    );
+    assert_eq!(s.fake.count("POST", "/api/chat/completions"), 0);
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schedule_fires_on_time_and_catches_up_once_after_downtime() {
+    let s = Setup::new(
+        &[(
+            "tick",
+            "on:\n  schedule:\n    cron: \"*/2 * * * * *\"\n    missed: run_once\nchat:\n  model: fake-model\n  prompt: \"tick {{ schedule.fire_time }} last {{ last_run.at }}\"\n",
+        )],
+        "",
+    )
+    .await;
+    let running = s.start().await;
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    let fire_ms = |j: &ferry::store::Job| {
+        chrono::DateTime::parse_from_rfc3339(j.input["schedule"]["fire_time"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
+    let jobs = running
+        .shared
+        .store
+        .jobs(&JobFilter::default())
+        .await
+        .unwrap();
+    assert!(
+        (3..=4).contains(&jobs.len()),
+        "{} fires in 6.5 s",
+        jobs.len()
+    );
+    for j in &jobs {
+        let f = fire_ms(j);
+        assert_eq!(f % 2000, 0, "on even seconds");
+        let late = j.created_at - f;
+        assert!((0..500).contains(&late), "fired {late} ms after its time");
+    }
+    stop(running).await;
+    let down_from = ferry::store::now_ms();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let running = s.start().await;
+    let down_to = ferry::store::now_ms();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let jobs = running
+        .shared
+        .store
+        .jobs(&JobFilter::default())
+        .await
+        .unwrap();
+    let catch_up: Vec<_> = jobs
+        .iter()
+        .filter(|j| {
+            let f = fire_ms(j);
+            f > down_from && f < down_to
+        })
+        .collect();
+    assert_eq!(catch_up.len(), 1, "exactly one catch-up run for ~5 missed");
+    assert_eq!(catch_up[0].input["schedule"]["catch_up"], true);
+    let done = finished_job(&running, &catch_up[0].id).await;
+    assert!(
+        !done.result.unwrap()["answer"]
+            .as_str()
+            .unwrap()
+            .contains("last none"),
+        "last_run is known after earlier runs"
+    );
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overlap_skip_never_runs_two_at_once() {
+    let s = Setup::new(
+        &[(
+            "slow",
+            "on:\n  schedule:\n    cron: \"* * * * * *\"\n    overlap: skip\nchat:\n  model: fake-model\n  prompt: slow\n",
+        )],
+        "",
+    )
+    .await;
+    s.fake.state.lock().unwrap().chat_delay = Duration::from_millis(2500);
+    let running = s.start().await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let st = s.fake.state.lock().unwrap().chats_running_max;
+    assert_eq!(st, 1, "never two chats of the rule at once");
+    let jobs = running
+        .shared
+        .store
+        .jobs(&JobFilter::default())
+        .await
+        .unwrap();
+    assert!(
+        (2..=4).contains(&jobs.len()),
+        "most of the 7 fires were skipped: {} jobs",
+        jobs.len()
+    );
+    stop(running).await;
+}
+
+const WEBHOOK_RULE_TO: &str = "on:\n  webhook:\n    path: go\n    auth: { scheme: none }\nchat:\n  model: fake-model\n  prompt: \"go {{ payload }}\"\ndeliver:\n  - to: DEST\n";
+
+async fn deliver_once(s: &Setup, running: &Running, payload: &str) -> String {
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/hooks/go", running.addr))
+        .body(payload.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let job = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    finished_job(running, &job).await;
+    let _ = s;
+    eventually("the delivery row", 10, async || {
+        running
+            .shared
+            .store
+            .deliveries(&DeliveryFilter::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|d| d.job_id.as_deref() == Some(&job))
+            .map(|d| d.id)
+    })
+    .await
+}
+
+async fn settled(running: &Running, id: &str, secs: u64) -> ferry::store::Delivery {
+    eventually("the delivery settles", secs, async || {
+        let d = running.shared.store.delivery(id).await.unwrap()?;
+        matches!(d.state, DeliveryState::Delivered | DeliveryState::Dead).then_some(d)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deliveries_retry_with_the_same_id_and_stop_on_410() {
+    let s = Setup::new(&[("go", &WEBHOOK_RULE_TO.replace("DEST", "out"))], "").await;
+    let running = s.start().await;
+
+    s.receiver
+        .script("out", [Reply::status(500), Reply::status(500)]);
+    let id = deliver_once(&s, &running, "one").await;
+    let d = settled(&running, &id, 10).await;
+    assert_eq!((d.state, d.attempts), (DeliveryState::Delivered, 3));
+    let got = s.receiver.received("out");
+    assert_eq!(got.len(), 3);
+    let ids: Vec<_> = got
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap())
+        .collect();
+    assert!(ids.iter().all(|i| *i == id), "same webhook-id: {ids:?}");
+    let stamps: std::collections::BTreeSet<_> = got
+        .iter()
+        .map(|r| r.header("webhook-timestamp").unwrap().to_string())
+        .collect();
+    assert_eq!(stamps.len(), 3, "a fresh timestamp per attempt");
+    for r in &got {
+        let ts: i64 = r.header("webhook-timestamp").unwrap().parse().unwrap();
+        assert_eq!(
+            r.header("webhook-signature").unwrap(),
+            standard_signature(OUT_SECRET, &id, ts, &r.body)
+        );
+    }
+    assert_eq!(
+        running
+            .shared
+            .store
+            .delivery_attempts(&id)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+
+    s.receiver.script("out", [Reply::status(410)]);
+    let id = deliver_once(&s, &running, "two").await;
+    let d = settled(&running, &id, 10).await;
+    assert_eq!(
+        (d.state, d.attempts, d.last_status),
+        (DeliveryState::Dead, 1, Some(410))
+    );
+
+    // Redelivery: the same id again, a new series.
+    let r = reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/v1/deliveries/{id}/redeliver",
+            running.addr
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let d = eventually("redelivered", 10, async || {
+        let d = running.shared.store.delivery(&id).await.unwrap()?;
+        (d.state == DeliveryState::Delivered).then_some(d)
+    })
+    .await;
+    assert_eq!(d.attempts, 1);
+    assert_eq!(
+        running
+            .shared
+            .store
+            .delivery_attempts(&id)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retry_after_is_honoured_and_silence_is_cut_off() {
+    let s = Setup::new(&[("go", &WEBHOOK_RULE_TO.replace("DEST", "out"))], "").await;
+    let running = s.start().await;
+    s.receiver
+        .script("out", [Reply::status(429).header("retry-after", "2")]);
+    let id = deliver_once(&s, &running, "one").await;
+    let d = settled(&running, &id, 10).await;
+    assert_eq!((d.state, d.attempts), (DeliveryState::Delivered, 2));
+    let got = s.receiver.received("out");
+    let gap = got[1].at - got[0].at;
+    assert!(gap >= Duration::from_secs(2), "waited {gap:?}");
+
+    // A receiver that never answers: cut off by the 1 s timeout, retried.
+    s.receiver
+        .script("out", [Reply::status(200).delay(Duration::from_secs(30))]);
+    let started = Instant::now();
+    let id = deliver_once(&s, &running, "two").await;
+    let d = settled(&running, &id, 15).await;
+    assert_eq!((d.state, d.attempts), (DeliveryState::Delivered, 2));
+    let attempts = running.shared.store.delivery_attempts(&id).await.unwrap();
+    assert!(
+        attempts[0]
+            .4
+            .as_deref()
+            .unwrap()
+            .contains("no answer within"),
+        "{attempts:?}"
+    );
+    assert!(attempts[0].2.unwrap() < 2500, "cut off after about 1 s");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn private_destinations_are_refused_and_redirects_not_followed() {
+    let s = Setup::new(
+        &[
+            ("go", &WEBHOOK_RULE_TO.replace("DEST", "guarded")),
+            (
+                "bounce",
+                &WEBHOOK_RULE_TO
+                    .replace("DEST", "bouncy")
+                    .replace("path: go", "path: bounce"),
+            ),
+        ],
+        "",
+    )
+    .await;
+    // Config with two more destinations: loopback without allow_private,
+    // and one that redirects.
+    let cfg = s.dir.path().join("ferry.yaml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "  guarded:\n    url: {}\n  bouncy:\n    url: {}\n    allow_private: true\n    retry: [0s]\n",
+        s.receiver.url("guarded"),
+        s.receiver.url("bouncy")
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    let running = s.start().await;
+    let id = deliver_once(&s, &running, "x").await;
+    let d = settled(&running, &id, 10).await;
+    assert_eq!(d.state, DeliveryState::Dead);
+    assert!(
+        d.last_error.as_deref().unwrap().contains("127.0.0.1")
+            && d.last_error.as_deref().unwrap().contains("allow_private"),
+        "{:?}",
+        d.last_error
+    );
+    assert!(
+        s.receiver.received("guarded").is_empty(),
+        "nothing was sent"
+    );
+
+    s.receiver.script(
+        "bouncy",
+        [Reply::status(302).header("location", &s.receiver.url("elsewhere"))],
+    );
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/hooks/bounce", running.addr))
+        .body("y")
+        .send()
+        .await
+        .unwrap();
+    let job = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    finished_job(&running, &job).await;
+    let d = eventually("bounced", 10, async || {
+        let list = running
+            .shared
+            .store
+            .deliveries(&DeliveryFilter {
+                state: Some(DeliveryState::Dead),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        list.into_iter().find(|d| d.destination == "bouncy")
+    })
+    .await;
+    assert_eq!(d.last_status, Some(302));
+    assert!(d.last_error.as_deref().unwrap().contains("not followed"));
+    assert!(s.receiver.received("elsewhere").is_empty());
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watched_file_chats_once_per_version_and_delivers_the_answer() {
+    let rule = "on:\n  watch:\n    path: INBOX\n    settle: 200ms\ningest:\n  collection: Notes\nchat:\n  model: fake-model\n  collections: [Notes]\n  prompt: \"Summarise {{ file.name }}: {{ file.text }}\"\ndeliver:\n  - to: out\n    body: '{\"text\": {{ answer | tojson }}, \"file\": {{ file.name | tojson }}}'\n";
+    let s = Setup::new(&[("notes", rule)], "").await;
+    let running = s.start().await;
+    std::fs::write(
+        s.dir.path().join("inbox/minutes.md"),
+        "The board met at 22:15 and chose teal.",
+    )
+    .unwrap();
+    let got = eventually("a delivery", 15, async || {
+        let r = s.receiver.received("out");
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["file"], "minutes.md");
+    assert!(
+        body["text"].as_str().unwrap().contains("chose teal"),
+        "{body}"
+    );
+    // Unchanged file, restart: no second chat or delivery.
+    stop(running).await;
+    let running = s.start().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(s.receiver.received("out").len(), 1);
+    assert_eq!(s.fake.count("POST", "/api/chat/completions"), 1);
+    // A new version: one more.
+    std::fs::write(
+        s.dir.path().join("inbox/minutes.md"),
+        "The board met again and chose orange.",
+    )
+    .unwrap();
+    let got = eventually("a second delivery", 15, async || {
+        let r = s.receiver.received("out");
+        (r.len() == 2).then_some(r)
+    })
+    .await;
+    let body: Value = serde_json::from_slice(&got[1].body).unwrap();
+    assert!(body["text"].as_str().unwrap().contains("orange"));
+    stop(running).await;
+}
