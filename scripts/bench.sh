@@ -1,19 +1,35 @@
 #!/usr/bin/env bash
-# Benchmarks (figures, not pass/fail): ferry run with a watch rule.
-#   1,000 small files through a real Open WebUI 0.12.4 (started here, offline,
-#   with the stand-in model): files/s, drop → linked latency, CPU, RSS;
-#   a 100,000-file unchanged tree against the in-process fake: startup
-#   reconcile time, RSS, idle CPU.
-# usage: scripts/bench.sh [fake] [real]     (default: both)
+# Benchmarks (figures, not pass/fail).
+#   real      1,000 small files through a real Open WebUI 0.12.4 (started
+#             here, offline, with the stand-in model): files/s, drop → linked
+#             latency, CPU, RSS;
+#   fake      a 100,000-file unchanged tree against the in-process fake:
+#             startup reconcile time, RSS, idle CPU;
+#   triggers  hooks (202 latency at 200 concurrent senders), schedule firing
+#             delay, deliveries/s and job → first attempt latency.
+# usage: scripts/bench.sh [fake] [real] [triggers]     (default: all)
 #   FERRY_BENCH_FILES=1000 FERRY_BENCH_TREE=100000 to change the sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/e2e/lib.sh
 trap e2e_stop EXIT
-parts=${*:-fake real}
-cargo bench --no-run --quiet --bench watch
-if [[ " $parts " == *" real "* ]]; then
-  work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-bench.XXXXXX")
-  e2e_start "${FERRY_BENCH_VERSION:-0.12.4}" "$work"
+parts=${*:-fake real triggers}
+watch_parts=""
+for p in $parts; do
+  case $p in
+    fake | real) watch_parts="$watch_parts $p" ;;
+    triggers) ;;
+    *) echo "unknown part: $p" >&2; exit 2 ;;
+  esac
+done
+if [[ -n "$watch_parts" ]]; then
+  cargo bench --no-run --quiet --bench watch
+  if [[ " $parts " == *" real "* ]]; then
+    work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-bench.XXXXXX")
+    e2e_start "${FERRY_BENCH_VERSION:-0.12.4}" "$work"
+  fi
+  cargo bench --quiet --bench watch -- $watch_parts
 fi
-cargo bench --quiet --bench watch -- $parts
+if [[ " $parts " == *" triggers "* ]]; then
+  cargo bench --quiet --bench triggers
+fi

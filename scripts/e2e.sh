@@ -18,6 +18,7 @@ for version in $versions; do
   e2e_start "$version" "$work"
   echo "e2e: running tests against Open WebUI $version" >&2
   cargo test --quiet --test e2e -- --ignored --test-threads 2 "$@"
+  cargo test --quiet --test e2e_chat -- --ignored "$@"
   # One daemon test at a time: each loads Open WebUI on its own.
   cargo test --quiet --test e2e_daemon -- --ignored --test-threads 1 "$@"
   e2e_stop

@@ -7,13 +7,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::daemon::{ADMIN, Daemon, free_port, until};
 use common::{Api, Server, instance_of, server};
 use serde_json::Value;
-
-const ADMIN: &str = "e2e-admin-token-0123456789";
 
 struct Mirror {
     dir: tempfile::TempDir,
@@ -25,11 +24,7 @@ impl Mirror {
     fn new(s: &Server, settle: &str) -> Mirror {
         let dir = tempfile::tempdir().unwrap();
         let collection = format!("e2e-mirror-{}", uuid::Uuid::new_v4().simple());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
         std::fs::create_dir_all(dir.path().join("rules")).unwrap();
         std::fs::write(
@@ -60,34 +55,7 @@ impl Mirror {
     }
 
     fn start(&self, s: &Server) -> Daemon {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("ferry.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["run", "--config", "ferry.yaml", "--log-level", "ferry=info"])
-            .current_dir(self.dir.path())
-            .env("E2E_API_KEY", &s.api_key)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child,
-            base: format!("http://127.0.0.1:{}", self.port),
-        };
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "daemon did not start:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
+        Daemon::spawn(self.dir.path(), self.port, &[("E2E_API_KEY", &s.api_key)])
     }
 
     fn log(&self) -> String {
@@ -95,91 +63,9 @@ impl Mirror {
     }
 }
 
-struct Daemon {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Daemon {
-    /// A failing test must not leave a daemon behind.
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Daemon {
-    async fn get(&self, path: &str) -> reqwest::Response {
-        reqwest::Client::new()
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        let text = self.get("/metrics").await.text().await.unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-    }
-
-    async fn paused(&self) -> Option<String> {
-        let v: Value = self.get("/api/v1/rules").await.json().await.unwrap();
-        v["rules"][0]["paused"].as_str().map(str::to_string)
-    }
-
-    /// SIGTERM; must exit 0 within the grace.
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status}");
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "did not stop in time"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
 /// Names in the collection, as Open WebUI lists them.
 async fn names(api: &Api<'_>, kb: &str) -> BTreeSet<String> {
     api.knowledge_file_names(kb).await.into_iter().collect()
-}
-
-async fn until<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// The id of the knowledge base named `name`, once it exists.

@@ -4,7 +4,9 @@
 # Source it, then: e2e_start VERSION WORKDIR; … ; e2e_stop (also on EXIT).
 #
 # Exports FERRY_E2E_URL, FERRY_E2E_VERSION, FERRY_E2E_EMAIL,
-# FERRY_E2E_PASSWORD, FERRY_E2E_API_KEY, FERRY_E2E_UPSTREAM_LOG.
+# FERRY_E2E_PASSWORD, FERRY_E2E_API_KEY, FERRY_E2E_UPSTREAM_LOG, and the
+# webhook receiver that verifies signatures with the reference library:
+# FERRY_E2E_RECEIVER_URL, FERRY_E2E_RECEIVER_LOG, FERRY_E2E_RECEIVER_SECRET.
 
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 E2E_PIDS=()
@@ -40,6 +42,16 @@ e2e_start() { # VERSION WORKDIR
   python3 "$E2E_DIR/fake_upstream.py" "$up_port" "$FERRY_E2E_UPSTREAM_LOG" >"$work/upstream.log" 2>&1 &
   E2E_PIDS+=($!)
   e2e_wait_http "http://127.0.0.1:$up_port/v1/models" 20 "$work/upstream.log"
+
+  local rx_venv rx_port
+  rx_venv=$("$E2E_DIR/install-receiver.sh")
+  rx_port=$(e2e_free_port)
+  export FERRY_E2E_RECEIVER_URL="http://127.0.0.1:$rx_port"
+  export FERRY_E2E_RECEIVER_LOG="$work/received.jsonl"
+  export FERRY_E2E_RECEIVER_SECRET="whsec_$(python3 -c 'import base64,secrets; print(base64.b64encode(secrets.token_bytes(32)).decode())')"
+  "$rx_venv/bin/python" "$E2E_DIR/receiver.py" "$rx_port" "$FERRY_E2E_RECEIVER_LOG" "$FERRY_E2E_RECEIVER_SECRET" >"$work/receiver.log" 2>&1 &
+  E2E_PIDS+=($!)
+  e2e_wait_http "$FERRY_E2E_RECEIVER_URL/" 20 "$work/receiver.log"
 
   ow_port=$(e2e_free_port)
   mkdir -p "$work/data"

@@ -2,6 +2,8 @@
 //! `scripts/e2e.sh`) and plain HTTP calls to it, independent of ferry.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use serde_json::Value;
 
 pub struct Server {

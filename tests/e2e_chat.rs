@@ -1,0 +1,217 @@
+//! `ferry run` as a process against a real Open WebUI (started by
+//! `scripts/e2e.sh`): templated chats from hooks and dropped files, with
+//! their answers delivered to a receiver that checks each signature with
+//! the Standard Webhooks reference library (`scripts/e2e/receiver.py`), not
+//! with ferry's code.
+
+mod common;
+
+use std::time::Duration;
+
+use common::daemon::{Daemon, free_port, until};
+use common::{Api, server};
+use ferry::deliver::sign::standard_signature;
+use serde_json::{Value, json};
+
+const HOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+fn received() -> Vec<Value> {
+    let path = std::env::var("FERRY_E2E_RECEIVER_LOG").expect("run with scripts/e2e.sh");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Deliveries the receiver got whose event mentions `needle`.
+fn received_with(needle: &str) -> Vec<Value> {
+    received()
+        .into_iter()
+        .filter(|r| r["body"].as_str().unwrap_or_default().contains(needle))
+        .collect()
+}
+
+async fn job_result(d: &Daemon, id: &str) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let job: Value = d
+            .get(&format!("/api/v1/jobs/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if matches!(job["state"].as_str(), Some("succeeded" | "dead")) {
+            assert_eq!(job["state"], "succeeded", "{job}");
+            return job["result"].clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "job {id} did not finish: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a real Open WebUI: scripts/e2e.sh"]
+async fn hooks_and_files_chat_through_open_webui_and_deliver_signed() {
+    let s = server();
+    let api = Api::new(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let token = format!("pier-{}", uuid::Uuid::new_v4().simple());
+    let kb = format!("e2e-chat-{}", uuid::Uuid::new_v4().simple());
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("ferry.yaml"),
+        format!(
+            "openwebui:\n  url: {}\n  api_key: ${{E2E_API_KEY}}\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:{port}\n  admin_token: {}\nwebhooks:\n  receiver:\n    url: {}/ferry\n    secret: ${{E2E_RECEIVER_SECRET}}\n    allow_private: true\nshutdown_grace: 20s\n",
+            s.url,
+            common::daemon::ADMIN,
+            std::env::var("FERRY_E2E_RECEIVER_URL").unwrap()
+        ),
+    )
+    .unwrap();
+    let rules = [
+        (
+            "notes",
+            format!(
+                "on:\n  watch:\n    path: {}\n    settle: 500ms\ningest:\n  collection: {kb}\nchat:\n  model: fake-model\n  collections: [{kb}]\n  prompt: \"When does the night ferry to Lindau leave, and from which pier? (file {{{{ file.name }}}})\"\ndeliver:\n  - to: receiver\n",
+                inbox.display()
+            ),
+        ),
+        (
+            "alerts",
+            format!(
+                "on:\n  webhook:\n    path: alerts\n    auth:\n      scheme: standard-webhooks\n      secret: {HOOK_SECRET}\nchat:\n  model: fake-model\n  prompt: \"Alert: {{{{ payload.alert.summary }}}}\"\n  save_chat: true\ndeliver:\n  - to: receiver\n"
+            ),
+        ),
+        (
+            "ask",
+            format!(
+                "on:\n  webhook:\n    path: ask\n    auth: {{ scheme: bearer, secret: ask-secret-123 }}\nchat:\n  model: fake-model\n  collections: [{kb}]\n  prompt: \"{{{{ payload.question }}}}\"\n"
+            ),
+        ),
+    ];
+    for (name, text) in &rules {
+        std::fs::write(dir.path().join(format!("rules/{name}.yaml")), text).unwrap();
+    }
+    let secret = std::env::var("FERRY_E2E_RECEIVER_SECRET").unwrap();
+    let d = Daemon::spawn(
+        dir.path(),
+        port,
+        &[
+            ("E2E_API_KEY", &s.api_key),
+            ("E2E_RECEIVER_SECRET", &secret),
+        ],
+    );
+
+    // A dropped file: ingested, chatted about with its collection attached,
+    // the answer (quoting the file through retrieval) delivered once.
+    std::fs::write(
+        inbox.join("harbour.md"),
+        format!("Harbour notes.\n\nThe night ferry to Lindau leaves at 22:15 from {token}.\n"),
+    )
+    .unwrap();
+    until(
+        "the file's answer is delivered",
+        Duration::from_secs(180),
+        || async { !received_with("harbour.md").is_empty() },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = received_with("harbour.md");
+    assert_eq!(got.len(), 1, "exactly one delivery: {got:#?}\n{}", d.log());
+    assert_eq!(got[0]["verified"], true, "{}", got[0]);
+    let event: Value = serde_json::from_str(got[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(event["type"], "chat.completed");
+    assert_eq!(event["id"], got[0]["webhook_id"]);
+    assert_eq!(event["data"]["document"]["name"], "harbour.md");
+    assert_eq!(event["data"]["document"]["collection"], kb.as_str());
+    assert!(
+        event["data"]["answer"].as_str().unwrap().contains(&token),
+        "the answer quotes the document: {event}"
+    );
+
+    // A signed hook: the answer quotes the payload; saved as a chat.
+    let summary = format!("disk 97% full on db-{}", uuid::Uuid::new_v4().simple());
+    let body = json!({"alert": {"summary": summary}}).to_string();
+    let ts = chrono::Utc::now().timestamp();
+    let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+    let r = reqwest::Client::new()
+        .post(format!("{}/hooks/alerts", d.base))
+        .header("content-type", "application/json")
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", ts.to_string())
+        .header(
+            "webhook-signature",
+            standard_signature(HOOK_SECRET, &id, ts, body.as_bytes()),
+        )
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let job_id = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let result = job_result(&d, &job_id).await;
+    assert!(
+        result["answer"].as_str().unwrap().contains(&summary),
+        "{result}"
+    );
+    let chat_id = result["chat_id"].as_str().expect("saved as a chat");
+    let chat = api.get(&format!("/api/v1/chats/{chat_id}")).await;
+    let history = &chat["chat"]["history"];
+    let current = history["currentId"].as_str().unwrap();
+    let answer = &history["messages"][current];
+    assert_eq!(answer["role"], "assistant");
+    assert!(answer["content"].as_str().unwrap().contains(&summary));
+    let parent = answer["parentId"].as_str().unwrap();
+    assert_eq!(history["messages"][parent]["role"], "user");
+    let listed = api.get("/api/v1/chats/").await;
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == chat_id),
+        "the chat is in Open WebUI's chat list"
+    );
+    until(
+        "the alert's answer is delivered",
+        Duration::from_secs(30),
+        || async {
+            received_with(&summary)
+                .iter()
+                .any(|r| r["verified"] == true)
+        },
+    )
+    .await;
+
+    // A hook asking about the collection: text only the file has.
+    let r = reqwest::Client::new()
+        .post(format!("{}/hooks/ask", d.base))
+        .bearer_auth("ask-secret-123")
+        .json(
+            &json!({"question": "When does the night ferry to Lindau leave, and from which pier?"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let job_id = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let result = job_result(&d, &job_id).await;
+    assert!(
+        result["answer"].as_str().unwrap().contains(&token),
+        "retrieval brought the file's text: {result}"
+    );
+    d.stop();
+}
