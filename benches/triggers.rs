@@ -39,7 +39,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 struct Ferry {
     child: Child,
     port: u16,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Drop for Ferry {
@@ -89,7 +89,11 @@ fn start(dir: tempfile::TempDir, port: u16) -> Ferry {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ferry { child, port, dir }
+    Ferry {
+        child,
+        port,
+        _dir: dir,
+    }
 }
 
 async fn hooks(fake: &FakeOpenWebUi, receiver: &Receiver) {

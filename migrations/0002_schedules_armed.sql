@@ -2,3 +2,4 @@
 -- not "missed" (the rule did not exist yet).
 ALTER TABLE schedules ADD COLUMN armed_at INTEGER;
 CREATE INDEX deliveries_lease ON deliveries (lease_owner) WHERE state = 'delivering';
+CREATE INDEX deliveries_destination_due ON deliveries (destination, state, next_attempt_at);

@@ -20,10 +20,20 @@
 //! ```
 //!
 //! `ferry run` ([`app`]) starts one watcher per watch rule ([`watch`]),
-//! the worker pool ([`worker`]) and the HTTP server ([`server`]). The
-//! one-shot commands drive the same pieces directly: `ferry ingest` runs
-//! [`ingest::Ingestor`] over files, `ferry ask` calls
-//! [`openwebui::Client::chat_stream`].
+//! one timer per schedule rule ([`schedule`]), the worker pool
+//! ([`worker`]), the delivery loop ([`deliver`]) and the HTTP server
+//! ([`server`]: hooks and admin API). The one-shot commands drive the same
+//! pieces directly: `ferry ingest` runs [`ingest::Ingestor`] over files,
+//! `ferry ask` calls [`openwebui::Client::chat_stream`], `ferry render`
+//! fills a rule's templates with [`worker::chat::context`].
+//!
+//! A day in the life of an event: `POST /hooks/alerts` is checked
+//! ([`server::hooks`]) and becomes a `chat` job (one transaction, then
+//! 202); a worker runs it ([`worker::chat`]) and completes it together
+//! with its delivery rows (the outbox, [`store::Effects`]); the delivery
+//! loop signs and sends them ([`deliver`]). A linked document does the same
+//! with `document.*` events and follow-up chats
+//! ([`worker::chat::after_ingest`]).
 //!
 //! ## Code map
 //!
@@ -40,8 +50,9 @@
 //! - [`rules`]: rule files: schema, validation, cross-rule checks;
 //!   [`rules::template`] compiles and renders minijinja templates.
 //! - [`store`]: the SQLite state database: documents, uploads, collections,
-//!   jobs (leases, coalescing, fencing), rule pauses. Schema in
-//!   `migrations/`.
+//!   jobs (leases, coalescing, fencing, [`store::Effects`] written with the
+//!   outcome), deliveries (the outbox, batched attempt records), schedules,
+//!   rule pauses. Schema in `migrations/`.
 //! - [`openwebui`]: the typed client of the real Open WebUI API.
 //!   [`openwebui::error`] classifies responses (the one place that knows
 //!   Open WebUI's odd status codes), [`openwebui::sse`] parses completion
@@ -52,10 +63,21 @@
 //! - [`watch`]: per watch rule, events → settled paths → `sync` jobs;
 //!   [`watch::settle`] (pure) decides when a file is written,
 //!   [`watch::reconcile`] compares tree and store and holds the safety valve.
+//! - [`schedule`]: cron (croner, optional seconds) in a time zone → chat
+//!   jobs; [`schedule::next_fire`] and [`schedule::missed_fire`] are pure
+//!   and carry the DST and catch-up policy.
 //! - [`worker`]: claims jobs and runs them; the only caller of Open WebUI
-//!   in the daemon.
-//! - [`server`]: axum: health, readiness, metrics, admin API.
-//! - [`testing`]: an in-process fake of Open WebUI for tests and benchmarks.
+//!   in the daemon. `sync` jobs (a watched path) are in `worker`,
+//!   [`worker::chat`] runs `chat` jobs and builds template contexts.
+//! - [`deliver`]: outgoing webhooks: event bodies, the delivery loop,
+//!   [`deliver::next_attempt`] (pure retry schedule), [`deliver::sign`]
+//!   (Standard Webhooks and hex HMAC, both directions), [`deliver::guard`]
+//!   (refuses private addresses).
+//! - [`server`]: HTTP on a hyper loop with a header-read timeout:
+//!   [`server::hooks`] (incoming webhooks), health, readiness, metrics,
+//!   admin API.
+//! - [`testing`]: an in-process fake of Open WebUI and a scripted webhook
+//!   receiver, for tests and benchmarks.
 //!
 //! ## Architecture invariants
 //!
@@ -76,6 +98,15 @@
 //! - The watcher is level-triggered: a job only says "look at this path";
 //!   removals always pass the reconcile's safety valve; only the lease
 //!   holder writes a job's outcome.
+//! - What a job brings about (deliveries, follow-up chats) is written in
+//!   the transaction that finishes it; a hook answers 202 only after its
+//!   job is committed. Nothing that succeeded is lost or redone by a crash.
+//! - Deliveries are at least once: marked delivered only after a 2xx, and
+//!   the same `webhook-id` on every attempt, redelivery and crash repeat.
+//! - Dedupe keys are forever: a fire time, a sender's webhook id or a
+//!   document version becomes at most one job.
+//! - Workers are the only callers of Open WebUI, the delivery loop the only
+//!   caller of webhooks; both take time as an input in their pure parts.
 
 #![forbid(unsafe_code)]
 

@@ -124,7 +124,7 @@ fn example_rules_are_valid() {
         dir.path(),
         "ferry.yaml",
         &format!(
-            "openwebui:\n  url: http://127.0.0.1:1\n  api_key: ${{TEST_API_KEY}}\nrules: {}\n",
+            "openwebui:\n  url: http://127.0.0.1:1\n  api_key: ${{TEST_API_KEY}}\nrules: {}\nwebhooks:\n  team-chat:\n    url: https://chat.example.org/hooks/abc\n",
             rules.display()
         ),
     );
@@ -148,4 +148,80 @@ fn missing_config_and_bad_yaml_exit_2() {
     let out = ferry(dir.path(), &["models", "--config", "bad.yaml"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("bad.yaml:"), "{}", text(&out));
+}
+
+#[test]
+fn render_prints_prompts_and_bodies_without_calling_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    // Nothing listens on port 1: render must not need it.
+    write(
+        dir.path(),
+        "ferry.yaml",
+        &format!(
+            "openwebui:\n  url: http://127.0.0.1:1\n  api_key: ${{TEST_API_KEY}}\nrules: {}\nwebhooks:\n  team-chat:\n    url: https://chat.example.org/hooks/abc\n",
+            rules.display()
+        ),
+    );
+    write(dir.path(), "notes.md", "The ferry leaves at 22:15.");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("TEST_API_KEY", SECRET_KEY)
+            .env("FERRY_ALERTS_SECRET", "example-secret")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "render",
+        "--config",
+        "ferry.yaml",
+        "inbox",
+        "--file",
+        "notes.md",
+        "--answer",
+        "A SUMMARY",
+    ]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("Summarise notes.md in three bullet points."),
+        "{all}"
+    );
+    assert!(
+        all.contains("The ferry leaves at 22:15."),
+        "file.text: {all}"
+    );
+    assert!(
+        all.contains(r#"{"text": "New in the inbox: *notes.md*\nA SUMMARY"}"#),
+        "the Slack-style body: {all}"
+    );
+    let payload = r#"{"alerts":[{"labels":{"alertname":"DiskFull"},"annotations":{"summary":"97% on db-3"}}]}"#;
+    let out = run(&[
+        "render",
+        "--config",
+        "ferry.yaml",
+        "alerts",
+        "--payload",
+        payload,
+    ]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("Alert DiskFull: 97% on db-3"), "{all}");
+    assert!(
+        all.contains(r#""type":"chat.completed""#),
+        "default event body: {all}"
+    );
+    // A payload the template cannot use: exit 1, with the reason.
+    let out = run(&[
+        "render",
+        "--config",
+        "ferry.yaml",
+        "alerts",
+        "--payload",
+        "{}",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("chat.prompt"), "{}", text(&out));
 }

@@ -267,27 +267,52 @@ async fn hooks_refuse_bad_signatures_stale_times_and_big_bodies() {
     );
     // 2 MiB on a 1 MiB hook: refused on the declared length, and on the
     // bytes when no length is declared (chunked).
-    let big = vec![b'x'; 2 << 20];
-    assert_eq!(
-        status(
-            signed(&running, "alerts", "m4", ts, HOOK_SECRET, &big)
-                .send()
-                .await
-                .unwrap()
-        ),
-        413
-    );
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..32).map(|_| Ok(vec![b'y'; 64 << 10])).collect();
-    let r = reqwest::Client::new()
-        .post(format!("http://{}/hooks/alerts", running.addr))
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
-        .send()
+    // The declared length alone is enough: the answer comes while the
+    // sender has written 1 KiB of its 2 MiB.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+        let head = format!(
+            "POST /hooks/alerts HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+            2 << 20
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        tcp.write_all(&[b'x'; 1024]).await.unwrap();
+        let mut answer = vec![0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut answer))
+            .await
+            .expect("answered before the body was sent")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    }
+    // No declared length (chunked): refused once the bytes pass 1 MiB.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+        tcp.write_all(
+            b"POST /hooks/alerts HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n",
+        )
         .await
         .unwrap();
-    assert_eq!(r.status(), 413);
+        let chunk = [b'y'; 64 << 10];
+        for _ in 0..20 {
+            let head = format!("{:x}\r\n", chunk.len());
+            if tcp.write_all(head.as_bytes()).await.is_err()
+                || tcp.write_all(&chunk).await.is_err()
+                || tcp.write_all(b"\r\n").await.is_err()
+            {
+                break;
+            }
+        }
+        let mut answer = vec![0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut answer))
+            .await
+            .expect("answered")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    }
     // Nothing of that became a job.
     assert!(
         running
@@ -791,5 +816,51 @@ async fn a_watched_file_chats_once_per_version_and_delivers_the_answer() {
     .await;
     let body: Value = serde_json::from_slice(&got[1].body).unwrap();
     assert!(body["text"].as_str().unwrap().contains("orange"));
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ingested_trigger_chats_after_each_linked_document_of_its_rule() {
+    let s = Setup::new(
+        &[
+            (
+                "library",
+                "on:\n  watch:\n    path: INBOX\n    settle: 200ms\ningest:\n  collection: Library\n",
+            ),
+            (
+                "review",
+                "on:\n  ingested: { rule: library }\nchat:\n  model: fake-model\n  prompt: \"Review {{ file.name }} in {{ collection.name }}: {{ file.text }}\"\ndeliver:\n  - to: out\n",
+            ),
+        ],
+        "",
+    )
+    .await;
+    let running = s.start().await;
+    std::fs::write(s.dir.path().join("inbox/a.md"), "alpha text").unwrap();
+    std::fs::write(s.dir.path().join("inbox/b.md"), "bravo text").unwrap();
+    let got = eventually("two reviews delivered", 15, async || {
+        let r = s.receiver.received("out");
+        (r.len() >= 2).then_some(r)
+    })
+    .await;
+    let mut answers: Vec<String> = got
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["data"]["trigger"]["kind"], "ingested");
+            v["data"]["answer"].as_str().unwrap().to_string()
+        })
+        .collect();
+    answers.sort();
+    assert!(
+        answers[0].ends_with("Review a.md in Library: alpha text"),
+        "{answers:?}"
+    );
+    assert!(
+        answers[1].ends_with("Review b.md in Library: bravo text"),
+        "{answers:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.receiver.received("out").len(), 2, "once per document");
     stop(running).await;
 }

@@ -410,25 +410,29 @@ pub async fn run(
             }
         }
         while sends.try_join_next().is_some() {}
-        let (total, room) = {
+        let (total, rooms) = {
             let map = in_flight.lock().expect("not poisoned");
             let total: usize = map.values().sum();
-            let room: Map<String, Value> = destinations
+            let rooms: Vec<(String, i64)> = destinations
                 .iter()
                 .map(|(name, d)| {
                     let used = map.get(name).copied().unwrap_or(0);
                     (
                         name.clone(),
-                        json!(d.config.max_in_flight.saturating_sub(used)),
+                        d.config.max_in_flight.saturating_sub(used) as i64,
                     )
                 })
                 .collect();
-            (total, Value::Object(room))
+            (total, rooms)
         };
         let free = MAX_IN_FLIGHT.saturating_sub(total) as i64;
         let claimed = if free > 0 {
+            // Fair share of the total when several destinations are busy.
+            let share = (free / rooms.len().max(1) as i64).max(1);
+            let rooms: Vec<(String, i64)> =
+                rooms.into_iter().map(|(d, r)| (d, r.min(share))).collect();
             match store
-                .claim_deliveries(&owner, store::now_ms(), lease_ms, free, &room, 1)
+                .claim_deliveries(&owner, store::now_ms(), lease_ms, &rooms, free.min(4))
                 .await
             {
                 Ok(c) => c,

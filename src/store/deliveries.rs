@@ -164,41 +164,63 @@ impl Store {
         Ok(())
     }
 
-    /// Claims up to `limit` due deliveries in one statement, at most
-    /// `room(destination)` per destination, where `room` is given as a JSON
-    /// object of destination → free slots (absent: `default_room`). One slow
-    /// receiver fills only its own slots.
+    /// Claims due deliveries in one transaction: for each destination at
+    /// most its free slots (`rooms`), so one slow receiver fills only its
+    /// own; rows for destinations missing from the config (`known`) up to
+    /// `unknown_room`, so they can be closed with a clear error.
     pub async fn claim_deliveries(
         &self,
         owner: &str,
         now_ms: i64,
         lease_ms: i64,
-        limit: i64,
-        room: &serde_json::Value,
-        default_room: i64,
+        rooms: &[(String, i64)],
+        unknown_room: i64,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let rows = sqlx::query(
-            "UPDATE deliveries SET state = 'delivering', lease_owner = ?1, lease_until = ?2,
-                    attempts = attempts + 1, updated_at = ?3
-             WHERE id IN (
-                SELECT id FROM (
-                    SELECT id, next_attempt_at, created_at,
-                           ROW_NUMBER() OVER (PARTITION BY destination ORDER BY next_attempt_at, created_at) AS n,
-                           COALESCE(json_extract(?4, '$.\"' || destination || '\"'), ?5) AS room
-                    FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?3)
-                WHERE n <= room
-                ORDER BY next_attempt_at, created_at LIMIT ?6)
-             RETURNING *",
-        )
-        .bind(owner)
-        .bind(now_ms + lease_ms)
-        .bind(now_ms)
-        .bind(room.to_string())
-        .bind(default_room)
-        .bind(limit)
-        .fetch_all(&self.writer)
-        .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+        let mut tx = self.begin_write().await?;
+        let mut out = Vec::new();
+        let claim = "UPDATE deliveries SET state = 'delivering', lease_owner = ?1, lease_until = ?2,
+                            attempts = attempts + 1, updated_at = ?3
+                     WHERE id IN (SELECT id FROM deliveries
+                                  WHERE destination = ?4 AND state = 'pending' AND next_attempt_at <= ?3
+                                  ORDER BY next_attempt_at LIMIT ?5)
+                     RETURNING *";
+        for (destination, room) in rooms.iter().filter(|(_, r)| *r > 0) {
+            let rows = sqlx::query(claim)
+                .bind(owner)
+                .bind(now_ms + lease_ms)
+                .bind(now_ms)
+                .bind(destination)
+                .bind(room)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in &rows {
+                out.push(from_row(row)?);
+            }
+        }
+        if unknown_room > 0 {
+            let known: Vec<&str> = rooms.iter().map(|(d, _)| d.as_str()).collect();
+            let rows = sqlx::query(
+                "UPDATE deliveries SET state = 'delivering', lease_owner = ?1, lease_until = ?2,
+                        attempts = attempts + 1, updated_at = ?3
+                 WHERE id IN (SELECT id FROM deliveries
+                              WHERE state = 'pending' AND next_attempt_at <= ?3
+                                AND destination NOT IN (SELECT value FROM json_each(?4))
+                              LIMIT ?5)
+                 RETURNING *",
+            )
+            .bind(owner)
+            .bind(now_ms + lease_ms)
+            .bind(now_ms)
+            .bind(serde_json::to_string(&known).unwrap_or_default())
+            .bind(unknown_room)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in &rows {
+                out.push(from_row(row)?);
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     /// Records attempts (many at once: one commit for a batch of answers),
@@ -370,8 +392,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
     fn new(id: &str, dest: &str) -> NewDelivery {
         NewDelivery {
             id: id.into(),
@@ -392,10 +412,8 @@ mod tests {
         all.extend((0..3).map(|i| new(&format!("fast{i}"), "fast")));
         s.insert_deliveries(&all, 0).await.unwrap();
         // The slow receiver has one free slot; the others two.
-        let got = s
-            .claim_deliveries("me", 1, 1000, 10, &json!({"slow": 1}), 2)
-            .await
-            .unwrap();
+        let rooms = vec![("slow".to_string(), 1), ("fast".to_string(), 2)];
+        let got = s.claim_deliveries("me", 1, 1000, &rooms, 0).await.unwrap();
         let slow = got.iter().filter(|d| d.destination == "slow").count();
         let fast = got.iter().filter(|d| d.destination == "fast").count();
         assert_eq!((slow, fast), (1, 2));
@@ -430,19 +448,31 @@ mod tests {
         assert_eq!(d.state, DeliveryState::Delivered);
         // Redelivery: same id, fresh attempts, due again.
         assert_eq!(s.redeliver(&id, 5).await.unwrap(), Some(true));
-        let again = s
-            .claim_deliveries("me", 5, 1000, 10, &json!({}), 8)
-            .await
-            .unwrap();
+        let rooms = vec![("slow".to_string(), 8), ("fast".to_string(), 8)];
+        let again = s.claim_deliveries("me", 5, 1000, &rooms, 0).await.unwrap();
         assert!(again.iter().any(|d| d.id == id && d.attempts == 1));
         s.record_attempts("me", &[(id.clone(), rec(AttemptNext::Dead))], 6)
             .await
             .unwrap();
         assert_eq!(s.delivery_attempts(&id).await.unwrap().len(), 2);
-        // Still held: two of the first claim, all but one of the second.
+        // A destination no longer in the config is claimed too (to be
+        // closed with a clear error), but only when asked for.
+        s.insert_deliveries(&[new("lost", "removed-from-config")], 8)
+            .await
+            .unwrap();
+        assert!(
+            s.claim_deliveries("me", 9, 1000, &rooms, 0)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let lost = s.claim_deliveries("me", 9, 1000, &rooms, 4).await.unwrap();
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].destination, "removed-from-config");
+        // Still held: two of the first claim, all but one of the second, the lost one.
         assert_eq!(
             s.release_deliveries("me", 7).await.unwrap() as usize,
-            2 + again.len() - 1
+            2 + again.len() - 1 + 1
         );
     }
 }

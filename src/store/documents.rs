@@ -125,6 +125,18 @@ pub struct Document {
     pub updated_at: i64,
 }
 
+/// What a reconcile knows of one file (see [`Store::known_files`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownFile {
+    pub path: Box<str>,
+    pub state: DocumentState,
+    pub size: Option<i64>,
+    pub mtime_ns: Option<i64>,
+    pub inode: Option<i64>,
+    pub reason: Option<FailureReason>,
+    pub retry_at: Option<i64>,
+}
+
 fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Document, sqlx::Error> {
     let state: String = row.try_get("state")?;
     let reason: Option<String> = row.try_get("reason")?;
@@ -210,6 +222,35 @@ impl Store {
         .fetch_all(&self.reader)
         .await?;
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// The slim view of a rule's documents that a reconcile compares with
+    /// the tree: no names, errors or hashes, streamed rather than buffered
+    /// (a 100,000-file rule must not cost hundreds of MiB).
+    pub async fn known_files(&self, rule: &str) -> Result<Vec<KnownFile>, StoreError> {
+        use futures_util::TryStreamExt as _;
+        let mut rows = sqlx::query(
+            "SELECT path, state, size, mtime_ns, inode, reason, retry_at FROM documents WHERE rule = ?",
+        )
+        .bind(rule)
+        .fetch(&self.reader);
+        let mut out = Vec::new();
+        while let Some(row) = rows.try_next().await? {
+            let state: String = row.try_get("state")?;
+            let reason: Option<String> = row.try_get("reason")?;
+            out.push(KnownFile {
+                path: row.try_get::<String, _>("path")?.into_boxed_str(),
+                state: DocumentState::parse(&state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("document state {state}")))?,
+                size: row.try_get("size")?,
+                mtime_ns: row.try_get("mtime_ns")?,
+                inode: row.try_get("inode")?,
+                reason: reason.as_deref().and_then(FailureReason::parse),
+                retry_at: row.try_get("retry_at")?,
+            });
+        }
+        out.shrink_to_fit();
+        Ok(out)
     }
 
     /// Marks the document `uploading` with the stats and hash about to be

@@ -23,7 +23,7 @@ use sqlx::{Sqlite, Transaction};
 pub use deliveries::{
     AttemptNext, AttemptRecord, Delivery, DeliveryFilter, DeliveryState, NewDelivery,
 };
-pub use documents::{Document, DocumentFilter, DocumentState, FailureReason, NewUpload};
+pub use documents::{Document, DocumentFilter, DocumentState, FailureReason, KnownFile, NewUpload};
 pub use jobs::{Effects, Enqueued, Job, JobFilter, JobState, NewJob};
 pub use schedules::ScheduleRow;
 

@@ -217,15 +217,7 @@ impl WatchTask {
             .unwrap_or(Err(reconcile::RootProblem::Unreadable(
                 "scan failed".into(),
             )));
-        let known = match self
-            .shared
-            .store
-            .documents(&store::DocumentFilter {
-                rule: Some(self.rule.clone()),
-                ..Default::default()
-            })
-            .await
-        {
+        let known = match self.shared.store.known_files(&self.rule).await {
             Ok(k) => k,
             Err(e) => {
                 tracing::error!(rule = %self.rule, error = %e, "cannot read documents");

@@ -10,7 +10,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use super::settle::FileStat;
 use crate::rules::{BUILTIN_EXCLUDES, Watch};
-use crate::store::{Document, DocumentState};
+use crate::store::{DocumentState, KnownFile};
 
 /// Which files under a root a rule covers (matched on the relative path).
 #[derive(Debug, Clone)]
@@ -115,7 +115,7 @@ pub struct Plan {
 pub fn plan(
     scanned: Result<&BTreeMap<PathBuf, FileStat>, &RootProblem>,
     root: &Path,
-    known: &[Document],
+    known: &[KnownFile],
     now_ms: i64,
     max_remove_share: f64,
 ) -> Plan {
@@ -137,7 +137,8 @@ pub fn plan(
             };
         }
     };
-    let by_path: BTreeMap<&str, &Document> = known.iter().map(|d| (d.path.as_str(), d)).collect();
+    let by_path: std::collections::HashMap<&str, &KnownFile> =
+        known.iter().map(|d| (&*d.path, d)).collect();
     let mut plan = Plan::default();
     for (path, stat) in tree {
         let needs_look = match by_path.get(path.to_string_lossy().as_ref()) {
@@ -163,13 +164,13 @@ pub fn plan(
     }
     let mut gone_linked = 0;
     for d in known {
-        if d.state == DocumentState::Removed || tree.contains_key(Path::new(&d.path)) {
+        if d.state == DocumentState::Removed || tree.contains_key(Path::new(&*d.path)) {
             continue;
         }
         if d.state == DocumentState::Linked {
             gone_linked += 1;
         }
-        plan.remove.push(PathBuf::from(&d.path));
+        plan.remove.push(PathBuf::from(&*d.path));
     }
     if tree.is_empty() && linked > 0 {
         plan.pause = Some(format!(
@@ -193,25 +194,15 @@ mod tests {
     use super::*;
     use crate::store::FailureReason;
 
-    fn doc(path: &str, state: DocumentState, size: i64) -> Document {
-        Document {
-            id: 0,
-            rule: "r".into(),
+    fn doc(path: &str, state: DocumentState, size: i64) -> KnownFile {
+        KnownFile {
             path: path.into(),
-            collection_id: Some("kb".into()),
-            collection_name: None,
             state,
             reason: None,
-            error: None,
             size: Some(size),
             mtime_ns: Some(size),
             inode: Some(1),
-            sha256: None,
-            file_id: None,
-            attempts: 0,
             retry_at: None,
-            created_at: 0,
-            updated_at: 0,
         }
     }
 

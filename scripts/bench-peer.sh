@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Side by side on one real Open WebUI 0.12.4 (started here, offline, with
+# the stand-in model): oikb (the official sync tool, from PyPI, into a venv
+# in the cache) and ferry, each putting the same 1,000 small files into
+# its own knowledge base. Prints figures; not a test.
+#
+#   oikb: `oikb sync DIR --concurrency 4` under /usr/bin/time (wall, CPU,
+#   peak RSS), then the time until Open WebUI lists all 1,000 files in the
+#   knowledge base as processed; then a second `oikb sync` of the unchanged
+#   tree (it hashes every file again).
+#   ferry: `cargo bench --bench watch -- real` (files/s end to end, latency,
+#   CPU, RSS).
+# usage: scripts/bench-peer.sh      FERRY_BENCH_FILES=1000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/e2e/lib.sh
+trap e2e_stop EXIT
+count=${FERRY_BENCH_FILES:-1000}
+cache=${FERRY_E2E_CACHE:-$HOME/.cache/ferry-e2e}
+venv="$cache/oikb-venv"
+if [[ ! -f "$venv/.ferry-installed" ]]; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "oikb==0.6.*" >&2
+  touch "$venv/.ferry-installed"
+fi
+cargo bench --no-run --quiet --bench watch
+work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-peer.XXXXXX")
+e2e_start 0.12.4 "$work/server"
+
+src="$work/oikb-src"
+for ((i = 0; i < count; i++)); do
+  mkdir -p "$src/s$((i % 10))"
+  printf '# Benchmark file %d\n\nUnique words: oikb%dalpha oikb%domega.\n' "$i" "$i" "$i" >"$src/s$((i % 10))/f$(printf %04d "$i").md"
+done
+kb=$(curl -fsS -X POST "$FERRY_E2E_URL/api/v1/knowledge/create" -H "authorization: Bearer $FERRY_E2E_API_KEY" \
+  -H 'content-type: application/json' -d '{"name":"oikb-bench","description":"bench"}' | e2e_json id)
+
+echo "oikb $("$venv/bin/oikb" --version 2>&1 | tail -1), $count files, concurrency 4:"
+start=$(date +%s.%N)
+/usr/bin/time -f "%e %U %S %M" -o "$work/oikb.time" \
+  "$venv/bin/oikb" -q sync "$src" --kb-id "$kb" --token "$FERRY_E2E_API_KEY" --url "$FERRY_E2E_URL" --concurrency 4 \
+  >"$work/oikb.log" 2>&1 || { echo "oikb sync failed:"; tail -20 "$work/oikb.log"; }
+read -r wall user sys rss_kib <"$work/oikb.time"
+# Until Open WebUI lists every file in the knowledge base, processed.
+python3 - "$FERRY_E2E_URL" "$FERRY_E2E_API_KEY" "$kb" "$count" "$start" "$wall" "$user" "$sys" "$rss_kib" <<'PY'
+import json, sys, time, urllib.request
+url, key, kb, count, start, wall, user, sys_, rss = sys.argv[1:]
+count, start = int(count), float(start)
+def get(path):
+    req = urllib.request.Request(url + path, headers={"authorization": "Bearer " + key})
+    return json.load(urllib.request.urlopen(req))
+deadline = time.time() + 900
+while True:
+    items, page = [], 1
+    while True:
+        v = get(f"/api/v1/knowledge/{kb}/files?page={page}&limit=1000")
+        got = v.get("items", v if isinstance(v, list) else [])
+        items += got
+        if len(got) < 1000:
+            break
+        page += 1
+    done = [i for i in items if (i.get("data") or {}).get("status", "completed") == "completed"]
+    if len(done) >= count or time.time() > deadline:
+        break
+    time.sleep(0.5)
+end = time.time() - start
+print(f"  oikb sync returned after {float(wall):.1f} s; CPU {float(user)+float(sys_):.2f} s "
+      f"({(float(user)+float(sys_))*1000/count:.1f} ms per file); peak RSS {int(rss)/1024:.1f} MiB")
+print(f"  all {len(done)} of {count} in the knowledge base and processed after {end:.1f} s = {count/end:.1f} files/s")
+PY
+/usr/bin/time -f "%e %U %S %M" -o "$work/oikb2.time" \
+  "$venv/bin/oikb" -q sync "$src" --kb-id "$kb" --token "$FERRY_E2E_API_KEY" --url "$FERRY_E2E_URL" --concurrency 4 \
+  >"$work/oikb2.log" 2>&1 || true
+read -r wall user sys rss_kib <"$work/oikb2.time"
+uploads=$(curl -fsS "$FERRY_E2E_URL/api/v1/files/" -H "authorization: Bearer $FERRY_E2E_API_KEY" | python3 -c 'import json,sys; v=json.load(sys.stdin); print(len(v if isinstance(v,list) else v.get("items",[])))')
+echo "  second sync of the unchanged tree: $wall s, CPU $(python3 -c "print(round($user+$sys,2))") s; files in Open WebUI now: $uploads"
+echo
+cargo bench --quiet --bench watch -- real
+rm -rf "$work"
