@@ -103,7 +103,9 @@ pub async fn start(loaded: Loaded, env: Environment) -> Result<Running, StartErr
             config_path: config.path.clone(),
             env,
             grace: config.shutdown_grace,
-            workers: config.openwebui.max_in_flight,
+            // Jobs mostly wait (for processing, for a model); requests to Open
+            // WebUI stay bounded by `max_in_flight` in the client.
+            workers: config.openwebui.max_in_flight * 4,
             admin_token: config.server.admin_token.clone(),
             destinations,
             _lock: lock,

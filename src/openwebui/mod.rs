@@ -671,8 +671,21 @@ impl Client {
 
     /// Waits until Open WebUI has processed the file. A failure carries
     /// Open WebUI's own error text, classified (duplicate, empty, …).
+    ///
+    /// Where the server offers it, one status stream per file replaces
+    /// polling (hundreds of requests for a file that waits a minute in
+    /// Open WebUI's queue); the stream does not count against
+    /// `max_in_flight` once it is open, since it only waits.
     pub async fn wait_processed(&self, id: &str) -> Result<(), Error> {
         let started = Instant::now();
+        match self.wait_processed_stream(id).await {
+            Ok(Some(result)) => return result,
+            Ok(None) => {}
+            Err(e) if e.is_transient() => {
+                tracing::debug!(file_id = id, error = %e, "status stream failed; polling");
+            }
+            Err(e) => return Err(e),
+        }
         let mut pause = Duration::from_millis(100);
         loop {
             match self.processing_status(id).await? {
@@ -697,6 +710,69 @@ impl Client {
             tokio::time::sleep(pause).await;
             pause = (pause * 3 / 2).min(Duration::from_secs(2));
         }
+    }
+
+    /// `GET …/process/status?stream=true`: `Some(outcome)` when the stream
+    /// told, `None` when the server has no stream (or it ended without a
+    /// verdict) and polling must decide.
+    async fn wait_processed_stream(&self, id: &str) -> Result<Option<Result<(), Error>>, Error> {
+        let path = format!("/api/v1/files/{id}/process/status?stream=true");
+        let limit = self.inner.processing_timeout;
+        let (response, permit) = self
+            .execute(Method::GET, &path, Repeat::Safe, |r| Ok(r.timeout(limit)))
+            .await?;
+        drop(permit);
+        let is_sse = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        if !is_sse {
+            return Ok(None);
+        }
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) if e.is_timeout() => {
+                    return Ok(Some(Err(Error::Timeout { path, after: limit })));
+                }
+                Err(e) => return Err(Error::transport(&path, &e)),
+            };
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                let Some(data) = std::str::from_utf8(&line)
+                    .ok()
+                    .and_then(|l| l.trim().strip_prefix("data:"))
+                else {
+                    continue;
+                };
+                let Ok(event) = serde_json::from_str::<Value>(data.trim()) else {
+                    continue;
+                };
+                match event.get("status").and_then(Value::as_str) {
+                    Some("completed") => return Ok(Some(Ok(()))),
+                    Some("failed") => {
+                        let detail = event
+                            .get("error")
+                            .and_then(Value::as_str)
+                            .unwrap_or("processing failed (Open WebUI gave no reason)")
+                            .to_string();
+                        return Ok(Some(Err(processing_error(id, detail))));
+                    }
+                    Some("not_found") => {
+                        return Ok(Some(Err(Error::NotFound {
+                            path,
+                            detail: "the file is gone".into(),
+                        })));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(None)
     }
 
     pub async fn delete_file(&self, id: &str) -> Result<(), Error> {

@@ -179,7 +179,7 @@ pub(crate) async fn receive(
     let input = json!({ "payload": payload, "query": query, "headers": headers });
     let mut job = chat::new_job(rule, "webhook", input, now);
     job.dedupe_key = delivery_id(hook, &parts.headers).map(|id| format!("hook:{}:{id}", rule.name));
-    match state.shared.store.enqueue(&job, now).await {
+    match state.shared.batcher.enqueue(job).await {
         Ok(e) => {
             state.shared.wake.notify_waiters();
             let status = if e.created {

@@ -5,6 +5,7 @@
 //! `BEGIN IMMEDIATE`, so two writers never deadlock on a lock upgrade.
 //! Reads use a separate pool and never block the writer (WAL).
 
+mod batch;
 mod deliveries;
 mod documents;
 mod jobs;
@@ -20,6 +21,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Sqlite, Transaction};
 
+pub use batch::EnqueueBatcher;
 pub use deliveries::{
     AttemptNext, AttemptRecord, Delivery, DeliveryFilter, DeliveryState, NewDelivery,
 };

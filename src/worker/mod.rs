@@ -38,6 +38,8 @@ pub struct Shared {
     pub wake: Notify,
     /// Rung when deliveries are written, so the delivery loop wakes at once.
     pub deliveries_wake: Arc<Notify>,
+    /// Enqueues of bursts (hooks) share transactions.
+    pub batcher: store::EnqueueBatcher,
     collections: tokio::sync::Mutex<HashMap<String, Collection>>,
     /// This process, as lease owner.
     pub owner: String,
@@ -45,6 +47,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(store: Store, client: Client, instance_id: String, rules: Vec<Rule>) -> Shared {
+        let batcher = store::EnqueueBatcher::spawn(store.clone());
         Shared {
             ingestor: Ingestor {
                 client: client.clone(),
@@ -58,6 +61,7 @@ impl Shared {
             rules: RwLock::new(Arc::new(rules)),
             wake: Notify::new(),
             deliveries_wake: Arc::new(Notify::new()),
+            batcher,
             collections: Default::default(),
             owner: format!("{instance_id}:{}", std::process::id()),
         }
