@@ -499,3 +499,32 @@ async fn reload_keeps_the_old_rules_when_the_new_ones_are_invalid() {
     .await;
     stop(running).await;
 }
+
+/// Files written while the daemon is still starting (between its first scan
+/// and its watch, once) must not wait for the next periodic reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn files_dropped_during_startup_are_all_seen() {
+    let s = Setup::new("0.12.4").await;
+    let inbox = s.inbox();
+    let writer = {
+        let inbox = inbox.clone();
+        std::thread::spawn(move || {
+            for i in 0..400 {
+                write(
+                    &inbox.join(format!("d{}/f{i}.md", i % 7)),
+                    &format!("file {i}"),
+                );
+            }
+        })
+    };
+    let running = s.start().await;
+    writer.join().unwrap();
+    let all: Vec<String> = (0..400).map(|i| format!("f{i}.md")).collect();
+    let mut all_sorted = all.clone();
+    all_sorted.sort();
+    eventually("every file dropped during startup", || {
+        s.names() == all_sorted
+    })
+    .await;
+    stop(running).await;
+}

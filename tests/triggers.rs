@@ -186,6 +186,19 @@ async fn signed_hook_runs_a_chat_whose_answer_is_delivered_signed() {
     assert_eq!(event["data"]["job_id"], job_id);
     assert_eq!(event["data"]["answer"], answer);
     assert_eq!(event["data"]["trigger"]["kind"], "webhook");
+    let metrics = reqwest::get(format!("http://{}/metrics", running.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "ferry_jobs{state=\"succeeded\"} 1",
+        "ferry_job_seconds_count{kind=\"chat\"} 1",
+        "ferry_job_seconds{kind=\"chat\",quantile=\"0.5\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
     let delivery = running.shared.store.delivery(id).await.unwrap().unwrap();
     assert_eq!(
         (delivery.state, delivery.attempts),

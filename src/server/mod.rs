@@ -197,6 +197,48 @@ async fn metrics(State(state): State<AppState>) -> Response {
     for (st, n) in store.delivery_counts().await.unwrap_or_default() {
         let _ = writeln!(out, "ferry_deliveries{{state=\"{st}\"}} {n}");
     }
+    // Stage latencies over the last hour, as quantiles.
+    let hour_ago = store::now_ms() - 3_600_000;
+    let quantiles = |mut v: Vec<i64>| -> Vec<(&'static str, f64)> {
+        v.sort_unstable();
+        if v.is_empty() {
+            return Vec::new();
+        }
+        let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
+        vec![("0.5", at(0.5)), ("0.9", at(0.9)), ("0.99", at(0.99))]
+    };
+    out.push_str("# HELP ferry_job_seconds Queued to finished, jobs finished in the last hour.\n# TYPE ferry_job_seconds summary\n");
+    for kind in ["sync", "chat"] {
+        let v: Vec<i64> = sqlx::query_scalar(
+            "SELECT finished_at - created_at FROM jobs WHERE kind = ? AND finished_at > ? LIMIT 100000",
+        )
+        .bind(kind)
+        .bind(hour_ago)
+        .fetch_all(store.reader())
+        .await
+        .unwrap_or_default();
+        let n = v.len();
+        for (q, value) in quantiles(v) {
+            let _ = writeln!(
+                out,
+                "ferry_job_seconds{{kind=\"{kind}\",quantile=\"{q}\"}} {value}"
+            );
+        }
+        let _ = writeln!(out, "ferry_job_seconds_count{{kind=\"{kind}\"}} {n}");
+    }
+    out.push_str("# HELP ferry_delivery_seconds Written to delivered, deliveries of the last hour.\n# TYPE ferry_delivery_seconds summary\n");
+    let v: Vec<i64> = sqlx::query_scalar(
+        "SELECT delivered_at - created_at FROM deliveries WHERE delivered_at > ? LIMIT 100000",
+    )
+    .bind(hour_ago)
+    .fetch_all(store.reader())
+    .await
+    .unwrap_or_default();
+    let n = v.len();
+    for (q, value) in quantiles(v) {
+        let _ = writeln!(out, "ferry_delivery_seconds{{quantile=\"{q}\"}} {value}");
+    }
+    let _ = writeln!(out, "ferry_delivery_seconds_count {n}");
     out.push_str("# HELP ferry_rules_paused Rules held by a safety valve.\n# TYPE ferry_rules_paused gauge\n");
     let _ = writeln!(
         out,
