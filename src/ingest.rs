@@ -523,15 +523,7 @@ impl Ingestor {
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| "file".into());
-        let mut marker = serde_json::json!({ "ferry": self.instance_id });
-        let links_itself = self
-            .client
-            .version()
-            .await
-            .is_ok_and(|v| v.upload_links_before_completion());
-        if links_itself {
-            marker["knowledge_id"] = collection.id.clone().into();
-        }
+        let marker = serde_json::json!({ "ferry": self.instance_id });
         let info = match self.client.upload(path, &name, Some(&marker)).await {
             Ok(info) => info,
             Err(OwuiError::Io { path, source }) => return Err(IngestError::Io { path, source }),
@@ -541,9 +533,7 @@ impl Ingestor {
             .uploaded(document_id, &info.id, store::now_ms())
             .await?;
         self.client.wait_processed(&info.id).await?;
-        if !links_itself {
-            self.client.add_file(&collection.id, &info.id).await?;
-        }
+        self.client.add_file(&collection.id, &info.id).await?;
         self.store
             .linked(document_id, &info.id, store::now_ms())
             .await?;

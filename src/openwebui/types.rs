@@ -52,13 +52,6 @@ impl Version {
     pub fn has_upload_auto_link(&self) -> bool {
         self.at_least(0, 9, 6)
     }
-
-    /// An upload with `metadata.knowledge_id` reaches `completed` only once
-    /// it is linked (read in 0.12.4's `routers/files.py`): ferry then needs
-    /// no `file/add`, whose second embedding would hold a request slot.
-    pub fn upload_links_before_completion(&self) -> bool {
-        self.at_least(0, 12, 0)
-    }
 }
 
 impl std::fmt::Display for Version {

@@ -329,18 +329,10 @@ fn file_json(f: &StoredFile) -> Value {
 async fn upload(State(s): State<Shared>, mut form: Multipart) -> Response {
     let mut name = String::new();
     let mut content = Vec::new();
-    let mut metadata = Value::Null;
     while let Ok(Some(field)) = form.next_field().await {
         if field.name() == Some("file") {
             name = field.file_name().unwrap_or("file").to_string();
             content = field.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-        } else if field.name() == Some("metadata") {
-            metadata = field
-                .text()
-                .await
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok())
-                .unwrap_or(Value::Null);
         }
     }
     if content.is_empty() {
@@ -363,32 +355,7 @@ async fn upload(State(s): State<Shared>, mut form: Multipart) -> Response {
     };
     let mut answer = file_json(&f);
     answer["data"]["status"] = "pending".into();
-    let sha = f.sha256.clone();
-    st.files.insert(id.clone(), f);
-    // 0.12 links an upload with `metadata.knowledge_id` itself; a duplicate
-    // shows as a failed processing status, not as an HTTP error.
-    if st.is_012()
-        && let Some(kb) = metadata["knowledge_id"].as_str()
-    {
-        let files = st.files.clone();
-        if let Some(k) = st.knowledge.iter_mut().find(|k| k.id == kb) {
-            let duplicate = k
-                .files
-                .iter()
-                .any(|other| other != &id && files.get(other).is_some_and(|o| o.sha256 == sha));
-            if duplicate {
-                if let Some(f) = st.files.get_mut(&id) {
-                    f.status = "failed".into();
-                    f.error = Some(
-                        "Duplicate content detected. Please provide unique content to proceed."
-                            .into(),
-                    );
-                }
-            } else if !k.files.contains(&id) {
-                k.files.push(id);
-            }
-        }
-    }
+    st.files.insert(id, f);
     Json(answer).into_response()
 }
 
