@@ -533,6 +533,11 @@ impl Ingestor {
             .uploaded(document_id, &info.id, store::now_ms())
             .await?;
         self.client.wait_processed(&info.id).await?;
+        // Not `metadata.knowledge_id` (0.12 links on upload, and it would
+        // save this call): a crash then leaves Open WebUI embedding an
+        // upload into the collection in the background after the restart's
+        // sweep deleted it, and its vectors make the same content
+        // "duplicate" for ever (the kill -9 e2e test showed it).
         self.client.add_file(&collection.id, &info.id).await?;
         self.store
             .linked(document_id, &info.id, store::now_ms())
