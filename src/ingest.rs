@@ -713,19 +713,7 @@ impl Ingestor {
     /// no ingestion runs. Returns how many were deleted.
     pub async fn clean_orphans(&self, sweep_unrecorded: bool) -> Result<usize, IngestError> {
         let mut deleted = 0;
-        let busy: std::collections::HashSet<String> = self
-            .store
-            .documents(&Default::default())
-            .await?
-            .into_iter()
-            .filter(|d| {
-                matches!(
-                    d.state,
-                    DocumentState::Uploading | DocumentState::Processing | DocumentState::Linked
-                )
-            })
-            .filter_map(|d| d.file_id)
-            .collect();
+        let busy = self.store.current_file_ids().await?;
         for file_id in self.store.orphan_uploads().await? {
             if busy.contains(&file_id) {
                 continue;

@@ -224,6 +224,25 @@ impl Store {
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
 
+    /// The Open WebUI file ids that documents hold now (being uploaded,
+    /// processing or linked): what an orphan sweep must never delete.
+    /// Streamed into a set, not loaded as whole documents.
+    pub async fn current_file_ids(
+        &self,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        use futures_util::TryStreamExt as _;
+        let mut rows = sqlx::query_scalar::<_, String>(
+            "SELECT file_id FROM documents
+             WHERE file_id IS NOT NULL AND state IN ('uploading', 'processing', 'linked')",
+        )
+        .fetch(&self.reader);
+        let mut out = std::collections::HashSet::new();
+        while let Some(id) = rows.try_next().await? {
+            out.insert(id);
+        }
+        Ok(out)
+    }
+
     /// The slim view of a rule's documents that a reconcile compares with
     /// the tree: no names, errors or hashes, streamed rather than buffered
     /// (a 100,000-file rule must not cost hundreds of MiB).
