@@ -227,9 +227,7 @@ impl Store {
     /// The Open WebUI file ids that documents hold now (being uploaded,
     /// processing or linked): what an orphan sweep must never delete.
     /// Streamed into a set, not loaded as whole documents.
-    pub async fn current_file_ids(
-        &self,
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
+    pub async fn current_file_ids(&self) -> Result<std::collections::HashSet<String>, StoreError> {
         use futures_util::TryStreamExt as _;
         let mut rows = sqlx::query_scalar::<_, String>(
             "SELECT file_id FROM documents
