@@ -45,6 +45,10 @@ pub enum IngestError {
     UnknownCollection(String),
 }
 
+/// How long an upload that a crash interrupted may stay unprocessed before
+/// it is taken for abandoned by Open WebUI and done again.
+const RESUMED_PROCESSING_LIMIT: Duration = Duration::from_secs(120);
+
 /// What happened to one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -489,9 +493,24 @@ impl Ingestor {
         file_id: &str,
         collection: &Collection,
     ) -> Result<Option<Outcome>, IngestError> {
-        match self.client.wait_processed(file_id).await {
+        match self
+            .client
+            .wait_processed_within(file_id, RESUMED_PROCESSING_LIMIT)
+            .await
+        {
             Ok(()) => {}
             Err(OwuiError::NotFound { .. } | OwuiError::ProcessingFailed { .. }) => {
+                return Ok(None);
+            }
+            Err(OwuiError::Timeout { .. }) => {
+                // Open WebUI stops processing an upload whose request was
+                // cut off by the crash and leaves it `processing` for ever
+                // (seen on 0.12.4 in the kill -9 test): start again.
+                tracing::warn!(
+                    file_id,
+                    "an interrupted upload never finished processing; uploading again"
+                );
+                self.delete_own_upload(file_id, Some(&collection.id)).await;
                 return Ok(None);
             }
             Err(e) if e.is_transient() => return Err(e.into()),

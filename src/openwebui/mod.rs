@@ -677,8 +677,14 @@ impl Client {
     /// Open WebUI's queue); the stream does not count against
     /// `max_in_flight` once it is open, since it only waits.
     pub async fn wait_processed(&self, id: &str) -> Result<(), Error> {
+        self.wait_processed_within(id, self.inner.processing_timeout)
+            .await
+    }
+
+    /// [`Client::wait_processed`] with its own limit.
+    pub async fn wait_processed_within(&self, id: &str, limit: Duration) -> Result<(), Error> {
         let started = Instant::now();
-        match self.wait_processed_stream(id).await {
+        match self.wait_processed_stream(id, limit).await {
             Ok(Some(result)) => return result,
             Ok(None) => {}
             Err(e) if e.is_transient() => {
@@ -701,10 +707,10 @@ impl Client {
                 }
                 ProcessingStatus::Pending | ProcessingStatus::Processing => {}
             }
-            if started.elapsed() >= self.inner.processing_timeout {
+            if started.elapsed() >= limit {
                 return Err(Error::Timeout {
                     path: format!("/api/v1/files/{id}/process/status"),
-                    after: self.inner.processing_timeout,
+                    after: limit,
                 });
             }
             tokio::time::sleep(pause).await;
@@ -715,9 +721,12 @@ impl Client {
     /// `GET …/process/status?stream=true`: `Some(outcome)` when the stream
     /// told, `None` when the server has no stream (or it ended without a
     /// verdict) and polling must decide.
-    async fn wait_processed_stream(&self, id: &str) -> Result<Option<Result<(), Error>>, Error> {
+    async fn wait_processed_stream(
+        &self,
+        id: &str,
+        limit: Duration,
+    ) -> Result<Option<Result<(), Error>>, Error> {
         let path = format!("/api/v1/files/{id}/process/status?stream=true");
-        let limit = self.inner.processing_timeout;
         let (response, permit) = self
             .execute(Method::GET, &path, Repeat::Safe, |r| Ok(r.timeout(limit)))
             .await?;
