@@ -100,7 +100,7 @@ sig=$(python3 -c 'import hmac,hashlib,sys; print(hmac.new(sys.argv[1].encode(), 
 curl -sS -X POST "http://127.0.0.1:$port/hooks/alerts" -H "content-type: application/json" -H "X-Signature: $sig" -d "$body"
 echo
 echo "(a wrong signature is refused:)"
-curl -sS -o /dev/stdout -w " → HTTP %{http_code}\n" -X POST "http://127.0.0.1:$port/hooks/alerts" -H "X-Signature: 00" -d "$body"
+curl -sS -w ' → HTTP %{http_code}\n' -X POST "http://127.0.0.1:$port/hooks/alerts" -H "X-Signature: 00" -d "$body"
 for _ in $(seq 1 120); do
   if [[ -n "$(received FerryDelayed)" ]]; then break; fi
   sleep 0.5

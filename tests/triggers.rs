@@ -877,3 +877,56 @@ async fn ingested_trigger_chats_after_each_linked_document_of_its_rule() {
     assert_eq!(s.receiver.received("out").len(), 2, "once per document");
     stop(running).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schedule_and_hook_rules_run_by_hand_get_their_trigger_context() {
+    let s = Setup::new(
+        &[
+            (
+                "digest",
+                "on:\n  schedule:\n    cron: \"0 0 1 1 *\"\nchat:\n  model: fake-model\n  prompt: \"digest at {{ schedule.fire_time }}{% if last_success.at %} since {{ last_success.at }}{% endif %}\"\n",
+            ),
+            (
+                "hooked",
+                "on:\n  webhook:\n    path: h\n    auth: { scheme: none }\nchat:\n  model: fake-model\n  prompt: \"hook {{ payload.what | default('nothing') }}\"\n",
+            ),
+        ],
+        "",
+    )
+    .await;
+    let running = s.start().await;
+    let client = reqwest::Client::new();
+    let run = async |rule: &str, body: Value| -> ferry::store::Job {
+        let r = client
+            .post(format!("http://{}/api/v1/rules/{rule}/run", running.addr))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let id = r.json::<Value>().await.unwrap()["job_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        finished_job(&running, &id).await
+    };
+    let first = run("digest", json!({})).await;
+    assert_eq!(first.state, JobState::Succeeded, "{:?}", first.error);
+    let second = run("digest", json!({})).await;
+    assert!(
+        second.result.unwrap()["answer"]
+            .as_str()
+            .unwrap()
+            .contains(" since "),
+        "the earlier manual run counts as the last success"
+    );
+    let hooked = run("hooked", json!({"payload": {"what": "by hand"}})).await;
+    assert!(
+        hooked.result.unwrap()["answer"]
+            .as_str()
+            .unwrap()
+            .ends_with("hook by hand")
+    );
+    stop(running).await;
+}

@@ -348,6 +348,9 @@ async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Response 
 struct RunBody {
     #[serde(default)]
     vars: serde_json::Map<String, Value>,
+    /// For a hook rule run by hand: the request body it would have had.
+    #[serde(default)]
+    payload: Option<Value>,
 }
 
 async fn run_rule(
@@ -369,9 +372,13 @@ async fn run_rule(
             format!("rule `{name}` has no `chat` to run"),
         );
     }
-    let vars = body.map(|Json(b)| b.vars).unwrap_or_default();
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let mut input = json!({ "vars": body.vars });
+    if let Some(payload) = body.payload {
+        input["payload"] = payload;
+    }
     let now = store::now_ms();
-    let job = chat::new_job(&rule, "manual", json!({ "vars": vars }), now);
+    let job = chat::new_job(&rule, "manual", input, now);
     match state.shared.store.enqueue(&job, now).await {
         Ok(e) => {
             state.shared.wake.notify_waiters();

@@ -511,12 +511,13 @@ async fn apply_effects(
         enqueue_in(tx, job, now_ms).await?;
     }
     super::deliveries::insert(tx, &effects.deliveries, now_ms).await?;
-    // A schedule's `last_run` / `last_success`, for its next prompt.
+    // A schedule rule's `last_run` / `last_success` (runs by hand count too),
+    // for its next prompt. Only schedule rules have a row.
     sqlx::query(
         "UPDATE schedules SET last_run_at = ?1,
                 last_success_at = CASE WHEN ?2 THEN ?1 ELSE last_success_at END,
                 last_success_job = CASE WHEN ?2 THEN ?3 ELSE last_success_job END
-         WHERE rule = (SELECT rule FROM jobs WHERE id = ?3 AND trigger_kind = 'schedule')",
+         WHERE rule = (SELECT rule FROM jobs WHERE id = ?3 AND kind = 'chat')",
     )
     .bind(now_ms)
     .bind(success)

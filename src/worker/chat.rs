@@ -66,12 +66,25 @@ pub fn context(rule: &Rule, trigger_kind: &str, input: &Value) -> Value {
             }
         }
     }
-    // A schedule's history, so prompts can say "since {{ last_success.at }}".
-    if trigger_kind == "schedule" {
-        ctx.entry("last_run").or_insert(json!({ "at": null }));
-        ctx.entry("last_success")
-            .or_insert(json!({ "at": null, "answer": null }));
+    // What the rule's own trigger provides, also when it runs by hand (the
+    // templates were checked against it): a schedule's history, so prompts
+    // can say "since {{ last_success.at }}", and an empty hook request.
+    match &rule.trigger {
+        Trigger::Schedule(_) => {
+            ctx.entry("schedule")
+                .or_insert(json!({ "fire_time": rfc3339_now(), "catch_up": false }));
+            ctx.entry("last_run").or_insert(json!({ "at": null }));
+            ctx.entry("last_success")
+                .or_insert(json!({ "at": null, "answer": null }));
+        }
+        Trigger::Webhook(_) => {
+            ctx.entry("payload").or_insert(json!({}));
+            ctx.entry("query").or_insert(json!({}));
+            ctx.entry("headers").or_insert(json!({}));
+        }
+        _ => {}
     }
+    let _ = trigger_kind;
     Value::Object(ctx)
 }
 
@@ -145,7 +158,7 @@ pub(super) async fn run(shared: &Shared, job: &Job) -> (Finish, Effects) {
         );
     };
     let mut ctx = context(&rule, &job.trigger_kind, &job.input);
-    if job.trigger_kind == "schedule"
+    if matches!(rule.trigger, Trigger::Schedule(_))
         && let Ok(Some(row)) = shared.store.schedule(&rule.name).await
     {
         let answer = match &row.last_success_job {
