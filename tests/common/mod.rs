@@ -199,10 +199,16 @@ pub async fn instance_of(database: &std::path::Path) -> String {
 impl Api<'_> {
     /// The files in Open WebUI that this ferry instance uploaded.
     pub async fn uploads_of(&self, instance: &str) -> usize {
+        self.upload_ids_of(instance).await.len()
+    }
+
+    /// The ids of the files in Open WebUI that `instance` uploaded.
+    pub async fn upload_ids_of(&self, instance: &str) -> std::collections::BTreeSet<String> {
         self.files()
             .await
             .iter()
             .filter(|f| f["meta"]["data"]["ferry"] == instance)
-            .count()
+            .filter_map(|f| f["id"].as_str().map(str::to_string))
+            .collect()
     }
 }
