@@ -63,6 +63,15 @@ impl Mirror {
     }
 }
 
+/// Uploads of `me` that were not there in `before`.
+async fn uploads_since(api: &Api<'_>, me: &str, before: &BTreeSet<String>) -> Vec<String> {
+    api.upload_ids_of(me)
+        .await
+        .difference(before)
+        .cloned()
+        .collect()
+}
+
 /// Names in the collection, as Open WebUI lists them.
 async fn names(api: &Api<'_>, kb: &str) -> BTreeSet<String> {
     api.knowledge_file_names(kb).await.into_iter().collect()
@@ -266,8 +275,7 @@ async fn daemon_keeps_a_collection_an_exact_mirror() {
         .unwrap();
     }
     tokio::time::sleep(Duration::from_secs(15)).await;
-    let after_rename = api.upload_ids_of(&me).await;
-    let new_uploads: Vec<&String> = after_rename.difference(&before_rename).collect();
+    let new_uploads = uploads_since(&api, &me, &before_rename).await;
     assert!(
         new_uploads.is_empty(),
         "a rename uploads nothing: {new_uploads:?}"
@@ -303,12 +311,7 @@ async fn daemon_keeps_a_collection_an_exact_mirror() {
         0.0,
         "no re-hash"
     );
-    let new_uploads: Vec<String> = api
-        .upload_ids_of(&me)
-        .await
-        .difference(&uploads)
-        .cloned()
-        .collect();
+    let new_uploads = uploads_since(&api, &me, &uploads).await;
     assert!(
         new_uploads.is_empty(),
         "no upload after restart: {new_uploads:?}"
@@ -333,12 +336,7 @@ async fn daemon_keeps_a_collection_an_exact_mirror() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let new_uploads: Vec<String> = api
-        .upload_ids_of(&me)
-        .await
-        .difference(&uploads)
-        .cloned()
-        .collect();
+    let new_uploads = uploads_since(&api, &me, &uploads).await;
     assert!(
         new_uploads.is_empty(),
         "nothing uploaded again after the pause: {new_uploads:?}"
