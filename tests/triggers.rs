@@ -88,6 +88,15 @@ async fn finished_job(running: &Running, id: &str) -> ferry::store::Job {
     .await
 }
 
+async fn all_jobs(running: &Running) -> Vec<ferry::store::Job> {
+    running
+        .shared
+        .store
+        .jobs(&JobFilter::default())
+        .await
+        .unwrap()
+}
+
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -327,15 +336,7 @@ async fn hooks_refuse_bad_signatures_stale_times_and_big_bodies() {
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     }
     // Nothing of that became a job.
-    assert!(
-        running
-            .shared
-            .store
-            .jobs(&JobFilter::default())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(all_jobs(&running).await.is_empty());
     stop(running).await;
 }
 
@@ -487,12 +488,7 @@ async fn schedule_fires_on_time_and_catches_up_once_after_downtime() {
             .unwrap()
             .timestamp_millis()
     };
-    let jobs = running
-        .shared
-        .store
-        .jobs(&JobFilter::default())
-        .await
-        .unwrap();
+    let jobs = all_jobs(&running).await;
     assert!(
         (3..=4).contains(&jobs.len()),
         "{} fires in 6.5 s",
@@ -510,12 +506,7 @@ async fn schedule_fires_on_time_and_catches_up_once_after_downtime() {
     let running = s.start().await;
     let down_to = ferry::store::now_ms();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let jobs = running
-        .shared
-        .store
-        .jobs(&JobFilter::default())
-        .await
-        .unwrap();
+    let jobs = all_jobs(&running).await;
     let catch_up: Vec<_> = jobs
         .iter()
         .filter(|j| {
@@ -551,12 +542,7 @@ async fn overlap_skip_never_runs_two_at_once() {
     tokio::time::sleep(Duration::from_secs(7)).await;
     let st = s.fake.state.lock().unwrap().chats_running_max;
     assert_eq!(st, 1, "never two chats of the rule at once");
-    let jobs = running
-        .shared
-        .store
-        .jobs(&JobFilter::default())
-        .await
-        .unwrap();
+    let jobs = all_jobs(&running).await;
     assert!(
         (2..=4).contains(&jobs.len()),
         "most of the 7 fires were skipped: {} jobs",
