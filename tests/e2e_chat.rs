@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::daemon::{Daemon, free_port, until};
-use common::{Api, server};
+use common::{Api, job_id_of, server};
 use ferry::deliver::sign::standard_signature;
 use serde_json::{Value, json};
 
@@ -155,10 +155,7 @@ async fn hooks_and_files_chat_through_open_webui_and_deliver_signed() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let job_id = r.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let job_id = job_id_of(r).await;
     let result = job_result(&d, &job_id).await;
     assert!(
         result["answer"].as_str().unwrap().contains(&summary),
@@ -204,10 +201,7 @@ async fn hooks_and_files_chat_through_open_webui_and_deliver_signed() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let job_id = r.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let job_id = job_id_of(r).await;
     let result = job_result(&d, &job_id).await;
     assert!(
         result["answer"].as_str().unwrap().contains(&token),

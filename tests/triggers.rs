@@ -3,8 +3,11 @@
 //! incoming hooks and their signatures, schedules, manual runs, and the
 //! delivery retry semantics. The real-server versions are in `e2e.rs`.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::job_id_of;
 use ferry::app::{self, Running};
 use ferry::config::{self, Environment};
 use ferry::deliver::sign::standard_signature;
@@ -86,6 +89,19 @@ async fn finished_job(running: &Running, id: &str) -> ferry::store::Job {
         matches!(j.state, JobState::Succeeded | JobState::Dead).then_some(j)
     })
     .await
+}
+
+/// `POST /api/v1/rules/{rule}/run` with the admin token: the job id.
+async fn run_rule(running: &Running, rule: &str, body: Value) -> String {
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/rules/{rule}/run", running.addr))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    job_id_of(r).await
 }
 
 async fn all_jobs(running: &Running) -> Vec<ferry::store::Job> {
@@ -358,20 +374,7 @@ async fn manual_runs_permanent_failures_and_retry() {
     .await;
     let running = s.start().await;
     let client = reqwest::Client::new();
-    let run = async |rule: &str, body: Value| -> String {
-        let r = client
-            .post(format!("http://{}/api/v1/rules/{rule}/run", running.addr))
-            .bearer_auth(ADMIN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        r.json::<Value>().await.unwrap()["job_id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let run = async |rule: &str, body: Value| run_rule(&running, rule, body).await;
     let id = run("greet", json!({"vars": {"who": "Ada"}})).await;
     let job = finished_job(&running, &id).await;
     assert_eq!(job.trigger_kind, "manual");
@@ -456,10 +459,7 @@ async fn template_input_missing_fails_the_job_once_with_the_reason() {
         .send()
         .await
         .unwrap();
-    let id = r.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = job_id_of(r).await;
     let job = finished_job(&running, &id).await;
     assert_eq!((job.state, job.attempts), (JobState::Dead, 1));
     assert!(
@@ -553,7 +553,7 @@ async fn overlap_skip_never_runs_two_at_once() {
 
 const WEBHOOK_RULE_TO: &str = "on:\n  webhook:\n    path: go\n    auth: { scheme: none }\nchat:\n  model: fake-model\n  prompt: \"go {{ payload }}\"\ndeliver:\n  - to: DEST\n";
 
-async fn deliver_once(s: &Setup, running: &Running, payload: &str) -> String {
+async fn deliver_once(running: &Running, payload: &str) -> String {
     let r = reqwest::Client::new()
         .post(format!("http://{}/hooks/go", running.addr))
         .body(payload.to_string())
@@ -561,12 +561,8 @@ async fn deliver_once(s: &Setup, running: &Running, payload: &str) -> String {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let job = r.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let job = job_id_of(r).await;
     finished_job(running, &job).await;
-    let _ = s;
     eventually("the delivery row", 10, async || {
         running
             .shared
@@ -596,7 +592,7 @@ async fn deliveries_retry_with_the_same_id_and_stop_on_410() {
 
     s.receiver
         .script("out", [Reply::status(500), Reply::status(500)]);
-    let id = deliver_once(&s, &running, "one").await;
+    let id = deliver_once(&running, "one").await;
     let d = settled(&running, &id, 10).await;
     assert_eq!((d.state, d.attempts), (DeliveryState::Delivered, 3));
     let got = s.receiver.received("out");
@@ -630,7 +626,7 @@ async fn deliveries_retry_with_the_same_id_and_stop_on_410() {
     );
 
     s.receiver.script("out", [Reply::status(410)]);
-    let id = deliver_once(&s, &running, "two").await;
+    let id = deliver_once(&running, "two").await;
     let d = settled(&running, &id, 10).await;
     assert_eq!(
         (d.state, d.attempts, d.last_status),
@@ -673,7 +669,7 @@ async fn retry_after_is_honoured_and_silence_is_cut_off() {
     let running = s.start().await;
     s.receiver
         .script("out", [Reply::status(429).header("retry-after", "2")]);
-    let id = deliver_once(&s, &running, "one").await;
+    let id = deliver_once(&running, "one").await;
     let d = settled(&running, &id, 10).await;
     assert_eq!((d.state, d.attempts), (DeliveryState::Delivered, 2));
     let got = s.receiver.received("out");
@@ -684,7 +680,7 @@ async fn retry_after_is_honoured_and_silence_is_cut_off() {
     s.receiver
         .script("out", [Reply::status(200).delay(Duration::from_secs(30))]);
     let started = Instant::now();
-    let id = deliver_once(&s, &running, "two").await;
+    let id = deliver_once(&running, "two").await;
     let d = settled(&running, &id, 15).await;
     assert_eq!((d.state, d.attempts), (DeliveryState::Delivered, 2));
     let attempts = running.shared.store.delivery_attempts(&id).await.unwrap();
@@ -727,7 +723,7 @@ async fn private_destinations_are_refused_and_redirects_not_followed() {
     ));
     std::fs::write(&cfg, text).unwrap();
     let running = s.start().await;
-    let id = deliver_once(&s, &running, "x").await;
+    let id = deliver_once(&running, "x").await;
     let d = settled(&running, &id, 10).await;
     assert_eq!(d.state, DeliveryState::Dead);
     assert!(
@@ -751,10 +747,7 @@ async fn private_destinations_are_refused_and_redirects_not_followed() {
         .send()
         .await
         .unwrap();
-    let job = r.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let job = job_id_of(r).await;
     finished_job(&running, &job).await;
     let d = eventually("bounced", 10, async || {
         let list = running
@@ -881,20 +874,8 @@ async fn schedule_and_hook_rules_run_by_hand_get_their_trigger_context() {
     )
     .await;
     let running = s.start().await;
-    let client = reqwest::Client::new();
     let run = async |rule: &str, body: Value| -> ferry::store::Job {
-        let r = client
-            .post(format!("http://{}/api/v1/rules/{rule}/run", running.addr))
-            .bearer_auth(ADMIN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        let id = r.json::<Value>().await.unwrap()["job_id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let id = run_rule(&running, rule, body).await;
         finished_job(&running, &id).await
     };
     let first = run("digest", json!({})).await;

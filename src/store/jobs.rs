@@ -176,25 +176,7 @@ impl Store {
         effects: &Effects,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE jobs SET state = 'succeeded', result = ?, error = NULL, lease_owner = NULL, lease_until = NULL,
-                    updated_at = ?, finished_at = ?
-             WHERE id = ? AND lease_owner = ? AND state = 'running'",
-        )
-        .bind(result.to_string())
-        .bind(now_ms)
-        .bind(now_ms)
-        .bind(id)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        apply_effects(&mut tx, id, true, effects, now_ms).await?;
-        tx.commit().await?;
-        Ok(true)
+        self.finish(id, owner, Ok(result), effects, now_ms).await
     }
 
     /// Ends the job as `dead` at once (a permanent failure); false when the
@@ -207,14 +189,33 @@ impl Store {
         effects: &Effects,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        self.finish(id, owner, Err(error), effects, now_ms).await
+    }
+
+    /// Closes a running job as succeeded (`Ok(result)`) or dead
+    /// (`Err(error)`), fenced by the lease holder, with its effects in the
+    /// same transaction.
+    async fn finish(
+        &self,
+        id: &str,
+        owner: &str,
+        outcome: Result<&Value, &str>,
+        effects: &Effects,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (state, result, error) = match outcome {
+            Ok(result) => (JobState::Succeeded, Some(result.to_string()), None),
+            Err(error) => (JobState::Dead, None, Some(error)),
+        };
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
-            "UPDATE jobs SET state = 'dead', error = ?, lease_owner = NULL, lease_until = NULL,
-                    updated_at = ?, finished_at = ?
-             WHERE id = ? AND lease_owner = ? AND state = 'running'",
+            "UPDATE jobs SET state = ?1, result = COALESCE(?2, result), error = ?3,
+                    lease_owner = NULL, lease_until = NULL, updated_at = ?4, finished_at = ?4
+             WHERE id = ?5 AND lease_owner = ?6 AND state = 'running'",
         )
+        .bind(state.as_str())
+        .bind(result)
         .bind(error)
-        .bind(now_ms)
         .bind(now_ms)
         .bind(id)
         .bind(owner)
@@ -223,7 +224,7 @@ impl Store {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        apply_effects(&mut tx, id, false, effects, now_ms).await?;
+        apply_effects(&mut tx, id, outcome.is_ok(), effects, now_ms).await?;
         tx.commit().await?;
         Ok(true)
     }

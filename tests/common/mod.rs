@@ -6,6 +6,14 @@ pub mod daemon;
 
 use serde_json::Value;
 
+/// The `job_id` of a hook's or a run request's answer.
+pub async fn job_id_of(r: reqwest::Response) -> String {
+    r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .expect("a job_id in the answer")
+        .to_string()
+}
+
 pub struct Server {
     pub url: String,
     pub version: String,
