@@ -125,7 +125,10 @@ async fn real() {
     std::fs::create_dir_all(&inbox).unwrap();
     let port = free_port();
     write_config(dir.path(), &url, "BENCH_KEY", port, &inbox, "1s");
-    let mut child = spawn_ferry(dir.path(), "BENCH_KEY", &key, port, "warn");
+    // FERRY_BENCH_LOG=debug,sqlx::query=debug FERRY_BENCH_KEEP_LOG=/tmp/f.log
+    // to see what each file costs.
+    let log_level = std::env::var("FERRY_BENCH_LOG").unwrap_or_else(|_| "warn".into());
+    let mut child = spawn_ferry(dir.path(), "BENCH_KEY", &key, port, &log_level);
     let (cpu_before, _, _) = usage(child.id());
 
     let mut dropped = std::collections::HashMap::new();
@@ -189,6 +192,10 @@ async fn real() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+    if let Ok(keep) = std::env::var("FERRY_BENCH_KEEP_LOG") {
+        std::fs::copy(dir.path().join("ferry.log"), &keep).unwrap();
+        println!("  ferry's log: {keep}");
+    }
 }
 
 async fn fake() {

@@ -2,9 +2,14 @@
 //! that `ferry ingest` uses today and the daemon's workers use for `watch`
 //! rules.
 //!
-//! upload → wait until processed → link → recorded `linked`. Every step is
-//! written to the store first, so a crash leaves a trace to clean up, never
-//! an upload ferry does not know about.
+//! upload → wait until processed → link → recorded `linked`. From Open
+//! WebUI 0.12.4 the upload names the knowledge base and the server links
+//! it as part of processing (its `completed` then includes the link); older
+//! servers get `file/add`. Every step is written to the store as soon as it
+//! happened; an upload a crash cut off before its record carries a marker
+//! naming its document, and the next start adopts it (or, if no document
+//! waits for it, lets it finish processing and deletes it through the
+//! collection), so nothing is uploaded twice and no stray vectors stay.
 //!
 //! Architecture invariants:
 //! - an unchanged file (same size, mtime and inode, or same hash) is never
@@ -307,17 +312,18 @@ impl Ingestor {
             }
         }
 
-        if let Some(other) = self
+        let same_content = self
             .store
             .linked_with_content(&collection.id, &sha256)
-            .await?
+            .await?;
+        if let Some(other) = &same_content
             && other.path != key
             && let Some(file_id) = other.file_id.clone()
         {
             if other.rule == rule && !Path::new(&other.path).exists() {
                 // The same file moved (or was brought in under another rule
                 // before): the document follows it, nothing is uploaded.
-                return self.moved(&other, file_id, &upload, path).await;
+                return self.moved(other, file_id, &upload, path).await;
             }
             let document_id = self.store.begin_upload(&upload, store::now_ms()).await?;
             let detail = format!("same content as {} (already in the collection)", other.path);
@@ -325,10 +331,7 @@ impl Ingestor {
                 .fail(document_id, FailureReason::Duplicate, detail, None)
                 .await;
         }
-        if let Some(other) = self
-            .store
-            .linked_with_content(&collection.id, &sha256)
-            .await?
+        if let Some(other) = &same_content
             && other.path == key
             && other.rule != rule
             && let Some(file_id) = other.file_id.clone()
@@ -355,7 +358,10 @@ impl Ingestor {
             .as_ref()
             .filter(|d| d.state == DocumentState::Linked && same_place(d))
             .and_then(|d| d.file_id.clone());
-        match self.upload_and_link(document_id, path, collection).await {
+        match self
+            .upload_and_link(document_id, path, collection, &sha256)
+            .await
+        {
             Ok(file_id) => {
                 if let Some(old) = &old_file
                     && old != &file_id
@@ -516,7 +522,13 @@ impl Ingestor {
             Err(e) if e.is_transient() => return Err(e.into()),
             Err(_) => return Ok(None),
         }
-        match self.relink(&collection.id, file_id).await {
+        let linked_itself = self.links_itself_into(file_id, &collection.id).await?;
+        let linked = if linked_itself {
+            Ok(())
+        } else {
+            self.relink(&collection.id, file_id).await
+        };
+        match linked {
             Ok(()) => {
                 self.store
                     .linked(document_id, file_id, store::now_ms())
@@ -537,12 +549,31 @@ impl Ingestor {
         document_id: i64,
         path: &Path,
         collection: &Collection,
+        sha256: &str,
     ) -> Result<String, IngestError> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| "file".into());
-        let marker = serde_json::json!({ "ferry": self.instance_id });
+        // The marker names the document, so that an upload a crash left
+        // unrecorded is adopted by it at the next start instead of being
+        // deleted while Open WebUI may still be embedding it.
+        let mut marker = serde_json::json!({
+            "ferry": self.instance_id,
+            "ferry_document": document_id,
+            "file_hash": sha256,
+        });
+        // From 0.12.4 the server links the upload itself and says
+        // `completed` only once linked: no `file/add`, whose answer lists
+        // the whole knowledge base (O(N) per file on both sides) and which
+        // embeds the file a second time while holding a request slot.
+        let links_itself = self.client.version().await?.upload_link_is_verified();
+        let _slot = if links_itself {
+            marker["knowledge_id"] = collection.id.clone().into();
+            Some(self.client.processing_slot().await)
+        } else {
+            None
+        };
         let info = match self.client.upload(path, &name, Some(&marker)).await {
             Ok(info) => info,
             Err(OwuiError::Io { path, source }) => return Err(IngestError::Io { path, source }),
@@ -552,12 +583,9 @@ impl Ingestor {
             .uploaded(document_id, &info.id, store::now_ms())
             .await?;
         self.client.wait_processed(&info.id).await?;
-        // Not `metadata.knowledge_id` (0.12 links on upload, and it would
-        // save this call): a crash then leaves Open WebUI embedding an
-        // upload into the collection in the background after the restart's
-        // sweep deleted it, and its vectors make the same content
-        // "duplicate" for ever (the kill -9 e2e test showed it).
-        self.client.add_file(&collection.id, &info.id).await?;
+        if !links_itself {
+            self.client.add_file(&collection.id, &info.id).await?;
+        }
         self.store
             .linked(document_id, &info.id, store::now_ms())
             .await?;
@@ -642,6 +670,25 @@ impl Ingestor {
         .fetch_all(self.store.reader())
         .await
         .map_err(store::StoreError::from)?;
+        if let Some(file_id) = self
+            .unrecorded_upload_in(document_id, current.as_deref(), collection)
+            .await?
+        {
+            self.store
+                .uploaded(document_id, &file_id, store::now_ms())
+                .await?;
+            self.store
+                .linked(document_id, &file_id, store::now_ms())
+                .await?;
+            if let Some(new) = current {
+                self.delete_own_upload(&new, Some(&collection.id)).await;
+            }
+            tracing::info!(
+                file_id,
+                "took up an earlier upload of the same file that a crash left unrecorded"
+            );
+            return Ok(Some(file_id));
+        }
         for file_id in earlier {
             if self.relink(&collection.id, &file_id).await.is_ok() {
                 self.store
@@ -655,6 +702,41 @@ impl Ingestor {
                     "linked an earlier upload of the same file instead of a duplicate"
                 );
                 return Ok(Some(file_id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// This document's upload that a killed run sent but never recorded
+    /// and that the server went on to link (0.12.4 finishes the request of
+    /// a client that died; when that lands after the restart's sweep, the
+    /// next upload of the same content is refused as its duplicate).
+    async fn unrecorded_upload_in(
+        &self,
+        document_id: i64,
+        current: Option<&str>,
+        collection: &Collection,
+    ) -> Result<Option<String>, IngestError> {
+        if !self.client.version().await?.upload_link_is_verified() {
+            return Ok(None);
+        }
+        let sha256: Option<String> =
+            sqlx::query_scalar("SELECT sha256 FROM documents WHERE id = ?")
+                .bind(document_id)
+                .fetch_one(self.store.reader())
+                .await
+                .map_err(store::StoreError::from)?;
+        for f in self.client.knowledge_files(&collection.id).await? {
+            let data = f.meta.data.as_ref();
+            let field = |key: &str| data.and_then(|d| d.get(key));
+            if field("ferry").and_then(|v| v.as_str()) == Some(self.instance_id.as_str())
+                && field("ferry_document").and_then(|v| v.as_i64()) == Some(document_id)
+                && f.meta.file_hash.is_some()
+                && f.meta.file_hash == sha256
+                && Some(f.id.as_str()) != current
+                && !self.store.is_own_upload(&f.id).await?
+            {
+                return Ok(Some(f.id));
             }
         }
         Ok(None)
@@ -676,6 +758,27 @@ impl Ingestor {
         }
     }
 
+    /// Whether a processed upload was linked by the server itself: sent
+    /// with `metadata.knowledge_id` of this collection to a server whose
+    /// `completed` includes the link.
+    async fn links_itself_into(
+        &self,
+        file_id: &str,
+        collection_id: &str,
+    ) -> Result<bool, IngestError> {
+        if !self.client.version().await?.upload_link_is_verified() {
+            return Ok(false);
+        }
+        let info = self.client.file(file_id).await?;
+        Ok(info
+            .meta
+            .data
+            .as_ref()
+            .and_then(|d| d.get("knowledge_id"))
+            .and_then(|v| v.as_str())
+            == Some(collection_id))
+    }
+
     /// Deletes one of ferry's uploads, through the collection when it may
     /// have reached it: 0.6 deletes a file without its vectors in knowledge
     /// bases, and vectors left behind make the same content "duplicate"
@@ -690,6 +793,17 @@ impl Ingestor {
                 Err(e) => {
                     tracing::debug!(file_id, error = %e, "not in the collection; deleting the file alone")
                 }
+            }
+            // An upload that linked itself and was cut off by a crash may
+            // have put its vectors into the collection without the link
+            // (Open WebUI cancels the work with the connection). Only a
+            // linked file's vectors can be removed: link, then remove.
+            if self.links_itself_into(file_id, kb).await.unwrap_or(false)
+                && self.client.add_file(kb, file_id).await.is_ok()
+                && self.client.remove_file(kb, file_id, true).await.is_ok()
+            {
+                let _ = self.store.upload_deleted(file_id, store::now_ms()).await;
+                return;
             }
         }
         match self.client.delete_file(file_id).await {
@@ -749,20 +863,54 @@ impl Ingestor {
             deleted += 1;
         }
         if sweep_unrecorded {
+            let mut strays = Vec::new();
             for f in self.client.files().await? {
-                let ours = f
-                    .meta
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get("ferry"))
-                    .and_then(|v| v.as_str())
-                    == Some(self.instance_id.as_str());
-                if ours && !busy.contains(&f.id) && !self.store.is_own_upload(&f.id).await? {
-                    tracing::info!(file_id = %f.id, name = f.meta.name.as_deref().unwrap_or(""), "deleting an upload a crash left unrecorded");
-                    self.client.delete_file(&f.id).await?;
-                    deleted += 1;
+                let data = f.meta.data.as_ref();
+                let field = |key: &str| data.and_then(|d| d.get(key));
+                let ours =
+                    field("ferry").and_then(|v| v.as_str()) == Some(self.instance_id.as_str());
+                if !ours || busy.contains(&f.id) || self.store.is_own_upload(&f.id).await? {
+                    continue;
                 }
+                let collection = field("knowledge_id")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string);
+                if let (Some(document_id), Some(kb)) = (
+                    field("ferry_document").and_then(|v| v.as_i64()),
+                    &collection,
+                ) && self
+                    .store
+                    .adopt_unrecorded_upload(
+                        document_id,
+                        &f.id,
+                        kb,
+                        f.meta.file_hash.as_deref(),
+                        store::now_ms(),
+                    )
+                    .await?
+                {
+                    // Its document's job resumes it: waits, checks the link.
+                    tracing::info!(file_id = %f.id, document_id, "took up an upload a crash left unrecorded");
+                    continue;
+                }
+                strays.push((f, collection));
             }
+            // An upload that links itself may still be at work on the
+            // server: deleted now, its vectors would land in the
+            // collection after the delete and make that content
+            // "duplicate" for ever. Let each settle first, all at once.
+            let settle = strays.iter().map(|(f, collection)| async move {
+                if collection.is_some() {
+                    let _ = self
+                        .client
+                        .wait_processed_within(&f.id, RESUMED_PROCESSING_LIMIT)
+                        .await;
+                }
+                tracing::info!(file_id = %f.id, name = f.meta.name.as_deref().unwrap_or(""), "deleting an upload a crash left unrecorded");
+                self.delete_own_upload(&f.id, collection.as_deref()).await;
+            });
+            futures_util::future::join_all(settle).await;
+            deleted += strays.len();
         }
         Ok(deleted)
     }

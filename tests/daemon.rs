@@ -528,3 +528,127 @@ async fn files_dropped_during_startup_are_all_seen() {
     .await;
     stop(running).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn links_on_upload_only_where_completion_includes_the_link() {
+    for (version, links_itself) in [("0.12.4", true), ("0.6.40", false)] {
+        let s = Setup::new(version).await;
+        for i in 0..5 {
+            write(&s.inbox().join(format!("f{i}.md")), &format!("file {i}"));
+        }
+        let running = s.start().await;
+        eventually("5 linked", || s.names().len() == 5).await;
+        stop(running).await;
+        let kb = s.fake.state.lock().unwrap().knowledge[0].id.clone();
+        let adds = s
+            .fake
+            .count("POST", &format!("/api/v1/knowledge/{kb}/file/add"));
+        assert_eq!(s.uploads(), 5, "{version}");
+        assert_eq!(adds, if links_itself { 0 } else { 5 }, "{version}");
+    }
+}
+
+/// Uploads `content` as the crashed ferry would have, with its marker.
+async fn upload_marked(
+    fake: &FakeOpenWebUi,
+    name: &str,
+    content: &str,
+    marker: serde_json::Value,
+) -> String {
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(content.as_bytes().to_vec())
+                .file_name(name.to_string()),
+        )
+        .text("metadata", marker.to_string());
+    let v: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/files/", fake.url()))
+        .bearer_auth(API_KEY)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_a_crash_left_unrecorded_is_taken_up_not_repeated() {
+    use sha2::Digest as _;
+    let s = Setup::new("0.12.4").await;
+    write(&s.inbox().join("a.md"), "first");
+    let running = s.start().await;
+    eventually("a linked", || s.names().len() == 1).await;
+    let instance = running.shared.ingestor.instance_id.clone();
+    stop(running).await;
+    let kb = s.fake.state.lock().unwrap().knowledge[0].id.clone();
+
+    // The crash: b.md's upload reached Open WebUI (which linked it) but
+    // ferry died before recording it. And a stray of ours that no
+    // document waits for.
+    let b = s.inbox().join("b.md");
+    write(&b, "second");
+    let sha = hex::encode(sha2::Sha256::digest(b"second"));
+    let store = ferry::store::Store::open(&s.dir.path().join("state/ferry.db"))
+        .await
+        .unwrap();
+    let meta = std::fs::metadata(&b).unwrap();
+    use std::os::unix::fs::MetadataExt as _;
+    let document = store
+        .begin_upload(
+            &ferry::store::NewUpload {
+                rule: "mirror",
+                path: &b.to_string_lossy(),
+                collection_id: &kb,
+                collection_name: COLLECTION,
+                size: meta.len() as i64,
+                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                inode: meta.ino() as i64,
+                sha256: &sha,
+            },
+            ferry::store::now_ms(),
+        )
+        .await
+        .unwrap();
+    drop(store);
+    let marker = |document: i64| serde_json::json!({"ferry": instance, "ferry_document": document, "file_hash": sha, "knowledge_id": kb});
+    let adopted = upload_marked(&s.fake, "b.md", "second", marker(document)).await;
+    let stray = upload_marked(&s.fake, "old.md", "gone since", marker(document + 100)).await;
+    assert_eq!(s.names(), expect(&["a.md", "b.md", "old.md"]));
+    let uploads = s.uploads();
+
+    let running = s.start().await;
+    let store = running.shared.store.clone();
+    let path = b.to_string_lossy().to_string();
+    let mut linked = None;
+    let started = Instant::now();
+    while linked.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "b.md never linked: {:?}; fake log {:?}",
+            store.document("mirror", &path).await.unwrap(),
+            s.fake.state.lock().unwrap().log
+        );
+        linked = store
+            .document("mirror", &path)
+            .await
+            .unwrap()
+            .filter(|d| d.state == ferry::store::DocumentState::Linked);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(linked.unwrap().file_id.as_deref(), Some(adopted.as_str()));
+    assert_eq!(s.uploads(), uploads, "nothing uploaded again");
+    assert_eq!(
+        s.names(),
+        expect(&["a.md", "b.md"]),
+        "b.md once, the stray gone"
+    );
+    assert!(
+        !s.fake.state.lock().unwrap().files.contains_key(&stray),
+        "the stray upload is deleted"
+    );
+    stop(running).await;
+}

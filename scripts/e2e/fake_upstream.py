@@ -114,7 +114,8 @@ class Handler(BaseHTTPRequestHandler):
                      "model": model, "choices": [{"index": 0, "delta": {"content": content[i:i + size]}}]}
             self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
             self.wfile.flush()
-            time.sleep(0.03)
+            # Far enough apart that a busy Open WebUI still relays them apart.
+            time.sleep(0.1)
         final = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
                  "model": model, "usage": usage,
                  "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}

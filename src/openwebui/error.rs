@@ -200,6 +200,18 @@ pub fn classify(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<serde_json::Value, Error> {
+    classify_as(path, status, headers, body)
+}
+
+/// [`classify`] into any shape: `serde::de::IgnoredAny` checks a success
+/// without building it (a link's answer lists every file of the knowledge
+/// base, so building it made linking N files cost O(N²)).
+pub fn classify_as<T: serde::de::DeserializeOwned>(
+    path: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, Error> {
     let path = path.to_string();
     let is_json = headers
         .get(reqwest::header::CONTENT_TYPE)

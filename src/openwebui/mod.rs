@@ -75,6 +75,8 @@ struct Inner {
     signin: Mutex<()>,
     signins: AtomicU64,
     permits: Arc<Semaphore>,
+    /// Uploads being processed by the server after their request ended.
+    processing: Arc<Semaphore>,
     timeout: Duration,
     processing_timeout: Duration,
     retry: RetryPolicy,
@@ -112,6 +114,10 @@ impl Client {
                 signin: Mutex::new(()),
                 signins: AtomicU64::new(0),
                 permits: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+                // Open WebUI reports a finished upload up to a second late
+                // (its status stream polls once a second): with one slot per
+                // request slot that second would be the limit (4 files/s).
+                processing: Arc::new(Semaphore::new(options.max_in_flight.max(1) * 4)),
                 timeout: options.timeout,
                 processing_timeout: options.processing_timeout,
                 retry: options.retry,
@@ -119,6 +125,20 @@ impl Client {
                 knowledge_locks: Default::default(),
             }),
         })
+    }
+
+    /// Held from an upload that links itself (`metadata.knowledge_id`)
+    /// until it is processed: that work runs on the server after the
+    /// request has ended, so request permits alone would let ferry pile up
+    /// every file of a burst there at once (slow for all of them, and a
+    /// crash would leave many half-done).
+    pub async fn processing_slot(&self) -> OwnedSemaphorePermit {
+        self.inner
+            .processing
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed")
     }
 
     pub fn base_url(&self) -> &str {
@@ -300,6 +320,23 @@ impl Client {
     {
         let (response, _permit) = self.execute(method, path, repeat, build).await?;
         read_json(path, response, self.inner.timeout).await
+    }
+
+    /// [`Client::json`] for answers that only need to be a success.
+    async fn json_ignored<F>(
+        &self,
+        method: Method,
+        path: &str,
+        repeat: Repeat,
+        build: F,
+    ) -> Result<(), Error>
+    where
+        F: Fn(RequestBuilder) -> Result<RequestBuilder, Error>,
+    {
+        let (response, _permit) = self.execute(method, path, repeat, build).await?;
+        read_json_as::<serde::de::IgnoredAny>(path, response, self.inner.timeout)
+            .await
+            .map(|_| ())
     }
 
     async fn get(&self, path: &str) -> Result<Value, Error> {
@@ -539,10 +576,10 @@ impl Client {
         let body = json!({"file_id": file_id});
         let _serialised = self.knowledge_guard(knowledge_id).await?;
         match self
-            .json(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body)))
+            .json_ignored(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body)))
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(()) => Ok(()),
             Err(Error::Rejected { detail, .. }) if detail == "[ERROR: file_id]" => Ok(()),
             Err(e) => Err(e),
         }
@@ -560,9 +597,8 @@ impl Client {
             format!("/api/v1/knowledge/{knowledge_id}/file/remove?delete_file={delete_file}");
         let body = json!({"file_id": file_id});
         let _serialised = self.knowledge_guard(knowledge_id).await?;
-        self.json(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body)))
+        self.json_ignored(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body)))
             .await
-            .map(|_| ())
     }
 
     // ----- files -----------------------------------------------------------
@@ -993,13 +1029,21 @@ fn map_send_error(path: &str, e: reqwest::Error, timeout: Duration) -> Error {
 
 /// Reads a whole response and classifies it.
 async fn read_json(path: &str, response: Response, timeout: Duration) -> Result<Value, Error> {
+    read_json_as(path, response, timeout).await
+}
+
+async fn read_json_as<T: serde::de::DeserializeOwned>(
+    path: &str,
+    response: Response,
+    timeout: Duration,
+) -> Result<T, Error> {
     let status = response.status();
     let headers = response.headers().clone();
     let body = response
         .bytes()
         .await
         .map_err(|e| map_send_error(path, e, timeout))?;
-    error::classify(path, status, &headers, &body)
+    error::classify_as(path, status, &headers, &body)
 }
 
 fn str_field(v: &Value, key: &str) -> Option<String> {

@@ -52,6 +52,13 @@ impl Version {
     pub fn has_upload_auto_link(&self) -> bool {
         self.at_least(0, 9, 6)
     }
+
+    /// `completed` after an upload with `metadata.knowledge_id` means
+    /// linked, too (0.12.4, "Accurate upload status"); before, a failed
+    /// link could still end `completed`.
+    pub fn upload_link_is_verified(&self) -> bool {
+        self.at_least(0, 12, 4)
+    }
 }
 
 impl std::fmt::Display for Version {
@@ -244,6 +251,8 @@ mod tests {
         assert!(
             v.has_knowledge_files_endpoint() && v.readd_is_idempotent() && v.has_upload_auto_link()
         );
+        assert!(v.upload_link_is_verified());
+        assert!(!Version::parse("0.12.3").unwrap().upload_link_is_verified());
         assert!(!v.knowledge_links_are_racy());
         assert!(
             Version::parse("0.6.42")

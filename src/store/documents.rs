@@ -337,6 +337,35 @@ impl Store {
         Ok(())
     }
 
+    /// Records an upload that a crash cut off before [`Store::uploaded`],
+    /// found by the marker it carries, if its document still has exactly
+    /// that content and is not linked (a later attempt may have failed as
+    /// "duplicate" of this very upload). Returns whether it was taken.
+    pub async fn adopt_unrecorded_upload(
+        &self,
+        document_id: i64,
+        file_id: &str,
+        collection_id: &str,
+        sha256: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let waiting: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM documents WHERE id = ? AND state IN ('uploading', 'processing', 'failed')
+               AND collection_id = ? AND (? IS NULL OR sha256 = ?)",
+        )
+        .bind(document_id)
+        .bind(collection_id)
+        .bind(sha256)
+        .bind(sha256)
+        .fetch_optional(&self.writer)
+        .await?;
+        if waiting.is_none() {
+            return Ok(false);
+        }
+        self.uploaded(document_id, file_id, now_ms).await?;
+        Ok(true)
+    }
+
     pub async fn linked(
         &self,
         document_id: i64,

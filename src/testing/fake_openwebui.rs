@@ -68,6 +68,8 @@ pub struct StoredFile {
     pub status: String,
     pub error: Option<String>,
     pub user_id: String,
+    /// The `metadata` form field of the upload (`meta.data`).
+    pub metadata: Value,
 }
 
 #[derive(Debug, Clone)]
@@ -144,7 +146,7 @@ impl FakeOpenWebUi {
                 "/api/models",
                 get(|| async { Json(json!({"data": [{"id": "fake-model", "name": "Fake"}]})) }),
             )
-            .route("/api/v1/files/", post(upload))
+            .route("/api/v1/files/", post(upload).get(list_files))
             .route("/api/v1/files/{id}", get(file).delete(delete_file))
             .route("/api/v1/files/{id}/process/status", get(file_status))
             .route("/api/v1/knowledge/", get(list_knowledge))
@@ -323,16 +325,24 @@ async fn whoami() -> Json<Value> {
 fn file_json(f: &StoredFile) -> Value {
     json!({"id": f.id, "filename": f.name, "user_id": f.user_id,
            "data": {"status": f.status, "error": f.error},
-           "meta": {"name": f.name, "size": f.content.len(), "file_hash": f.sha256}})
+           "meta": {"name": f.name, "size": f.content.len(), "file_hash": f.sha256, "data": f.metadata}})
 }
 
 async fn upload(State(s): State<Shared>, mut form: Multipart) -> Response {
     let mut name = String::new();
     let mut content = Vec::new();
+    let mut metadata = Value::Null;
     while let Ok(Some(field)) = form.next_field().await {
-        if field.name() == Some("file") {
-            name = field.file_name().unwrap_or("file").to_string();
-            content = field.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+        match field.name() {
+            Some("file") => {
+                name = field.file_name().unwrap_or("file").to_string();
+                content = field.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+            }
+            Some("metadata") => {
+                let text = field.text().await.unwrap_or_default();
+                metadata = serde_json::from_str(&text).unwrap_or(Value::Null);
+            }
+            _ => {}
         }
     }
     if content.is_empty() {
@@ -352,11 +362,57 @@ async fn upload(State(s): State<Shared>, mut form: Multipart) -> Response {
         status: "completed".into(),
         error: None,
         user_id: "u1".into(),
+        metadata,
     };
     let mut answer = file_json(&f);
     answer["data"]["status"] = "pending".into();
-    st.files.insert(id, f);
+    let link_to = f.metadata["knowledge_id"].as_str().map(str::to_string);
+    st.files.insert(id.clone(), f);
+    // 0.12 links an upload with `metadata.knowledge_id` itself; the fake
+    // does it at once (its processing is instant) and, like 0.12.4, marks
+    // a duplicate as a failed file rather than an HTTP error.
+    if let Some(kb) = link_to
+        && st.is_012()
+    {
+        let sha = st.files[&id].sha256.clone();
+        let files = st.files.clone();
+        if let Some(k) = st.knowledge.iter_mut().find(|k| k.id == kb) {
+            if k.files
+                .iter()
+                .any(|other| files.get(other).is_some_and(|o| o.sha256 == sha))
+            {
+                let f = st.files.get_mut(&id).expect("just stored");
+                f.status = "failed".into();
+                f.error = Some(
+                    "Duplicate content detected. Please provide unique content to proceed.".into(),
+                );
+            } else {
+                k.files.push(id);
+            }
+        }
+    }
     Json(answer).into_response()
+}
+
+/// `GET /api/v1/files/`: 50 a page in 0.12, one list in 0.6.
+async fn list_files(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Json<Value> {
+    let st = s.lock().unwrap();
+    let mut all: Vec<&StoredFile> = st.files.values().collect();
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    let all: Vec<Value> = all.into_iter().map(file_json).collect();
+    if !st.is_012() {
+        return Json(Value::Array(all));
+    }
+    let page: usize = q
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let items: Vec<Value> = all.iter().skip((page - 1) * 50).take(50).cloned().collect();
+    Json(json!({"items": items, "total": all.len()}))
 }
 
 async fn file(State(s): State<Shared>, Path(id): Path<String>) -> Response {
