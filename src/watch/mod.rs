@@ -210,21 +210,22 @@ impl WatchTask {
     /// Enqueues settled files; true when some path vanished.
     async fn flush_settled(&mut self) -> bool {
         let mut gone = false;
+        let mut ready = Vec::new();
         for (path, stat) in self.settler.poll(Instant::now(), stat_file) {
             match stat {
                 Some(_) => {
                     let relative = path.strip_prefix(&self.watch.path).unwrap_or(&path);
-                    if self.filter.matches(relative)
-                        && let Err(e) = self
-                            .shared
-                            .enqueue_sync(&self.rule, &path, Duration::ZERO)
-                            .await
-                    {
-                        tracing::error!(rule = %self.rule, error = %e, "cannot enqueue");
+                    if self.filter.matches(relative) {
+                        ready.push(path);
                     }
                 }
                 None => gone = true,
             }
+        }
+        if !ready.is_empty()
+            && let Err(e) = self.shared.enqueue_syncs(&self.rule, &ready).await
+        {
+            tracing::error!(rule = %self.rule, error = %e, "cannot enqueue");
         }
         gone
     }

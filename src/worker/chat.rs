@@ -90,10 +90,19 @@ pub fn context(rule: &Rule, trigger_kind: &str, input: &Value) -> Value {
 
 /// The `file` object of a document's context; `text` for small UTF-8 files.
 pub fn file_context(path: &std::path::Path, sha256: Option<&str>) -> Value {
+    file_context_reading(path, sha256, true)
+}
+
+/// [`file_context`], with `text` read only when `read_text`.
+pub fn file_context_reading(
+    path: &std::path::Path,
+    sha256: Option<&str>,
+    read_text: bool,
+) -> Value {
     let meta = std::fs::metadata(path).ok();
     let size = meta.as_ref().map(|m| m.len());
     let text = match size {
-        Some(n) if n <= FILE_TEXT_LIMIT => std::fs::read(path)
+        Some(n) if read_text && n <= FILE_TEXT_LIMIT => std::fs::read(path)
             .ok()
             .and_then(|b| String::from_utf8(b).ok()),
         _ => None,
@@ -291,6 +300,18 @@ fn rfc3339(ms: i64) -> String {
 /// Chat jobs to queue when a document of `source_rule` is linked: the
 /// rule's own `chat`, and every rule `on: { ingested: { rule: source } }`.
 /// Once per document version (the dedupe key holds the content hash).
+/// Whether a document linked under `source_rule` starts any chat.
+pub fn follows_ingest(rules: &[Rule], source_rule: &Rule) -> bool {
+    rules
+        .iter()
+        .filter(|r| r.chat.is_some())
+        .any(|r| match &r.trigger {
+            Trigger::Watch(_) => r.name == source_rule.name,
+            Trigger::Ingested { rule } => *rule == source_rule.name,
+            _ => false,
+        })
+}
+
 pub fn after_ingest(
     rules: &[Rule],
     source_rule: &Rule,

@@ -105,22 +105,42 @@ impl Shared {
     ) -> Result<(), store::StoreError> {
         let now = store::now_ms();
         self.store
-            .enqueue(
-                &NewJob {
-                    rule: rule.to_string(),
-                    kind: SYNC.into(),
-                    trigger_kind: "watch".into(),
-                    input: json!({ "path": path }),
-                    run_after: now + delay.as_millis() as i64,
-                    max_attempts: 8,
-                    coalesce_key: Some(format!("{SYNC}:{rule}:{}", path.display())),
-                    dedupe_key: None,
-                },
-                now,
-            )
+            .enqueue(&sync_job(rule, path, now + delay.as_millis() as i64), now)
             .await?;
         self.wake.notify_waiters();
         Ok(())
+    }
+
+    /// Enqueues a look at each path now, sharing commits: files dropped
+    /// together settle together, and one fsync each was a good part of
+    /// ferry's CPU per file.
+    pub async fn enqueue_syncs(
+        &self,
+        rule: &str,
+        paths: &[PathBuf],
+    ) -> Result<(), store::StoreError> {
+        let now = store::now_ms();
+        let enqueues = paths
+            .iter()
+            .map(|path| self.batcher.enqueue(sync_job(rule, path, now)));
+        for result in futures_util::future::join_all(enqueues).await {
+            result?;
+        }
+        self.wake.notify_waiters();
+        Ok(())
+    }
+}
+
+fn sync_job(rule: &str, path: &Path, run_after: i64) -> NewJob {
+    NewJob {
+        rule: rule.to_string(),
+        kind: SYNC.into(),
+        trigger_kind: "watch".into(),
+        input: json!({ "path": path }),
+        run_after,
+        max_attempts: 8,
+        coalesce_key: Some(format!("{SYNC}:{rule}:{}", path.display())),
+        dedupe_key: None,
     }
 }
 
@@ -400,8 +420,7 @@ fn document_context(
     file_id: Option<&str>,
     collection: &Collection,
 ) -> Value {
-    let mut file = chat::file_context(path, sha256);
-    file["text"] = Value::Null;
+    let mut file = chat::file_context_reading(path, sha256, false);
     file["file_id"] = json!(file_id);
     chat::context(
         rule,
@@ -419,6 +438,9 @@ async fn document_effects(
     outcome: &Outcome,
     job: &Job,
 ) -> Effects {
+    if rule.deliver.is_empty() && !chat::follows_ingest(&shared.rules(), rule) {
+        return Effects::default();
+    }
     let doc = shared
         .store
         .document(&rule.name, &path.to_string_lossy())
