@@ -308,21 +308,14 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let (collection_id, sha256): (Option<String>, Option<String>) =
-            sqlx::query_as("SELECT collection_id, sha256 FROM documents WHERE id = ?")
-                .bind(document_id)
-                .fetch_one(&mut *tx)
-                .await?;
         sqlx::query(
             "INSERT INTO uploads (file_id, document_id, collection_id, sha256, state, created_at, updated_at)
-             VALUES (?, ?, ?, ?, 'uploaded', ?, ?) ON CONFLICT (file_id) DO NOTHING",
+             SELECT ?1, id, collection_id, sha256, 'uploaded', ?2, ?2 FROM documents WHERE id = ?3
+             ON CONFLICT (file_id) DO NOTHING",
         )
         .bind(file_id)
+        .bind(now_ms)
         .bind(document_id)
-        .bind(collection_id)
-        .bind(sha256)
-        .bind(now_ms)
-        .bind(now_ms)
         .execute(&mut *tx)
         .await?;
         sqlx::query(

@@ -143,7 +143,8 @@ impl Store {
                 SELECT j.id FROM jobs j
                 WHERE j.state = 'queued' AND j.run_after <= ?3
                   AND (j.coalesce_key IS NULL OR NOT EXISTS (
-                        SELECT 1 FROM jobs r WHERE r.state = 'running' AND r.coalesce_key = j.coalesce_key))
+                        SELECT 1 FROM jobs r INDEXED BY jobs_running_key
+                        WHERE r.state = 'running' AND r.coalesce_key = j.coalesce_key))
                 ORDER BY j.run_after, j.created_at LIMIT 1)
              RETURNING *",
         )
@@ -208,10 +209,11 @@ impl Store {
             Err(error) => (JobState::Dead, None, Some(error)),
         };
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
+        let kind: Option<String> = sqlx::query_scalar(
             "UPDATE jobs SET state = ?1, result = COALESCE(?2, result), error = ?3,
                     lease_owner = NULL, lease_until = NULL, updated_at = ?4, finished_at = ?4
-             WHERE id = ?5 AND lease_owner = ?6 AND state = 'running'",
+             WHERE id = ?5 AND lease_owner = ?6 AND state = 'running'
+             RETURNING kind",
         )
         .bind(state.as_str())
         .bind(result)
@@ -219,12 +221,12 @@ impl Store {
         .bind(now_ms)
         .bind(id)
         .bind(owner)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if done.rows_affected() != 1 {
+        let Some(kind) = kind else {
             return Ok(false);
-        }
-        apply_effects(&mut tx, id, outcome.is_ok(), effects, now_ms).await?;
+        };
+        apply_effects(&mut tx, id, &kind, outcome.is_ok(), effects, now_ms).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -289,7 +291,11 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if state == JobState::Dead {
-            apply_effects(&mut tx, id, false, if_dead, now_ms).await?;
+            let kind: String = sqlx::query_scalar("SELECT kind FROM jobs WHERE id = ?")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            apply_effects(&mut tx, id, &kind, false, if_dead, now_ms).await?;
         }
         tx.commit().await?;
         Ok(state)
@@ -504,6 +510,7 @@ pub(super) async fn enqueue_in(
 async fn apply_effects(
     tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     id: &str,
+    kind: &str,
     success: bool,
     effects: &Effects,
     now_ms: i64,
@@ -511,7 +518,12 @@ async fn apply_effects(
     for job in &effects.jobs {
         enqueue_in(tx, job, now_ms).await?;
     }
-    super::deliveries::insert(tx, &effects.deliveries, now_ms).await?;
+    if !effects.deliveries.is_empty() {
+        super::deliveries::insert(tx, &effects.deliveries, now_ms).await?;
+    }
+    if kind != "chat" {
+        return Ok(());
+    }
     // A schedule rule's `last_run` / `last_success` (runs by hand count too),
     // for its next prompt. Only schedule rules have a row.
     sqlx::query(
