@@ -677,34 +677,44 @@ impl Ingestor {
             self.store
                 .uploaded(document_id, &file_id, store::now_ms())
                 .await?;
-            self.store
-                .linked(document_id, &file_id, store::now_ms())
-                .await?;
-            if let Some(new) = current {
-                self.delete_own_upload(&new, Some(&collection.id)).await;
-            }
             tracing::info!(
                 file_id,
                 "took up an earlier upload of the same file that a crash left unrecorded"
             );
-            return Ok(Some(file_id));
+            return self
+                .instead_of(document_id, file_id, current, collection)
+                .await;
         }
         for file_id in earlier {
             if self.relink(&collection.id, &file_id).await.is_ok() {
-                self.store
-                    .linked(document_id, &file_id, store::now_ms())
-                    .await?;
-                if let Some(new) = current {
-                    self.delete_own_upload(&new, Some(&collection.id)).await;
-                }
                 tracing::info!(
                     file_id,
                     "linked an earlier upload of the same file instead of a duplicate"
                 );
-                return Ok(Some(file_id));
+                return self
+                    .instead_of(document_id, file_id, current, collection)
+                    .await;
             }
         }
         Ok(None)
+    }
+
+    /// Records `file_id` as the document's linked upload and drops the
+    /// upload it replaces (refused as its duplicate).
+    async fn instead_of(
+        &self,
+        document_id: i64,
+        file_id: String,
+        replaced: Option<String>,
+        collection: &Collection,
+    ) -> Result<Option<String>, IngestError> {
+        self.store
+            .linked(document_id, &file_id, store::now_ms())
+            .await?;
+        if let Some(new) = replaced {
+            self.delete_own_upload(&new, Some(&collection.id)).await;
+        }
+        Ok(Some(file_id))
     }
 
     /// This document's upload that a killed run sent but never recorded

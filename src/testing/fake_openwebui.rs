@@ -403,6 +403,12 @@ async fn list_files(
     let mut all: Vec<&StoredFile> = st.files.values().collect();
     all.sort_by(|a, b| a.id.cmp(&b.id));
     let all: Vec<Value> = all.into_iter().map(file_json).collect();
+    paged(&st, all, &q, 50)
+}
+
+/// A list as the version answers it: whole in 0.6, `{items, total}` pages
+/// of `size` in 0.12.
+fn paged(st: &FakeState, all: Vec<Value>, q: &HashMap<String, String>, size: usize) -> Json<Value> {
     if !st.is_012() {
         return Json(Value::Array(all));
     }
@@ -411,7 +417,12 @@ async fn list_files(
         .and_then(|p| p.parse().ok())
         .unwrap_or(1)
         .max(1);
-    let items: Vec<Value> = all.iter().skip((page - 1) * 50).take(50).cloned().collect();
+    let items: Vec<Value> = all
+        .iter()
+        .skip((page - 1) * size)
+        .take(size)
+        .cloned()
+        .collect();
     Json(json!({"items": items, "total": all.len()}))
 }
 
@@ -454,16 +465,7 @@ async fn list_knowledge(
 ) -> Json<Value> {
     let st = s.lock().unwrap();
     let all: Vec<Value> = st.knowledge.iter().map(knowledge_json).collect();
-    if !st.is_012() {
-        return Json(Value::Array(all));
-    }
-    let page: usize = q
-        .get("page")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(1)
-        .max(1);
-    let items: Vec<Value> = all.iter().skip((page - 1) * 30).take(30).cloned().collect();
-    Json(json!({"items": items, "total": all.len()}))
+    paged(&st, all, &q, 30)
 }
 
 async fn create_knowledge(State(s): State<Shared>, Json(body): Json<Value>) -> Json<Value> {
