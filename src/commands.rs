@@ -672,7 +672,9 @@ fn expand_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         stack.push(p);
     }
     while let Some(p) = stack.pop() {
-        let meta = std::fs::metadata(&p).with_context(|| format!("{}", p.display()))?;
+        // The paths given were resolved above (the admin chose them); what
+        // is found inside a folder is not followed if it is a link.
+        let meta = std::fs::symlink_metadata(&p).with_context(|| crate::paths::shown(&p))?;
         if meta.is_dir() {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(&p)
                 .with_context(|| format!("{}", p.display()))?
@@ -740,7 +742,21 @@ async fn ingest_command(
     let mut results = futures_util::stream::iter(files.iter().map(|path| {
         let ingestor = &ingestor;
         let collection = &collection;
-        async move { (path, ingestor.ingest(":cli", path, collection).await) }
+        async move {
+            let parent = path.parent().unwrap_or(Path::new("/"));
+            let result = match crate::safe_fs::open_beneath(parent, path) {
+                Ok(file) => {
+                    ingestor
+                        .ingest(":cli", path, file, collection, rules::DEFAULT_MAX_SIZE)
+                        .await
+                }
+                Err(e) => Err(ingest::IngestError::Io {
+                    path: crate::paths::shown(path),
+                    source: std::io::Error::other(e),
+                }),
+            };
+            (path, result)
+        }
     }))
     .buffer_unordered(concurrency);
 
@@ -901,14 +917,18 @@ fn render(
     match &rule.trigger {
         rules::Trigger::Watch(_) | rules::Trigger::Ingested { .. } => {
             let path = file.context("this rule works on files: give one with --file PATH")?;
-            let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+            // The file named on the command line is read as given (links
+            // resolved): the admin chose it.
+            let path = &std::fs::canonicalize(path).with_context(|| crate::paths::shown(path))?;
+            let root = path.parent().unwrap_or(std::path::Path::new("/"));
+            let bytes = std::fs::read(path).with_context(|| crate::paths::shown(path))?;
             let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
             let collection = rule
                 .ingest
                 .as_ref()
                 .map(|i| i.collection.to_string())
                 .unwrap_or_default();
-            input["file"] = chat::file_context(path, Some(&sha));
+            input["file"] = chat::file_context(root, path, Some(&sha), true);
             input["collection"] = json!({ "name": collection, "id": null });
         }
         rules::Trigger::Schedule(_) => {

@@ -18,14 +18,13 @@
 //!   unlinked;
 //! - ferry deletes only files it uploaded itself (`uploads` table).
 
-use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::time::Duration;
 
-use sha2::{Digest as _, Sha256};
-
 use crate::openwebui::{Client, Error as OwuiError};
+use crate::paths;
 use crate::rules::CollectionRef;
+use crate::safe_fs::Opened;
 use crate::store::{self, DocumentState, FailureReason, NewUpload, Store, StoreError};
 
 /// A knowledge base resolved to its id.
@@ -152,25 +151,9 @@ pub fn document_retry_delay(attempts: i64) -> Duration {
     Duration::from_secs(30u64.saturating_mul(1 << exp.min(10))).min(Duration::from_secs(6 * 3600))
 }
 
-/// SHA-256 of a file, read in blocks off the async threads.
-pub async fn hash_file(path: &Path) -> std::io::Result<String> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read as _;
-        let mut file = std::fs::File::open(&path)?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        Ok(hex::encode(hasher.finalize()))
-    })
-    .await
-    .map_err(std::io::Error::other)?
+/// Whether a regular file (not a link) is at `path`.
+fn is_regular_file(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
 }
 
 pub struct Ingestor {
@@ -232,24 +215,33 @@ impl Drop for ContentGuard<'_> {
 
 impl Ingestor {
     /// Brings one file into `collection` under `rule` (identity (rule, path)).
+    /// `file` was opened by [`safe_fs::open_beneath`]: what is hashed and
+    /// uploaded is that descriptor, never the path again. A file over
+    /// `max_size` is recorded `too_large` without being read past it.
     pub async fn ingest(
         &self,
         rule: &str,
         path: &Path,
+        file: Opened,
         collection: &Collection,
+        max_size: u64,
     ) -> Result<Outcome, IngestError> {
-        let shown = path.display().to_string();
+        let shown = paths::shown(path);
         let io = |source| IngestError::Io {
             path: shown.clone(),
             source,
         };
-        let meta = tokio::fs::metadata(path).await.map_err(io)?;
         let (size, mtime_ns, inode) = (
-            meta.len() as i64,
-            meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-            meta.ino() as i64,
+            file.stat.size as i64,
+            file.stat.mtime_ns,
+            file.stat.inode as i64,
         );
-        let key = path.to_string_lossy().to_string();
+        if file.stat.size > max_size {
+            return self
+                .too_large(rule, path, &file, collection, max_size)
+                .await;
+        }
+        let key = paths::key(path).into_owned();
         let previous = self.store.document(rule, &key).await?;
         let same_place =
             |d: &store::Document| d.collection_id.as_deref() == Some(collection.id.as_str());
@@ -265,7 +257,19 @@ impl Ingestor {
             return Ok(outcome);
         }
 
-        let sha256 = hash_file(path).await.map_err(io)?;
+        let (file, sha256) = tokio::task::spawn_blocking(move || {
+            let mut file = file;
+            let sha = file.sha256_limited(max_size);
+            (file, sha)
+        })
+        .await
+        .map_err(|e| io(std::io::Error::other(e)))?;
+        let Some(sha256) = sha256.map_err(io)? else {
+            // Grew past the limit since it was opened.
+            return self
+                .too_large(rule, path, &file, collection, max_size)
+                .await;
+        };
         self.hashed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _same_content = self
@@ -320,13 +324,16 @@ impl Ingestor {
             && other.path != key
             && let Some(file_id) = other.file_id.clone()
         {
-            if other.rule == rule && !Path::new(&other.path).exists() {
+            if other.rule == rule && !is_regular_file(&paths::from_key(&other.path)) {
                 // The same file moved (or was brought in under another rule
                 // before): the document follows it, nothing is uploaded.
                 return self.moved(other, file_id, &upload, path).await;
             }
             let document_id = self.store.begin_upload(&upload, store::now_ms()).await?;
-            let detail = format!("same content as {} (already in the collection)", other.path);
+            let detail = format!(
+                "same content as {} (already in the collection)",
+                paths::shown_key(&other.path)
+            );
             return self
                 .fail(document_id, FailureReason::Duplicate, detail, None)
                 .await;
@@ -359,7 +366,7 @@ impl Ingestor {
             .filter(|d| d.state == DocumentState::Linked && same_place(d))
             .and_then(|d| d.file_id.clone());
         match self
-            .upload_and_link(document_id, path, collection, &sha256)
+            .upload_and_link(document_id, path, &file, collection, &sha256)
             .await
         {
             Ok(file_id) => {
@@ -399,23 +406,19 @@ impl Ingestor {
     }
 
     /// Records a file too large to send, without sending it.
-    pub async fn too_large(
+    async fn too_large(
         &self,
         rule: &str,
         path: &Path,
+        file: &Opened,
         collection: &Collection,
         limit: u64,
     ) -> Result<Outcome, IngestError> {
-        let key = path.to_string_lossy().to_string();
-        let meta = tokio::fs::metadata(path)
-            .await
-            .map_err(|source| IngestError::Io {
-                path: key.clone(),
-                source,
-            })?;
+        let key = paths::key(path).into_owned();
+        let stat = file.stat;
         if let Some(d) = self.store.document(rule, &key).await?
-            && d.size == Some(meta.len() as i64)
-            && d.mtime_ns == Some(meta.mtime() * 1_000_000_000 + meta.mtime_nsec())
+            && d.size == Some(stat.size as i64)
+            && d.mtime_ns == Some(stat.mtime_ns)
             && d.reason == Some(FailureReason::TooLarge)
         {
             return Ok(settled_outcome(&d).expect("a permanent failure"));
@@ -425,15 +428,15 @@ impl Ingestor {
             path: &key,
             collection_id: &collection.id,
             collection_name: &collection.name,
-            size: meta.len() as i64,
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-            inode: meta.ino() as i64,
+            size: stat.size as i64,
+            mtime_ns: stat.mtime_ns,
+            inode: stat.inode as i64,
             sha256: "",
         };
         let id = self.store.begin_upload(&upload, store::now_ms()).await?;
         let detail = format!(
             "{} bytes is above the rule's max_size of {limit}",
-            meta.len()
+            stat.size
         );
         self.fail(id, FailureReason::TooLarge, detail, None).await
     }
@@ -466,14 +469,9 @@ impl Ingestor {
         self.store
             .move_document(other.id, upload, store::now_ms())
             .await?;
-        let new_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let old_name = Path::new(&other.path)
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string());
-        if old_name.as_deref() != Some(new_name.as_str()) {
+        let new_name = paths::upload_name(path);
+        let old_name = paths::upload_name(&paths::from_key(&other.path));
+        if old_name != new_name {
             match self.client.rename_file(&file_id, &new_name).await {
                 Ok(true) => {}
                 Ok(false) => tracing::info!(
@@ -548,13 +546,11 @@ impl Ingestor {
         &self,
         document_id: i64,
         path: &Path,
+        file: &Opened,
         collection: &Collection,
         sha256: &str,
     ) -> Result<String, IngestError> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_else(|| "file".into());
+        let name = paths::upload_name(path);
         // The marker names the document, so that an upload a crash left
         // unrecorded is adopted by it at the next start instead of being
         // deleted while Open WebUI may still be embedding it.
@@ -574,7 +570,11 @@ impl Ingestor {
         } else {
             None
         };
-        let info = match self.client.upload(path, &name, Some(&marker)).await {
+        let info = match self
+            .client
+            .upload(&file.file, file.stat.size, &name, Some(&marker))
+            .await
+        {
             Ok(info) => info,
             Err(OwuiError::Io { path, source }) => return Err(IngestError::Io { path, source }),
             Err(e) => return Err(e.into()),

@@ -166,7 +166,7 @@ async fn mirror_follows_the_folder() {
         let kb = client.find_knowledge(COLLECTION).await.unwrap().unwrap();
         let manual = s.dir.path().join("manual.md");
         write(&manual, "added by a person");
-        let f = client.upload(&manual, "manual.md", None).await.unwrap();
+        let f = upload_path(&client, &manual, "manual.md").await.unwrap();
         client.add_file(&kb.id, &f.id).await.unwrap();
 
         // A delete removes it from the collection.
@@ -651,4 +651,261 @@ async fn an_upload_a_crash_left_unrecorded_is_taken_up_not_repeated() {
         "the stray upload is deleted"
     );
     stop(running).await;
+}
+
+/// Uploads a test file the way a person would, by path.
+async fn upload_path(
+    client: &ferry::openwebui::Client,
+    path: &std::path::Path,
+    name: &str,
+) -> Result<ferry::openwebui::FileInfo, ferry::openwebui::Error> {
+    let file = std::fs::File::open(path).unwrap();
+    let length = file.metadata().unwrap().len();
+    client.upload(&file, length, name, None).await
+}
+
+/// Every file the fake Open WebUI holds, with its content.
+fn uploaded_contents(fake: &FakeOpenWebUi) -> Vec<(String, String)> {
+    fake.state
+        .lock()
+        .unwrap()
+        .files
+        .values()
+        .map(|f| {
+            (
+                f.name.clone(),
+                String::from_utf8_lossy(&f.content).into_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn documents(running: &Running) -> Vec<ferry::store::Document> {
+    running
+        .shared
+        .store
+        .documents(&Default::default())
+        .await
+        .unwrap()
+}
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Security review H1: anyone who can write into a watched folder must not
+/// be able to publish a file from outside it through a link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn links_in_a_watched_folder_are_never_followed() {
+    use std::os::unix::fs::symlink;
+    const SECRET: &str = "TOP-SECRET-OUTSIDE-ROOT";
+    for version in ["0.12.4", "0.6.40"] {
+        let s = Setup::new(version).await;
+        let inbox = s.inbox();
+        let outside = s.dir.path().join("outside");
+        write(&outside.join("secret.txt"), &format!("{SECRET} 1"));
+        write(&outside.join("other.txt"), &format!("{SECRET} 2"));
+        write(&inbox.join("a.md"), "alpha");
+        write(&inbox.join("b.md"), "bravo");
+        write(&inbox.join("c.md"), "charlie");
+        symlink(outside.join("secret.txt"), inbox.join("leak.md")).unwrap();
+        symlink(&outside, inbox.join("linkdir")).unwrap();
+        mkfifo(&inbox.join("pipe.md"));
+        let running = s.start().await;
+        eventually("regular files linked", || {
+            s.names() == expect(&["a.md", "b.md", "c.md"])
+        })
+        .await;
+        let skipped = |docs: &[ferry::store::Document]| {
+            let mut v: Vec<String> = docs
+                .iter()
+                .filter(|d| d.state.as_str() == "skipped")
+                .map(|d| d.path.rsplit('/').next().unwrap().to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        let started = Instant::now();
+        while skipped(&documents(&running).await) != ["leak.md", "linkdir", "pipe.md"] {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "skips not recorded"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let leak = documents(&running)
+            .await
+            .into_iter()
+            .find(|d| d.path.ends_with("leak.md"))
+            .unwrap();
+        assert_eq!(leak.reason.map(|r| r.as_str()), Some("not_regular"));
+        assert!(leak.error.unwrap().contains("symbolic link"));
+
+        // Links made while it runs: a file, a folder, and a new file
+        // behind a folder link.
+        symlink(outside.join("other.txt"), inbox.join("late.md")).unwrap();
+        symlink(&outside, inbox.join("latedir")).unwrap();
+        write(&outside.join("new.txt"), &format!("{SECRET} 3"));
+        // A linked file swapped for a link is taken down, not followed.
+        std::fs::remove_file(inbox.join("a.md")).unwrap();
+        symlink(outside.join("secret.txt"), inbox.join("a.md")).unwrap();
+        eventually("the swapped file taken down", || {
+            s.names() == expect(&["b.md", "c.md"])
+        })
+        .await;
+        let started = Instant::now();
+        while skipped(&documents(&running).await)
+            != [
+                "a.md", "late.md", "latedir", "leak.md", "linkdir", "pipe.md",
+            ]
+        {
+            assert!(started.elapsed() < Duration::from_secs(15), "late skips");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop(running).await;
+
+        // After a restart, a new file behind the folder link stays outside.
+        write(&outside.join("after-restart.txt"), &format!("{SECRET} 4"));
+        let running = s.start().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(s.names(), expect(&["b.md", "c.md"]), "{version}");
+        for (name, content) in uploaded_contents(&s.fake) {
+            assert!(!content.contains(SECRET), "{version}: {name} leaked");
+        }
+        let paused = running.shared.store.paused_reason("mirror").await.unwrap();
+        assert_eq!(paused, None, "{version}: links must not trip the valve");
+        stop(running).await;
+    }
+}
+
+/// Security review H1: `file.text` of a chat-only watch rule must never be
+/// read through a link (`/proc/self/environ` held the daemon's secrets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn file_text_is_never_read_through_a_link() {
+    use std::os::unix::fs::symlink;
+    let s = Setup::new("0.12.4").await;
+    let notes = s.dir.path().join("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(
+        s.dir.path().join("rules/notes.yaml"),
+        format!(
+            "on:\n  watch:\n    path: {}\n    settle: 300ms\nchat:\n  model: fake-model\n  prompt: \"File {{{{ file.name }}}}: {{{{ file.text }}}}\"\n",
+            notes.display()
+        ),
+    )
+    .unwrap();
+    write(&notes.join("ok.txt"), "plain note");
+    symlink("/proc/self/environ", notes.join("env.txt")).unwrap();
+    let running = s.start().await;
+    let prompts = || -> Vec<String> {
+        s.fake
+            .state
+            .lock()
+            .unwrap()
+            .completions
+            .iter()
+            .map(|b| b["messages"].to_string())
+            .collect()
+    };
+    eventually("the regular note chatted", || {
+        prompts()
+            .iter()
+            .any(|p| p.contains("File ok.txt: plain note"))
+    })
+    .await;
+    // A link made while it runs, to a file outside.
+    symlink("/proc/self/environ", notes.join("late.txt")).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent = prompts();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    for p in &sent {
+        assert!(
+            !p.contains("PATH="),
+            "the environment reached the model: {p}"
+        );
+    }
+    let docs = documents(&running).await;
+    for name in ["env.txt", "late.txt"] {
+        assert!(
+            docs.iter()
+                .any(|d| d.path.ends_with(name) && d.state.as_str() == "skipped"),
+            "{name}: {docs:?}"
+        );
+    }
+    stop(running).await;
+}
+
+/// The names of the hostile-name tree, as bytes, each with its own content.
+fn hostile_names() -> Vec<Vec<u8>> {
+    let mut long = vec![b'l'; 252];
+    long.extend_from_slice(b".md");
+    vec![
+        b"bad\xff.md".to_vec(),
+        b"bad\xfe.md".to_vec(),
+        b"evil\n2026-11-28T00:00:00Z  INFO ferry::worker: forged line.md".to_vec(),
+        b"x\"\r\nX-Injected: 1.md".to_vec(),
+        long,
+        "caf\u{e9}.md".as_bytes().to_vec(),
+        "cafe\u{301}.md".as_bytes().to_vec(),
+        b"-rf.md".to_vec(),
+        b"--help.md".to_vec(),
+        b"sub\xc3/in-invalid-folder.md".to_vec(),
+    ]
+}
+
+/// Security review M1 and L9: any file name is data. A name that is not
+/// UTF-8 killed the watcher for good; CR/LF reached the multipart header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn any_file_name_mirrors_and_the_watcher_keeps_going() {
+    use std::os::unix::ffi::OsStrExt as _;
+    for version in ["0.12.4", "0.6.40"] {
+        let s = Setup::new(version).await;
+        let inbox = s.inbox();
+        let names = hostile_names();
+        for (i, n) in names.iter().enumerate() {
+            let p = inbox.join(std::ffi::OsStr::from_bytes(n));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, format!("hostile name {i}")).unwrap();
+        }
+        let running = s.start().await;
+        let linked = || async {
+            documents(&running)
+                .await
+                .into_iter()
+                .filter(|d| d.state.as_str() == "linked")
+                .count()
+        };
+        let started = Instant::now();
+        while linked().await < names.len() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{version}: {:?}",
+                documents(&running).await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Every upload's name is one header line, and the two names that
+        // differ only in invalid bytes are two documents.
+        for (name, _) in uploaded_contents(&s.fake) {
+            assert!(!name.contains(['\r', '\n']), "{name:?}");
+        }
+        assert_eq!(s.names().len(), names.len(), "{version}");
+        // The watcher is alive: a file written afterwards arrives.
+        write(&inbox.join("after.md"), "after the hostile names");
+        eventually("a later file", || {
+            s.names().contains(&"after.md".to_string())
+        })
+        .await;
+        let uploads = s.uploads();
+        stop(running).await;
+        // Keys are stable across a restart: nothing is uploaded again.
+        let running = s.start().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(s.uploads(), uploads, "{version}: re-uploaded after restart");
+        stop(running).await;
+    }
 }

@@ -16,7 +16,6 @@ pub mod retry;
 pub mod sse;
 pub mod types;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -606,31 +605,32 @@ impl Client {
     /// Uploads a file, streamed from disk. Processing runs in the
     /// background on the server; see [`Client::wait_processed`].
     /// `metadata` lands in the file's `meta.data` (ferry marks its uploads).
+    /// Uploads the first `length` bytes of an open file as `name` (see
+    /// [`crate::paths::upload_name`]). Every attempt reads the same
+    /// descriptor from its start, never the path again.
     pub async fn upload(
         &self,
-        path: &Path,
+        file: &std::fs::File,
+        length: u64,
         name: &str,
         metadata: Option<&Value>,
     ) -> Result<FileInfo, Error> {
+        use std::io::Seek as _;
+        use tokio::io::AsyncReadExt as _;
         let api = "/api/v1/files/";
         let mime = mime_guess::from_path(name)
             .first_or_octet_stream()
             .to_string();
-        let shown = path.display().to_string();
         let v = self
             .json(Method::POST, api, Repeat::OnlyIfUnprocessed, |r| {
-                let file = std::fs::File::open(path).map_err(|source| Error::Io {
-                    path: shown.clone(),
+                let io = |source| Error::Io {
+                    path: name.to_string(),
                     source,
-                })?;
-                let length = file
-                    .metadata()
-                    .map(|m| m.len())
-                    .map_err(|source| Error::Io {
-                        path: shown.clone(),
-                        source,
-                    })?;
-                let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+                };
+                let mut file = file.try_clone().map_err(io)?;
+                file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+                let reader = tokio::fs::File::from_std(file).take(length);
+                let stream = tokio_util::io::ReaderStream::new(reader);
                 let part = reqwest::multipart::Part::stream_with_length(
                     reqwest::Body::wrap_stream(stream),
                     length,

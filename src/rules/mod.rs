@@ -53,6 +53,9 @@ pub enum OnDelete {
     Keep,
 }
 
+/// `on.watch.max_size` when not given; also the limit of `ferry ingest`.
+pub const DEFAULT_MAX_SIZE: u64 = 50 << 20;
+
 #[derive(Debug, Clone)]
 pub struct Watch {
     pub path: PathBuf,
@@ -483,7 +486,7 @@ fn decode_watch(node: &Node, d: &mut Decoder) -> Option<Watch> {
     };
     let max_size = f
         .get("max_size")
-        .map_or(Some(50 << 20), |n| d.size(n, "on.watch.max_size"));
+        .map_or(Some(DEFAULT_MAX_SIZE), |n| d.size(n, "on.watch.max_size"));
     let on_delete = f.get("on_delete").map_or(Some(OnDelete::Remove), |n| {
         d.one_of(
             n,

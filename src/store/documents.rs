@@ -14,16 +14,19 @@ pub enum DocumentState {
     Linked,
     Failed,
     Removed,
+    /// Not a regular file (a link, FIFO, device, socket): never read.
+    Skipped,
 }
 
 impl DocumentState {
-    pub const ALL: [DocumentState; 6] = [
+    pub const ALL: [DocumentState; 7] = [
         DocumentState::Discovered,
         DocumentState::Uploading,
         DocumentState::Processing,
         DocumentState::Linked,
         DocumentState::Failed,
         DocumentState::Removed,
+        DocumentState::Skipped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -34,6 +37,7 @@ impl DocumentState {
             DocumentState::Linked => "linked",
             DocumentState::Failed => "failed",
             DocumentState::Removed => "removed",
+            DocumentState::Skipped => "skipped",
         }
     }
 
@@ -54,6 +58,8 @@ pub enum FailureReason {
     Auth,
     Timeout,
     Http,
+    /// With state `skipped`: a link, FIFO, device or socket.
+    NotRegular,
 }
 
 impl FailureReason {
@@ -67,6 +73,7 @@ impl FailureReason {
             FailureReason::Auth => "auth",
             FailureReason::Timeout => "timeout",
             FailureReason::Http => "http",
+            FailureReason::NotRegular => "not_regular",
         }
     }
 
@@ -81,6 +88,7 @@ impl FailureReason {
             Auth,
             Timeout,
             Http,
+            NotRegular,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)
@@ -94,6 +102,7 @@ impl FailureReason {
                 | FailureReason::Empty
                 | FailureReason::TooLarge
                 | FailureReason::Unsupported
+                | FailureReason::NotRegular
         )
     }
 }
@@ -471,6 +480,32 @@ impl Store {
     }
 
     /// The file is gone from the folder and, if it was ferry's, from Open WebUI.
+    /// Records that `path` of `rule` is no regular file and is never read
+    /// (see [`crate::safe_fs`]); whatever it was before is forgotten.
+    pub async fn skipped(
+        &self,
+        rule: &str,
+        path: &str,
+        why: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO documents (rule, path, state, reason, error, created_at, updated_at)
+             VALUES (?1, ?2, 'skipped', 'not_regular', ?3, ?4, ?4)
+             ON CONFLICT (rule, path) DO UPDATE SET
+                state = 'skipped', reason = 'not_regular', error = excluded.error, size = NULL,
+                mtime_ns = NULL, inode = NULL, sha256 = NULL, file_id = NULL, retry_at = NULL,
+                updated_at = excluded.updated_at",
+        )
+        .bind(rule)
+        .bind(path)
+        .bind(why)
+        .bind(now_ms)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     pub async fn removed(&self, document_id: i64, now_ms: i64) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE documents SET state = 'removed', reason = NULL, error = NULL, retry_at = NULL, updated_at = ?

@@ -316,6 +316,55 @@ mod tests {
         Store::open(&db).await.unwrap();
     }
 
+    #[tokio::test]
+    async fn rebuilding_documents_keeps_uploads_pointing_at_them() {
+        // 0004 rebuilds `documents` inside a transaction, with foreign keys
+        // on: the drop nulls `uploads.document_id` unless it is put back.
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .unwrap()
+            .filename(dir.path().join("old.db"))
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        for sql in [
+            include_str!("../../migrations/0001_initial.sql"),
+            include_str!("../../migrations/0002_schedules_armed.sql"),
+            include_str!("../../migrations/0003_jobs_claim_order.sql"),
+            "INSERT INTO documents (id, rule, path, state, created_at, updated_at)
+                 VALUES (7, 'r', '/x/a.md', 'linked', 1, 1);
+             INSERT INTO uploads (file_id, document_id, state, created_at, updated_at)
+                 VALUES ('f1', 7, 'linked', 1, 1), ('f2', NULL, 'deleted', 1, 1);",
+        ] {
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+        }
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::raw_sql(include_str!("../../migrations/0004_documents_skipped.sql"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let links: Vec<(String, Option<i64>)> =
+            sqlx::query_as("SELECT file_id, document_id FROM uploads ORDER BY file_id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(links, vec![("f1".into(), Some(7)), ("f2".into(), None)]);
+        sqlx::query("UPDATE documents SET state = 'skipped', reason = 'not_regular' WHERE id = 7")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let problems: Vec<(String,)> = sqlx::query_as("PRAGMA foreign_key_check")
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+        assert!(problems.is_empty());
+    }
+
     #[test]
     fn second_instance_is_refused() {
         let dir = tempfile::tempdir().unwrap();

@@ -86,6 +86,8 @@ pub struct FakeState {
     pub files: HashMap<String, StoredFile>,
     pub knowledge: Vec<StoredKnowledge>,
     pub chats: Vec<Value>,
+    /// Every chat completion request body, in order.
+    pub completions: Vec<Value>,
     pub faults: VecDeque<Fault>,
     pub session_tokens: Vec<String>,
     pub signins: u64,
@@ -629,6 +631,7 @@ async fn chat(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
 }
 
 fn chat_answer(s: &Shared, body: Value) -> Response {
+    s.lock().unwrap().completions.push(body.clone());
     let model = body["model"].as_str().unwrap_or_default().to_string();
     if model != "fake-model" {
         return detail(StatusCode::BAD_REQUEST, "Model not found");

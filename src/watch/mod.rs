@@ -26,10 +26,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::rules::{Rule, Trigger, Watch};
+use crate::safe_fs;
 use crate::store;
 use crate::worker::Shared;
 use reconcile::PathFilter;
-use settle::{Settler, stat_file};
+use settle::Settler;
 
 /// The largest share of a collection one reconcile may remove.
 pub const MAX_REMOVE_SHARE: f64 = 0.5;
@@ -127,7 +128,7 @@ struct WatchTask {
 impl WatchTask {
     fn scan_folder(&mut self, folder: &std::path::Path, now: Instant) {
         if let Ok(found) = reconcile::scan(folder, &self.permissive_filter()) {
-            for file in found.into_keys() {
+            for file in found.files.into_keys().chain(found.skipped) {
                 self.settler.observe(file, now);
             }
         }
@@ -178,7 +179,7 @@ impl WatchTask {
             if matches!(
                 event.kind,
                 EventKind::Create(_) | EventKind::Modify(notify::event::ModifyKind::Name(_))
-            ) && path.is_dir()
+            ) && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
             {
                 // A folder created or moved in: files may have landed in it
                 // before its own watch was set up, and until it is.
@@ -188,7 +189,7 @@ impl WatchTask {
             }
             // A vanished path may have been a folder: it settles as gone
             // and the reconcile that follows finds what was in it.
-            if self.filter.matches(relative) || !path.exists() {
+            if self.filter.matches(relative) || std::fs::symlink_metadata(&path).is_err() {
                 self.settler.touch(path, now);
             }
         }
@@ -211,15 +212,18 @@ impl WatchTask {
     async fn flush_settled(&mut self) -> bool {
         let mut gone = false;
         let mut ready = Vec::new();
-        for (path, stat) in self.settler.poll(Instant::now(), stat_file) {
-            match stat {
-                Some(_) => {
-                    let relative = path.strip_prefix(&self.watch.path).unwrap_or(&path);
-                    if self.filter.matches(relative) {
-                        ready.push(path);
-                    }
-                }
-                None => gone = true,
+        let root = &self.watch.path;
+        let stat = |p: &std::path::Path| safe_fs::stat_beneath(root, p).ok();
+        for (path, stat) in self.settler.poll(Instant::now(), stat) {
+            let relative = path.strip_prefix(root).unwrap_or(&path);
+            // A link or FIFO settles as "no file" but is still there: its
+            // job records it skipped (so reconciles stop asking).
+            let present =
+                stat.is_some() || safe_fs::stat_beneath(root, &path).is_err_and(|r| r.is_skip());
+            if !present {
+                gone = true;
+            } else if self.filter.matches(relative) {
+                ready.push(path);
             }
         }
         if !ready.is_empty()
@@ -326,9 +330,14 @@ impl WatchTask {
         }
         if root_ok && self.watcher.is_none() {
             let tx = tx.clone();
-            let made = notify::recommended_watcher(move |event| {
-                let _ = tx.send(event);
-            })
+            // A linked folder is not part of the tree: never watched into.
+            let config = notify::Config::default().with_follow_symlinks(false);
+            let made = notify::RecommendedWatcher::new(
+                move |event| {
+                    let _ = tx.send(event);
+                },
+                config,
+            )
             .and_then(|mut w| {
                 w.watch(&self.watch.path, RecursiveMode::Recursive)
                     .map(|()| w)

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use super::settle::FileStat;
+use crate::paths;
 use crate::rules::{BUILTIN_EXCLUDES, Watch};
 use crate::store::{DocumentState, KnownFile};
 
@@ -57,15 +58,26 @@ pub enum RootProblem {
     Unreadable(String),
 }
 
-/// Every covered regular file under `root`, by stats.
-pub fn scan(root: &Path, filter: &PathFilter) -> Result<BTreeMap<PathBuf, FileStat>, RootProblem> {
+/// What a scan found under a root.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Scanned {
+    /// Every covered regular file, by stats.
+    pub files: BTreeMap<PathBuf, FileStat>,
+    /// Covered names that are no regular file (links, FIFOs, devices,
+    /// sockets): never read or followed, recorded as skipped.
+    pub skipped: Vec<PathBuf>,
+}
+
+/// Every covered file under `root`, by stats, without following links:
+/// a linked folder is not entered, a linked file is only named.
+pub fn scan(root: &Path, filter: &PathFilter) -> Result<Scanned, RootProblem> {
     match std::fs::metadata(root) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(RootProblem::Unreadable("not a directory".into())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(RootProblem::Missing),
         Err(e) => return Err(RootProblem::Unreadable(e.to_string())),
     }
-    let mut out = BTreeMap::new();
+    let mut out = Scanned::default();
     let mut stack = vec![root.to_path_buf()];
     let mut first = true;
     while let Some(dir) = stack.pop() {
@@ -89,11 +101,14 @@ pub fn scan(root: &Path, filter: &PathFilter) -> Result<BTreeMap<PathBuf, FileSt
                 if !filter.exclude.is_match(relative) {
                     stack.push(path);
                 }
-            } else if file_type.is_file()
-                && filter.matches(relative)
-                && let Ok(meta) = entry.metadata()
-            {
-                out.insert(path, FileStat::of(&meta));
+            } else if !filter.matches(relative) {
+            } else if file_type.is_file() {
+                // `DirEntry::metadata` does not follow links.
+                if let Ok(meta) = entry.metadata() {
+                    out.files.insert(path, FileStat::of(&meta));
+                }
+            } else {
+                out.skipped.push(path);
             }
         }
     }
@@ -113,7 +128,7 @@ pub struct Plan {
 /// Compares a scan with the documents of one rule. `max_remove_share` is
 /// the largest share of linked documents one reconcile may remove.
 pub fn plan(
-    scanned: Result<&BTreeMap<PathBuf, FileStat>, &RootProblem>,
+    scanned: Result<&Scanned, &RootProblem>,
     root: &Path,
     known: &[KnownFile],
     now_ms: i64,
@@ -123,7 +138,7 @@ pub fn plan(
         .iter()
         .filter(|d| d.state == DocumentState::Linked)
         .count();
-    let tree = match scanned {
+    let scan = match scanned {
         Ok(t) => t,
         Err(problem) => {
             return Plan {
@@ -137,11 +152,22 @@ pub fn plan(
             };
         }
     };
+    let tree = &scan.files;
     let by_path: std::collections::HashMap<&str, &KnownFile> =
         known.iter().map(|d| (&*d.path, d)).collect();
     let mut plan = Plan::default();
+    for path in &scan.skipped {
+        let recorded = by_path
+            .get(paths::key(path).as_ref())
+            .is_some_and(|d| d.state == DocumentState::Skipped);
+        if !recorded {
+            plan.check.push(path.clone());
+        }
+    }
+    let skipped: std::collections::HashSet<&Path> =
+        scan.skipped.iter().map(PathBuf::as_path).collect();
     for (path, stat) in tree {
-        let needs_look = match by_path.get(path.to_string_lossy().as_ref()) {
+        let needs_look = match by_path.get(paths::key(path).as_ref()) {
             None => true,
             Some(d) => {
                 let same = d.size == Some(stat.size as i64)
@@ -164,13 +190,18 @@ pub fn plan(
     }
     let mut gone_linked = 0;
     for d in known {
-        if d.state == DocumentState::Removed || tree.contains_key(Path::new(&*d.path)) {
+        let path = paths::from_key(&d.path);
+        // A file swapped for a link is the worker's to take down.
+        if d.state == DocumentState::Removed
+            || tree.contains_key(&path)
+            || skipped.contains(path.as_path())
+        {
             continue;
         }
         if d.state == DocumentState::Linked {
             gone_linked += 1;
         }
-        plan.remove.push(PathBuf::from(&*d.path));
+        plan.remove.push(path);
     }
     if tree.is_empty() && linked > 0 {
         plan.pause = Some(format!(
@@ -206,8 +237,8 @@ mod tests {
         }
     }
 
-    fn tree(entries: &[(&str, u64)]) -> BTreeMap<PathBuf, FileStat> {
-        entries
+    fn tree(entries: &[(&str, u64)]) -> Scanned {
+        let files = entries
             .iter()
             .map(|(p, s)| {
                 (
@@ -219,7 +250,11 @@ mod tests {
                     },
                 )
             })
-            .collect()
+            .collect();
+        Scanned {
+            files,
+            skipped: Vec::new(),
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! built from it when the job runs ([`context`]), so `ferry render` and the
 //! daemon fill templates the same way.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -15,6 +16,7 @@ use crate::ingest::{self, IngestError};
 use crate::openwebui::{ChatRequest, Error as OwuiError};
 use crate::rules::{Rule, Trigger, template};
 use crate::store::{self, Effects, Job, NewJob};
+use crate::{paths, safe_fs};
 
 use super::{Finish, Shared};
 
@@ -88,35 +90,58 @@ pub fn context(rule: &Rule, trigger_kind: &str, input: &Value) -> Value {
     Value::Object(ctx)
 }
 
-/// The `file` object of a document's context; `text` for small UTF-8 files.
-pub fn file_context(path: &std::path::Path, sha256: Option<&str>) -> Value {
-    file_context_reading(path, sha256, true)
-}
-
-/// [`file_context`], with `text` read only when `read_text`.
-pub fn file_context_reading(
-    path: &std::path::Path,
-    sha256: Option<&str>,
-    read_text: bool,
-) -> Value {
-    let meta = std::fs::metadata(path).ok();
-    let size = meta.as_ref().map(|m| m.len());
-    let text = match size {
-        Some(n) if read_text && n <= FILE_TEXT_LIMIT => std::fs::read(path)
+/// The `file` object of a document's context; `text` for small UTF-8
+/// files, read (with `read_text`) only from a regular file under `root`
+/// without following links ([`safe_fs`]), and never more than
+/// [`FILE_TEXT_LIMIT`] bytes of it. `path` is shown lossily to templates;
+/// a path that is not UTF-8 also carries its exact `key`.
+pub fn file_context(root: &Path, path: &Path, sha256: Option<&str>, read_text: bool) -> Value {
+    let opened = safe_fs::open_beneath(root, path).ok();
+    let size = opened.as_ref().map(|f| f.stat.size);
+    let text = match opened {
+        Some(mut f) if read_text => f
+            .read_limited(FILE_TEXT_LIMIT)
             .ok()
+            .flatten()
             .and_then(|b| String::from_utf8(b).ok()),
         _ => None,
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    json!({
-        "path": path,
-        "name": name,
-        "stem": path.file_stem().map(|n| n.to_string_lossy().into_owned()),
-        "ext": path.extension().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+    let lossy = |s: Option<&std::ffi::OsStr>| s.map(|n| n.to_string_lossy().into_owned());
+    let mut file = json!({
+        "path": path.to_string_lossy(),
+        "name": lossy(path.file_name()),
+        "stem": lossy(path.file_stem()),
+        "ext": lossy(path.extension()).unwrap_or_default(),
         "size": size,
         "sha256": sha256,
         "text": text,
-    })
+    });
+    if path.to_str().is_none() {
+        file["key"] = paths::key(path).into();
+    }
+    file
+}
+
+/// The path a document context names, exactly (see [`file_context`]).
+pub fn file_path(file: &Value) -> Option<PathBuf> {
+    file.get("key")
+        .or_else(|| file.get("path"))
+        .and_then(Value::as_str)
+        .map(paths::from_key)
+}
+
+/// The watched folder whose files `rule` chats about: its own, or that of
+/// the rule it follows (`on: ingested`).
+pub fn file_root(rules: &[Rule], rule: &Rule) -> Option<PathBuf> {
+    let source = match &rule.trigger {
+        Trigger::Watch(w) => return Some(w.path.clone()),
+        Trigger::Ingested { rule } => rules.iter().find(|r| r.name == *rule)?,
+        _ => return None,
+    };
+    match &source.trigger {
+        Trigger::Watch(w) => Some(w.path.clone()),
+        _ => None,
+    }
 }
 
 /// The prompt and system message of a rule for a context.
@@ -185,12 +210,24 @@ pub(super) async fn run(shared: &Shared, job: &Job) -> (Finish, Effects) {
         ctx["last_run"] = json!({ "at": at(row.last_run_at) });
         ctx["last_success"] = json!({ "at": at(row.last_success_at), "answer": answer });
     }
-    // A document's text is read when the chat runs, not when it was queued.
-    if let Some(path) = job.input.pointer("/file/path").and_then(Value::as_str)
+    // A document's text is read when the chat runs, not when it was queued,
+    // and only from inside the watched folder the file came from.
+    if let Some(file) = job.input.get("file")
+        && let Some(path) = file_path(file)
         && ctx.pointer("/file/text").is_none_or(Value::is_null)
     {
-        let sha = job.input.pointer("/file/sha256").and_then(Value::as_str);
-        ctx["file"] = file_context(std::path::Path::new(path), sha);
+        let sha = file.get("sha256").and_then(Value::as_str);
+        let mut fresh = match file_root(&shared.rules(), &rule) {
+            Some(root) => file_context(&root, &path, sha, true),
+            None => file.clone(),
+        };
+        // What the producer knew beyond the file itself (its Open WebUI id).
+        if let (Some(fresh), Some(old)) = (fresh.as_object_mut(), file.as_object()) {
+            for (k, v) in old {
+                fresh.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        ctx["file"] = fresh;
     }
     let failed = |error: String, ctx: &Value| {
         let effects = crate::deliver::effects_for(
@@ -320,7 +357,11 @@ pub fn after_ingest(
     sha256: &str,
     now_ms: i64,
 ) -> Vec<NewJob> {
-    let path = document["path"].as_str().unwrap_or_default();
+    let path = document
+        .get("key")
+        .or_else(|| document.get("path"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     rules
         .iter()
         .filter(|r| r.chat.is_some())
@@ -340,4 +381,40 @@ pub fn after_ingest(
             Some(job)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_text_is_read_only_from_regular_files_under_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(dir.path().join("secret"), "SECRET").unwrap();
+        std::fs::write(root.join("ok.txt"), "fine").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link.txt")).unwrap();
+        std::os::unix::fs::symlink("/proc/self/environ", root.join("env.txt")).unwrap();
+        let ok = file_context(&root, &root.join("ok.txt"), None, true);
+        assert_eq!(ok["text"], "fine");
+        for name in ["link.txt", "env.txt"] {
+            let f = file_context(&root, &root.join(name), None, true);
+            assert_eq!(f["text"], Value::Null, "{name}");
+            assert_eq!(f["size"], Value::Null, "{name}");
+        }
+        // Outside the root, nothing is read either.
+        let f = file_context(&root, &dir.path().join("secret"), None, true);
+        assert_eq!(f["text"], Value::Null);
+    }
+
+    #[test]
+    fn non_utf8_paths_keep_their_bytes() {
+        use std::os::unix::ffi::OsStringExt as _;
+        let root = Path::new("/r");
+        let path = PathBuf::from(std::ffi::OsString::from_vec(b"/r/bad\xff.md".to_vec()));
+        let f = file_context(root, &path, Some("abc"), false);
+        assert_eq!(f["name"], "bad\u{fffd}.md");
+        assert_eq!(file_path(&f), Some(path));
+    }
 }

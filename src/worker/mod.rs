@@ -18,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ingest::{self, Collection, IngestError, Ingestor, Outcome};
 use crate::openwebui::Client;
+use crate::paths;
 use crate::rules::{OnDelete, Rule, Trigger, Watch};
+use crate::safe_fs::{self, Refusal};
 use crate::store::{self, Effects, Job, NewJob, Store};
 use crate::watch::reconcile::PathFilter;
-use crate::watch::settle::stat_file;
 
 /// Job kind: bring one path of a watch rule in line with the folder.
 pub const SYNC: &str = "sync";
@@ -136,10 +137,10 @@ fn sync_job(rule: &str, path: &Path, run_after: i64) -> NewJob {
         rule: rule.to_string(),
         kind: SYNC.into(),
         trigger_kind: "watch".into(),
-        input: json!({ "path": path }),
+        input: json!({ "path": paths::key(path) }),
         run_after,
         max_attempts: 8,
-        coalesce_key: Some(format!("{SYNC}:{rule}:{}", path.display())),
+        coalesce_key: Some(format!("{SYNC}:{rule}:{}", paths::key(path))),
         dedupe_key: None,
     }
 }
@@ -280,10 +281,12 @@ async fn run(shared: &Shared, job: &Job) -> (Finish, Effects) {
     }
 }
 
-/// Brings one path in line: ingest it if it is there, remove it if not.
+/// Brings one path in line: ingest it if it is a regular file under the
+/// root, take it down if it is gone, record it skipped (after taking down
+/// what it was) if it is a link or another special file.
 async fn sync(shared: &Shared, job: &Job) -> Result<(Finish, Effects), IngestError> {
     let done = |v: Value| Ok((Finish::Done(v), Effects::default()));
-    let path = PathBuf::from(job.input["path"].as_str().unwrap_or_default());
+    let path = paths::from_key(job.input["path"].as_str().unwrap_or_default());
     let Some(rule) = shared.rule(&job.rule) else {
         return done(json!({ "skipped": "the rule no longer exists" }));
     };
@@ -297,104 +300,170 @@ async fn sync(shared: &Shared, job: &Job) -> Result<(Finish, Effects), IngestErr
         path: watch.path.display().to_string(),
         source: std::io::Error::other(e),
     })?;
+    let opened = if filter.matches(relative) {
+        safe_fs::open_beneath(&watch.path, &path)
+    } else {
+        Err(Refusal::Gone)
+    };
+    let opened = match opened {
+        Ok(file) => Some(file),
+        Err(r) if r.is_skip() => return skip(shared, &rule, watch, &path, &r, job).await,
+        Err(Refusal::Gone | Refusal::Outside) => None,
+        Err(r) => {
+            return Err(IngestError::Io {
+                path: paths::shown(&path),
+                source: std::io::Error::other(r),
+            });
+        }
+    };
     if rule.ingest.is_none() {
-        return chat_only(shared, &rule, &path, relative, &filter, watch);
+        return chat_only(shared, &rule, &path, opened, watch).await;
     }
     let collection = shared.collection(&rule).await?;
-    let shown = path.display();
-    match stat_file(&path) {
-        Some(stat) if filter.matches(relative) => {
-            let outcome = if stat.size > watch.max_size {
-                shared
-                    .ingestor
-                    .too_large(&rule.name, &path, &collection, watch.max_size)
-                    .await?
-            } else {
-                shared
-                    .ingestor
-                    .ingest(&rule.name, &path, &collection)
-                    .await?
-            };
+    match opened {
+        Some(file) => {
+            let outcome = shared
+                .ingestor
+                .ingest(&rule.name, &path, file, &collection, watch.max_size)
+                .await?;
             let finish = report(&rule, &path, &outcome, shared).await;
             let effects = document_effects(shared, &rule, &path, &collection, &outcome, job).await;
             Ok((finish, effects))
         }
-        _ => {
-            if let Some(reason) = shared.store.paused_reason(&rule.name).await? {
-                return done(json!({ "deferred": reason }));
-            }
-            let Some(doc) = shared
-                .store
-                .document(&rule.name, &path.to_string_lossy())
-                .await?
-            else {
-                return done(json!({ "gone": true }));
-            };
-            if doc.state == store::DocumentState::Removed {
-                return done(json!({ "gone": true }));
-            }
-            if watch.on_delete == OnDelete::Keep && doc.state == store::DocumentState::Linked {
-                return done(json!({ "kept": true }));
-            }
-            if let Some(problem) = root_problem(watch) {
-                // Never remove on the word of a folder that is not there.
-                shared
-                    .store
-                    .set_paused(&rule.name, Some(&problem), store::now_ms())
-                    .await?;
-                tracing::warn!(rule = %rule.name, reason = problem, "rule paused");
-                return done(json!({ "deferred": problem }));
-            }
-            let deleted = shared.ingestor.remove(&doc, &collection).await?;
-            tracing::info!(rule = %rule.name, path = %shown, deleted, "removed");
-            let ctx = document_context(
-                &rule,
-                &path,
-                doc.sha256.as_deref(),
-                doc.file_id.as_deref(),
-                &collection,
-            );
-            let effects =
-                crate::deliver::effects_for(&rule, "document.removed", &job.id, &ctx, json!({}));
-            Ok((
-                Finish::Done(json!({ "removed": true, "deleted_upload": deleted })),
-                effects,
-            ))
-        }
+        None => gone(shared, &rule, watch, &path, &collection, job).await,
     }
+}
+
+/// A link, FIFO, device or socket where a watched file may be: nothing is
+/// read; what the path held before is taken down like a removed file.
+async fn skip(
+    shared: &Shared,
+    rule: &Rule,
+    watch: &Watch,
+    path: &Path,
+    why: &Refusal,
+    job: &Job,
+) -> Result<(Finish, Effects), IngestError> {
+    let key = paths::key(path);
+    let previous = shared.store.document(&rule.name, &key).await?;
+    let mut effects = Effects::default();
+    if let Some(doc) = &previous
+        && doc.file_id.is_some()
+        && rule.ingest.is_some()
+        && !matches!(
+            doc.state,
+            store::DocumentState::Removed | store::DocumentState::Skipped
+        )
+    {
+        let collection = shared.collection(rule).await?;
+        let (finish, taken_down) = gone(shared, rule, watch, path, &collection, job).await?;
+        if !matches!(&finish, Finish::Done(v) if v["removed"] == true) {
+            // Kept (on_delete: keep) or deferred (paused): not yet skipped.
+            return Ok((finish, taken_down));
+        }
+        effects = taken_down;
+    }
+    let why = why.to_string();
+    if previous.is_none_or(|d| d.state != store::DocumentState::Skipped) {
+        tracing::warn!(rule = %rule.name, path = %paths::shown(path), reason = %why, "skipped");
+    }
+    shared
+        .store
+        .skipped(&rule.name, &key, &why, store::now_ms())
+        .await?;
+    Ok((Finish::Done(json!({ "skipped": why })), effects))
+}
+
+/// Takes down a document whose file left the folder (after the pause,
+/// `on_delete` and root checks).
+async fn gone(
+    shared: &Shared,
+    rule: &Rule,
+    watch: &Watch,
+    path: &Path,
+    collection: &Collection,
+    job: &Job,
+) -> Result<(Finish, Effects), IngestError> {
+    let done = |v: Value| Ok((Finish::Done(v), Effects::default()));
+    if let Some(reason) = shared.store.paused_reason(&rule.name).await? {
+        return done(json!({ "deferred": reason }));
+    }
+    let Some(doc) = shared.store.document(&rule.name, &paths::key(path)).await? else {
+        return done(json!({ "gone": true }));
+    };
+    if matches!(
+        doc.state,
+        store::DocumentState::Removed | store::DocumentState::Skipped
+    ) {
+        if doc.state == store::DocumentState::Skipped {
+            shared.store.removed(doc.id, store::now_ms()).await?;
+        }
+        return done(json!({ "gone": true }));
+    }
+    if watch.on_delete == OnDelete::Keep && doc.state == store::DocumentState::Linked {
+        return done(json!({ "kept": true }));
+    }
+    if let Some(problem) = root_problem(watch) {
+        // Never remove on the word of a folder that is not there.
+        shared
+            .store
+            .set_paused(&rule.name, Some(&problem), store::now_ms())
+            .await?;
+        tracing::warn!(rule = %rule.name, reason = problem, "rule paused");
+        return done(json!({ "deferred": problem }));
+    }
+    let deleted = shared.ingestor.remove(&doc, collection).await?;
+    tracing::info!(rule = %rule.name, path = %paths::shown(path), deleted, "removed");
+    let ctx = document_context(
+        rule,
+        path,
+        doc.sha256.as_deref(),
+        doc.file_id.as_deref(),
+        collection,
+    );
+    let effects = crate::deliver::effects_for(rule, "document.removed", &job.id, &ctx, json!({}));
+    Ok((
+        Finish::Done(json!({ "removed": true, "deleted_upload": deleted })),
+        effects,
+    ))
 }
 
 /// A watch rule without `ingest` chats about each file version itself.
 /// Nothing is uploaded; the job's dedupe key (path + content hash) makes
 /// sure each version is chatted about once.
-fn chat_only(
+async fn chat_only(
     shared: &Shared,
     rule: &Rule,
     path: &Path,
-    relative: &Path,
-    filter: &PathFilter,
+    opened: Option<safe_fs::Opened>,
     watch: &Watch,
 ) -> Result<(Finish, Effects), IngestError> {
-    let Some(stat) = stat_file(path).filter(|_| filter.matches(relative)) else {
+    let Some(mut file) = opened else {
         return Ok((Finish::Done(json!({ "gone": true })), Effects::default()));
     };
-    if stat.size > watch.max_size {
+    let max_size = watch.max_size;
+    let read = tokio::task::spawn_blocking(move || file.read_limited(max_size))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|source| IngestError::Io {
+            path: paths::shown(path),
+            source,
+        })?;
+    let Some(bytes) = read else {
         return Ok((
             Finish::Done(json!({ "skipped": "larger than max_size" })),
             Effects::default(),
         ));
-    }
-    let bytes = std::fs::read(path).map_err(|source| IngestError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    };
     shared
         .ingestor
         .hashed
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-    let mut file = chat::file_context(path, Some(&sha));
-    file["text"] = Value::Null;
+    // The text is read again when the chat runs, through the same guard.
+    let mut file = chat::file_context(&watch.path, path, Some(&sha), false);
+    file["size"] = json!(bytes.len());
     let effects = Effects {
         jobs: chat::after_ingest(
             &shared.rules(),
@@ -420,7 +489,8 @@ fn document_context(
     file_id: Option<&str>,
     collection: &Collection,
 ) -> Value {
-    let mut file = chat::file_context_reading(path, sha256, false);
+    let root = crate::watch::folder(rule).unwrap_or_default();
+    let mut file = chat::file_context(&root, path, sha256, false);
     file["file_id"] = json!(file_id);
     chat::context(
         rule,
@@ -443,7 +513,7 @@ async fn document_effects(
     }
     let doc = shared
         .store
-        .document(&rule.name, &path.to_string_lossy())
+        .document(&rule.name, &paths::key(path))
         .await
         .ok()
         .flatten();
@@ -491,7 +561,7 @@ fn root_problem(watch: &Watch) -> Option<String> {
 }
 
 async fn report(rule: &Rule, path: &Path, outcome: &Outcome, shared: &Shared) -> Finish {
-    let shown = path.display();
+    let shown = paths::shown(path);
     let name = &rule.name;
     match outcome {
         Outcome::Linked {
@@ -505,7 +575,7 @@ async fn report(rule: &Rule, path: &Path, outcome: &Outcome, shared: &Shared) ->
             tracing::info!(rule = %name, path = %shown, file_id, replaced = %old, "linked new version")
         }
         Outcome::Moved { file_id, from } => {
-            tracing::info!(rule = %name, path = %shown, file_id, from, "moved")
+            tracing::info!(rule = %name, path = %shown, file_id, from = %paths::shown_key(from), "moved")
         }
         Outcome::Unchanged { .. } => tracing::debug!(rule = %name, path = %shown, "unchanged"),
         Outcome::Failed {
@@ -522,7 +592,7 @@ async fn report(rule: &Rule, path: &Path, outcome: &Outcome, shared: &Shared) ->
     {
         let at_ms = shared
             .store
-            .document(name, &path.to_string_lossy())
+            .document(name, &paths::key(path))
             .await
             .ok()
             .flatten()
