@@ -67,7 +67,9 @@ pub async fn start(loaded: Loaded, env: Environment) -> Result<Running, StartErr
     let destinations = Arc::new(deliver::destinations(&config.webhooks)?);
     let client = Client::new(ClientOptions::from(&config.openwebui))?;
     match client.version().await {
-        Ok(v) => tracing::info!(version = %v, url = %config.openwebui.url, "Open WebUI reachable"),
+        Ok(v) => {
+            tracing::info!(version = %v, url = %crate::redact::url(&config.openwebui.url), "Open WebUI reachable")
+        }
         Err(e) => {
             tracing::warn!(error = %e, "Open WebUI not reachable yet; work waits and retries")
         }

@@ -668,7 +668,7 @@ fn expand_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack: Vec<PathBuf> = Vec::new();
     for p in paths {
-        let p = std::fs::canonicalize(p).with_context(|| format!("{}", p.display()))?;
+        let p = std::fs::canonicalize(p).with_context(|| crate::paths::shown(p))?;
         stack.push(p);
     }
     while let Some(p) = stack.pop() {
@@ -677,7 +677,7 @@ fn expand_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         let meta = std::fs::symlink_metadata(&p).with_context(|| crate::paths::shown(&p))?;
         if meta.is_dir() {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(&p)
-                .with_context(|| format!("{}", p.display()))?
+                .with_context(|| crate::paths::shown(&p))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|e| {
                     let name = e
@@ -766,7 +766,7 @@ async fn ingest_command(
         None => outln!("{line}"),
     };
     while let Some((path, result)) = results.next().await {
-        let shown = path.display();
+        let shown = crate::paths::shown(path);
         match result {
             Ok(Outcome::Linked { file_id, replaced }) => {
                 report(format!(
@@ -778,7 +778,10 @@ async fn ingest_command(
                 linked.push((path.clone(), file_id));
             }
             Ok(Outcome::Moved { file_id, from }) => {
-                report(format!("moved      {shown} ({file_id}, was {from})"));
+                report(format!(
+                    "moved      {shown} ({file_id}, was {})",
+                    crate::paths::shown_key(&from)
+                ));
                 linked.push((path.clone(), file_id));
             }
             Ok(Outcome::Unchanged { .. }) => {
@@ -816,9 +819,9 @@ async fn ingest_command(
                 failed += 1;
                 outln!(
                     "failed     {}: linked, but missing from the collection's file list",
-                    path.display()
+                    crate::paths::shown(path)
                 );
-                if let Some(doc) = store.document(":cli", &path.to_string_lossy()).await? {
+                if let Some(doc) = store.document(":cli", &crate::paths::key(path)).await? {
                     store
                         .failed(
                             doc.id,
@@ -875,7 +878,12 @@ async fn docs(
             outln!("{}", serde_json::to_string(d)?);
             continue;
         }
-        let mut line = format!("{:<10} {:<12} {}", d.state.as_str(), d.rule, d.path);
+        let mut line = format!(
+            "{:<10} {:<12} {}",
+            d.state.as_str(),
+            d.rule,
+            crate::paths::shown_key(&d.path)
+        );
         if let Some(r) = d.reason {
             line.push_str(&format!("  [{r}] {}", d.error.as_deref().unwrap_or("")));
         }

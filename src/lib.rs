@@ -118,6 +118,7 @@ pub mod deliver;
 pub mod ingest;
 pub mod openwebui;
 pub mod paths;
+pub mod redact;
 pub mod rules;
 pub mod safe_fs;
 pub mod schedule;

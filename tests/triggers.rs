@@ -141,7 +141,7 @@ fn signed(
         .body(body.to_vec())
 }
 
-const ALERT_RULE: &str = "on:\n  webhook:\n    path: alerts\n    auth:\n      scheme: standard-webhooks\n      secret: whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\n    max_body: 1MiB\nchat:\n  model: fake-model\n  prompt: \"Alert: {{ payload.alert.summary }} (from {{ headers['x-source'] | default('?') }})\"\ndeliver:\n  - to: out\n";
+const ALERT_RULE: &str = "on:\n  webhook:\n    path: alerts\n    auth:\n      scheme: standard-webhooks\n      secret: whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\n    max_body: 1MiB\n    headers: [X-Source]\nchat:\n  model: fake-model\n  prompt: \"Alert: {{ payload.alert.summary }} (from {{ headers['x-source'] | default('?') }})\"\ndeliver:\n  - to: out\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn signed_hook_runs_a_chat_whose_answer_is_delivered_signed() {

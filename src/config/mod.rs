@@ -343,7 +343,15 @@ fn decode_openwebui(node: &yaml::Node, d: &mut Decoder) -> Option<OpenWebUiConfi
         ],
     )?;
     let url = match f.get("url") {
-        Some(n) => decode_url(d, n, "openwebui.url"),
+        Some(n) => decode_url(d, n, "openwebui.url").filter(|u| {
+            // Request paths are appended to it: a query would end up in
+            // the middle of every request URL (and in error messages).
+            let plain = u.query().is_none() && u.fragment().is_none();
+            if !plain {
+                d.error(n.pos, "openwebui.url: must not have a query or fragment");
+            }
+            plain
+        }),
         None => {
             d.error(f.pos, "openwebui: `url` is required");
             None

@@ -304,6 +304,8 @@ pub async fn attempt(dest: Option<&Destination>, d: &Delivery) -> AttemptRecord 
     record(status, error, response, next)
 }
 
+/// The error and its causes on one line, with any URL cut down to its
+/// host ([`crate::redact`]): a webhook URL is a credential.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
@@ -314,7 +316,7 @@ fn chain(e: &dyn std::error::Error) -> String {
         }
         source = s.source();
     }
-    message
+    crate::redact::text(&message).into_owned()
 }
 
 async fn read_capped(response: reqwest::Response, limit: usize) -> String {

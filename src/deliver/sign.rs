@@ -77,7 +77,8 @@ pub fn verify_standard(
         return Err(VerifyError::BadId);
     }
     let ts: i64 = ts.trim().parse().map_err(|_| VerifyError::BadTimestamp)?;
-    if (now_secs - ts).abs() > TOLERANCE_SECS {
+    // A sender picks `ts`: i64::MIN once overflowed the subtraction.
+    if now_secs.abs_diff(ts) > TOLERANCE_SECS.unsigned_abs() {
         return Err(VerifyError::Stale);
     }
     let expected = standard_signature(secret, id, ts, body);
@@ -116,6 +117,18 @@ mod tests {
     const TS: i64 = 1649367553;
     const BODY: &[u8] = br#"{"email":"test@example.com","username":"test_user"}"#;
     const SIG: &str = "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=";
+
+    #[test]
+    fn hostile_timestamps_are_stale_not_a_panic() {
+        // Security review L7: i64::MIN overflowed `now - ts` (a panic in a
+        // debug build, a wrap past the window in a release build).
+        for ts in [i64::MIN, i64::MAX, i64::MIN + 1, -1] {
+            let r = verify_standard(SECRET, Some(ID), Some(&ts.to_string()), Some(SIG), BODY, TS);
+            assert_eq!(r, Err(VerifyError::Stale), "{ts}");
+        }
+        let r = verify_standard(SECRET, Some(ID), Some("1e99"), Some(SIG), BODY, TS);
+        assert_eq!(r, Err(VerifyError::BadTimestamp));
+    }
 
     #[test]
     fn standard_webhooks_test_vector() {

@@ -107,7 +107,8 @@ impl Error {
         }
         Error::Transport {
             path: path.to_string(),
-            message,
+            // reqwest names the whole URL, userinfo and query included.
+            message: crate::redact::text(&message).into_owned(),
             connect: e.is_connect(),
         }
     }

@@ -118,6 +118,44 @@ pub struct WebhookTrigger {
     pub secret: Option<Secret>,
     pub header: Option<String>,
     pub max_body: u64,
+    /// Request headers templates see besides [`DEFAULT_HOOK_HEADERS`]
+    /// (`on.webhook.headers`, lower case).
+    pub headers: Vec<String>,
+}
+
+/// The request headers a hook's templates, job and deliveries see without
+/// `on.webhook.headers`: what describes the request, never a credential.
+pub const DEFAULT_HOOK_HEADERS: [&str; 9] = [
+    "content-type",
+    "user-agent",
+    "webhook-id",
+    "webhook-timestamp",
+    "idempotency-key",
+    "x-github-delivery",
+    "x-github-event",
+    "x-gitlab-event",
+    "x-request-id",
+];
+
+/// Headers that carry credentials: never let through, not even by name.
+pub fn is_credential_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(
+        n.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "webhook-signature"
+    ) || [
+        "token",
+        "secret",
+        "signature",
+        "key",
+        "auth",
+        "password",
+        "hmac",
+        "session",
+        "cookie",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
 }
 
 /// A knowledge base named by the user, or pinned by id (names are not
@@ -580,7 +618,27 @@ fn decode_schedule(node: &Node, d: &mut Decoder) -> Option<Schedule> {
 }
 
 fn decode_webhook(node: &Node, d: &mut Decoder) -> Option<WebhookTrigger> {
-    let f = d.fields(node, "on.webhook", &["path", "auth", "max_body"])?;
+    let f = d.fields(node, "on.webhook", &["path", "auth", "max_body", "headers"])?;
+    let headers = match f.get("headers") {
+        None => Some(Vec::new()),
+        Some(n) => d.string_list(n, "on.webhook.headers").map(|names| {
+            let mut ok = Vec::new();
+            for name in names {
+                let lower = name.to_ascii_lowercase();
+                if axum::http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+                    d.error(n.pos, format!("on.webhook.headers: `{name}` is not a header name"));
+                } else if is_credential_header(&lower) {
+                    d.error(
+                        n.pos,
+                        format!("on.webhook.headers: `{name}` carries credentials and is never passed on"),
+                    );
+                } else {
+                    ok.push(lower);
+                }
+            }
+            ok
+        }),
+    };
     let path = match f.get("path") {
         Some(n) => {
             let p = d.non_empty_string(n, "on.webhook.path")?;
@@ -678,6 +736,7 @@ fn decode_webhook(node: &Node, d: &mut Decoder) -> Option<WebhookTrigger> {
         secret,
         header,
         max_body: max_body?,
+        headers: headers?,
     })
 }
 

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::deliver::sign::{self, VerifyError};
-use crate::rules::{AuthScheme, Trigger, WebhookTrigger};
+use crate::rules::{self, AuthScheme, DEFAULT_HOOK_HEADERS, Trigger, WebhookTrigger};
 use crate::store;
 use crate::worker::chat;
 
@@ -27,18 +27,25 @@ use super::{AppState, error};
 /// How long a sender may take to send its body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Headers never shown to templates: credentials and signatures.
-fn secret_header(name: &str, scheme_header: Option<&str>) -> bool {
+/// Whether a request header reaches the job (templates, the database,
+/// deliveries): by allowlist only, and never one that carries credentials
+/// or the scheme's signature, even if a rule names it.
+fn passed_on(name: &str, hook: &WebhookTrigger) -> bool {
     let n = name.to_ascii_lowercase();
-    matches!(
-        n.as_str(),
-        "authorization" | "proxy-authorization" | "cookie" | "webhook-signature"
-    ) || n.starts_with("x-hub-signature")
-        || n.contains("token")
-        || n.contains("secret")
-        || n.contains("signature")
-        || n.contains("api-key")
-        || scheme_header.is_some_and(|h| h.eq_ignore_ascii_case(&n))
+    let listed = DEFAULT_HOOK_HEADERS.contains(&n.as_str()) || hook.headers.contains(&n);
+    listed
+        && !rules::is_credential_header(&n)
+        && !hook
+            .header
+            .as_deref()
+            .is_some_and(|h| h.eq_ignore_ascii_case(&n))
+}
+
+/// Whether a query parameter reaches the job: not if its name looks like a
+/// credential (`?token=`, `?api_key=`, `?sig=`…).
+fn query_passed_on(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    !(rules::is_credential_header(&n) || matches!(n.as_str(), "sig" | "code" | "pass" | "pwd"))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -168,13 +175,17 @@ pub(crate) async fn receive(
     let headers: Map<String, Value> = parts
         .headers
         .iter()
-        .filter(|(k, _)| !secret_header(k.as_str(), hook.header.as_deref()))
+        .filter(|(k, _)| passed_on(k.as_str(), hook))
         .filter_map(|(k, v)| {
             Some((
                 k.as_str().to_string(),
                 Value::String(v.to_str().ok()?.to_string()),
             ))
         })
+        .collect();
+    let query: BTreeMap<String, String> = query
+        .into_iter()
+        .filter(|(k, _)| query_passed_on(k))
         .collect();
     let input = json!({ "payload": payload, "query": query, "headers": headers });
     let mut job = chat::new_job(rule, "webhook", input, now);
@@ -213,6 +224,7 @@ mod tests {
             secret: secret.map(|s| Secret::new(s.to_string())),
             header: (scheme == AuthScheme::HmacSha256).then(|| "X-Signature".to_string()),
             max_body: 1 << 20,
+            headers: vec!["x-source".into()],
         }
     }
 
@@ -246,18 +258,37 @@ mod tests {
     }
 
     #[test]
-    fn secrets_never_reach_templates() {
-        for h in [
+    fn only_allowed_headers_reach_templates() {
+        let h = hook(AuthScheme::HmacSha256, Some("s"));
+        for secret in [
             "Authorization",
             "webhook-signature",
             "X-Hub-Signature-256",
             "X-Gitlab-Token",
             "x-api-key",
+            "apikey",
+            "x-auth",
+            "x-password",
+            "x-shopify-hmac-sha256",
+            "X-Signature",
+            "cookie",
+            "x-anything-else",
         ] {
-            assert!(secret_header(h, None), "{h}");
+            assert!(!passed_on(secret, &h), "{secret}");
         }
-        assert!(secret_header("X-My-Sig", Some("x-my-sig")));
-        assert!(!secret_header("content-type", None));
-        assert!(!secret_header("webhook-id", None));
+        for allowed in ["content-type", "User-Agent", "webhook-id", "x-source"] {
+            assert!(passed_on(allowed, &h), "{allowed}");
+        }
+        for secret in [
+            "token",
+            "access_token",
+            "api_key",
+            "sig",
+            "Secret",
+            "password",
+        ] {
+            assert!(!query_passed_on(secret), "{secret}");
+        }
+        assert!(query_passed_on("env") && query_passed_on("severity"));
     }
 }

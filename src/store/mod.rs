@@ -12,6 +12,7 @@ mod jobs;
 mod schedules;
 
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -78,16 +79,15 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 impl Store {
     /// Opens (creating if needed) and migrates the database.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
+        create_private_dir(path)?;
         let open_err = |source| StoreError::Open {
             path: path.to_path_buf(),
             source,
         };
+        // The database holds prompts, answers, documents' text and hook
+        // payloads: readable by ferry alone. SQLite gives the WAL and SHM
+        // files the database file's mode.
+        private_file(path).map_err(|e| open_err(sqlx::Error::Io(e)))?;
         let options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(open_err)?
             .filename(path)
@@ -95,7 +95,10 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted and overwritten content is zeroed on its page, so that
+            // what was scrubbed or pruned is gone from the file too.
+            .pragma("secure_delete", "FAST");
         // A local file cannot drop a connection: sqlx's ping before every
         // acquire was a second round trip to the connection's thread for
         // each query (a tenth of ferry's CPU while ingesting).
@@ -111,6 +114,12 @@ impl Store {
             .map_err(|source| StoreError::Migrate {
                 path: path.to_path_buf(),
                 source,
+            })?;
+        scrub_urls(&writer)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: path.to_path_buf(),
+                source: sqlx::migrate::MigrateError::Execute(source),
             })?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
@@ -128,16 +137,12 @@ impl Store {
     /// Takes the single-instance lock beside the database (`<db>.lock`).
     pub fn lock_instance(path: &Path) -> Result<InstanceLock, StoreError> {
         let lock = PathBuf::from(format!("{}.lock", path.display()));
-        if let Some(dir) = lock.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
+        create_private_dir(&lock)?;
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock)
             .map_err(|source| StoreError::Lock {
                 lock: lock.clone(),
@@ -282,6 +287,95 @@ impl Store {
     }
 }
 
+/// Creates the folder of `file` if needed, readable by its owner alone
+/// (a folder that exists is left as the admin made it).
+fn create_private_dir(file: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    match file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.exists() => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            }),
+        _ => Ok(()),
+    }
+}
+
+/// Creates `path` 0600 if it is not there, and takes group and other
+/// access away from one that is (and from its WAL and SHM files).
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    File::options()
+        .create(true)
+        .truncate(false)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let p = PathBuf::from(format!("{}{suffix}", path.display()));
+        if let Ok(meta) = std::fs::metadata(&p)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            let mode = meta.permissions().mode() & 0o700;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(())
+}
+
+/// The error texts that may hold a URL, as (table, column).
+const URL_BEARING: [(&str, &str); 4] = [
+    ("deliveries", "last_error"),
+    ("delivery_attempts", "error"),
+    ("jobs", "error"),
+    ("documents", "error"),
+];
+
+/// A data migration, once per database: errors stored before ferry cut
+/// URLs down to their host ([`crate::redact`]) named whole webhook URLs,
+/// which are credentials. Each such text is rewritten in place.
+async fn scrub_urls(writer: &SqlitePool) -> Result<(), sqlx::Error> {
+    const DONE: &str = "urls_scrubbed";
+    let mut tx = writer.begin().await?;
+    let done: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+        .bind(DONE)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if done.is_some() {
+        return Ok(());
+    }
+    for (table, column) in URL_BEARING {
+        let rows: Vec<(i64, String)> = sqlx::query_as(&format!(
+            "SELECT rowid, {column} FROM {table} WHERE {column} LIKE '%://%'"
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
+        for (rowid, text) in rows {
+            let clean = crate::redact::text(&text);
+            if clean != text {
+                sqlx::query(&format!("UPDATE {table} SET {column} = ? WHERE rowid = ?"))
+                    .bind(clean.as_ref())
+                    .bind(rowid)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
+    sqlx::query("INSERT INTO meta (key, value) VALUES (?, '1')")
+        .bind(DONE)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    // The WAL still holds the pages as they were: write them back now.
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(writer)
+        .await?;
+    Ok(())
+}
+
 /// Milliseconds since the Unix epoch; the one place that reads the clock
 /// for stored times.
 pub fn now_ms() -> i64 {
@@ -363,6 +457,74 @@ mod tests {
             .await
             .unwrap_or_default();
         assert!(problems.is_empty());
+    }
+
+    #[tokio::test]
+    async fn urls_stored_before_redaction_are_scrubbed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ferry.db");
+        let store = Store::open(&db).await.unwrap();
+        let leaked = "error sending request for url (https://hooks.slack.com/services/T0/B0/SLACKSECRET?token=QSECRET): refused";
+        sqlx::query(
+            "INSERT INTO jobs (id, rule, kind, state, trigger_kind, run_after, created_at, updated_at, error)
+             VALUES ('j1', 'r', 'chat', 'dead', 'manual', 0, 0, 0, ?)",
+        )
+        .bind(leaked)
+        .execute(store.writer())
+        .await
+        .unwrap();
+        // As a database written before the scrub existed.
+        sqlx::query("DELETE FROM meta WHERE key = 'urls_scrubbed'")
+            .execute(store.writer())
+            .await
+            .unwrap();
+        drop(store);
+        let store = Store::open(&db).await.unwrap();
+        let error: String = sqlx::query_scalar("SELECT error FROM jobs WHERE id = 'j1'")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(
+            error,
+            "error sending request for url (https://hooks.slack.com/…): refused"
+        );
+        // Not in the file either: no old page image in the WAL, no stale
+        // cell content on the page (secure_delete).
+        for file in ["ferry.db", "ferry.db-wal"] {
+            let bytes = std::fs::read(dir.path().join(file)).unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains("SLACKSECRET") && !text.contains("QSECRET"),
+                "{file} still holds the URL"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn state_is_readable_by_its_owner_alone() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state/ferry.db");
+        let _lock = Store::lock_instance(&db).unwrap();
+        let store = Store::open(&db).await.unwrap();
+        store.set_paused("r", Some("x"), 1).await.unwrap();
+        let mode = |p: &str| {
+            std::fs::metadata(dir.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("state"), 0o700);
+        for f in ["ferry.db", "ferry.db-wal", "ferry.db-shm", "ferry.db.lock"] {
+            assert_eq!(mode(&format!("state/{f}")), 0o600, "{f}");
+        }
+        // A database made world-readable before is tightened at open.
+        drop(store);
+        let db_path = dir.path().join("state/ferry.db");
+        std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Store::open(&db).await.unwrap();
+        assert_eq!(mode("state/ferry.db"), 0o600);
     }
 
     #[test]
