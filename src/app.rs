@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Environment, Loaded};
 use crate::openwebui::{Client, ClientOptions};
 use crate::store::{self, Store};
+use crate::supervise::supervised;
 use crate::worker::{self, Shared};
 use crate::{deliver, schedule, server, watch};
 
@@ -145,14 +146,28 @@ async fn supervise(
 ) {
     let server_stop = CancellationToken::new();
     let draining = CancellationToken::new();
-    let server = tokio::spawn(server::serve(
-        listener,
-        server::router(
-            sup.shared.clone(),
-            sup.admin_token.clone(),
-            draining.clone(),
-        ),
+    let tasks = sup.shared.tasks.clone();
+    let listener = Arc::new(listener);
+    let router = server::router(
+        sup.shared.clone(),
+        sup.admin_token.clone(),
+        draining.clone(),
+    );
+    let server = tokio::spawn(supervised(
+        tasks.clone(),
+        "server".into(),
         server_stop.clone(),
+        {
+            let stop = server_stop.clone();
+            move || {
+                let (listener, router, stop) = (listener.clone(), router.clone(), stop.clone());
+                async move {
+                    if let Err(e) = server::serve(listener, router, stop).await {
+                        tracing::error!(error = %e, "server failed");
+                    }
+                }
+            }
+        },
     ));
     let stop_claims = CancellationToken::new();
     let hard_stop = CancellationToken::new();
@@ -162,13 +177,24 @@ async fn supervise(
         stop_claims.clone(),
         hard_stop.clone(),
     ));
-    let mut deliveries = tokio::spawn(deliver::run(
-        sup.shared.store.clone(),
-        sup.destinations.clone(),
-        sup.shared.deliveries_wake.clone(),
-        sup.shared.owner.clone(),
+    let mut deliveries = tokio::spawn(supervised(
+        tasks.clone(),
+        "deliveries".into(),
         stop_claims.clone(),
-        hard_stop.clone(),
+        {
+            let (shared, destinations) = (sup.shared.clone(), sup.destinations.clone());
+            let (stop, hard_stop) = (stop_claims.clone(), hard_stop.clone());
+            move || {
+                deliver::run(
+                    shared.store.clone(),
+                    destinations.clone(),
+                    shared.deliveries_wake.clone(),
+                    shared.owner.clone(),
+                    stop.clone(),
+                    hard_stop.clone(),
+                )
+            }
+        },
     ));
     let mut watchers = spawn_watchers(&sup.shared);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -229,10 +255,22 @@ fn spawn_watchers(shared: &Arc<Shared>) -> (CancellationToken, tokio::task::Join
     let token = CancellationToken::new();
     let mut set = tokio::task::JoinSet::new();
     for rule in watch::watch_rules(&shared.rules()) {
-        set.spawn(watch::run(shared.clone(), rule, token.child_token()));
+        let (s, cancel) = (shared.clone(), token.child_token());
+        set.spawn(supervised(
+            shared.tasks.clone(),
+            format!("watch:{}", rule.name),
+            cancel.clone(),
+            move || watch::run(s.clone(), rule.clone(), cancel.clone()),
+        ));
     }
     for rule in schedule::schedule_rules(&shared.rules()) {
-        set.spawn(schedule::run(shared.clone(), rule, token.child_token()));
+        let (s, cancel) = (shared.clone(), token.child_token());
+        set.spawn(supervised(
+            shared.tasks.clone(),
+            format!("schedule:{}", rule.name),
+            cancel.clone(),
+            move || schedule::run(s.clone(), rule.clone(), cancel.clone()),
+        ));
     }
     (token, set)
 }

@@ -124,6 +124,7 @@ pub mod safe_fs;
 pub mod schedule;
 pub mod server;
 pub mod store;
+pub mod supervise;
 pub mod testing;
 pub mod watch;
 pub mod worker;

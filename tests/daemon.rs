@@ -909,3 +909,60 @@ async fn any_file_name_mirrors_and_the_watcher_keeps_going() {
         stop(running).await;
     }
 }
+
+/// Security review M1's second half: a watcher that dies must not leave the
+/// rule dead while `/readyz` says ready. A panic is injected into a
+/// watcher (its own rule name: the failpoint is per process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watcher_that_panics_is_reported_and_comes_back() {
+    let s = Setup::new("0.12.4").await;
+    let rules = s.dir.path().join("rules");
+    std::fs::rename(rules.join("mirror.yaml"), rules.join("phoenix.yaml")).unwrap();
+    write(&s.inbox().join("a.md"), "before the panic");
+    let running = s.start().await;
+    eventually("a.md", || s.names() == expect(&["a.md"])).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", running.addr);
+
+    ferry::supervise::failpoint::arm("watch:phoenix");
+    write(&s.inbox().join("b.md"), "written as the watcher dies");
+    // Down: not ready, and the answer names the task.
+    let started = Instant::now();
+    loop {
+        let r = http.get(format!("{base}/readyz")).send().await.unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        if status == 503 {
+            assert!(body.contains("watch:phoenix"), "{body}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never down: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Back: the file written as it died arrives, the restart is counted.
+    eventually("b.md after the restart", || {
+        s.names() == expect(&["a.md", "b.md"])
+    })
+    .await;
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ferry_task_restarts_total{task=\"watch:phoenix\"} 1"),
+        "{metrics}"
+    );
+    let r = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // It still watches.
+    write(&s.inbox().join("c.md"), "after the restart");
+    eventually("c.md", || s.names() == expect(&["a.md", "b.md", "c.md"])).await;
+    stop(running).await;
+}

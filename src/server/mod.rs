@@ -89,7 +89,7 @@ pub fn router(
 
 /// Serves until `shutdown`, then lets open requests finish (up to 5 s).
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: std::sync::Arc<tokio::net::TcpListener>,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -162,6 +162,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(Err(e)) => problems.push(format!("openwebui: {e}")),
         Err(_) => problems.push("openwebui: no answer within 5s".into()),
     }
+    for (task, why) in state.shared.tasks.down() {
+        problems.push(format!("task {task} is down ({why}); restarting"));
+    }
     if problems.is_empty() {
         Json(json!({"ready": true})).into_response()
     } else {
@@ -188,6 +191,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
     );
     for (rule, st, n) in docs {
         let _ = writeln!(out, "ferry_documents{{rule=\"{rule}\",state=\"{st}\"}} {n}");
+    }
+    out.push_str("# HELP ferry_task_restarts_total Restarts of long-running tasks after a panic or an unexpected end.\n# TYPE ferry_task_restarts_total counter\n");
+    for (task, n) in state.shared.tasks.restarts() {
+        let _ = writeln!(out, "ferry_task_restarts_total{{task=\"{task}\"}} {n}");
     }
     out.push_str("# HELP ferry_jobs Jobs by state.\n# TYPE ferry_jobs gauge\n");
     for (st, n) in store.job_counts().await.unwrap_or_default() {

@@ -100,6 +100,7 @@ pub async fn run(shared: Arc<Shared>, rule: Rule, cancel: CancellationToken) {
             }
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
+        crate::supervise::failpoint::hit("watch", &rule.name);
         task.rescan_new_folders();
         let gone = task.flush_settled().await;
         if gone {

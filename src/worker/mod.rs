@@ -44,6 +44,8 @@ pub struct Shared {
     collections: tokio::sync::Mutex<HashMap<String, Collection>>,
     /// This process, as lease owner.
     pub owner: String,
+    /// Which long-running tasks are down, and their restarts.
+    pub tasks: Arc<crate::supervise::Tasks>,
 }
 
 impl Shared {
@@ -65,6 +67,7 @@ impl Shared {
             batcher,
             collections: Default::default(),
             owner: format!("{instance_id}:{}", std::process::id()),
+            tasks: Default::default(),
         }
     }
 
@@ -167,7 +170,12 @@ pub async fn run_workers(
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..count.max(1) {
         let (shared, stop, hard_stop) = (shared.clone(), stop.clone(), hard_stop.clone());
-        tasks.spawn(async move { worker(n, shared, stop, hard_stop).await });
+        tasks.spawn(crate::supervise::supervised(
+            shared.tasks.clone(),
+            format!("worker:{n}"),
+            stop.clone(),
+            move || worker(n, shared.clone(), stop.clone(), hard_stop.clone()),
+        ));
     }
     while tasks.join_next().await.is_some() {}
 }
