@@ -76,6 +76,14 @@
 //! - [`server`]: HTTP on a hyper loop with a header-read timeout:
 //!   [`server::hooks`] (incoming webhooks), health, readiness, metrics,
 //!   admin API.
+//! - [`safe_fs`]: the one way a file under a watched root is looked at
+//!   or read (no link followed, regular files only, bounded reads).
+//! - [`paths`]: file names as data: lossless store keys, escaped display,
+//!   safe upload names.
+//! - [`redact`]: URLs cut down to `scheme://host[:port]/…` for anything
+//!   logged, stored, served or printed.
+//! - [`supervise`]: restarts long-running tasks that panic or end, counts
+//!   it, and tells `/readyz`; failpoints for tests.
 //! - [`testing`]: an in-process fake of Open WebUI and a scripted webhook
 //!   receiver, for tests and benchmarks.
 //!
@@ -94,7 +102,13 @@
 //!   transactions start with `BEGIN IMMEDIATE`.
 //! - Configuration is all-or-nothing: either every file is valid, or every
 //!   problem in every file is reported and nothing runs.
-//! - Secrets are [`config::Secret`]s from the moment they are read.
+//! - Secrets are [`config::Secret`]s from the moment they are read; a URL
+//!   leaves ferry (logs, store, API, CLI) only through [`redact`].
+//! - A watched folder is a boundary: files under a root are stat'ed and
+//!   opened only through [`safe_fs`] (guarded by the tests of
+//!   `links_in_a_watched_folder_are_never_followed`); paths become text only
+//!   through [`paths`].
+//! - Every long-running task runs under [`supervise::supervised`].
 //! - The watcher is level-triggered: a job only says "look at this path";
 //!   removals always pass the reconcile's safety valve; only the lease
 //!   holder writes a job's outcome.

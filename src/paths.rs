@@ -83,9 +83,15 @@ fn is_invisible_format(c: char) -> bool {
     matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// The longest name sent to Open WebUI, in bytes: it stores an upload as
+/// `{uuid}_{name}` (37 bytes more), and a file system name holds 255;
+/// 0.6 answers a longer one with an error.
+pub const MAX_UPLOAD_NAME: usize = 200;
+
 /// The name to send for a file: its last component, invalid bytes as
 /// U+FFFD, control characters and `"` as `_`, so that the multipart part
-/// header holds exactly one line.
+/// header holds exactly one line; a long stem is shortened (on a character
+/// boundary, with `…`) to [`MAX_UPLOAD_NAME`], keeping the extension.
 pub fn upload_name(path: &Path) -> String {
     let name = path
         .file_name()
@@ -102,10 +108,23 @@ pub fn upload_name(path: &Path) -> String {
         })
         .collect();
     if name.trim().is_empty() {
-        "file".into()
-    } else {
-        name
+        return "file".into();
     }
+    if name.len() <= MAX_UPLOAD_NAME {
+        return name;
+    }
+    let ext = Path::new(&name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .filter(|e| e.len() <= 16)
+        .map(|e| format!(".{e}"))
+        .unwrap_or_default();
+    let room = MAX_UPLOAD_NAME - ext.len() - '…'.len_utf8();
+    let mut cut = room;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…{ext}", &name[..cut])
 }
 
 #[cfg(test)]
@@ -162,5 +181,9 @@ mod tests {
         assert_eq!(upload_name(&raw(b"/r/bad\xff.md")), "bad\u{fffd}.md");
         assert_eq!(upload_name(Path::new("/r/-rf")), "-rf");
         assert_eq!(upload_name(Path::new("/")), "file");
+        let long = format!("/r/{}.md", "ü".repeat(126));
+        let n = upload_name(Path::new(&long));
+        assert!(n.len() <= MAX_UPLOAD_NAME && n.ends_with("….md"), "{n}");
+        assert!(n.starts_with("üü"));
     }
 }

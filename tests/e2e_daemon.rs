@@ -429,3 +429,95 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         }
     }
 }
+
+/// Security review H1, M1, L9 against a real server: a tree of hostile
+/// names mirrors completely, links and FIFOs are skipped (never followed),
+/// the watcher keeps going, and no name forges a log line.
+#[tokio::test]
+#[ignore = "needs a real Open WebUI: scripts/e2e.sh"]
+async fn hostile_names_and_links_mirror_safely() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let s = server();
+    let api = Api::new(&s);
+    let m = Mirror::new(&s, "1s");
+    let inbox = m.inbox();
+    let outside = m.dir.path().join("outside");
+    write(&outside.join("secret.txt"), "TOP-SECRET-OUTSIDE-ROOT");
+    let mut long = vec![b'l'; 252];
+    long.extend_from_slice(b".md");
+    let hostile: Vec<Vec<u8>> = vec![
+        b"bad\xff.md".to_vec(),
+        b"bad\xfe.md".to_vec(),
+        b"evil\n2026-11-28T00:00:00Z  INFO ferry::worker: forged line.md".to_vec(),
+        b"x\"\r\nX-Injected: 1.md".to_vec(),
+        long,
+        "caf\u{e9}.md".as_bytes().to_vec(),
+        "cafe\u{301}.md".as_bytes().to_vec(),
+        b"-rf.md".to_vec(),
+        b"--help.md".to_vec(),
+        b"sub\xc3/in-invalid-folder.md".to_vec(),
+    ];
+    for (i, n) in hostile.iter().enumerate() {
+        let p = inbox.join(std::ffi::OsStr::from_bytes(n));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(
+            &p,
+            format!("Hostile name number {i}, the word hostile{i}q.\n"),
+        )
+        .unwrap();
+    }
+    std::os::unix::fs::symlink(outside.join("secret.txt"), inbox.join("leak.md")).unwrap();
+    std::os::unix::fs::symlink(&outside, inbox.join("linkdir")).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(inbox.join("pipe.md"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let daemon = m.start(&s);
+    let kb_id = collection_id(&api, &m.collection, Duration::from_secs(60)).await;
+    let started = Instant::now();
+    while names(&api, &kb_id).await.len() < hostile.len() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "not every hostile name linked: {:?}\n{}",
+            names(&api, &kb_id).await,
+            m.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let have = names(&api, &kb_id).await;
+    assert_eq!(have.len(), hostile.len(), "{have:?}\n{}", m.log());
+    for n in &have {
+        assert!(!n.contains(['\r', '\n']), "{n:?}");
+        assert!(!n.contains("leak") && !n.contains("secret"), "{n:?}");
+    }
+    let skipped: Value = daemon
+        .get("/api/v1/documents?state=skipped")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        skipped["documents"].as_array().unwrap().len(),
+        3,
+        "{skipped}"
+    );
+    // The watcher is alive after all that.
+    write(
+        &inbox.join("after.md"),
+        "Written after the hostile names.\n",
+    );
+    until("a later file", Duration::from_secs(60), || async {
+        names(&api, &kb_id).await.contains("after.md")
+    })
+    .await;
+    daemon.stop();
+    let log = m.log();
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-11-28T00:00:00Z")),
+        "a file name forged a log line:\n{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+}

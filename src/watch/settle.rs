@@ -26,14 +26,6 @@ impl FileStat {
     }
 }
 
-/// A regular file's stat; `None` when there is no regular file there.
-pub fn stat_file(path: &Path) -> Option<FileStat> {
-    std::fs::metadata(path)
-        .ok()
-        .filter(|m| m.is_file())
-        .map(|m| FileStat::of(&m))
-}
-
 #[derive(Debug)]
 struct Pending {
     due: Instant,
