@@ -227,6 +227,13 @@ pub async fn attempt(dest: Option<&Destination>, d: &Delivery) -> AttemptRecord 
     if let Err(e) = guard::check_url(&cfg.url, cfg.allow_private) {
         return record(None, Some(e), None, AttemptNext::Dead);
     }
+    // A proxy is a destination too (and it resolves the real one itself,
+    // past the guard): a private proxy needs `allow_private: true`.
+    if let Some(proxy) = &cfg.proxy
+        && let Err(e) = guard::check_url(proxy, cfg.allow_private)
+    {
+        return record(None, Some(format!("proxy {e}")), None, AttemptNext::Dead);
+    }
     let ts = started_at / 1000;
     let content_type = if serde_json::from_slice::<Value>(&d.body).is_ok() {
         "application/json"
@@ -526,6 +533,59 @@ fn log_attempt(id: &str, destination: &str, r: &AttemptRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn destination(url: &str, proxy: Option<&str>, allow_private: bool) -> Destination {
+        let config = WebhookConfig {
+            name: "d".into(),
+            url: url.parse().unwrap(),
+            secret: None,
+            headers: BTreeMap::new(),
+            timeout: Duration::from_secs(2),
+            retry: vec![Duration::ZERO],
+            allow_private,
+            max_in_flight: 1,
+            proxy: proxy.map(|p| p.parse().unwrap()),
+        };
+        let mut all = destinations(&BTreeMap::from([("d".to_string(), config)])).unwrap();
+        all.remove("d").unwrap()
+    }
+
+    fn delivery() -> Delivery {
+        Delivery {
+            id: "msg_1".into(),
+            job_id: None,
+            rule: "r".into(),
+            destination: "d".into(),
+            event_type: "chat.completed".into(),
+            body: b"{}".to_vec(),
+            state: store::DeliveryState::Pending,
+            attempts: 1,
+            next_attempt_at: 0,
+            last_status: None,
+            last_error: None,
+            last_response: None,
+            created_at: 0,
+            updated_at: 0,
+            delivered_at: None,
+        }
+    }
+
+    /// Security review L2: an explicit proxy on a private address was a
+    /// way around the guard (the proxy resolves and connects itself).
+    #[tokio::test]
+    async fn a_private_proxy_is_refused_like_a_private_destination() {
+        for proxy in [
+            "http://127.0.0.1:18091",
+            "http://[::1]:3128",
+            "http://10.0.0.1:3128",
+        ] {
+            let d = destination("https://example.org/hook", Some(proxy), false);
+            let r = attempt(Some(&d), &delivery()).await;
+            assert!(matches!(r.next, AttemptNext::Dead), "{proxy}");
+            let error = r.error.unwrap();
+            assert!(error.starts_with("proxy refused:"), "{error}");
+        }
+    }
 
     #[test]
     fn retry_schedule_with_jitter_and_retry_after() {
