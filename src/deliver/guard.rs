@@ -55,8 +55,9 @@ fn is_global_v6(ip: Ipv6Addr) -> bool {
     let s = ip.segments();
     let global_unicast = (s[0] & 0xe000) == 0x2000;
     global_unicast
-        && !((s[0] == 0x2001 && s[1] < 0x0200) // 2001::/23 IETF: Teredo, ORCHID, benchmarking…
-            || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        // 2001::/23 (IETF: Teredo, ORCHID, benchmarking…), 2001:db8::/32
+        // (documentation)
+        && !((s[0] == 0x2001 && (s[1] < 0x0200 || s[1] == 0x0db8))
             || s[0] == 0x2002 // 6to4: an IPv4 address inside
             || (s[0] == 0x3fff && s[1] < 0x1000)) // documentation 3fff::/20
 }

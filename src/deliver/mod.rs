@@ -117,7 +117,7 @@ pub fn effects_for(
                 c.insert("job".into(), json!({ "id": job_id }));
                 c.insert("event".into(), json!({ "type": event_type, "id": id }));
                 c.insert("document".into(), document.clone());
-                match template::render(source, &Value::Object(c)) {
+                match template::render_body(source, &Value::Object(c)) {
                     Ok(text) => (text.into_bytes(), None),
                     Err(p) => (
                         Vec::new(),

@@ -897,7 +897,20 @@ fn decode_deliver(
         };
         let body = f.get("body").and_then(|n| {
             check_template(n, "deliver.body", allowed, d);
-            d.string(n, "deliver.body")
+            let body = d.string(n, "deliver.body")?;
+            if template::is_json_body(&body)
+                && let Some(line) = template::quoted_interpolation(&body)
+            {
+                d.error(
+                    Pos {
+                        line: n.pos.line + line - 1,
+                        col: n.pos.col,
+                    },
+                    "deliver.body: a JSON body writes each `{{ … }}` as a JSON value (quoted and escaped); \
+                     write `\"text\": {{ answer }}`, not `\"text\": \"{{ answer }}\"`",
+                );
+            }
+            Some(body)
         });
         let events = match f.get("events") {
             Some(n) => d.string_list(n, "deliver.events").inspect(|list| {

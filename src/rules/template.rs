@@ -16,14 +16,81 @@ pub const RESULT: &[&str] = &[
     "answer", "sources", "model", "usage", "chat", "job", "event", "error", "document",
 ];
 
+/// Instructions one render may run: far above any real prompt or body,
+/// far below a loop a payload could make spin (about 0.1 s).
+pub const FUEL: u64 = 2_000_000;
+/// Nesting (loops, ifs, macros) one render may reach.
+pub const RECURSION_LIMIT: usize = 100;
+
 /// The environment every template is compiled and rendered in.
 pub fn environment() -> Environment<'static> {
+    environment_escaping(minijinja::AutoEscape::None)
+}
+
+fn environment_escaping(escape: minijinja::AutoEscape) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     // Prompts are plain text; HTML escaping would mangle them.
-    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.set_auto_escape_callback(move |_| escape);
     env.set_keep_trailing_newline(true);
+    // Templates loop over what senders send: bounded, never spinning.
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(RECURSION_LIMIT);
     env
+}
+
+/// Whether a `deliver.body` template builds JSON (it starts with `{` or
+/// `[`): then every `{{ … }}` is written as a JSON value (a string is
+/// quoted and escaped), so an answer cannot inject JSON.
+pub fn is_json_body(source: &str) -> bool {
+    source.trim_start().starts_with(['{', '['])
+}
+
+/// In a JSON body, an interpolation inside a JSON string (`"{{ answer }}"`)
+/// would be quoted twice. Returns the template's line of the first one.
+pub fn quoted_interpolation(source: &str) -> Option<usize> {
+    let (mut in_string, mut escaped, mut line) = (false, false, 1);
+    let mut rest = source;
+    while let Some(c) = rest.chars().next() {
+        if rest.starts_with("{{") || rest.starts_with("{%") || rest.starts_with("{#") {
+            if in_string && rest.starts_with("{{") {
+                return Some(line);
+            }
+            let close = match &rest[..2] {
+                "{{" => "}}",
+                "{%" => "%}",
+                _ => "#}",
+            };
+            let end = rest.find(close).map_or(rest.len(), |i| i + 2);
+            line += rest[..end].matches('\n').count();
+            rest = &rest[end..];
+            continue;
+        }
+        match c {
+            '\n' => line += 1,
+            '\\' if in_string && !escaped => {
+                escaped = true;
+                rest = &rest[1..];
+                continue;
+            }
+            '"' if !escaped => in_string = !in_string,
+            _ => {}
+        }
+        escaped = false;
+        rest = &rest[c.len_utf8()..];
+    }
+    None
+}
+
+/// Renders a `deliver.body`: JSON-escaped where it builds JSON
+/// ([`is_json_body`]), as text otherwise.
+pub fn render_body(source: &str, context: &serde_json::Value) -> Result<String, TemplateProblem> {
+    let escape = if is_json_body(source) {
+        minijinja::AutoEscape::Json
+    } else {
+        minijinja::AutoEscape::None
+    };
+    render_in(&environment_escaping(escape), source, context)
 }
 
 /// Why a template was refused, with its line inside the template when known.
@@ -68,7 +135,14 @@ pub fn check(source: &str, allowed: &[&str]) -> Result<(), TemplateProblem> {
 /// Renders a template with a JSON context. Strict: an undefined variable
 /// is an error, not an empty string.
 pub fn render(source: &str, context: &serde_json::Value) -> Result<String, TemplateProblem> {
-    let env = environment();
+    render_in(&environment(), source, context)
+}
+
+fn render_in(
+    env: &Environment<'static>,
+    source: &str,
+    context: &serde_json::Value,
+) -> Result<String, TemplateProblem> {
     let problem = |e: minijinja::Error| TemplateProblem {
         line_in_template: e.line(),
         message: match e.detail() {
@@ -105,6 +179,67 @@ mod tests {
             render("{{ '<b>' }}", &ctx).unwrap(),
             "<b>",
             "no HTML escaping"
+        );
+    }
+
+    #[test]
+    fn a_spinning_template_runs_out_of_fuel() {
+        // Security review I5: loops over payload arrays were unbounded.
+        let ctx = serde_json::json!({"payload": {"items": (0..2000).collect::<Vec<_>>()}});
+        let e = render(
+            "{% for a in payload.items %}{% for b in payload.items %}{{ a + b }}{% endfor %}{% endfor %}",
+            &ctx,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("fuel"), "{}", e.message);
+        // An ordinary loop is far from the limit.
+        let ok = render("{% for a in payload.items %}{{ a }},{% endfor %}", &ctx).unwrap();
+        assert!(ok.ends_with("1999,"));
+        let deep = "{% if true %}".repeat(200) + &"{% endif %}".repeat(200);
+        assert!(render(&deep, &ctx).is_err(), "recursion limit");
+    }
+
+    #[test]
+    fn json_bodies_escape_what_they_interpolate() {
+        let ctx = serde_json::json!({"answer": "x\", \"admin\": true, \"y\": \"z"});
+        let body = render_body("{\"text\": {{ answer }}}", &ctx).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["text"], ctx["answer"]);
+        assert!(v.get("admin").is_none());
+        // `tojson` as documented keeps working, not escaped twice.
+        let body = render_body("{\"text\": {{ answer | tojson }}}", &ctx).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()["text"],
+            ctx["answer"]
+        );
+        // A text body stays text.
+        assert_eq!(
+            render_body("A: {{ answer }}", &ctx).unwrap(),
+            format!("A: {}", ctx["answer"].as_str().unwrap())
+        );
+    }
+
+    #[test]
+    fn interpolations_inside_json_strings_are_found() {
+        assert_eq!(
+            quoted_interpolation("{\"text\": \"{{ answer }}\"}"),
+            Some(1)
+        );
+        assert_eq!(
+            quoted_interpolation("{\n\"a\": 1,\n\"t\": \"Re: {{ x }}\"}"),
+            Some(3)
+        );
+        assert_eq!(
+            quoted_interpolation("{\"text\": {{ answer | tojson }}}"),
+            None
+        );
+        assert_eq!(
+            quoted_interpolation("{\"q\": \"say \\\"hi\\\"\", \"t\": {{ a }}}"),
+            None
+        );
+        assert_eq!(
+            quoted_interpolation("{% if x %}{\"a\": {{ x }}}{% endif %}"),
+            None
         );
     }
 

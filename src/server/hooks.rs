@@ -102,6 +102,14 @@ fn delivery_id(hook: &WebhookTrigger, headers: &HeaderMap) -> Option<String> {
     (!id.is_empty() && id.len() <= 256).then(|| id.to_string())
 }
 
+/// The parsed body, else its text. serde_json refuses JSON nested deeper
+/// than 128 levels (no stack overflow, no deep value to walk later): such a
+/// body is then text like any other that is not JSON.
+fn payload_of(body: &[u8]) -> Value {
+    serde_json::from_slice::<Value>(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+}
+
 pub(crate) async fn receive(
     State(state): State<AppState>,
     Path(path): Path<String>,
@@ -170,8 +178,7 @@ pub(crate) async fn receive(
         return error(StatusCode::UNAUTHORIZED, "bad_signature", why);
     }
 
-    let payload = serde_json::from_slice::<Value>(&body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let payload = payload_of(&body);
     let headers: Map<String, Value> = parts
         .headers
         .iter()
@@ -255,6 +262,18 @@ mod tests {
         assert!(authenticate(&b, &headers(&[("authorization", "Bearer tok")]), body, 0).is_ok());
         assert!(authenticate(&b, &headers(&[("authorization", "Bearer to")]), body, 0).is_err());
         assert!(authenticate(&hook(AuthScheme::None, None), &headers(&[]), body, 0).is_ok());
+    }
+
+    #[test]
+    fn deep_json_is_bounded() {
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        assert!(payload_of(deep.as_bytes()).is_string());
+        let fine = "[".repeat(100) + &"]".repeat(100);
+        assert!(payload_of(fine.as_bytes()).is_array());
+        assert_eq!(
+            payload_of(b"\xff\xfe"),
+            Value::String("\u{fffd}\u{fffd}".into())
+        );
     }
 
     #[test]
