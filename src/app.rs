@@ -110,6 +110,8 @@ pub async fn start(loaded: Loaded, env: Environment) -> Result<Running, StartErr
             // WebUI stay bounded by `max_in_flight` in the client.
             workers: config.openwebui.max_in_flight * 4,
             admin_token: config.server.admin_token.clone(),
+            server: config.server.clone(),
+            addr,
             destinations,
             _lock: lock,
         },
@@ -134,6 +136,9 @@ struct Supervisor {
     grace: std::time::Duration,
     workers: usize,
     admin_token: Option<config::Secret>,
+    server: config::ServerConfig,
+    /// The address the listener is bound to (its port when 0 was asked).
+    addr: SocketAddr,
     destinations: Arc<std::collections::HashMap<String, deliver::Destination>>,
     _lock: store::InstanceLock,
 }
@@ -152,6 +157,11 @@ async fn supervise(
         sup.shared.clone(),
         sup.admin_token.clone(),
         draining.clone(),
+        Arc::new(server::AllowedHosts::new(sup.addr, &sup.server.hosts)),
+    );
+    let connections = server::limits::Connections::new(
+        sup.server.max_connections,
+        sup.server.max_connections_per_peer,
     );
     let server = tokio::spawn(supervised(
         tasks.clone(),
@@ -161,8 +171,9 @@ async fn supervise(
             let stop = server_stop.clone();
             move || {
                 let (listener, router, stop) = (listener.clone(), router.clone(), stop.clone());
+                let connections = connections.clone();
                 async move {
-                    if let Err(e) = server::serve(listener, router, stop).await {
+                    if let Err(e) = server::serve(listener, router, connections, stop).await {
                         tracing::error!(error = %e, "server failed");
                     }
                 }

@@ -329,6 +329,30 @@ async fn forward_signals(
 
 // ----- check -----------------------------------------------------------------
 
+/// What is valid but probably not meant: said by `check`, not refused.
+fn warnings(loaded: &Loaded) -> Vec<String> {
+    let mut out = Vec::new();
+    let listen = loaded.config.server.listen;
+    if !listen.ip().is_loopback() {
+        for r in &loaded.rules {
+            if let rules::Trigger::Webhook(w) = &r.trigger
+                && w.scheme == rules::AuthScheme::None
+            {
+                out.push(format!(
+                    "rule `{}`: hook /hooks/{} has `scheme: none` on {listen}, which is not loopback: anyone who reaches it can run the rule",
+                    r.name, w.path
+                ));
+            }
+        }
+        if listen.ip().is_unspecified() && loaded.config.server.hosts.is_empty() {
+            out.push(format!(
+                "server.listen {listen} answers any Host: list the names ferry is reached by in `server.hosts` (DNS rebinding)"
+            ));
+        }
+    }
+    out
+}
+
 async fn check(path: &Path, env: &Environment, connect: bool) -> ExitCode {
     let loaded = match config::load(path, env) {
         Ok(l) => l,
@@ -354,6 +378,9 @@ async fn check(path: &Path, env: &Environment, connect: bool) -> ExitCode {
             r.file.display(),
             summary.join(" ")
         );
+    }
+    for w in warnings(&loaded) {
+        eprintln!("warning: {w}");
     }
     if !connect {
         return ExitCode::SUCCESS;

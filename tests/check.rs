@@ -225,3 +225,51 @@ fn render_prints_prompts_and_bodies_without_calling_anything() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("chat.prompt"), "{}", text(&out));
 }
+
+#[test]
+fn check_warns_about_open_hooks_on_a_public_listener_and_refuses_hostile_config() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "ferry.yaml",
+        "openwebui:\n  url: http://127.0.0.1:1\n  api_key: k\nserver:\n  listen: 0.0.0.0:8787\nwebhooks:\n  out:\n    url: https://hooks.example.org/x\nstate:\n  database: state/ferry.db\n",
+    );
+    write(
+        dir.path(),
+        "rules/open.yaml",
+        "on:\n  webhook:\n    path: open\n    auth: { scheme: none }\nchat:\n  model: m\n  prompt: \"{{ payload }}\"\n",
+    );
+    let out = ferry(dir.path(), &["check"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: rule `open`") && stderr.contains("not loopback"),
+        "{all}"
+    );
+    assert!(stderr.contains("server.hosts"), "{all}");
+
+    // Credential headers cannot be opted in; a JSON body may not quote an
+    // interpolation; an Open WebUI URL with a query is refused.
+    write(
+        dir.path(),
+        "ferry.yaml",
+        "openwebui:\n  url: http://127.0.0.1:1/?tok=x\n  api_key: k\nwebhooks:\n  out:\n    url: https://hooks.example.org/x\nstate:\n  database: state/ferry.db\n",
+    );
+    write(
+        dir.path(),
+        "rules/open.yaml",
+        "on:\n  webhook:\n    path: open\n    auth: { scheme: none }\n    headers: [X-Source, Authorization]\n    rate_limit: fast\nchat:\n  model: m\n  prompt: \"{{ payload }}\"\ndeliver:\n  - to: out\n    body: '{\"text\": \"{{ answer }}\"}'\n",
+    );
+    let out = ferry(dir.path(), &["check"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    for expected in [
+        "ferry.yaml:2:8: openwebui.url: must not have a query",
+        "on.webhook.headers: `Authorization` carries credentials",
+        "on.webhook.rate_limit: `fast`",
+        "deliver.body: a JSON body",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    }
+}

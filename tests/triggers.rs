@@ -310,8 +310,10 @@ async fn hooks_refuse_bad_signatures_stale_times_and_big_bodies() {
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+        // Signature headers present (checked on the body, never read).
         let head = format!(
-            "POST /hooks/alerts HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+            "POST /hooks/alerts HTTP/1.1\r\nhost: {}\r\nwebhook-id: big1\r\nwebhook-timestamp: {ts}\r\nwebhook-signature: v1,AAAA\r\ncontent-length: {}\r\n\r\n",
+            running.addr,
             2 << 20
         );
         tcp.write_all(head.as_bytes()).await.unwrap();
@@ -328,11 +330,11 @@ async fn hooks_refuse_bad_signatures_stale_times_and_big_bodies() {
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
-        tcp.write_all(
-            b"POST /hooks/alerts HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n",
-        )
-        .await
-        .unwrap();
+        let head = format!(
+            "POST /hooks/alerts HTTP/1.1\r\nhost: {}\r\nwebhook-id: big2\r\nwebhook-timestamp: {ts}\r\nwebhook-signature: v1,AAAA\r\ntransfer-encoding: chunked\r\n\r\n",
+            running.addr
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
         let chunk = [b'y'; 64 << 10];
         for _ in 0..20 {
             let head = format!("{:x}\r\n", chunk.len());
@@ -895,5 +897,230 @@ async fn schedule_and_hook_rules_run_by_hand_get_their_trigger_context() {
             .unwrap()
             .ends_with("hook by hand")
     );
+    stop(running).await;
+}
+
+const OPEN_RULE: &str = "on:\n  webhook:\n    path: open\n    auth: { scheme: none }\nchat:\n  model: fake-model\n  prompt: \"open {{ payload }}\"\n";
+
+/// Sends `head` (and `body`) on a new connection; the answer's first line.
+async fn raw(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(body).await.unwrap();
+    tcp
+}
+
+async fn status_line(tcp: &mut tokio::net::TcpStream, wait: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(wait, tcp.read(&mut answer))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&answer[..n]).to_string();
+    text.lines().next().map(str::to_string)
+}
+
+/// Security review M3: unauthenticated or slow senders could hold every
+/// hook slot, so that signed requests got 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_and_unsigned_senders_cannot_starve_signed_ones() {
+    let s = Setup::new(&[("alerts", ALERT_RULE), ("open", OPEN_RULE)], "").await;
+    let config = s.dir.path().join("ferry.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "  listen: 127.0.0.1:0\n",
+            "  listen: 127.0.0.1:0\n  max_connections_per_peer: 1000\n",
+        ),
+    )
+    .unwrap();
+    let running = s.start().await;
+    let addr = running.addr;
+    // 300 senders without a signature, each sending 1 byte of a declared
+    // 100: answered 401 from the headers alone, nothing held.
+    let head =
+        format!("POST /hooks/alerts HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 100\r\n\r\n");
+    let mut unsigned = Vec::new();
+    for _ in 0..300 {
+        unsigned.push(raw(addr, &head, b"x").await);
+    }
+    for tcp in &mut unsigned {
+        let line = status_line(tcp, Duration::from_secs(5)).await;
+        assert_eq!(line.as_deref(), Some("HTTP/1.1 401 Unauthorized"));
+    }
+    // 100 slow senders on the open hook: they hold its own slots (64), the
+    // rest are told 429 at once.
+    let head = format!("POST /hooks/open HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 100\r\n\r\n");
+    let mut slow = Vec::new();
+    for _ in 0..100 {
+        slow.push(raw(addr, &head, b"x").await);
+    }
+    let mut busy = 0;
+    for tcp in &mut slow {
+        if let Some(line) = status_line(tcp, Duration::from_millis(50)).await {
+            assert_eq!(line, "HTTP/1.1 429 Too Many Requests");
+            busy += 1;
+        }
+    }
+    assert_eq!(busy, 100 - 64, "the open hook's own slots");
+    // Meanwhile a signed request is served.
+    let body = br#"{"alert":{"summary":"disk full"}}"#;
+    let r = signed(
+        &running,
+        "alerts",
+        "starved-not",
+        now_secs(),
+        HOOK_SECRET,
+        body,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202);
+    drop(slow);
+    drop(unsigned);
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_are_capped_per_peer() {
+    let s = Setup::new(&[("open", OPEN_RULE)], "").await;
+    let config = s.dir.path().join("ferry.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "  listen: 127.0.0.1:0\n",
+            "  listen: 127.0.0.1:0\n  max_connections_per_peer: 5\n",
+        ),
+    )
+    .unwrap();
+    let running = s.start().await;
+    let addr = running.addr;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut sixth = raw(
+        addr,
+        &format!("GET /healthz HTTP/1.1\r\nhost: {addr}\r\n\r\n"),
+        b"",
+    )
+    .await;
+    let line = status_line(&mut sixth, Duration::from_secs(5)).await;
+    assert_eq!(line.as_deref(), Some("HTTP/1.1 503 Service Unavailable"));
+    // Room again once one closes.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    drop(held);
+    stop(running).await;
+}
+
+/// DESIGN's `429 rate limit`, per rule, with `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hooks_are_rate_limited_per_rule() {
+    let limited = OPEN_RULE.replace("path: open\n", "path: limited\n    rate_limit: 1/s\n");
+    let s = Setup::new(&[("limited", &limited), ("open", OPEN_RULE)], "").await;
+    let running = s.start().await;
+    let post = |path: &str| {
+        reqwest::Client::new()
+            .post(format!("http://{}/hooks/{path}", running.addr))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+    };
+    let mut codes = Vec::new();
+    for _ in 0..12 {
+        codes.push(post("limited").await.unwrap().status().as_u16());
+    }
+    assert_eq!(&codes[..10], &[202; 10], "a burst of 10");
+    let r = post("limited").await.unwrap();
+    assert_eq!(r.status(), 429);
+    let after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&after), "{after}");
+    // Another rule is not limited by it.
+    assert_eq!(post("open").await.unwrap().status(), 202);
+    stop(running).await;
+}
+
+/// Security review M4 and I2: a web page could trigger a `none` hook (a
+/// CORS simple request) and, through DNS rebinding, read `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn browsers_on_other_sites_and_foreign_hosts_are_refused() {
+    let s = Setup::new(&[("open", OPEN_RULE)], "").await;
+    let running = s.start().await;
+    let url = format!("http://{}/hooks/open", running.addr);
+    let client = reqwest::Client::new();
+    let r = client
+        .post(&url)
+        .header("origin", "https://evil.example")
+        .header("content-type", "text/plain")
+        .body(r#"{"msg":"hi"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = client
+        .post(&url)
+        .header("sec-fetch-site", "cross-site")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    for path in ["/metrics", "/readyz", "/hooks/open"] {
+        let r = client
+            .request(
+                if path.starts_with("/hooks") {
+                    reqwest::Method::POST
+                } else {
+                    reqwest::Method::GET
+                },
+                format!("http://{}{path}", running.addr),
+            )
+            .header("host", "attacker.example")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 421, "{path}");
+    }
+    // The same request from a server (no Origin), by the listen address or
+    // `localhost`, is fine.
+    assert_eq!(
+        client.post(&url).body("{}").send().await.unwrap().status(),
+        202
+    );
+    let local = format!("http://localhost:{}/metrics", running.addr.port());
+    assert_eq!(client.get(local).send().await.unwrap().status(), 200);
+    assert!(all_jobs(&running).await.len() == 1);
+    stop(running).await;
+}
+
+/// A 413 must reach a sender that writes its whole body before reading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_body_is_answered_not_reset() {
+    let s = Setup::new(&[("open", OPEN_RULE)], "").await;
+    let running = s.start().await;
+    let addr = running.addr;
+    let body = vec![b'z'; 3 << 20];
+    let head = format!(
+        "POST /hooks/open HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut tcp = raw(addr, &head, &body).await;
+    let line = status_line(&mut tcp, Duration::from_secs(5)).await;
+    assert_eq!(line.as_deref(), Some("HTTP/1.1 413 Payload Too Large"));
     stop(running).await;
 }

@@ -59,6 +59,17 @@ pub struct StateConfig {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin_token: Option<Secret>,
+    /// `Host` header values accepted besides the listen address (and, on
+    /// loopback, `localhost`): the names a proxy or DNS gives ferry.
+    pub hosts: Vec<String>,
+    /// Open connections at once, in all and from one peer address.
+    pub max_connections: usize,
+    pub max_connections_per_peer: usize,
+}
+
+impl ServerConfig {
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+    pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 128;
 }
 
 #[derive(Debug, Clone)]
@@ -443,13 +454,38 @@ fn decode_server(node: Option<&yaml::Node>, d: &mut Decoder) -> Option<ServerCon
         return Some(ServerConfig {
             listen: default_listen,
             admin_token: None,
+            hosts: Vec::new(),
+            max_connections: ServerConfig::DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: ServerConfig::DEFAULT_MAX_CONNECTIONS_PER_PEER,
         });
     };
     let f = d.fields(
         node,
         "server",
-        &["listen", "admin_token", "admin_token_file"],
+        &[
+            "listen",
+            "admin_token",
+            "admin_token_file",
+            "hosts",
+            "max_connections",
+            "max_connections_per_peer",
+        ],
     )?;
+    let hosts = match f.get("hosts") {
+        Some(n) => d
+            .string_list(n, "server.hosts")
+            .map(|v| v.into_iter().map(|h| h.to_ascii_lowercase()).collect()),
+        None => Some(Vec::new()),
+    };
+    let mut count = |key: &str, default: usize| match f.get(key) {
+        Some(n) => d.count(n, &format!("server.{key}"), 1, 1_000_000),
+        None => Some(default),
+    };
+    let max_connections = count("max_connections", ServerConfig::DEFAULT_MAX_CONNECTIONS);
+    let max_connections_per_peer = count(
+        "max_connections_per_peer",
+        ServerConfig::DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    );
     let listen = match f.get("listen") {
         Some(n) => {
             let s = d.string(n, "server.listen")?;
@@ -478,6 +514,9 @@ fn decode_server(node: Option<&yaml::Node>, d: &mut Decoder) -> Option<ServerCon
     Some(ServerConfig {
         listen: listen?,
         admin_token,
+        hosts: hosts?,
+        max_connections: max_connections?,
+        max_connections_per_peer: max_connections_per_peer?,
     })
 }
 

@@ -121,6 +121,30 @@ pub struct WebhookTrigger {
     /// Request headers templates see besides [`DEFAULT_HOOK_HEADERS`]
     /// (`on.webhook.headers`, lower case).
     pub headers: Vec<String>,
+    /// Accepted requests per second (`on.webhook.rate_limit`, e.g.
+    /// `20/s`, `600/min`); a burst of one second's worth (at least 10)
+    /// passes at once, more get 429 with `Retry-After`.
+    pub rate_per_sec: f64,
+}
+
+/// `on.webhook.rate_limit` when not given.
+pub const DEFAULT_HOOK_RATE: f64 = 100.0;
+
+/// `20/s`, `600/min`, `1000/h` → requests per second.
+pub fn parse_rate(s: &str) -> Option<f64> {
+    let (n, per) = s.trim().split_once('/')?;
+    let n: f64 = n
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n > 0.0)?;
+    let seconds = match per.trim() {
+        "s" | "sec" | "second" => 1.0,
+        "m" | "min" | "minute" => 60.0,
+        "h" | "hour" => 3600.0,
+        _ => return None,
+    };
+    Some(n / seconds)
 }
 
 /// The request headers a hook's templates, job and deliveries see without
@@ -618,7 +642,27 @@ fn decode_schedule(node: &Node, d: &mut Decoder) -> Option<Schedule> {
 }
 
 fn decode_webhook(node: &Node, d: &mut Decoder) -> Option<WebhookTrigger> {
-    let f = d.fields(node, "on.webhook", &["path", "auth", "max_body", "headers"])?;
+    let f = d.fields(
+        node,
+        "on.webhook",
+        &["path", "auth", "max_body", "headers", "rate_limit"],
+    )?;
+    let rate_per_sec = match f.get("rate_limit") {
+        None => Some(DEFAULT_HOOK_RATE),
+        Some(n) => {
+            let text = d.string(n, "on.webhook.rate_limit")?;
+            let rate = parse_rate(&text);
+            if rate.is_none() {
+                d.error(
+                    n.pos,
+                    format!(
+                        "on.webhook.rate_limit: `{text}` is not a rate like `20/s` or `600/min`"
+                    ),
+                );
+            }
+            rate
+        }
+    };
     let headers = match f.get("headers") {
         None => Some(Vec::new()),
         Some(n) => d.string_list(n, "on.webhook.headers").map(|names| {
@@ -737,6 +781,7 @@ fn decode_webhook(node: &Node, d: &mut Decoder) -> Option<WebhookTrigger> {
         header,
         max_body: max_body?,
         headers: headers?,
+        rate_per_sec: rate_per_sec?,
     })
 }
 

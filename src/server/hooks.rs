@@ -92,6 +92,99 @@ pub fn authenticate(
     result.map_err(|e| e.to_string())
 }
 
+/// The checks of [`authenticate`] that need no body: a missing signature,
+/// a stale or malformed Standard Webhooks timestamp, a wrong bearer token.
+pub fn precheck(hook: &WebhookTrigger, headers: &HeaderMap, now_secs: i64) -> Result<(), String> {
+    let missing = |name: &str| Err(format!("missing {name} header"));
+    match hook.scheme {
+        AuthScheme::None => Ok(()),
+        AuthScheme::StandardWebhooks => {
+            for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+                if header(headers, name).is_none() {
+                    return missing(name);
+                }
+            }
+            if header(headers, "webhook-id").is_some_and(|id| id.contains('.')) {
+                return Err(VerifyError::BadId.to_string());
+            }
+            let ts = header(headers, "webhook-timestamp").unwrap_or_default();
+            let ts: i64 = ts
+                .trim()
+                .parse()
+                .map_err(|_| VerifyError::BadTimestamp.to_string())?;
+            if now_secs.abs_diff(ts) > sign::TOLERANCE_SECS.unsigned_abs() {
+                return Err(VerifyError::Stale.to_string());
+            }
+            Ok(())
+        }
+        AuthScheme::HmacSha256 => {
+            let name = hook.header.as_deref().unwrap_or("X-Signature");
+            match header(headers, name) {
+                Some(_) => Ok(()),
+                None => missing(name),
+            }
+        }
+        AuthScheme::Github => match header(headers, "x-hub-signature-256") {
+            Some(_) => Ok(()),
+            None => missing("X-Hub-Signature-256"),
+        },
+        // Needs no body at all: the whole check.
+        AuthScheme::Bearer => authenticate(hook, headers, b"", now_secs),
+    }
+}
+
+/// Why a request that a browser sent from another site is refused: a web
+/// page the admin opens must not be able to trigger a hook (a "simple"
+/// cross-origin POST needs no preflight). Senders of webhooks are servers
+/// and send neither header.
+fn cross_site(headers: &HeaderMap) -> Option<&'static str> {
+    if let Some(site) = header(headers, "sec-fetch-site")
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Some("a browser request from another site");
+    }
+    let origin = header(headers, "origin")?;
+    let origin_host = url::Url::parse(origin).ok().and_then(|u| {
+        let host = u.host_str()?.to_ascii_lowercase();
+        Some(match u.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host,
+        })
+    });
+    let host = header(headers, "host").map(str::to_ascii_lowercase);
+    if origin_host.is_some() && origin_host == host {
+        None
+    } else {
+        Some("a browser request from another origin")
+    }
+}
+
+/// Reads and drops what is left of a refused body, up to a bound.
+fn linger(body: axum::body::Body) {
+    const LINGER_BYTES: usize = 8 << 20;
+    const LINGER_TIME: Duration = Duration::from_secs(2);
+    tokio::spawn(async move {
+        use futures_util::StreamExt as _;
+        let mut stream = body.into_data_stream();
+        let mut read = 0usize;
+        let deadline = tokio::time::Instant::now() + LINGER_TIME;
+        while read < LINGER_BYTES {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(Ok(data))) => read += data.len(),
+                _ => break,
+            }
+        }
+    });
+}
+
+fn too_many(wait: Duration, message: &str) -> Response {
+    let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    r.headers_mut()
+        .insert("retry-after", secs.to_string().parse().expect("digits"));
+    r
+}
+
 /// The sender's id of this event, stable across its retries.
 fn delivery_id(hook: &WebhookTrigger, headers: &HeaderMap) -> Option<String> {
     let id = match hook.scheme {
@@ -135,16 +228,23 @@ pub(crate) async fn receive(
             "no rule listens on this hook path",
         );
     };
-    let Ok(_permit) = state.hook_permits.clone().try_acquire_owned() else {
-        let mut r = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "busy",
-            "too many hook requests at once; retry shortly",
-        );
-        r.headers_mut()
-            .insert("retry-after", "1".parse().expect("valid"));
-        return r;
-    };
+    if let Some(why) = cross_site(request.headers()) {
+        tracing::warn!(rule = %rule.name, hook = %path, reason = why, "hook refused");
+        return error(StatusCode::FORBIDDEN, "cross_site", why);
+    }
+    // What can be judged from the headers is judged before anything else is
+    // spent on the request: no slot, no body read.
+    if let Err(why) = precheck(hook, request.headers(), store::now_ms() / 1000) {
+        tracing::warn!(rule = %rule.name, hook = %path, reason = why, "hook refused");
+        return error(StatusCode::UNAUTHORIZED, "bad_signature", why);
+    }
+    let rate = hook.rate_per_sec;
+    if let Err(wait) = state
+        .limits
+        .check_rate(&rule.name, rate, std::time::Instant::now())
+    {
+        return too_many(wait, "this hook's rate limit is reached; retry later");
+    }
     let too_big = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -157,8 +257,18 @@ pub(crate) async fn receive(
     };
     let declared = header(request.headers(), "content-length").and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > hook.max_body) {
+        // Answered at once; the body still coming is read and dropped for a
+        // while (as nginx lingers), so the sender reads the 413 instead of
+        // a connection reset.
+        linger(request.into_body());
         return too_big();
     }
+    let Some(_slot) = state.limits.slot(&rule.name, rate) else {
+        return too_many(
+            Duration::from_secs(1),
+            "too many requests to this hook at once; retry shortly",
+        );
+    };
     let (parts, body) = request.into_parts();
     let limit = usize::try_from(hook.max_body).unwrap_or(usize::MAX);
     let body = match tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, limit)).await {
@@ -176,6 +286,12 @@ pub(crate) async fn receive(
     if let Err(why) = authenticate(hook, &parts.headers, &body, now / 1000) {
         tracing::warn!(rule = %rule.name, hook = %path, reason = why, "hook refused");
         return error(StatusCode::UNAUTHORIZED, "bad_signature", why);
+    }
+    if let Err(wait) = state
+        .limits
+        .take_rate(&rule.name, rate, std::time::Instant::now())
+    {
+        return too_many(wait, "this hook's rate limit is reached; retry later");
     }
 
     let payload = payload_of(&body);
@@ -232,6 +348,7 @@ mod tests {
             header: (scheme == AuthScheme::HmacSha256).then(|| "X-Signature".to_string()),
             max_body: 1 << 20,
             headers: vec!["x-source".into()],
+            rate_per_sec: 10.0,
         }
     }
 

@@ -8,6 +8,7 @@
 //! a client that trickles its headers is cut off after 10 s.
 
 pub mod hooks;
+pub mod limits;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +29,6 @@ use crate::store::{
 };
 use crate::worker::{Shared, chat};
 
-/// Hook requests handled at once; more get 429.
-const HOOK_CONCURRENCY: usize = 256;
 /// Admin and health bodies are small.
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,7 +39,7 @@ pub(crate) struct AppState {
     admin_token: Option<Secret>,
     /// Cancelled when shutdown begins: hooks answer 503 from then on.
     draining: CancellationToken,
-    hook_permits: Arc<tokio::sync::Semaphore>,
+    limits: Arc<limits::HookLimits>,
 }
 
 pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -57,12 +56,13 @@ pub fn router(
     shared: Arc<Shared>,
     admin_token: Option<Secret>,
     draining: CancellationToken,
+    hosts: Arc<AllowedHosts>,
 ) -> Router {
     let state = AppState {
         shared,
         admin_token,
         draining,
-        hook_permits: Arc::new(tokio::sync::Semaphore::new(HOOK_CONCURRENCY)),
+        limits: Default::default(),
     };
     let admin = Router::new()
         .route("/rules", get(rules))
@@ -84,21 +84,94 @@ pub fn router(
         .route("/metrics", get(metrics))
         .nest("/api/v1", admin)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(middleware::from_fn_with_state(hosts, check_host))
         .with_state(state)
+}
+
+/// The `Host` values the server answers to: the listen address, its
+/// loopback names, and `server.hosts`. A page on another site that makes
+/// a browser resolve its own name to 127.0.0.1 (DNS rebinding) sends its
+/// own name, and is refused.
+#[derive(Debug, Clone)]
+pub struct AllowedHosts {
+    /// `None`: any (listening on all addresses with no `server.hosts`).
+    exact: Option<Vec<String>>,
+}
+
+impl AllowedHosts {
+    pub fn new(listen: std::net::SocketAddr, extra: &[String]) -> AllowedHosts {
+        let port = listen.port();
+        if listen.ip().is_unspecified() && extra.is_empty() {
+            return AllowedHosts { exact: None };
+        }
+        let mut exact = Vec::new();
+        let with_port = |host: String| -> Vec<String> {
+            let mut v = vec![format!("{host}:{port}")];
+            if port == 80 {
+                v.push(host);
+            }
+            v
+        };
+        let ip = match listen.ip() {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        };
+        exact.extend(with_port(ip));
+        if listen.ip().is_loopback() || listen.ip().is_unspecified() {
+            for name in ["localhost", "127.0.0.1", "[::1]"] {
+                exact.extend(with_port(name.to_string()));
+            }
+        }
+        for h in extra {
+            let h = h.to_ascii_lowercase();
+            if h.contains(':') && !h.ends_with(']') {
+                exact.push(h);
+            } else {
+                exact.extend(with_port(h.clone()));
+                exact.push(h);
+            }
+        }
+        AllowedHosts { exact: Some(exact) }
+    }
+
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.exact.as_ref().is_none_or(|e| e.contains(&host))
+    }
+}
+
+async fn check_host(
+    State(hosts): State<Arc<AllowedHosts>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // HTTP/1.0 clients may send none; a browser always does.
+    let host = request.headers().get("host").and_then(|v| v.to_str().ok());
+    if let Some(host) = host
+        && !hosts.allows(host)
+    {
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "unknown_host",
+            "this Host is not one ferry answers to (server.hosts)",
+        );
+    }
+    next.run(request).await
 }
 
 /// Serves until `shutdown`, then lets open requests finish (up to 5 s).
 pub async fn serve(
     listener: std::sync::Arc<tokio::net::TcpListener>,
     router: Router,
+    connections: Arc<limits::Connections>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(pair) => pair,
                 Err(e) => {
                     // Out of file descriptors, say: back off, do not spin.
                     tracing::warn!(error = %e, "accept failed");
@@ -108,6 +181,11 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
+        let Some(admitted) = connections.admit(peer.ip()) else {
+            // Over a cap: a short answer instead of a silent close.
+            tokio::spawn(refuse_connection(stream));
+            continue;
+        };
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -116,6 +194,7 @@ pub async fn serve(
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             let _ = connection.await;
+            drop(admitted);
         });
     }
     tokio::select! {
@@ -123,6 +202,16 @@ pub async fn serve(
         _ = tokio::time::sleep(Duration::from_secs(5)) => {}
     }
     Ok(())
+}
+
+async fn refuse_connection(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt as _;
+    let body = r#"{"error":{"code":"busy","message":"too many connections; retry shortly"}}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
 }
 
 async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
