@@ -60,7 +60,7 @@ fn config(
     std::fs::write(
         dir.join("ferry.yaml"),
         format!(
-            "openwebui:\n  url: {}\n  api_key: {API_KEY}\n  max_in_flight: 8\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:{port}\n  admin_token: {ADMIN}\nwebhooks:\n  sink:\n    url: {}\n    secret: {SECRET}\n    allow_private: true\n    max_in_flight: 32\n",
+            "openwebui:\n  url: {}\n  api_key: {API_KEY}\n  max_in_flight: 8\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:{port}\n  admin_token: {ADMIN}\n  max_connections_per_peer: 1000\nwebhooks:\n  sink:\n    url: {}\n    secret: {SECRET}\n    allow_private: true\n    max_in_flight: 32\n",
             fake.url(),
             receiver.url("sink")
         ),
@@ -109,7 +109,7 @@ async fn hooks(fake: &FakeOpenWebUi, receiver: &Receiver) {
         &[(
             "hook",
             &format!(
-                "on:\n  webhook:\n    path: hook\n    auth: {{ scheme: standard-webhooks, secret: \"{SECRET}\" }}\nchat:\n  model: fake-model\n  prompt: \"{{{{ payload.n }}}}\"\n"
+                "on:\n  webhook:\n    path: hook\n    rate_limit: 1000000/s\n    auth: {{ scheme: standard-webhooks, secret: \"{SECRET}\" }}\nchat:\n  model: fake-model\n  prompt: \"{{{{ payload.n }}}}\"\n"
             ),
         )],
     );
@@ -230,7 +230,7 @@ async fn deliveries(fake: &FakeOpenWebUi, receiver: &Receiver) {
         port,
         &[(
             "pipe",
-            "on:\n  webhook:\n    path: pipe\n    auth: { scheme: none }\nchat:\n  model: fake-model\n  prompt: \"{{ payload }}\"\ndeliver:\n  - to: sink\n",
+            "on:\n  webhook:\n    path: pipe\n    rate_limit: 1000000/s\n    auth: { scheme: none }\nchat:\n  model: fake-model\n  prompt: \"{{ payload }}\"\ndeliver:\n  - to: sink\n",
         )],
     );
     // A backlog, written before the daemon starts.
@@ -359,4 +359,105 @@ async fn main() {
     if want("deliveries") {
         deliveries(&fake, &receiver).await;
     }
+    if want("retention") {
+        retention(&fake, &receiver).await;
+    }
+}
+
+/// 100,000 hook requests (1 KiB payloads, answered by the fake model),
+/// then pruning as of 31 days later: the database file before and after.
+async fn retention(fake: &FakeOpenWebUi, receiver: &Receiver) {
+    const REQUESTS: usize = 100_000;
+    const SENDERS: usize = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    config(
+        dir.path(),
+        fake,
+        receiver,
+        port,
+        &[(
+            "pipe",
+            "on:\n  webhook:\n    path: pipe\n    rate_limit: 1000000/s\n    auth: { scheme: none }\nchat:\n  model: fake-model\n  prompt: \"{{ payload.n }}\"\n",
+        )],
+    );
+    let db = dir.path().join("state/ferry.db");
+    let ferry = start(dir, port);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(SENDERS)
+        .build()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{}/hooks/pipe", ferry.port);
+    let filler = "p".repeat(1000);
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|_| {
+            let (client, url, next, filler) =
+                (client.clone(), url.clone(), next.clone(), filler.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= REQUESTS {
+                        break;
+                    }
+                    let r = client
+                        .post(&url)
+                        .header("webhook-id", format!("evt-{n}"))
+                        .json(&serde_json::json!({ "n": n, "filler": filler }))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 202);
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.await.unwrap();
+    }
+    let sent = started.elapsed();
+    let store = Store::open(&db).await.unwrap();
+    loop {
+        let counts = store.job_counts().await.unwrap();
+        let done: i64 = counts
+            .iter()
+            .filter(|(s, _)| s == "succeeded")
+            .map(|(_, n)| *n)
+            .sum();
+        if done as usize >= REQUESTS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(ferry);
+    let size = |store: &Store| {
+        let store = store.clone();
+        async move {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(store.writer())
+                .await
+                .unwrap();
+            std::fs::metadata(store.path()).unwrap().len() as f64 / (1 << 20) as f64
+        }
+    };
+    let before = size(&store).await;
+    let prune_started = Instant::now();
+    let pruned = store
+        .prune(
+            &ferry::store::Retention::default(),
+            ferry::store::now_ms() + 31 * 86_400_000,
+        )
+        .await
+        .unwrap();
+    let took = prune_started.elapsed();
+    let after = size(&store).await;
+    println!(
+        "retention: {REQUESTS} hook requests sent in {:.1}s; database {before:.1} MiB; \
+         pruning 31 days later removed {} jobs in {:.1}s ({} keys kept as hashes); database {after:.1} MiB",
+        sent.as_secs_f64(),
+        pruned.jobs,
+        took.as_secs_f64(),
+        pruned.jobs,
+    );
 }

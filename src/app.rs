@@ -111,6 +111,7 @@ pub async fn start(loaded: Loaded, env: Environment) -> Result<Running, StartErr
             workers: config.openwebui.max_in_flight * 4,
             admin_token: config.server.admin_token.clone(),
             server: config.server.clone(),
+            retention: config.retention,
             addr,
             destinations,
             _lock: lock,
@@ -137,6 +138,7 @@ struct Supervisor {
     workers: usize,
     admin_token: Option<config::Secret>,
     server: config::ServerConfig,
+    retention: store::Retention,
     /// The address the listener is bound to (its port when 0 was asked).
     addr: SocketAddr,
     destinations: Arc<std::collections::HashMap<String, deliver::Destination>>,
@@ -207,6 +209,16 @@ async fn supervise(
             }
         },
     ));
+    let retention = tokio::spawn(supervised(
+        tasks.clone(),
+        "retention".into(),
+        stop_claims.clone(),
+        {
+            let (store, policy, stop) =
+                (sup.shared.store.clone(), sup.retention, stop_claims.clone());
+            move || prune_now_and_then(store.clone(), policy, stop.clone())
+        },
+    ));
     let mut watchers = spawn_watchers(&sup.shared);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
@@ -257,9 +269,34 @@ async fn supervise(
         let _ = workers.await;
         let _ = deliveries.await;
     }
+    let _ = retention.await;
     server_stop.cancel();
     let _ = server.await;
     tracing::info!("stopped");
+}
+
+/// Prunes finished work a minute after start, then every hour.
+async fn prune_now_and_then(store: Store, policy: store::Retention, stop: CancellationToken) {
+    let mut wait = std::time::Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        match store.prune(&policy, store::now_ms()).await {
+            Ok(p) if p != store::Pruned::default() => {
+                tracing::info!(
+                    jobs = p.jobs,
+                    deliveries = p.deliveries,
+                    keys = p.keys,
+                    "pruned"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning failed; trying again later"),
+        }
+        wait = std::time::Duration::from_secs(3600);
+    }
 }
 
 fn spawn_watchers(shared: &Arc<Shared>) -> (CancellationToken, tokio::task::JoinSet<()>) {

@@ -290,8 +290,16 @@ async fn run_daemon(global: &Global, path: &Path, env: Environment) -> ExitCode 
     let running = match crate::app::start(loaded, env).await {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("error: {e}");
+            // One line, on stderr (the journal has it); exit 1, which the
+            // unit does not restart: a broken database or a taken port is
+            // not fixed by trying again every few seconds.
+            let text = one_line(&anyhow::Error::new(e));
+            let hint = if text.contains("not a database") || text.contains("malformed") {
+                " (the state database is damaged: restore it from a backup, or move it away to start afresh)"
+            } else {
+                ""
+            };
+            eprintln!("error: {text}{hint}");
             return ExitCode::from(EXIT_RUNTIME);
         }
     };

@@ -273,3 +273,36 @@ fn check_warns_about_open_hooks_on_a_public_listener_and_refuses_hostile_config(
         assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
     }
 }
+
+/// Fault: a damaged state database is one clear line and exit 1 (which the
+/// unit does not restart), not a panic or a crash loop.
+#[test]
+fn a_damaged_database_is_one_line_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "ferry.yaml",
+        "openwebui:\n  url: http://127.0.0.1:1\n  api_key: k\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:0\n",
+    );
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    for garbage in [
+        &b"SQLite format 3\0 and then nothing sensible"[..],
+        &[0x5a; 8192][..],
+    ] {
+        write(dir.path(), "state/ferry.db", "");
+        std::fs::write(dir.path().join("state/ferry.db"), garbage).unwrap();
+        let out = ferry(dir.path(), &["run", "--config", "ferry.yaml"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(lines[0].starts_with("error: state database"), "{stderr}");
+        assert!(lines[0].contains("damaged"), "{stderr}");
+        assert!(out.stdout.is_empty());
+    }
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/ferry.service"),
+    )
+    .unwrap();
+    assert!(unit.contains("RestartPreventExitStatus=1 2"));
+}

@@ -368,7 +368,11 @@ async fn manual_runs_permanent_failures_and_retry() {
             ),
             (
                 "broken",
-                "chat:\n  model: no-such-model\n  prompt: hi\ndeliver:\n  - to: out\n",
+                "chat:\n  model: fake-model\n  prompt: \"{{ vars.nothing }}\"\ndeliver:\n  - to: out\n",
+            ),
+            (
+                "loading",
+                "chat:\n  model: still-loading\n  prompt: hi\n",
             ),
         ],
         "",
@@ -377,6 +381,25 @@ async fn manual_runs_permanent_failures_and_retry() {
     let running = s.start().await;
     let client = reqwest::Client::new();
     let run = async |rule: &str, body: Value| run_rule(&running, rule, body).await;
+
+    // A model Open WebUI does not know now (its upstream down or loading)
+    // is retried on the transient schedule, and the error says what Open
+    // WebUI lists instead.
+    let id = run("loading", json!({})).await;
+    let job = eventually("the first attempt", 10, async || {
+        let j = running.shared.store.job(&id).await.unwrap()?;
+        (j.state == JobState::Queued && j.attempts == 1).then_some(j)
+    })
+    .await;
+    let error = job.error.unwrap();
+    assert!(
+        error.contains("model `still-loading` not found; Open WebUI lists: fake-model"),
+        "{error}"
+    );
+    assert!(
+        job.run_after >= job.updated_at + 9_000,
+        "waits for the model"
+    );
     let id = run("greet", json!({"vars": {"who": "Ada"}})).await;
     let job = finished_job(&running, &id).await;
     assert_eq!(job.trigger_kind, "manual");
@@ -395,13 +418,13 @@ async fn manual_runs_permanent_failures_and_retry() {
         "the rule's default"
     );
 
-    // An unknown model fails at once, not after retries, and says why;
-    // the failure is delivered as chat.failed.
+    // A template that fails on the run's data fails at once, not after
+    // retries, and says why; the failure is delivered as chat.failed.
     let id = run("broken", json!({})).await;
     let job = finished_job(&running, &id).await;
     assert_eq!((job.state, job.attempts), (JobState::Dead, 1));
     assert!(
-        job.error.as_deref().unwrap().contains("Model not found"),
+        job.error.as_deref().unwrap().contains("template"),
         "{:?}",
         job.error
     );
@@ -416,7 +439,7 @@ async fn manual_runs_permanent_failures_and_retry() {
         event["data"]["error"]
             .as_str()
             .unwrap()
-            .contains("Model not found")
+            .contains("template")
     );
 
     // A manual retry of the dead job: a new attempt series.

@@ -33,6 +33,7 @@ pub struct Config {
     pub webhooks: BTreeMap<String, WebhookConfig>,
     pub log: LogConfig,
     pub shutdown_grace: Duration,
+    pub retention: crate::store::Retention,
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +243,7 @@ fn decode_config(root: &yaml::Node, path: &Path, d: &mut Decoder) -> Option<Conf
             "webhooks",
             "log",
             "shutdown_grace",
+            "retention",
         ],
     )?;
 
@@ -300,8 +302,11 @@ fn decode_config(root: &yaml::Node, path: &Path, d: &mut Decoder) -> Option<Conf
         None => Some(Duration::from_secs(30)),
     };
 
+    let retention = decode_retention(top.get("retention"), d);
+
     Some(Config {
         path: path.to_path_buf(),
+        retention: retention?,
         openwebui: openwebui?,
         state: state?,
         server: server?,
@@ -310,6 +315,36 @@ fn decode_config(root: &yaml::Node, path: &Path, d: &mut Decoder) -> Option<Conf
         log: log?,
         shutdown_grace: shutdown_grace?,
     })
+}
+
+fn decode_retention(node: Option<&yaml::Node>, d: &mut Decoder) -> Option<crate::store::Retention> {
+    let mut r = crate::store::Retention::default();
+    let Some(node) = node else {
+        return Some(r);
+    };
+    let f = d.fields(node, "retention", &["jobs", "deliveries", "dead", "keys"])?;
+    let mut ok = true;
+    for (key, slot) in [
+        ("jobs", &mut r.jobs),
+        ("deliveries", &mut r.deliveries),
+        ("dead", &mut r.dead),
+        ("keys", &mut r.keys),
+    ] {
+        if let Some(n) = f.get(key) {
+            match d.duration(n, &format!("retention.{key}")) {
+                Some(v) if key == "keys" && v < crate::store::Retention::MIN_KEYS => {
+                    d.error(
+                        n.pos,
+                        "retention.keys: at least 72h (senders retry for up to three days)",
+                    );
+                    ok = false;
+                }
+                Some(v) => *slot = v,
+                None => ok = false,
+            }
+        }
+    }
+    ok.then_some(r)
 }
 
 pub fn valid_name(name: &str) -> bool {

@@ -39,6 +39,11 @@ pub enum Error {
         retry_after: Option<Duration>,
         detail: String,
     },
+    /// Open WebUI does not know the model now. Its upstream (Ollama, an
+    /// OpenAI-compatible server) may be down or still loading: the model
+    /// can come back, so this is worth trying again later.
+    #[error("{path}: model not found: {detail}")]
+    ModelNotFound { path: String, detail: String },
     /// A 4xx that is none of the above: the request itself is wrong.
     #[error("{path}: refused with {status}: {detail}")]
     Rejected {
@@ -281,6 +286,7 @@ pub fn classify_as<T: serde::de::DeserializeOwned>(
             Error::Unsupported { detail }
         }
         400 if lower.contains("too large") => Error::TooLarge { detail },
+        400 if lower.contains("model not found") => Error::ModelNotFound { path, detail },
         500..=599 => Error::Server {
             path,
             status: status.as_u16(),
@@ -396,7 +402,7 @@ mod tests {
         ));
         assert!(matches!(
             err(400, r#"{"detail":"Model not found"}"#),
-            Error::Rejected { status: 400, .. }
+            Error::ModelNotFound { .. }
         ));
     }
 

@@ -454,7 +454,7 @@ pub(super) async fn enqueue_in(
                 .bind(key)
                 .fetch_optional(&mut **tx)
                 .await?;
-        if let Some(existing) = existing {
+        if let Some(existing) = existing.or(Store::pruned_key(tx, key).await?) {
             return Ok(Enqueued {
                 id: existing,
                 created: false,

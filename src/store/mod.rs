@@ -9,6 +9,7 @@ mod batch;
 mod deliveries;
 mod documents;
 mod jobs;
+mod retention;
 mod schedules;
 
 use std::fs::File;
@@ -28,6 +29,7 @@ pub use deliveries::{
 };
 pub use documents::{Document, DocumentFilter, DocumentState, FailureReason, KnownFile, NewUpload};
 pub use jobs::{Effects, Enqueued, Job, JobFilter, JobState, NewJob};
+pub use retention::{Pruned, Retention};
 pub use schedules::ScheduleRow;
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +116,12 @@ impl Store {
             .map_err(|source| StoreError::Migrate {
                 path: path.to_path_buf(),
                 source,
+            })?;
+        incremental_vacuum(&writer)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: path.to_path_buf(),
+                source: sqlx::migrate::MigrateError::Execute(source),
             })?;
         scrub_urls(&writer)
             .await
@@ -322,6 +330,22 @@ fn private_file(path: &Path) -> std::io::Result<()> {
             let mode = meta.permissions().mode() & 0o700;
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
         }
+    }
+    Ok(())
+}
+
+/// Makes the file give freed pages back on `PRAGMA incremental_vacuum`
+/// (after pruning). A database made before needs one full `VACUUM` for
+/// that, once.
+async fn incremental_vacuum(writer: &SqlitePool) -> Result<(), sqlx::Error> {
+    let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+        .fetch_one(writer)
+        .await?;
+    if mode != 2 {
+        sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+            .execute(writer)
+            .await?;
+        sqlx::query("VACUUM").execute(writer).await?;
     }
     Ok(())
 }

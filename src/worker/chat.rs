@@ -270,6 +270,25 @@ pub(super) async fn run(shared: &Shared, job: &Job) -> (Finish, Effects) {
             let after = e.retry_after();
             return retry(job, e.to_string(), after, &rule, &ctx);
         }
+        Err(OwuiError::ModelNotFound { .. }) => {
+            // Seen when the model's upstream is down or still loading for a
+            // few seconds: retried on the transient schedule, and the error
+            // that stays says what Open WebUI offers instead.
+            let listed = match shared.client.models().await {
+                Ok(models) if models.is_empty() => "none".to_string(),
+                Ok(models) => models
+                    .iter()
+                    .map(|m| m.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Err(e) => format!("(the list failed too: {e})"),
+            };
+            let error = format!(
+                "model `{}` not found; Open WebUI lists: {listed} (its upstream may be down or still loading)",
+                chat.model
+            );
+            return retry(job, error, None, &rule, &ctx);
+        }
         Err(e) => return failed(e.to_string(), &ctx),
     };
     let model = answer.model.clone().unwrap_or_else(|| chat.model.clone());
