@@ -430,7 +430,9 @@ async fn retention(fake: &FakeOpenWebUi, receiver: &Receiver) {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    drop(ferry);
+    let mut ferry = ferry;
+    let _ = ferry.child.kill();
+    let _ = ferry.child.wait();
     let size = |store: &Store| {
         let store = store.clone();
         async move {
@@ -452,6 +454,7 @@ async fn retention(fake: &FakeOpenWebUi, receiver: &Receiver) {
         .unwrap();
     let took = prune_started.elapsed();
     let after = size(&store).await;
+    drop(ferry);
     println!(
         "retention: {REQUESTS} hook requests sent in {:.1}s; database {before:.1} MiB; \
          pruning 31 days later removed {} jobs in {:.1}s ({} keys kept as hashes); database {after:.1} MiB",

@@ -1147,3 +1147,69 @@ async fn a_refused_body_is_answered_not_reset() {
     assert_eq!(line.as_deref(), Some("HTTP/1.1 413 Payload Too Large"));
     stop(running).await;
 }
+
+/// Fault: the state disk fills while chats are running (SQLite's page cap
+/// stands in for the disk: it answers "database or disk is full", as for
+/// ENOSPC). ferry stops claiming, says why in `/readyz`, keeps the answers
+/// it has, and when space returns writes them: each job once, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_state_disk_pauses_work_and_loses_nothing() {
+    let s = Setup::new(
+        &[(
+            "big",
+            "chat:\n  model: fake-model\n  prompt: \"{{ vars.text }}\"\ndeliver:\n  - to: out\n",
+        )],
+        "",
+    )
+    .await;
+    s.fake.state.lock().unwrap().chat_delay = Duration::from_millis(700);
+    let running = s.start().await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let text = format!("{i} {}", "x".repeat(50_000));
+        ids.push(run_rule(&running, "big", json!({"vars": {"text": text}})).await);
+    }
+    eventually("chats running", 10, async || {
+        let jobs = all_jobs(&running).await;
+        jobs.iter()
+            .all(|j| j.state == JobState::Running)
+            .then_some(())
+    })
+    .await;
+    running.shared.store.limit_growth(Some(0)).await.unwrap();
+    let readyz = format!("http://{}/readyz", running.addr);
+    let body = eventually("not ready: disk full", 10, async || {
+        let r = reqwest::get(&readyz).await.unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        (status == 503 && body.contains("disk full")).then_some(body)
+    })
+    .await;
+    assert!(body.contains("database"), "{body}");
+    // While full, nothing finishes and nothing is claimed again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        all_jobs(&running)
+            .await
+            .iter()
+            .all(|j| j.state == JobState::Running && j.attempts == 1)
+    );
+    let chats_before = s.fake.state.lock().unwrap().completions.len();
+    running.shared.store.limit_growth(None).await.unwrap();
+    for id in &ids {
+        let job = finished_job(&running, id).await;
+        assert_eq!((job.state, job.attempts), (JobState::Succeeded, 1), "{id}");
+    }
+    assert_eq!(
+        s.fake.state.lock().unwrap().completions.len(),
+        chats_before,
+        "no chat was asked again"
+    );
+    eventually("deliveries", 15, async || {
+        (s.receiver.received("out").len() == 3).then_some(())
+    })
+    .await;
+    let r = reqwest::get(&readyz).await.unwrap();
+    assert_eq!(r.status(), 200);
+    stop(running).await;
+}

@@ -385,6 +385,7 @@ pub async fn run(
                     .record_attempts(&owner, &records, store::now_ms())
                     .await
                 {
+                    store.note_write_error(&e);
                     tracing::error!(error = %e, "cannot record delivery attempts; they will be retried");
                 }
                 for (id, dest, r) in &batch {
@@ -435,7 +436,9 @@ pub async fn run(
             (total, rooms)
         };
         let free = MAX_IN_FLIGHT.saturating_sub(total) as i64;
-        let claimed = if free > 0 {
+        // A full disk: an attempt's outcome could not be recorded; the
+        // workers look for space, this loop waits for it.
+        let claimed = if free > 0 && store.unwritable().is_none() {
             // Fair share of the total when several destinations are busy.
             let share = (free / rooms.len().max(1) as i64).max(1);
             let rooms: Vec<(String, i64)> =
@@ -446,6 +449,7 @@ pub async fn run(
             {
                 Ok(c) => c,
                 Err(e) => {
+                    store.note_write_error(&e);
                     tracing::error!(error = %e, "cannot claim deliveries");
                     Vec::new()
                 }

@@ -325,6 +325,7 @@ pub(crate) async fn receive(
             (status, Json(body)).into_response()
         }
         Err(e) => {
+            state.shared.store.note_write_error(&e);
             tracing::error!(rule = %rule.name, error = %e, "cannot store the hook's job");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -251,6 +251,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(Err(e)) => problems.push(format!("openwebui: {e}")),
         Err(_) => problems.push("openwebui: no answer within 5s".into()),
     }
+    if let Some(why) = state.shared.store.unwritable() {
+        problems.push(format!("database: {why}"));
+    }
     for (task, why) in state.shared.tasks.down() {
         problems.push(format!("task {task} is down ({why}); restarting"));
     }

@@ -61,8 +61,26 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// The disk (or SQLite's page limit) is full: nothing can be written
+    /// until space returns.
+    pub fn is_full(&self) -> bool {
+        match self {
+            StoreError::Query(sqlx::Error::Database(e)) => {
+                e.code().as_deref() == Some("13") || e.message().contains("disk is full")
+            }
+            StoreError::Query(sqlx::Error::Io(e)) => {
+                e.raw_os_error() == Some(28) // ENOSPC
+            }
+            _ => false,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
+    /// Why writes cannot be made now (disk full), while that lasts.
+    health: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     path: PathBuf,
     reader: SqlitePool,
     writer: SqlitePool,
@@ -136,6 +154,7 @@ impl Store {
             .await
             .map_err(open_err)?;
         Ok(Store {
+            health: Default::default(),
             path: path.to_path_buf(),
             reader,
             writer,
@@ -179,6 +198,72 @@ impl Store {
 
     pub fn writer(&self) -> &SqlitePool {
         &self.writer
+    }
+
+    /// Why the store cannot take writes now, if it cannot (see
+    /// [`Store::note_write_error`]).
+    pub fn unwritable(&self) -> Option<String> {
+        self.health.lock().expect("not poisoned").clone()
+    }
+
+    /// Records a failed write: a full disk makes the store unwritable
+    /// (logged once) until [`Store::probe_space`] succeeds. Other errors
+    /// are the caller's to report.
+    pub fn note_write_error(&self, e: &StoreError) {
+        if !e.is_full() {
+            return;
+        }
+        let mut health = self.health.lock().expect("not poisoned");
+        if health.is_none() {
+            tracing::error!(database = %self.path.display(), error = %e, "the state disk is full: no work is claimed until space returns");
+            *health = Some(format!("disk full: {e}"));
+        }
+    }
+
+    /// Writes (and removes) a few pages to learn whether space is back;
+    /// clears the unwritable state when it is.
+    pub async fn probe_space(&self) -> bool {
+        let probe = async {
+            sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES ('space_probe', hex(randomblob(16384)))")
+                .execute(&self.writer)
+                .await?;
+            sqlx::query("DELETE FROM meta WHERE key = 'space_probe'")
+                .execute(&self.writer)
+                .await?;
+            Ok::<(), sqlx::Error>(())
+        };
+        match probe.await {
+            Ok(()) => {
+                if self.health.lock().expect("not poisoned").take().is_some() {
+                    tracing::info!(database = %self.path.display(), "the state disk has space again; claiming work");
+                }
+                true
+            }
+            Err(e) => {
+                self.note_write_error(&StoreError::Query(e));
+                false
+            }
+        }
+    }
+
+    /// Fault injection for tests: caps the database at its current size
+    /// plus `pages` (SQLite then answers "database or disk is full", as it
+    /// does for ENOSPC); `None` lifts the cap.
+    #[doc(hidden)]
+    pub async fn limit_growth(&self, pages: Option<u32>) -> Result<(), StoreError> {
+        let cap = match pages {
+            Some(extra) => {
+                let now: i64 = sqlx::query_scalar("PRAGMA page_count")
+                    .fetch_one(&self.writer)
+                    .await?;
+                now + i64::from(extra)
+            }
+            None => 4_294_967_294,
+        };
+        sqlx::query(&format!("PRAGMA max_page_count = {cap}"))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     /// A write transaction that holds the write lock from its first statement.

@@ -29,6 +29,9 @@ pub const SYNC: &str = "sync";
 
 const LEASE: Duration = Duration::from_secs(60);
 
+/// How often a full state disk is looked at again.
+const SPACE_PROBE: Duration = Duration::from_secs(2);
+
 /// What the daemon's tasks share.
 pub struct Shared {
     pub store: Store,
@@ -187,6 +190,20 @@ async fn worker(
     hard_stop: CancellationToken,
 ) {
     while !stop.is_cancelled() {
+        // A full disk: claim nothing (its outcome could not be recorded);
+        // look for space every few seconds, one worker at a time.
+        if shared.store.unwritable().is_some() {
+            if n == 0 {
+                shared.store.probe_space().await;
+            }
+            if shared.store.unwritable().is_some() {
+                tokio::select! {
+                    _ = tokio::time::sleep(SPACE_PROBE) => {}
+                    _ = stop.cancelled() => {}
+                }
+                continue;
+            }
+        }
         let job = match shared
             .store
             .claim(&shared.owner, store::now_ms(), LEASE.as_millis() as i64)
@@ -194,7 +211,10 @@ async fn worker(
         {
             Ok(job) => job,
             Err(e) => {
-                tracing::error!(worker = n, error = %e, "cannot claim jobs");
+                shared.store.note_write_error(&e);
+                if !e.is_full() {
+                    tracing::error!(worker = n, error = %e, "cannot claim jobs");
+                }
                 None
             }
         };
@@ -232,30 +252,28 @@ async fn worker(
             f = run(&shared, &job) => Some(f),
             _ = hard_stop.cancelled() => None,
         };
-        renew.abort();
-        let now = store::now_ms();
         let (has_deliveries, has_jobs) = finish.as_ref().map_or((false, false), |(_, e)| {
             (!e.deliveries.is_empty(), !e.jobs.is_empty())
         });
-        let written = match finish {
-            None => shared.store.release(&id, &shared.owner, now).await.map(|_| ()),
-            Some((Finish::Done(result), effects)) => shared.store.complete(&id, &shared.owner, &result, &effects, now).await.map(|ok| {
-                if !ok {
-                    tracing::warn!(job = %id, "lease lost before completion; result dropped");
-                }
-            }),
-            Some((Finish::Retry { error, at_ms }, if_dead)) => {
-                shared.store.retry(&id, &shared.owner, &error, at_ms, &if_dead, now).await.map(|state| {
-                    if state == store::JobState::Dead {
-                        tracing::error!(job = %id, rule = %job.rule, error, "job gave up after {} attempts", job.attempts);
-                    }
-                })
+        // A full disk: the outcome (an answer that cost a model call, say)
+        // is kept here and written once space returns, the lease renewed
+        // meanwhile; the job is not done twice.
+        let mut written = record(&shared, &job, finish.as_ref()).await;
+        while let Err(e) = &written
+            && e.is_full()
+            && !hard_stop.is_cancelled()
+        {
+            shared.store.note_write_error(e);
+            tokio::select! {
+                _ = tokio::time::sleep(SPACE_PROBE) => {}
+                _ = hard_stop.cancelled() => {}
             }
-            Some((Finish::Fail(error), effects)) => {
-                tracing::error!(job = %id, rule = %job.rule, error, "job failed");
-                shared.store.fail(&id, &shared.owner, &error, &effects, now).await.map(|_| ())
+            if n == 0 || shared.store.unwritable().is_some() {
+                shared.store.probe_space().await;
             }
-        };
+            written = record(&shared, &job, finish.as_ref()).await;
+        }
+        renew.abort();
         if has_deliveries {
             shared.deliveries_wake.notify_one();
         }
@@ -263,7 +281,47 @@ async fn worker(
             shared.wake.notify_waiters();
         }
         if let Err(e) = written {
-            tracing::error!(job = %id, error = %e, "cannot record the job's outcome");
+            // The lease runs out and the job is done again: nothing lost.
+            shared.store.note_write_error(&e);
+            tracing::error!(job = %id, error = %e, "cannot record the job's outcome; it runs again when its lease ends");
+        }
+    }
+}
+
+/// Writes a run's outcome (`None`: stopped by shutdown, released).
+async fn record(
+    shared: &Shared,
+    job: &Job,
+    finish: Option<&(Finish, Effects)>,
+) -> Result<(), store::StoreError> {
+    let (id, now) = (&job.id, store::now_ms());
+    match finish {
+        None => shared.store.release(id, &shared.owner, now).await.map(|_| ()),
+        Some((Finish::Done(result), effects)) => shared
+            .store
+            .complete(id, &shared.owner, result, effects, now)
+            .await
+            .map(|ok| {
+                if !ok {
+                    tracing::warn!(job = %id, "lease lost before completion; result dropped");
+                }
+            }),
+        Some((Finish::Retry { error, at_ms }, if_dead)) => shared
+            .store
+            .retry(id, &shared.owner, error, *at_ms, if_dead, now)
+            .await
+            .map(|state| {
+                if state == store::JobState::Dead {
+                    tracing::error!(job = %id, rule = %job.rule, error, "job gave up after {} attempts", job.attempts);
+                }
+            }),
+        Some((Finish::Fail(error), effects)) => {
+            tracing::error!(job = %id, rule = %job.rule, error, "job failed");
+            shared
+                .store
+                .fail(id, &shared.owner, error, effects, now)
+                .await
+                .map(|_| ())
         }
     }
 }
