@@ -198,7 +198,7 @@ fn delivery_id(hook: &WebhookTrigger, headers: &HeaderMap) -> Option<String> {
 /// The parsed body, else its text. serde_json refuses JSON nested deeper
 /// than 128 levels (no stack overflow, no deep value to walk later): such a
 /// body is then text like any other that is not JSON.
-fn payload_of(body: &[u8]) -> Value {
+pub fn payload_of(body: &[u8]) -> Value {
     serde_json::from_slice::<Value>(body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
 }
