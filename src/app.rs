@@ -81,9 +81,9 @@ pub async fn start(loaded: Loaded, env: Environment) -> Result<Running, StartErr
         instance_id,
         loaded.rules.clone(),
     ));
-    match shared.ingestor.clean_orphans(true).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(deleted = n, "removed uploads that never got linked"),
+    match shared.ingestor.clean_orphans(true, None).await {
+        Ok((0, _)) => {}
+        Ok((n, _)) => tracing::info!(deleted = n, "removed uploads that never got linked"),
         Err(e) => tracing::warn!(error = %e, "orphan cleanup failed; will try at the next start"),
     }
 

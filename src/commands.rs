@@ -760,7 +760,7 @@ async fn ingest_command(
         hashed: Default::default(),
         content_locks: Default::default(),
     };
-    let cleaned = ingestor.clean_orphans(false).await?;
+    let (cleaned, _) = ingestor.clean_orphans(false, None).await?;
     if cleaned > 0 {
         eprintln!("deleted {cleaned} unlinked upload(s) left by an earlier run");
     }

@@ -151,6 +151,31 @@ pub fn document_retry_delay(attempts: i64) -> Duration {
     Duration::from_secs(30u64.saturating_mul(1 << exp.min(10))).min(Duration::from_secs(6 * 3600))
 }
 
+/// Job kind: adopt or delete uploads whose answers were lost.
+pub const SWEEP: &str = "sweep";
+
+/// How old an unrecorded upload must be before a sweep touches it: older
+/// than any upload request can still be running (twice the request
+/// timeout, at least 30 s).
+pub fn sweep_min_age(client: &Client) -> Duration {
+    (client.request_timeout() * 2).max(Duration::from_secs(30))
+}
+
+/// A sweep once the lost upload is [`sweep_min_age`] old; one queued at a
+/// time.
+pub fn sweep_job(min_age: Duration) -> store::NewJob {
+    store::NewJob {
+        rule: ":ferry".into(),
+        kind: SWEEP.into(),
+        trigger_kind: "maintenance".into(),
+        input: serde_json::json!({}),
+        run_after: store::now_ms() + min_age.as_millis() as i64 + 5_000,
+        max_attempts: 20,
+        coalesce_key: Some(SWEEP.into()),
+        dedupe_key: None,
+    }
+}
+
 /// Whether a regular file (not a link) is at `path`.
 fn is_regular_file(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
@@ -576,6 +601,16 @@ impl Ingestor {
             .await
         {
             Ok(info) => info,
+            Err(e) if !e.request_not_processed() && e.is_transient() => {
+                // The answer was lost, not necessarily the upload: Open
+                // WebUI may hold it under this document's marker. A sweep
+                // (adopt or delete) runs once it can no longer be in flight.
+                let job = sweep_job(sweep_min_age(&self.client));
+                if let Err(se) = self.store.enqueue(&job, store::now_ms()).await {
+                    tracing::warn!(error = %se, "cannot schedule the sweep of a lost upload");
+                }
+                return Err(e.into());
+            }
             Err(OwuiError::Io { path, source }) => return Err(IngestError::Io { path, source }),
             Err(e) => return Err(e.into()),
         };
@@ -852,10 +887,19 @@ impl Ingestor {
     /// Deletes every upload of ferry's that never got linked: recorded ones
     /// (a failure whose delete failed) and, with `sweep_unrecorded`, files
     /// in Open WebUI that carry this instance's marker but that the store
-    /// does not know (a crash between upload and record). Only safe while
-    /// no ingestion runs. Returns how many were deleted.
-    pub async fn clean_orphans(&self, sweep_unrecorded: bool) -> Result<usize, IngestError> {
+    /// does not know (a crash between upload and record, or an upload
+    /// whose answer a connection lost). With `min_age`, only unrecorded
+    /// uploads older than it are touched: younger ones may belong to an
+    /// upload still under way; without, only safe while no ingestion runs.
+    /// Returns how many were deleted, and how many were left for being
+    /// younger than `min_age`.
+    pub async fn clean_orphans(
+        &self,
+        sweep_unrecorded: bool,
+        min_age: Option<Duration>,
+    ) -> Result<(usize, usize), IngestError> {
         let mut deleted = 0;
+        let mut young = 0;
         let busy = self.store.current_file_ids().await?;
         for file_id in self.store.orphan_uploads().await? {
             if busy.contains(&file_id) {
@@ -881,6 +925,13 @@ impl Ingestor {
                     field("ferry").and_then(|v| v.as_str()) == Some(self.instance_id.as_str());
                 if !ours || busy.contains(&f.id) || self.store.is_own_upload(&f.id).await? {
                     continue;
+                }
+                if let Some(age) = min_age {
+                    let cutoff = store::now_ms() / 1000 - age.as_secs() as i64;
+                    if f.created_at.is_none_or(|t| t > cutoff) {
+                        young += 1;
+                        continue;
+                    }
                 }
                 let collection = field("knowledge_id")
                     .and_then(|v| v.as_str())
@@ -922,7 +973,7 @@ impl Ingestor {
             futures_util::future::join_all(settle).await;
             deleted += strays.len();
         }
-        Ok(deleted)
+        Ok((deleted, young))
     }
 }
 

@@ -117,8 +117,9 @@
 //!   job is committed. Nothing that succeeded is lost or redone by a crash.
 //! - Deliveries are at least once: marked delivered only after a 2xx, and
 //!   the same `webhook-id` on every attempt, redelivery and crash repeat.
-//! - Dedupe keys are forever: a fire time, a sender's webhook id or a
-//!   document version becomes at most one job.
+//! - Dedupe keys outlive their jobs: a fire time, a sender's webhook id or a
+//!   document version becomes at most one job; a pruned job leaves its key
+//!   as a hash for `retention.keys` (at least 72 h; [`store::Retention`]).
 //! - Workers are the only callers of Open WebUI, the delivery loop the only
 //!   caller of webhooks; both take time as an input in their pure parts.
 

@@ -523,3 +523,187 @@ async fn hostile_names_and_links_mirror_safely() {
     );
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// A TCP forwarder to Open WebUI that can cut every connection at once and
+/// refuse new ones: to ferry, Open WebUI is gone (answers lost mid-request,
+/// nothing answering) while Open WebUI itself finishes what it had.
+struct Outage {
+    url: String,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Outage {
+    async fn start(upstream: &str) -> Outage {
+        use std::sync::atomic::Ordering;
+        let target = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> =
+            Default::default();
+        let (d, o) = (down.clone(), open.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if d.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                o.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Outage { url, down, open }
+    }
+
+    fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in self.open.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Fault: Open WebUI unreachable for a minute while files are being
+/// ingested, chatted about and delivered (every connection cut mid-request,
+/// then refused), then back. Everything completes, nothing is doubled, and
+/// no orphan upload stays in Open WebUI's file store (before, the uploads
+/// whose answers the outage swallowed stayed until ferry restarted).
+// Multi-threaded: the forwarder must run while the harness blocks on the
+// daemon's start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real Open WebUI: scripts/e2e.sh"]
+async fn an_open_webui_outage_loses_and_doubles_nothing() {
+    const FILES: usize = 40;
+    let s = server();
+    let api = Api::new(&s);
+    let outage = Outage::start(&s.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let collection = format!("e2e-outage-{}", uuid::Uuid::new_v4().simple());
+    let port = free_port();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("ferry.yaml"),
+        format!(
+            "openwebui:\n  url: {}\n  api_key: ${{E2E_API_KEY}}\n  max_in_flight: 4\n  timeout: 15s\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:{port}\n  admin_token: {ADMIN}\nwebhooks:\n  receiver:\n    url: {}/outage\n    secret: ${{E2E_RECEIVER_SECRET}}\n    allow_private: true\n    retry: [0s, 2s, 5s, 10s, 20s, 30s, 30s, 30s]\nshutdown_grace: 20s\n",
+            outage.url,
+            std::env::var("FERRY_E2E_RECEIVER_URL").unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules/mirror.yaml"),
+        format!(
+            "on:\n  watch:\n    path: {}\n    settle: 500ms\ningest:\n  collection: {collection}\nchat:\n  model: fake-model\n  prompt: \"Summarise {{{{ file.name }}}}\"\ndeliver:\n  - to: receiver\n    events: [chat.completed]\n",
+            inbox.display()
+        ),
+    )
+    .unwrap();
+    let secret = std::env::var("FERRY_E2E_RECEIVER_SECRET").unwrap();
+    let daemon = Daemon::spawn(
+        dir.path(),
+        port,
+        &[
+            ("E2E_API_KEY", &s.api_key),
+            ("E2E_RECEIVER_SECRET", &secret),
+        ],
+    );
+    let me = instance_of(&dir.path().join("state/ferry.db")).await;
+    for i in 0..FILES {
+        write(
+            &inbox.join(format!("o{i:02}.md")),
+            &format!("Outage note {i}: the word outage{i}q and then some text.\n"),
+        );
+    }
+    let kb = collection_id(&api, &collection, Duration::from_secs(60)).await;
+    // Cut while work is under way.
+    until(
+        "the first files linked",
+        Duration::from_secs(120),
+        || async { api.knowledge_file_names(&kb).await.len() >= 5 },
+    )
+    .await;
+    outage.cut();
+    let at_cut = api.knowledge_file_names(&kb).await.len();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    outage.restore();
+    eprintln!(
+        "e2e {}: outage of 60 s cut in at {at_cut}/{FILES} linked",
+        s.version
+    );
+
+    let started = Instant::now();
+    loop {
+        let linked = api.knowledge_file_names(&kb).await;
+        let mine = api.upload_ids_of(&me).await;
+        let jobs: Value = daemon
+            .get("/api/v1/jobs?limit=1000")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let jobs = jobs["jobs"].as_array().unwrap().clone();
+        let chats_done = jobs
+            .iter()
+            .filter(|j| j["kind"] == "chat" && j["state"] == "succeeded")
+            .count();
+        let deliveries: Value = daemon.get("/api/v1/deliveries").await.json().await.unwrap();
+        let delivered = deliveries["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["state"] == "delivered")
+            .count();
+        let unfinished = jobs
+            .iter()
+            .filter(|j| matches!(j["state"].as_str(), Some("queued" | "running")))
+            .count();
+        if linked.len() == FILES
+            && mine.len() == FILES
+            && chats_done == FILES
+            && delivered == FILES
+            && unfinished == 0
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "after the outage: {} linked, {} uploads of ferry's in Open WebUI, {chats_done} chats, {delivered} delivered, {unfinished} unfinished\n{}",
+            linked.len(),
+            mine.len(),
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eprintln!(
+        "e2e {}: all {FILES} linked, chatted and delivered {:.0}s after Open WebUI was back",
+        s.version,
+        started.elapsed().as_secs_f64()
+    );
+    // Nothing doubled: one succeeded chat per document, each delivered
+    // (with its one webhook-id), and nothing failed for good.
+    let names: BTreeSet<String> = api.knowledge_file_names(&kb).await.into_iter().collect();
+    assert_eq!(names.len(), FILES);
+    let dead: Value = daemon
+        .get("/api/v1/jobs?state=dead")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(dead["jobs"].as_array().unwrap().is_empty(), "{dead}");
+    daemon.stop();
+}

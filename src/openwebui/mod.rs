@@ -93,6 +93,11 @@ enum Repeat {
 }
 
 impl Client {
+    /// The longest one request may take (`openwebui.timeout`).
+    pub fn request_timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
     pub fn new(options: ClientOptions) -> Result<Client, Error> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))

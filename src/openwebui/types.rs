@@ -144,6 +144,9 @@ pub struct FileInfo {
     /// 0.5-style synchronous upload: processing error in the answer.
     #[serde(default)]
     pub error: Option<String>,
+    /// When Open WebUI stored it (Unix seconds).
+    #[serde(default)]
+    pub created_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

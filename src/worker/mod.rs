@@ -340,6 +340,40 @@ async fn run(shared: &Shared, job: &Job) -> (Finish, Effects) {
             ),
         },
         chat::CHAT => chat::run(shared, job).await,
+        ingest::SWEEP => {
+            let swept = shared
+                .ingestor
+                .clean_orphans(true, Some(ingest::sweep_min_age(&shared.client)))
+                .await;
+            match swept {
+                Ok((n, young)) => {
+                    if n > 0 {
+                        tracing::info!(deleted = n, "swept uploads whose answers were lost");
+                    }
+                    // Lost later than this sweep can judge: another one.
+                    let jobs = if young > 0 {
+                        vec![ingest::sweep_job(ingest::sweep_min_age(&shared.client))]
+                    } else {
+                        Vec::new()
+                    };
+                    (
+                        Finish::Done(json!({ "deleted": n, "left_for_later": young })),
+                        Effects {
+                            jobs,
+                            ..Default::default()
+                        },
+                    )
+                }
+                Err(e) => (
+                    Finish::Retry {
+                        error: e.to_string(),
+                        at_ms: store::now_ms()
+                            + ingest::document_retry_delay(job.attempts).as_millis() as i64,
+                    },
+                    Effects::default(),
+                ),
+            }
+        }
         other => (
             Finish::Fail(format!("unknown job kind `{other}`")),
             Effects::default(),
