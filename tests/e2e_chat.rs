@@ -209,3 +209,85 @@ async fn hooks_and_files_chat_through_open_webui_and_deliver_signed() {
     );
     d.stop();
 }
+
+/// Fault: the receiver answers 500 for 15 s, then 200. Every answer is
+/// delivered, each under its one `webhook-id`, verified by the reference
+/// library, and ferry counts them delivered.
+#[tokio::test]
+#[ignore = "needs a real Open WebUI: scripts/e2e.sh"]
+async fn a_receiver_that_fails_for_a_while_gets_everything_once_back() {
+    const HOOKS: usize = 5;
+    let s = server();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let flaky = format!("/flaky15/{}", uuid::Uuid::new_v4().simple());
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("ferry.yaml"),
+        format!(
+            "openwebui:\n  url: {}\n  api_key: ${{E2E_API_KEY}}\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:{port}\n  admin_token: {}\nwebhooks:\n  flaky:\n    url: {}{flaky}\n    secret: ${{E2E_RECEIVER_SECRET}}\n    allow_private: true\n    retry: [0s, 2s, 4s, 8s, 8s, 8s, 8s, 8s]\nshutdown_grace: 20s\n",
+            s.url,
+            common::daemon::ADMIN,
+            std::env::var("FERRY_E2E_RECEIVER_URL").unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules/go.yaml"),
+        "on:\n  webhook:\n    path: go\n    auth: { scheme: none }\nchat:\n  model: fake-model\n  prompt: \"event {{ payload.n }}\"\ndeliver:\n  - to: flaky\n",
+    )
+    .unwrap();
+    let secret = std::env::var("FERRY_E2E_RECEIVER_SECRET").unwrap();
+    let d = Daemon::spawn(
+        dir.path(),
+        port,
+        &[
+            ("E2E_API_KEY", &s.api_key),
+            ("E2E_RECEIVER_SECRET", &secret),
+        ],
+    );
+    let client = reqwest::Client::new();
+    for n in 0..HOOKS {
+        let r = client
+            .post(format!("{}/hooks/go", d.base))
+            .header("content-type", "application/json")
+            .body(format!("{{\"n\": {n}}}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    until("all delivered", Duration::from_secs(120), || async {
+        let v: Value = d.get("/api/v1/deliveries").await.json().await.unwrap();
+        let list = v["deliveries"].as_array().unwrap().clone();
+        list.len() == HOOKS && list.iter().all(|x| x["state"] == "delivered")
+    })
+    .await;
+    let seen: Vec<Value> = received()
+        .into_iter()
+        .filter(|r| r["path"].as_str().unwrap_or_default().starts_with(&flaky))
+        .collect();
+    let ok: Vec<&Value> = seen.iter().filter(|r| r["status"] == 200).collect();
+    let failed = seen.iter().filter(|r| r["status"] == 500).count();
+    assert!(
+        failed >= HOOKS,
+        "the receiver was down for a while: {seen:#?}"
+    );
+    assert_eq!(ok.len(), HOOKS, "each delivered once: {seen:#?}");
+    let ids: std::collections::BTreeSet<&str> = ok
+        .iter()
+        .map(|r| r["webhook_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), HOOKS);
+    for r in &ok {
+        assert_eq!(r["verified"], true, "{r}");
+        // The failed attempts carried the same id.
+        let id = r["webhook_id"].as_str().unwrap();
+        assert!(
+            seen.iter()
+                .any(|x| x["status"] == 500 && x["webhook_id"].as_str() == Some(id)),
+            "{id} was retried under its own id"
+        );
+    }
+    d.stop();
+}

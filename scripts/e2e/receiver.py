@@ -4,11 +4,17 @@ verifies each request with the Standard Webhooks reference library
 (`standardwebhooks` from PyPI) and appends one JSON line per request to LOG:
 {"path", "webhook_id", "timestamp", "verified", "error", "body"}.
 
+A path that starts with /flakyN/ (N seconds) answers 500 to everything
+sent there during the N seconds after its first request, then as usual:
+a receiver that is down for a while.
+
 usage: receiver.py PORT LOG SECRET
 """
 import json
+import re
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook
@@ -16,6 +22,7 @@ from standardwebhooks.webhooks import Webhook
 port, log_path, secret = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 verifier = Webhook(secret)
 lock = threading.Lock()
+first_seen = {}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -33,7 +40,15 @@ class Handler(BaseHTTPRequestHandler):
             verified, error = True, None
         except Exception as e:  # noqa: BLE001 — any failure is "not verified"
             verified, error = False, f"{type(e).__name__}: {e}"
+        status = 200 if verified else 401
+        flaky = re.match(r"^/flaky(\d+)/", self.path)
+        if flaky:
+            with lock:
+                start = first_seen.setdefault(flaky.group(0), time.monotonic())
+            if time.monotonic() - start < int(flaky.group(1)):
+                status = 500
         line = {
+            "status": status,
             "path": self.path,
             "webhook_id": headers.get("webhook-id"),
             "timestamp": headers.get("webhook-timestamp"),
@@ -43,9 +58,9 @@ class Handler(BaseHTTPRequestHandler):
         }
         with lock, open(log_path, "a") as f:
             f.write(json.dumps(line) + "\n")
-        self.send_response(200 if verified else 401)
+        self.send_response(status)
         self.end_headers()
-        self.wfile.write(b"ok" if verified else b"bad signature")
+        self.wfile.write(b"ok" if status == 200 else b"bad signature" if status == 401 else b"down")
 
     def log_message(self, *args):
         pass
