@@ -84,7 +84,8 @@ pub struct WebhookConfig {
     pub name: String,
     pub url: Url,
     pub secret: Option<Secret>,
-    pub headers: BTreeMap<String, String>,
+    /// Extra request headers; values are secrets (`Authorization: …`).
+    pub headers: BTreeMap<String, Secret>,
     pub timeout: Duration,
     pub retry: Vec<Duration>,
     pub allow_private: bool,
@@ -610,7 +611,7 @@ fn decode_webhook(name: &str, node: &yaml::Node, d: &mut Decoder) -> Option<Webh
                         continue;
                     }
                     if let Some(value) = d.string(v, &format!("{what}.headers.{key}")) {
-                        headers.insert(key, value);
+                        headers.insert(key, Secret::new(value));
                     }
                 }
             }

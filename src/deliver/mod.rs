@@ -253,7 +253,7 @@ pub async fn attempt(dest: Option<&Destination>, d: &Delivery) -> AttemptRecord 
         );
     }
     for (k, v) in &cfg.headers {
-        request = request.header(k, v);
+        request = request.header(k, v.expose());
     }
     let retry =
         |error: String, status: Option<u16>, response: Option<String>, after: Option<Duration>| {
