@@ -264,7 +264,7 @@ async fn knowledge_files_on_both_versions() {
         for i in 0..35 {
             let p = dir.path().join(format!("f{i}.txt"));
             std::fs::write(&p, format!("content {i}")).unwrap();
-            let f = upload_path(&client, &p, &format!("f{i}.txt"))
+            let f = ferry::testing::upload_path(&client, &p, &format!("f{i}.txt"))
                 .await
                 .unwrap();
             client.wait_processed(&f.id).await.unwrap();
@@ -331,7 +331,7 @@ async fn concurrent_links_on_0_6_are_not_lost() {
         let p = dir.path().join(format!("r{i}.txt"));
         std::fs::write(&p, format!("race {i}")).unwrap();
         ids.push(
-            upload_path(&client, &p, &format!("r{i}.txt"))
+            ferry::testing::upload_path(&client, &p, &format!("r{i}.txt"))
                 .await
                 .unwrap()
                 .id,
@@ -413,15 +413,4 @@ async fn saved_chat_has_a_proper_history() {
     let parent = assistant["parentId"].as_str().unwrap();
     assert_eq!(history["messages"][parent]["content"], "question?");
     assert_eq!(history["messages"][parent]["childrenIds"][0], current);
-}
-
-/// Uploads a test file the way a person would, by path.
-async fn upload_path(
-    client: &ferry::openwebui::Client,
-    path: &std::path::Path,
-    name: &str,
-) -> Result<ferry::openwebui::FileInfo, ferry::openwebui::Error> {
-    let file = std::fs::File::open(path).unwrap();
-    let length = file.metadata().unwrap().len();
-    client.upload(&file, length, name, None).await
 }

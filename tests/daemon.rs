@@ -166,7 +166,9 @@ async fn mirror_follows_the_folder() {
         let kb = client.find_knowledge(COLLECTION).await.unwrap().unwrap();
         let manual = s.dir.path().join("manual.md");
         write(&manual, "added by a person");
-        let f = upload_path(&client, &manual, "manual.md").await.unwrap();
+        let f = ferry::testing::upload_path(&client, &manual, "manual.md")
+            .await
+            .unwrap();
         client.add_file(&kb.id, &f.id).await.unwrap();
 
         // A delete removes it from the collection.
@@ -653,17 +655,6 @@ async fn an_upload_a_crash_left_unrecorded_is_taken_up_not_repeated() {
     stop(running).await;
 }
 
-/// Uploads a test file the way a person would, by path.
-async fn upload_path(
-    client: &ferry::openwebui::Client,
-    path: &std::path::Path,
-    name: &str,
-) -> Result<ferry::openwebui::FileInfo, ferry::openwebui::Error> {
-    let file = std::fs::File::open(path).unwrap();
-    let length = file.metadata().unwrap().len();
-    client.upload(&file, length, name, None).await
-}
-
 /// Every file the fake Open WebUI holds, with its content.
 fn uploaded_contents(fake: &FakeOpenWebUi) -> Vec<(String, String)> {
     fake.state
@@ -839,24 +830,6 @@ async fn file_text_is_never_read_through_a_link() {
     stop(running).await;
 }
 
-/// The names of the hostile-name tree, as bytes, each with its own content.
-fn hostile_names() -> Vec<Vec<u8>> {
-    let mut long = vec![b'l'; 252];
-    long.extend_from_slice(b".md");
-    vec![
-        b"bad\xff.md".to_vec(),
-        b"bad\xfe.md".to_vec(),
-        b"evil\n2026-11-28T00:00:00Z  INFO ferry::worker: forged line.md".to_vec(),
-        b"x\"\r\nX-Injected: 1.md".to_vec(),
-        long,
-        "caf\u{e9}.md".as_bytes().to_vec(),
-        "cafe\u{301}.md".as_bytes().to_vec(),
-        b"-rf.md".to_vec(),
-        b"--help.md".to_vec(),
-        b"sub\xc3/in-invalid-folder.md".to_vec(),
-    ]
-}
-
 /// Security review M1 and L9: any file name is data. A name that is not
 /// UTF-8 killed the watcher for good; CR/LF reached the multipart header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -865,7 +838,7 @@ async fn any_file_name_mirrors_and_the_watcher_keeps_going() {
     for version in ["0.12.4", "0.6.40"] {
         let s = Setup::new(version).await;
         let inbox = s.inbox();
-        let names = hostile_names();
+        let names = ferry::testing::hostile_names();
         for (i, n) in names.iter().enumerate() {
             let p = inbox.join(std::ffi::OsStr::from_bytes(n));
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();

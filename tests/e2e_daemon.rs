@@ -443,20 +443,7 @@ async fn hostile_names_and_links_mirror_safely() {
     let inbox = m.inbox();
     let outside = m.dir.path().join("outside");
     write(&outside.join("secret.txt"), "TOP-SECRET-OUTSIDE-ROOT");
-    let mut long = vec![b'l'; 252];
-    long.extend_from_slice(b".md");
-    let hostile: Vec<Vec<u8>> = vec![
-        b"bad\xff.md".to_vec(),
-        b"bad\xfe.md".to_vec(),
-        b"evil\n2026-11-28T00:00:00Z  INFO ferry::worker: forged line.md".to_vec(),
-        b"x\"\r\nX-Injected: 1.md".to_vec(),
-        long,
-        "caf\u{e9}.md".as_bytes().to_vec(),
-        "cafe\u{301}.md".as_bytes().to_vec(),
-        b"-rf.md".to_vec(),
-        b"--help.md".to_vec(),
-        b"sub\xc3/in-invalid-folder.md".to_vec(),
-    ];
+    let hostile = ferry::testing::hostile_names();
     for (i, n) in hostile.iter().enumerate() {
         let p = inbox.join(std::ffi::OsStr::from_bytes(n));
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();

@@ -54,6 +54,18 @@ impl Setup {
         }
     }
 
+    /// Adds `key: value` to the config's `server:` section.
+    fn server_setting(&self, line: &str) {
+        let config = self.dir.path().join("ferry.yaml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        let listen = "  listen: 127.0.0.1:0\n";
+        std::fs::write(
+            &config,
+            text.replace(listen, &format!("{listen}  {line}\n")),
+        )
+        .unwrap();
+    }
+
     async fn start(&self) -> Running {
         let env = Environment::fixed([("X", "1")]);
         let loaded = config::load(&self.dir.path().join("ferry.yaml"), &env).unwrap();
@@ -950,16 +962,7 @@ async fn status_line(tcp: &mut tokio::net::TcpStream, wait: Duration) -> Option<
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_and_unsigned_senders_cannot_starve_signed_ones() {
     let s = Setup::new(&[("alerts", ALERT_RULE), ("open", OPEN_RULE)], "").await;
-    let config = s.dir.path().join("ferry.yaml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace(
-            "  listen: 127.0.0.1:0\n",
-            "  listen: 127.0.0.1:0\n  max_connections_per_peer: 1000\n",
-        ),
-    )
-    .unwrap();
+    s.server_setting("max_connections_per_peer: 1000");
     let running = s.start().await;
     let addr = running.addr;
     // 300 senders without a signature, each sending 1 byte of a declared
@@ -1011,16 +1014,7 @@ async fn slow_and_unsigned_senders_cannot_starve_signed_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_are_capped_per_peer() {
     let s = Setup::new(&[("open", OPEN_RULE)], "").await;
-    let config = s.dir.path().join("ferry.yaml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace(
-            "  listen: 127.0.0.1:0\n",
-            "  listen: 127.0.0.1:0\n  max_connections_per_peer: 5\n",
-        ),
-    )
-    .unwrap();
+    s.server_setting("max_connections_per_peer: 5");
     let running = s.start().await;
     let addr = running.addr;
     let mut held = Vec::new();

@@ -327,58 +327,48 @@ async fn record(
 }
 
 async fn run(shared: &Shared, job: &Job) -> (Finish, Effects) {
+    // Ingestion and sweeps back off like documents do.
+    let later = |e: IngestError| {
+        (
+            Finish::Retry {
+                error: e.to_string(),
+                at_ms: store::now_ms()
+                    + ingest::document_retry_delay(job.attempts).as_millis() as i64,
+            },
+            Effects::default(),
+        )
+    };
     match job.kind.as_str() {
-        SYNC => match sync(shared, job).await {
-            Ok(f) => f,
-            Err(e) => (
-                Finish::Retry {
-                    error: e.to_string(),
-                    at_ms: store::now_ms()
-                        + ingest::document_retry_delay(job.attempts).as_millis() as i64,
-                },
-                Effects::default(),
-            ),
-        },
+        SYNC => sync(shared, job).await.unwrap_or_else(later),
         chat::CHAT => chat::run(shared, job).await,
-        ingest::SWEEP => {
-            let swept = shared
-                .ingestor
-                .clean_orphans(true, Some(ingest::sweep_min_age(&shared.client)))
-                .await;
-            match swept {
-                Ok((n, young)) => {
-                    if n > 0 {
-                        tracing::info!(deleted = n, "swept uploads whose answers were lost");
-                    }
-                    // Lost later than this sweep can judge: another one.
-                    let jobs = if young > 0 {
-                        vec![ingest::sweep_job(ingest::sweep_min_age(&shared.client))]
-                    } else {
-                        Vec::new()
-                    };
-                    (
-                        Finish::Done(json!({ "deleted": n, "left_for_later": young })),
-                        Effects {
-                            jobs,
-                            ..Default::default()
-                        },
-                    )
-                }
-                Err(e) => (
-                    Finish::Retry {
-                        error: e.to_string(),
-                        at_ms: store::now_ms()
-                            + ingest::document_retry_delay(job.attempts).as_millis() as i64,
-                    },
-                    Effects::default(),
-                ),
-            }
-        }
+        ingest::SWEEP => sweep(shared).await.unwrap_or_else(later),
         other => (
             Finish::Fail(format!("unknown job kind `{other}`")),
             Effects::default(),
         ),
     }
+}
+
+/// Adopts or deletes the uploads whose answers were lost; queues another
+/// sweep for those still too young to judge.
+async fn sweep(shared: &Shared) -> Result<(Finish, Effects), IngestError> {
+    let min_age = ingest::sweep_min_age(&shared.client);
+    let (n, young) = shared.ingestor.clean_orphans(true, Some(min_age)).await?;
+    if n > 0 {
+        tracing::info!(deleted = n, "swept uploads whose answers were lost");
+    }
+    let jobs = if young > 0 {
+        vec![ingest::sweep_job(min_age)]
+    } else {
+        Vec::new()
+    };
+    Ok((
+        Finish::Done(json!({ "deleted": n, "left_for_later": young })),
+        Effects {
+            jobs,
+            ..Default::default()
+        },
+    ))
 }
 
 /// Brings one path in line: ingest it if it is a regular file under the
