@@ -291,3 +291,73 @@ async fn a_receiver_that_fails_for_a_while_gets_everything_once_back() {
     }
     d.stop();
 }
+
+/// Fault: the model's upstream does not offer the model yet (down, or
+/// still loading), so Open WebUI answers `400 Model not found`. Before,
+/// the job died on first sight; now it waits on the transient schedule,
+/// says what Open WebUI lists, and succeeds once the model is there.
+#[tokio::test]
+#[ignore = "needs a real Open WebUI: scripts/e2e.sh"]
+async fn a_model_still_loading_is_waited_for() {
+    let s = server();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let model = format!("late-{}", uuid::Uuid::new_v4().simple());
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("ferry.yaml"),
+        format!(
+            "openwebui:\n  url: {}\n  api_key: ${{E2E_API_KEY}}\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:{port}\n  admin_token: {}\nshutdown_grace: 20s\n",
+            s.url,
+            common::daemon::ADMIN,
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules/late.yaml"),
+        format!(
+            "on:\n  webhook:\n    path: late\n    auth: {{ scheme: none }}\nchat:\n  model: {model}\n  prompt: \"hello {{{{ payload.n }}}}\"\n"
+        ),
+    )
+    .unwrap();
+    let d = Daemon::spawn(dir.path(), port, &[("E2E_API_KEY", &s.api_key)]);
+    let r = reqwest::Client::new()
+        .post(format!("{}/hooks/late", d.base))
+        .header("content-type", "application/json")
+        .body(r#"{"n": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = common::job_id_of(r).await;
+    let path = format!("/api/v1/jobs/{id}");
+    until("the first attempt", Duration::from_secs(60), || async {
+        let j: Value = d.get(&path).await.json().await.unwrap();
+        j["attempts"] == 1 && j["state"] == "queued"
+    })
+    .await;
+    let first: Value = d.get(&path).await.json().await.unwrap();
+    let error = first["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains(&format!("model `{model}` not found; Open WebUI lists:"))
+            && error.contains("fake-model"),
+        "{error}"
+    );
+    // The model finishes loading upstream.
+    let upstream = std::env::var("FERRY_E2E_UPSTREAM_URL").unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{upstream}/control/models"))
+        .json(&serde_json::json!({ "add": model }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let result = job_result(&d, &id).await;
+    assert!(
+        result["answer"].as_str().unwrap().contains("hello 1"),
+        "{result}"
+    );
+    let done: Value = d.get(&path).await.json().await.unwrap();
+    assert!(done["attempts"].as_i64().unwrap() >= 2, "{done}");
+    d.stop();
+}

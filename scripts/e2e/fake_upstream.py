@@ -78,6 +78,12 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
+        # Test control: a model that finishes loading (appears in /models).
+        if self.path == "/control/models":
+            if body.get("add") and body["add"] not in MODELS:
+                MODELS.append(body["add"])
+            self.send_json(200, {"models": MODELS})
+            return
         if LOG:
             LOG.write(json.dumps({"t": time.time(), "path": self.path, "body": body}) + "\n")
         if self.path.endswith("/embeddings"):

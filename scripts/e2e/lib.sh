@@ -4,7 +4,9 @@
 # Source it, then: e2e_start VERSION WORKDIR; … ; e2e_stop (also on EXIT).
 #
 # Exports FERRY_E2E_URL, FERRY_E2E_VERSION, FERRY_E2E_EMAIL,
-# FERRY_E2E_PASSWORD, FERRY_E2E_API_KEY, FERRY_E2E_UPSTREAM_LOG, and the
+# FERRY_E2E_PASSWORD, FERRY_E2E_API_KEY, FERRY_E2E_UPSTREAM_LOG,
+# FERRY_E2E_UPSTREAM_URL (the stand-in model; POST /control/models
+# {"add": NAME} makes a model appear, as one that finished loading), and the
 # webhook receiver that verifies signatures with the reference library:
 # FERRY_E2E_RECEIVER_URL, FERRY_E2E_RECEIVER_LOG, FERRY_E2E_RECEIVER_SECRET.
 
@@ -42,6 +44,7 @@ e2e_start() { # VERSION WORKDIR
   python3 "$E2E_DIR/fake_upstream.py" "$up_port" "$FERRY_E2E_UPSTREAM_LOG" >"$work/upstream.log" 2>&1 &
   E2E_PIDS+=($!)
   e2e_wait_http "http://127.0.0.1:$up_port/v1/models" 20 "$work/upstream.log"
+  export FERRY_E2E_UPSTREAM_URL="http://127.0.0.1:$up_port"
 
   local rx_venv rx_port
   rx_venv=$("$E2E_DIR/install-receiver.sh")
