@@ -626,10 +626,10 @@ async fn an_open_webui_outage_loses_and_doubles_nothing() {
     .await;
     outage.cut();
     let at_cut = api.knowledge_file_names(&kb).await.len();
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(120)).await;
     outage.restore();
     eprintln!(
-        "e2e {}: outage of 60 s cut in at {at_cut}/{FILES} linked",
+        "e2e {}: outage of 120 s cut in at {at_cut}/{FILES} linked",
         s.version
     );
 
