@@ -511,6 +511,30 @@ async fn hostile_names_and_links_mirror_safely() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
+/// A process stopped with SIGSTOP until dropped (SIGCONT), also when a
+/// test fails.
+struct Frozen(u32);
+
+impl Frozen {
+    fn stop(pid: u32) -> Frozen {
+        let ok = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "cannot stop {pid}");
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
 /// A TCP forwarder to Open WebUI that can cut every connection at once and
 /// refuse new ones: to ferry, Open WebUI is gone (answers lost mid-request,
 /// nothing answering) while Open WebUI itself finishes what it had.
@@ -563,9 +587,9 @@ impl Outage {
     }
 }
 
-/// Fault: Open WebUI unreachable for two minutes while files are being
-/// ingested, chatted about and delivered (every connection cut mid-request,
-/// then refused), then back. Everything completes, nothing is doubled, and
+/// Fault: Open WebUI stopped for two minutes while files are being
+/// ingested, chatted about and delivered (its process frozen, every
+/// connection cut mid-request, new ones refused), then back. Everything completes, nothing is doubled, and
 /// no orphan upload stays in Open WebUI's file store (before, the uploads
 /// whose answers the outage swallowed stayed until ferry restarted).
 // Multi-threaded: the forwarder must run while the harness blocks on the
@@ -624,9 +648,17 @@ async fn an_open_webui_outage_loses_and_doubles_nothing() {
         || async { api.knowledge_file_names(&kb).await.len() >= 5 },
     )
     .await;
+    // Stopped as well as cut off: the server process itself is frozen
+    // (SIGSTOP) and its connections to ferry are gone; after two minutes it
+    // continues (SIGCONT) and finishes what it had, answers nobody gets.
+    let owui_port = s.url.rsplit(':').next().unwrap().trim_end_matches('/');
+    let owui = common::daemon::pid_listening_on(owui_port.parse().unwrap())
+        .expect("the Open WebUI process");
+    let stopped = Frozen::stop(owui);
     outage.cut();
     let at_cut = api.knowledge_file_names(&kb).await.len();
     tokio::time::sleep(Duration::from_secs(120)).await;
+    drop(stopped);
     outage.restore();
     eprintln!(
         "e2e {}: outage of 120 s cut in at {at_cut}/{FILES} linked",
