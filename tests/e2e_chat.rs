@@ -361,3 +361,138 @@ async fn a_model_still_loading_is_waited_for() {
     assert!(done["attempts"].as_i64().unwrap() >= 2, "{done}");
     d.stop();
 }
+
+/// A small tmpfs mounted for one test (needs root, as CI and the
+/// developers' machines are); unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "cannot mount a tmpfs at {} (this test needs root)",
+            at.display()
+        );
+        SmallDisk(at.to_path_buf())
+    }
+
+    /// Writes a file until the disk has no room left.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let filler = self.0.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 << 10];
+        while f.write_all(&block).and_then(|()| f.sync_data()).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fault: the state disk (a 6 MiB tmpfs) fills while chats are being
+/// answered. ferry stops claiming, `/readyz` says why, and when space
+/// returns every answer is stored and delivered: each job once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real Open WebUI: scripts/e2e.sh"]
+async fn a_full_state_disk_pauses_and_loses_nothing() {
+    const HOOKS: usize = 6;
+    let s = server();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&dir.path().join("state"), "6m");
+    let port = free_port();
+    let path = format!("/full/{}", uuid::Uuid::new_v4().simple());
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("ferry.yaml"),
+        format!(
+            "openwebui:\n  url: {}\n  api_key: ${{E2E_API_KEY}}\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:{port}\n  admin_token: {}\nwebhooks:\n  receiver:\n    url: {}{path}\n    secret: ${{E2E_RECEIVER_SECRET}}\n    allow_private: true\nshutdown_grace: 20s\n",
+            s.url,
+            common::daemon::ADMIN,
+            std::env::var("FERRY_E2E_RECEIVER_URL").unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules/big.yaml"),
+        "on:\n  webhook:\n    path: big\n    auth: { scheme: none }\nchat:\n  model: fake-model\n  prompt: \"{{ payload.text }}\"\ndeliver:\n  - to: receiver\n",
+    )
+    .unwrap();
+    let secret = std::env::var("FERRY_E2E_RECEIVER_SECRET").unwrap();
+    let d = Daemon::spawn(
+        dir.path(),
+        port,
+        &[
+            ("E2E_API_KEY", &s.api_key),
+            ("E2E_RECEIVER_SECRET", &secret),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for n in 0..HOOKS {
+        let text = format!("answer {n} {}", "y".repeat(60_000));
+        let r = client
+            .post(format!("{}/hooks/big", d.base))
+            .json(&serde_json::json!({ "text": text }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        ids.push(common::job_id_of(r).await);
+    }
+    let filler = disk.fill();
+    let readyz = format!("{}/readyz", d.base);
+    until("not ready: disk full", Duration::from_secs(60), || async {
+        let r = client.get(&readyz).send().await.unwrap();
+        r.status() == 503 && r.text().await.unwrap().contains("disk full")
+    })
+    .await;
+    assert!(d.log().contains("the state disk is full"), "{}", d.log());
+    std::fs::remove_file(filler).unwrap();
+    for id in &ids {
+        let result = job_result(&d, id).await;
+        assert!(
+            result["answer"].as_str().unwrap().contains("answer"),
+            "{id}"
+        );
+        let job: Value = d
+            .get(&format!("/api/v1/jobs/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(job["attempts"], 1, "{job}");
+    }
+    until("delivered", Duration::from_secs(60), || async {
+        let v: Value = d.get("/api/v1/deliveries").await.json().await.unwrap();
+        let list = v["deliveries"].as_array().unwrap().clone();
+        list.len() == HOOKS && list.iter().all(|x| x["state"] == "delivered")
+    })
+    .await;
+    let got = received()
+        .into_iter()
+        .filter(|r| r["path"] == path && r["verified"] == true)
+        .count();
+    assert_eq!(got, HOOKS);
+    assert_eq!(client.get(&readyz).send().await.unwrap().status(), 200);
+    d.stop();
+    drop(disk);
+}
