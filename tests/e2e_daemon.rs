@@ -726,3 +726,71 @@ async fn an_open_webui_outage_loses_and_doubles_nothing() {
     assert!(dead["jobs"].as_array().unwrap().is_empty(), "{dead}");
     daemon.stop();
 }
+
+/// Fault: the state database of a daemon that worked against Open WebUI
+/// is damaged, or its place is gone, while ferry is stopped: one clear
+/// line and exit 1 each (the unit does not restart on exit 1), and with
+/// the good database back it carries on without uploading anything again.
+#[tokio::test]
+#[ignore = "needs a real Open WebUI: scripts/e2e.sh"]
+async fn a_damaged_or_missing_database_is_one_line_and_exit_1() {
+    let s = server();
+    let api = Api::new(&s);
+    let m = Mirror::new(&s, "500ms");
+    write(
+        &m.inbox().join("keep.md"),
+        "A note that must survive a damaged state database.\n",
+    );
+    let daemon = m.start(&s);
+    let me = instance_of(&m.dir.path().join("state/ferry.db")).await;
+    let kb = collection_id(&api, &m.collection, Duration::from_secs(60)).await;
+    until("linked", Duration::from_secs(120), || async {
+        api.knowledge_file_names(&kb).await.len() == 1
+    })
+    .await;
+    daemon.stop();
+    let uploads = api.upload_ids_of(&me).await;
+    let db = m.dir.path().join("state/ferry.db");
+    let good = std::fs::read(&db).unwrap();
+    let run = |config: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["run", "--config", config])
+            .current_dir(m.dir.path())
+            .env("E2E_API_KEY", &s.api_key)
+            .output()
+            .unwrap()
+    };
+    // Damaged.
+    let mut damaged = good.clone();
+    for b in damaged.iter_mut().skip(100).take(4000) {
+        *b = 0x5a;
+    }
+    std::fs::write(&db, &damaged).unwrap();
+    // Missing: its folder is not there and cannot be made (a file is in
+    // the way).
+    let config = std::fs::read_to_string(m.dir.path().join("ferry.yaml")).unwrap();
+    std::fs::write(m.dir.path().join("blocked"), "a file, not a folder").unwrap();
+    std::fs::write(
+        m.dir.path().join("missing.yaml"),
+        config.replace("state/ferry.db", "blocked/state/ferry.db"),
+    )
+    .unwrap();
+    for (config, expect) in [("ferry.yaml", "damaged"), ("missing.yaml", "blocked")] {
+        let out = run(config);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{config}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{config}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(stderr.contains(expect), "{config}: {stderr}");
+    }
+    // The good database back: nothing is uploaded again.
+    std::fs::write(&db, &good).unwrap();
+    let daemon = m.start(&s);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(api.upload_ids_of(&me).await, uploads);
+    assert_eq!(
+        api.knowledge_file_names(&kb).await,
+        vec!["keep.md".to_string()]
+    );
+    daemon.stop();
+}
