@@ -654,9 +654,10 @@ async fn an_open_webui_outage_loses_and_doubles_nothing() {
     let owui_port = s.url.rsplit(':').next().unwrap().trim_end_matches('/');
     let owui = common::daemon::pid_listening_on(owui_port.parse().unwrap())
         .expect("the Open WebUI process");
+    // Counted first: the test's own calls go to Open WebUI directly.
+    let at_cut = api.knowledge_file_names(&kb).await.len();
     let stopped = Frozen::stop(owui);
     outage.cut();
-    let at_cut = api.knowledge_file_names(&kb).await.len();
     tokio::time::sleep(Duration::from_secs(120)).await;
     drop(stopped);
     outage.restore();
