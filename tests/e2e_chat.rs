@@ -467,6 +467,25 @@ async fn a_full_state_disk_pauses_and_loses_nothing() {
     .await;
     assert!(d.log().contains("the state disk is full"), "{}", d.log());
     std::fs::remove_file(filler).unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let v: Value = d.get("/api/v1/jobs").await.json().await.unwrap();
+        let done = v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["state"] == "succeeded")
+            .count();
+        if done == HOOKS {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{done} of {HOOKS} done after space returned:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     for id in &ids {
         let result = job_result(&d, id).await;
         assert!(

@@ -81,6 +81,9 @@ impl StoreError {
 pub struct Store {
     /// Why writes cannot be made now (disk full), while that lasts.
     health: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// Fault injection ([`Store::limit_growth`]): the page cap every writer
+    /// connection gets; 0 for none.
+    page_cap: std::sync::Arc<std::sync::atomic::AtomicI64>,
     path: PathBuf,
     reader: SqlitePool,
     writer: SqlitePool,
@@ -122,9 +125,31 @@ impl Store {
         // A local file cannot drop a connection: sqlx's ping before every
         // acquire was a second round trip to the connection's thread for
         // each query (a tenth of ferry's CPU while ingesting).
+        let page_cap: std::sync::Arc<std::sync::atomic::AtomicI64> = Default::default();
+        let cap = page_cap.clone();
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
+            // A COMMIT that failed (a full disk) leaves sqlx's connection
+            // believing it is still in a transaction, and every later BEGIN
+            // fails ("non-zero transaction depth"). Such a connection is
+            // closed when released; the pool opens a fresh one.
+            .after_release(|conn, _| {
+                use sqlx::Connection as _;
+                let clean = !conn.is_in_transaction();
+                Box::pin(async move { Ok(clean) })
+            })
+            .before_acquire(move |conn, _| {
+                let cap = cap.load(std::sync::atomic::Ordering::Relaxed);
+                Box::pin(async move {
+                    if cap > 0 {
+                        sqlx::query(&format!("PRAGMA max_page_count = {cap}"))
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options.clone())
             .await
             .map_err(open_err)?;
@@ -155,6 +180,7 @@ impl Store {
             .map_err(open_err)?;
         Ok(Store {
             health: Default::default(),
+            page_cap,
             path: path.to_path_buf(),
             reader,
             writer,
@@ -258,11 +284,15 @@ impl Store {
                     .await?;
                 now + i64::from(extra)
             }
-            None => 4_294_967_294,
+            None => 0,
         };
-        sqlx::query(&format!("PRAGMA max_page_count = {cap}"))
-            .execute(&self.writer)
-            .await?;
+        self.page_cap
+            .store(cap, std::sync::atomic::Ordering::Relaxed);
+        if cap == 0 {
+            sqlx::query("PRAGMA max_page_count = 4294967294")
+                .execute(&self.writer)
+                .await?;
+        }
         Ok(())
     }
 
