@@ -41,7 +41,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 ));
             }
         };
-        total += Duration::from_secs_f64(seconds);
+        // `99999999999999999999s` was a panic (found by tests/fuzz.rs).
+        total = Duration::try_from_secs_f64(seconds)
+            .ok()
+            .and_then(|d| total.checked_add(d))
+            .ok_or_else(|| format!("`{text}` is too long a duration"))?;
     }
     Ok(total)
 }
@@ -92,6 +96,20 @@ pub fn format_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absurd_durations_are_errors_not_panics() {
+        // Found by tests/fuzz.rs: `Duration::from_secs_f64` panicked.
+        for text in [
+            "99999999999999999999999999d",
+            "1e400s",
+            "600000000000000000000s",
+        ] {
+            assert!(parse_duration(text).is_err(), "{text}");
+        }
+        let many = "9999999999999d".repeat(4000);
+        assert!(parse_duration(&many).is_err());
+    }
 
     #[test]
     fn durations() {

@@ -173,7 +173,7 @@ pub fn parse_retry_after(headers: &HeaderMap, now: std::time::SystemTime) -> Opt
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
     {
-        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+        return Duration::try_from_secs_f64(ms.max(0.0) / 1000.0).ok();
     }
     let value = headers
         .get(reqwest::header::RETRY_AFTER)?
@@ -181,7 +181,7 @@ pub fn parse_retry_after(headers: &HeaderMap, now: std::time::SystemTime) -> Opt
         .ok()?
         .trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return Some(Duration::from_secs_f64(secs.max(0.0)));
+        return Duration::try_from_secs_f64(secs.max(0.0)).ok();
     }
     let when =
         time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
@@ -418,6 +418,21 @@ mod tests {
             "upstream busy"
         );
         assert_eq!(detail_of(b"plain\n  text"), "plain text");
+    }
+
+    #[test]
+    fn hostile_retry_after_is_ignored_not_a_panic() {
+        for v in ["1e400", "inf", "NaN", "-5", "99999999999999999999999"] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                reqwest::header::RETRY_AFTER,
+                HeaderValue::from_str(v).unwrap(),
+            );
+            let _ = parse_retry_after(&h, std::time::SystemTime::now());
+            let mut h = HeaderMap::new();
+            h.insert("retry-after-ms", HeaderValue::from_str(v).unwrap());
+            let _ = parse_retry_after(&h, std::time::SystemTime::now());
+        }
     }
 
     #[test]

@@ -42,7 +42,7 @@ impl TokenBucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
+            Err(wait((1.0 - self.tokens) / rate))
         }
     }
 
@@ -52,9 +52,16 @@ impl TokenBucket {
         if self.tokens >= 1.0 {
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
+            Err(wait((1.0 - self.tokens) / rate))
         }
     }
+}
+
+/// A wait in seconds; a rate so small that it overflows waits a day.
+fn wait(seconds: f64) -> Duration {
+    Duration::try_from_secs_f64(seconds)
+        .unwrap_or(Duration::MAX)
+        .min(Duration::from_secs(86_400))
 }
 
 /// The burst a rate allows: one second's worth, at least 10.
@@ -176,6 +183,14 @@ mod tests {
             assert!(b.take(later, 5.0, 10.0).is_ok());
         }
         assert!(b.take(later, 5.0, 10.0).is_err());
+    }
+
+    #[test]
+    fn a_tiny_rate_waits_a_day_not_a_panic() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(0.0, t0);
+        let wait = b.take(t0, 1e-300, 10.0).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(86_400));
     }
 
     #[test]
