@@ -381,11 +381,26 @@ pub async fn run(
                     .iter()
                     .map(|(id, _, r)| (id.clone(), r.clone()))
                     .collect();
-                if let Err(e) = store
+                let mut written = store
                     .record_attempts(&owner, &records, store::now_ms())
-                    .await
+                    .await;
+                // A full disk: the outcomes are kept and written once there
+                // is space (the workers probe for it), so a delivered
+                // message is not sent again when its lease runs out.
+                // Within the attempts' lease (2 min of the lease's 2+ min).
+                let mut tries = 0;
+                while let Err(e) = &written
+                    && e.is_full()
+                    && tries < 60
                 {
-                    store.note_write_error(&e);
+                    tries += 1;
+                    store.note_write_error(e);
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    written = store
+                        .record_attempts(&owner, &records, store::now_ms())
+                        .await;
+                }
+                if let Err(e) = written {
                     tracing::error!(error = %e, "cannot record delivery attempts; they will be retried");
                 }
                 for (id, dest, r) in &batch {
