@@ -126,7 +126,7 @@ impl Store {
         // acquire was a second round trip to the connection's thread for
         // each query (a tenth of ferry's CPU while ingesting).
         let page_cap: std::sync::Arc<std::sync::atomic::AtomicI64> = Default::default();
-        let cap = page_cap.clone();
+        let (cap, cap_new) = (page_cap.clone(), page_cap.clone());
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
@@ -148,6 +148,18 @@ impl Store {
                             .await?;
                     }
                     Ok(true)
+                })
+            })
+            // A fresh connection (one replaced the above) gets it too.
+            .after_connect(move |conn, _| {
+                let cap = cap_new.load(std::sync::atomic::Ordering::Relaxed);
+                Box::pin(async move {
+                    if cap > 0 {
+                        sqlx::query(&format!("PRAGMA max_page_count = {cap}"))
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
                 })
             })
             .connect_with(options.clone())
