@@ -219,32 +219,17 @@ async fn a_receiver_that_fails_for_a_while_gets_everything_once_back() {
     const HOOKS: usize = 5;
     let s = server();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let flaky = format!("/flaky15/{}", uuid::Uuid::new_v4().simple());
-    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
-    std::fs::write(
-        dir.path().join("ferry.yaml"),
-        format!(
-            "openwebui:\n  url: {}\n  api_key: ${{E2E_API_KEY}}\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:{port}\n  admin_token: {}\nwebhooks:\n  flaky:\n    url: {}{flaky}\n    secret: ${{E2E_RECEIVER_SECRET}}\n    allow_private: true\n    retry: [0s, 2s, 4s, 8s, 8s, 8s, 8s, 8s]\nshutdown_grace: 20s\n",
-            s.url,
-            common::daemon::ADMIN,
-            std::env::var("FERRY_E2E_RECEIVER_URL").unwrap()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("rules/go.yaml"),
-        "on:\n  webhook:\n    path: go\n    auth: { scheme: none }\nchat:\n  model: fake-model\n  prompt: \"event {{ payload.n }}\"\ndeliver:\n  - to: flaky\n",
-    )
-    .unwrap();
-    let secret = std::env::var("FERRY_E2E_RECEIVER_SECRET").unwrap();
-    let d = Daemon::spawn(
+    let d = daemon_with_receiver(
+        &s,
         dir.path(),
-        port,
-        &[
-            ("E2E_API_KEY", &s.api_key),
-            ("E2E_RECEIVER_SECRET", &secret),
-        ],
+        "flaky",
+        &flaky,
+        "    retry: [0s, 2s, 4s, 8s, 8s, 8s, 8s, 8s]\n",
+        &[(
+            "go",
+            "on:\n  webhook:\n    path: go\n    auth: { scheme: none }\nchat:\n  model: fake-model\n  prompt: \"event {{ payload.n }}\"\ndeliver:\n  - to: flaky\n",
+        )],
     );
     let client = reqwest::Client::new();
     for n in 0..HOOKS {
@@ -362,6 +347,43 @@ async fn a_model_still_loading_is_waited_for() {
     d.stop();
 }
 
+/// Writes a config for `s` with one destination `name` at the receiver's
+/// `path` (`extra`: more of its keys, indented), writes `rules`, and
+/// starts the daemon with the API key and the receiver's secret.
+fn daemon_with_receiver(
+    s: &common::Server,
+    dir: &std::path::Path,
+    name: &str,
+    path: &str,
+    extra: &str,
+    rules: &[(&str, &str)],
+) -> Daemon {
+    let port = free_port();
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(
+        dir.join("ferry.yaml"),
+        format!(
+            "openwebui:\n  url: {}\n  api_key: ${{E2E_API_KEY}}\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:{port}\n  admin_token: {}\nwebhooks:\n  {name}:\n    url: {}{path}\n    secret: ${{E2E_RECEIVER_SECRET}}\n    allow_private: true\n{extra}shutdown_grace: 20s\n",
+            s.url,
+            common::daemon::ADMIN,
+            std::env::var("FERRY_E2E_RECEIVER_URL").unwrap()
+        ),
+    )
+    .unwrap();
+    for (file, text) in rules {
+        std::fs::write(dir.join(format!("rules/{file}.yaml")), text).unwrap();
+    }
+    let secret = std::env::var("FERRY_E2E_RECEIVER_SECRET").unwrap();
+    Daemon::spawn(
+        dir,
+        port,
+        &[
+            ("E2E_API_KEY", &s.api_key),
+            ("E2E_RECEIVER_SECRET", &secret),
+        ],
+    )
+}
+
 /// A small tmpfs mounted for one test (needs root, as CI and the
 /// developers' machines are); unmounted when dropped.
 struct SmallDisk(std::path::PathBuf);
@@ -418,32 +440,17 @@ async fn a_full_state_disk_pauses_and_loses_nothing() {
     let s = server();
     let dir = tempfile::tempdir().unwrap();
     let disk = SmallDisk::mount(&dir.path().join("state"), "6m");
-    let port = free_port();
     let path = format!("/full/{}", uuid::Uuid::new_v4().simple());
-    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
-    std::fs::write(
-        dir.path().join("ferry.yaml"),
-        format!(
-            "openwebui:\n  url: {}\n  api_key: ${{E2E_API_KEY}}\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:{port}\n  admin_token: {}\nwebhooks:\n  receiver:\n    url: {}{path}\n    secret: ${{E2E_RECEIVER_SECRET}}\n    allow_private: true\nshutdown_grace: 20s\n",
-            s.url,
-            common::daemon::ADMIN,
-            std::env::var("FERRY_E2E_RECEIVER_URL").unwrap()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("rules/big.yaml"),
-        "on:\n  webhook:\n    path: big\n    auth: { scheme: none }\nchat:\n  model: fake-model\n  prompt: \"{{ payload.text }}\"\ndeliver:\n  - to: receiver\n",
-    )
-    .unwrap();
-    let secret = std::env::var("FERRY_E2E_RECEIVER_SECRET").unwrap();
-    let d = Daemon::spawn(
+    let d = daemon_with_receiver(
+        &s,
         dir.path(),
-        port,
-        &[
-            ("E2E_API_KEY", &s.api_key),
-            ("E2E_RECEIVER_SECRET", &secret),
-        ],
+        "receiver",
+        &path,
+        "",
+        &[(
+            "big",
+            "on:\n  webhook:\n    path: big\n    auth: { scheme: none }\nchat:\n  model: fake-model\n  prompt: \"{{ payload.text }}\"\ndeliver:\n  - to: receiver\n",
+        )],
     );
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
