@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry::deliver::sign::standard_signature;
+use ferry::signing::standard_signature;
 use ferry::store::{NewDelivery, Store};
 use ferry::testing::fake_openwebui::{API_KEY, FakeOpenWebUi};
 use ferry::testing::receiver::Receiver;
@@ -252,7 +252,7 @@ async fn deliveries(fake: &FakeOpenWebUi, receiver: &Receiver) {
             })
             .collect();
         store
-            .insert_deliveries(&batch, ferry::store::now_ms())
+            .insert_deliveries(&batch, ferry::clock::Clock::system().now_ms())
             .await
             .unwrap();
     }
@@ -269,11 +269,7 @@ async fn deliveries(fake: &FakeOpenWebUi, receiver: &Receiver) {
     let elapsed = started.elapsed().as_secs_f64();
     // Recorded as delivered, not just sent.
     loop {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
-                .fetch_one(store.reader())
-                .await
-                .unwrap();
+        let n = store.delivered_count(false).await.unwrap();
         if n as usize >= QUEUED {
             break;
         }
@@ -308,12 +304,7 @@ async fn deliveries(fake: &FakeOpenWebUi, receiver: &Receiver) {
     while tasks.join_next().await.is_some() {}
     let started = Instant::now();
     loop {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM deliveries WHERE state = 'delivered' AND job_id IS NOT NULL",
-        )
-        .fetch_one(store.reader())
-        .await
-        .unwrap();
+        let n = store.delivered_count(true).await.unwrap();
         if n as usize >= PIPELINES {
             break;
         }
@@ -323,14 +314,7 @@ async fn deliveries(fake: &FakeOpenWebUi, receiver: &Receiver) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut gaps: Vec<f64> = sqlx::query_scalar(
-        "SELECT CAST(a.started_at - j.finished_at AS REAL) FROM deliveries d
-         JOIN jobs j ON j.id = d.job_id
-         JOIN delivery_attempts a ON a.delivery_id = d.id AND a.attempt = 1",
-    )
-    .fetch_all(store.reader())
-    .await
-    .unwrap();
+    let mut gaps = store.first_attempt_gaps().await.unwrap();
     gaps.sort_by(f64::total_cmp);
     println!(
         "  {PIPELINES} hook → chat → delivery pipelines: job completion → first attempt p50 {:.1} ms, p99 {:.1} ms",
@@ -436,10 +420,7 @@ async fn retention(fake: &FakeOpenWebUi, receiver: &Receiver) {
     let size = |store: &Store| {
         let store = store.clone();
         async move {
-            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(store.writer())
-                .await
-                .unwrap();
+            store.checkpoint().await.unwrap();
             std::fs::metadata(store.path()).unwrap().len() as f64 / (1 << 20) as f64
         }
     };
@@ -448,7 +429,7 @@ async fn retention(fake: &FakeOpenWebUi, receiver: &Receiver) {
     let pruned = store
         .prune(
             &ferry::store::Retention::default(),
-            ferry::store::now_ms() + 31 * 86_400_000,
+            ferry::clock::Clock::system().now_ms() + 31 * 86_400_000,
         )
         .await
         .unwrap();

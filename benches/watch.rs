@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ferry::safe_fs::FileStat;
 use ferry::store::Store;
 use ferry::testing::fake_openwebui::{API_KEY, FakeOpenWebUi};
-use ferry::watch::settle::FileStat;
 
 const ADMIN: &str = "bench-admin-token-0123456789";
 
@@ -224,35 +224,24 @@ async fn fake() {
     let store = Store::open(&dir.path().join("state/ferry.db"))
         .await
         .unwrap();
-    let mut tx = store.begin_write().await.unwrap();
-    let now = now_ms();
-    sqlx::query(
-        "INSERT INTO collections (name, id, created, updated_at) VALUES ('Bench', ?, 1, ?)",
-    )
-    .bind(&kb)
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    for (i, (p, st)) in files.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO documents (rule, path, collection_id, collection_name, state, size, mtime_ns, inode, sha256,
-                                    file_id, created_at, updated_at)
-             VALUES ('bench', ?, ?, 'Bench', 'linked', ?, ?, ?, 'x', ?, ?, ?)",
-        )
-        .bind(p.to_string_lossy())
-        .bind(&kb)
-        .bind(st.size as i64)
-        .bind(st.mtime_ns)
-        .bind(st.inode as i64)
-        .bind(format!("f{i}"))
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
+    let seeded: Vec<_> = files
+        .iter()
+        .enumerate()
+        .map(|(i, (p, st))| {
+            let path = p.to_string_lossy().into_owned();
+            (
+                path,
+                st.size as i64,
+                st.mtime_ns,
+                st.inode as i64,
+                format!("f{i}"),
+            )
+        })
+        .collect();
+    store
+        .seed_linked("bench", (&kb, "Bench"), &seeded, now_ms())
         .await
         .unwrap();
-    }
-    tx.commit().await.unwrap();
     drop(store);
     println!(
         "fake Open WebUI, {count} files already in sync (set up in {:.1} s):",
@@ -265,7 +254,7 @@ async fn fake() {
         "BENCH_KEY",
         API_KEY,
         port,
-        "warn,ferry::watch=debug",
+        "warn,ferry::triggers::watch=debug",
     );
     let log = dir.path().join("ferry.log");
     let reconciled = loop {
@@ -314,6 +303,7 @@ async fn fake() {
 
 async fn fake_kb(fake: &FakeOpenWebUi) -> String {
     let client = ferry::openwebui::Client::new(ferry::openwebui::ClientOptions {
+        clock: ferry::clock::Clock::system(),
         url: fake.url().parse().unwrap(),
         auth: ferry::config::Auth::ApiKey(ferry::config::Secret::new(API_KEY)),
         timeout: Duration::from_secs(10),

@@ -1,11 +1,13 @@
 //! The daemon's wiring (`ferry run`): one instance lock, the store, the
-//! client, the workers, the delivery loop, one watcher per watch rule, one
-//! timer per schedule rule and the HTTP server, all stopped through one
-//! tree of cancellation tokens.
+//! clock, the queue, the workers (the only holders of the Open WebUI
+//! client), the delivery loop, the producers of the rules (watchers,
+//! timers) and the HTTP server.
 //!
-//! Shutdown: watchers stop, workers stop claiming and get `shutdown_grace`
-//! to finish; what still runs then is released back to the queue (its
-//! attempt refunded), so the next start carries on.
+//! Shutdown runs in named phases, each with its own token: the server
+//! drains (hooks answer 503), producers stop, workers and the delivery
+//! loop stop claiming and get `shutdown_grace` to finish; what still runs
+//! then is released back to the queue (its attempt refunded), so the next
+//! start carries on; last, the server stops.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,12 +17,18 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Environment, Loaded};
+use crate::clock::Clock;
+use crate::config::{self, Environment};
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::openwebui::{Client, ClientOptions};
+use crate::rules::RuleSet;
+use crate::setup::Loaded;
 use crate::store::{self, Store};
-use crate::supervise::supervised;
-use crate::worker::{self, Shared};
-use crate::{deliver, schedule, server, watch};
+use crate::supervise::{Tasks, supervised};
+use crate::triggers::{self, Queue, TriggerEvent, UPKEEP_RULE};
+use crate::worker::{self, Workers};
+use crate::{deliver, server};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -40,7 +48,11 @@ pub enum StartError {
 /// A started daemon.
 pub struct Running {
     pub addr: SocketAddr,
-    pub shared: Arc<Shared>,
+    /// The state database (tests look at it).
+    pub store: Store,
+    pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+    pub rules: Arc<RuleSet>,
     /// Cancel to stop (SIGTERM).
     pub shutdown: CancellationToken,
     /// Send to reload config and rules (SIGHUP).
@@ -48,17 +60,28 @@ pub struct Running {
     pub task: JoinHandle<()>,
 }
 
-/// Starts everything; returns once the daemon is up.
+/// Starts everything on the system clock; returns once the daemon is up.
 pub async fn start(loaded: Loaded, env: Environment) -> Result<Running, StartError> {
+    start_with_clock(loaded, env, Clock::system()).await
+}
+
+/// Starts everything with `clock` as the wall clock (tests pass a manual
+/// one).
+pub async fn start_with_clock(
+    loaded: Loaded,
+    env: Environment,
+    clock: Clock,
+) -> Result<Running, StartError> {
     let config = loaded.config.clone();
     let lock = Store::lock_instance(&config.state.database)?;
     let store = Store::open(&config.state.database).await?;
     let instance_id = store.instance_id().await?;
-    let rescued = store.rescue_all(store::now_ms()).await?;
+    let started = clock.now_ms();
+    let rescued = store.rescue_all(started).await?;
     if rescued > 0 {
         tracing::info!(rescued, "jobs of an earlier run put back in the queue");
     }
-    let rescued = store.rescue_deliveries(None, store::now_ms()).await?;
+    let rescued = store.rescue_deliveries(None, started).await?;
     if rescued > 0 {
         tracing::info!(
             rescued,
@@ -67,25 +90,38 @@ pub async fn start(loaded: Loaded, env: Environment) -> Result<Running, StartErr
     }
     let destinations = Arc::new(deliver::destinations(&config.webhooks)?);
     let client = Client::new(ClientOptions::from(&config.openwebui))?;
-    match client.version().await {
-        Ok(v) => {
-            tracing::info!(version = %v, url = %crate::redact::url(&config.openwebui.url), "Open WebUI reachable")
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "Open WebUI not reachable yet; work waits and retries")
-        }
-    }
-    let shared = Arc::new(Shared::new(
-        store,
+    tracing::info!(url = %crate::redact::url(&config.openwebui.url), "Open WebUI at");
+    let queue = Queue::new(store.clone(), clock.clone());
+    // Start-up recovery is the workers' first job: uploads of a run that
+    // is gone (made before this start) are adopted or deleted. Due at
+    // once, ahead of anything else.
+    queue
+        .submit(
+            UPKEEP_RULE,
+            TriggerEvent::Sweep {
+                before_s: Some(started / 1000),
+                at_ms: 0,
+            },
+        )
+        .await?;
+    let rules = Arc::new(RuleSet::new(loaded.rules.clone()));
+    let (tasks, health, metrics) = (
+        Arc::new(Tasks::default()),
+        Arc::new(Health::default()),
+        Arc::new(Metrics::default()),
+    );
+    let owner = format!("{instance_id}:{}", std::process::id());
+    let workers = Arc::new(Workers::new(worker::Parts {
+        store: store.clone(),
         client,
-        instance_id,
-        loaded.rules.clone(),
-    ));
-    match shared.ingestor.clean_orphans(true, None).await {
-        Ok((0, _)) => {}
-        Ok((n, _)) => tracing::info!(deleted = n, "removed uploads that never got linked"),
-        Err(e) => tracing::warn!(error = %e, "orphan cleanup failed; will try at the next start"),
-    }
+        queue: queue.clone(),
+        instance_id: instance_id.clone(),
+        owner: owner.clone(),
+        rules: rules.clone(),
+        tasks: tasks.clone(),
+        health: health.clone(),
+        metrics: metrics.clone(),
+    }));
 
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -100,15 +136,30 @@ pub async fn start(loaded: Loaded, env: Environment) -> Result<Running, StartErr
 
     let shutdown = CancellationToken::new();
     let (reload_tx, reload_rx) = mpsc::channel(4);
+    let server_parts = server::Parts {
+        store: store.clone(),
+        queue: queue.clone(),
+        rules: rules.clone(),
+        tasks: tasks.clone(),
+        health,
+        metrics: metrics.clone(),
+    };
     let task = tokio::spawn(supervise(
         Supervisor {
-            shared: shared.clone(),
+            workers,
+            server_parts,
+            queue,
+            store: store.clone(),
+            clock: clock.clone(),
+            rules: rules.clone(),
+            tasks,
+            owner,
             config_path: config.path.clone(),
             env,
             grace: config.shutdown_grace,
             // Jobs mostly wait (for processing, for a model); requests to Open
             // WebUI stay bounded by `max_in_flight` in the client.
-            workers: config.openwebui.max_in_flight * 4,
+            worker_count: config.openwebui.max_in_flight * 4,
             admin_token: config.server.admin_token.clone(),
             server: config.server.clone(),
             retention: config.retention,
@@ -120,10 +171,13 @@ pub async fn start(loaded: Loaded, env: Environment) -> Result<Running, StartErr
         shutdown.clone(),
         reload_rx,
     ));
-    tracing::info!(%addr, rules = loaded.rules.len(), instance = %shared.ingestor.instance_id, "ferry running");
+    tracing::info!(%addr, rules = loaded.rules.len(), instance = %instance_id, "ferry running");
     Ok(Running {
         addr,
-        shared,
+        store,
+        clock,
+        metrics,
+        rules,
         shutdown,
         reload: reload_tx,
         task,
@@ -131,11 +185,18 @@ pub async fn start(loaded: Loaded, env: Environment) -> Result<Running, StartErr
 }
 
 struct Supervisor {
-    shared: Arc<Shared>,
+    workers: Arc<Workers>,
+    server_parts: server::Parts,
+    queue: Queue,
+    store: Store,
+    clock: Clock,
+    rules: Arc<RuleSet>,
+    tasks: Arc<Tasks>,
+    owner: String,
     config_path: PathBuf,
     env: Environment,
     grace: std::time::Duration,
-    workers: usize,
+    worker_count: usize,
     admin_token: Option<config::Secret>,
     server: config::ServerConfig,
     retention: store::Retention,
@@ -153,10 +214,10 @@ async fn supervise(
 ) {
     let server_stop = CancellationToken::new();
     let draining = CancellationToken::new();
-    let tasks = sup.shared.tasks.clone();
+    let tasks = sup.tasks.clone();
     let listener = Arc::new(listener);
     let router = server::router(
-        sup.shared.clone(),
+        sup.server_parts.clone(),
         sup.admin_token.clone(),
         draining.clone(),
         Arc::new(server::AllowedHosts::new(sup.addr, &sup.server.hosts)),
@@ -185,8 +246,8 @@ async fn supervise(
     let stop_claims = CancellationToken::new();
     let hard_stop = CancellationToken::new();
     let mut workers = tokio::spawn(worker::run_workers(
-        sup.shared.clone(),
-        sup.workers,
+        sup.workers.clone(),
+        sup.worker_count,
         stop_claims.clone(),
         hard_stop.clone(),
     ));
@@ -195,14 +256,20 @@ async fn supervise(
         "deliveries".into(),
         stop_claims.clone(),
         {
-            let (shared, destinations) = (sup.shared.clone(), sup.destinations.clone());
+            let (store, clock, destinations) = (
+                sup.store.clone(),
+                sup.clock.clone(),
+                sup.destinations.clone(),
+            );
+            let (wake, owner) = (sup.queue.deliveries_ready().clone(), sup.owner.clone());
             let (stop, hard_stop) = (stop_claims.clone(), hard_stop.clone());
             move || {
                 deliver::run(
-                    shared.store.clone(),
+                    store.clone(),
+                    clock.clone(),
                     destinations.clone(),
-                    shared.deliveries_wake.clone(),
-                    shared.owner.clone(),
+                    wake.clone(),
+                    owner.clone(),
                     stop.clone(),
                     hard_stop.clone(),
                 )
@@ -214,12 +281,16 @@ async fn supervise(
         "retention".into(),
         stop_claims.clone(),
         {
-            let (store, policy, stop) =
-                (sup.shared.store.clone(), sup.retention, stop_claims.clone());
-            move || prune_now_and_then(store.clone(), policy, stop.clone())
+            let (store, clock, policy, stop) = (
+                sup.store.clone(),
+                sup.clock.clone(),
+                sup.retention,
+                stop_claims.clone(),
+            );
+            move || prune_now_and_then(store.clone(), clock.clone(), policy, stop.clone())
         },
     ));
-    let mut watchers = spawn_watchers(&sup.shared);
+    let mut producers = spawn_producers(&sup);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     loop {
@@ -227,14 +298,14 @@ async fn supervise(
             _ = shutdown.cancelled() => break,
             Some(()) = reload.recv() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                match config::load(&sup.config_path, &sup.env) {
+                match crate::setup::load(&sup.config_path, &sup.env) {
                     Ok(loaded) => {
-                        watchers.0.cancel();
-                        while watchers.1.join_next().await.is_some() {}
-                        sup.shared.set_rules(loaded.rules);
-                        watchers = spawn_watchers(&sup.shared);
+                        producers.0.cancel();
+                        while producers.1.join_next().await.is_some() {}
+                        sup.rules.set(loaded.rules);
+                        producers = spawn_producers(&sup);
                         tracing::info!(
-                            rules = sup.shared.rules().len(),
+                            rules = sup.rules.all().len(),
                             "reloaded rules (openwebui, state and server settings take effect at restart)"
                         );
                     }
@@ -256,8 +327,8 @@ async fn supervise(
         "stopping: finishing running jobs"
     );
     draining.cancel();
-    watchers.0.cancel();
-    while watchers.1.join_next().await.is_some() {}
+    producers.0.cancel();
+    while producers.1.join_next().await.is_some() {}
     stop_claims.cancel();
     let drained = async {
         let _ = (&mut workers).await;
@@ -276,14 +347,19 @@ async fn supervise(
 }
 
 /// Prunes finished work a minute after start, then every hour.
-async fn prune_now_and_then(store: Store, policy: store::Retention, stop: CancellationToken) {
+async fn prune_now_and_then(
+    store: Store,
+    clock: Clock,
+    policy: store::Retention,
+    stop: CancellationToken,
+) {
     let mut wait = std::time::Duration::from_secs(60);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        match store.prune(&policy, store::now_ms()).await {
+        match store.prune(&policy, clock.now_ms()).await {
             Ok(p) if p != store::Pruned::default() => {
                 tracing::info!(
                     jobs = p.jobs,
@@ -299,26 +375,12 @@ async fn prune_now_and_then(store: Store, policy: store::Retention, stop: Cancel
     }
 }
 
-fn spawn_watchers(shared: &Arc<Shared>) -> (CancellationToken, tokio::task::JoinSet<()>) {
-    let token = CancellationToken::new();
-    let mut set = tokio::task::JoinSet::new();
-    for rule in watch::watch_rules(&shared.rules()) {
-        let (s, cancel) = (shared.clone(), token.child_token());
-        set.spawn(supervised(
-            shared.tasks.clone(),
-            format!("watch:{}", rule.name),
-            cancel.clone(),
-            move || watch::run(s.clone(), rule.clone(), cancel.clone()),
-        ));
-    }
-    for rule in schedule::schedule_rules(&shared.rules()) {
-        let (s, cancel) = (shared.clone(), token.child_token());
-        set.spawn(supervised(
-            shared.tasks.clone(),
-            format!("schedule:{}", rule.name),
-            cancel.clone(),
-            move || schedule::run(s.clone(), rule.clone(), cancel.clone()),
-        ));
-    }
-    (token, set)
+fn spawn_producers(sup: &Supervisor) -> (CancellationToken, tokio::task::JoinSet<()>) {
+    let producers = sup
+        .rules
+        .all()
+        .iter()
+        .filter_map(|r| r.producer())
+        .collect();
+    triggers::spawn(producers, &sup.queue, &sup.tasks)
 }

@@ -127,19 +127,23 @@
 
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod deliver;
-pub mod ingest;
+pub mod health;
+pub mod metrics;
 pub mod openwebui;
 pub mod paths;
 pub mod redact;
 pub mod rules;
 pub mod safe_fs;
-pub mod schedule;
 pub mod server;
+pub mod setup;
+pub mod signing;
 pub mod store;
 pub mod supervise;
+#[cfg(feature = "testing")]
 pub mod testing;
-pub mod watch;
+pub mod triggers;
 pub mod worker;

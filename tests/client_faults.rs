@@ -12,6 +12,7 @@ use serde_json::json;
 
 fn options(url: &str, auth: Auth) -> ClientOptions {
     ClientOptions {
+        clock: ferry::clock::Clock::system(),
         url: url.parse().unwrap(),
         auth,
         timeout: Duration::from_secs(5),

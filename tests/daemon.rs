@@ -3,11 +3,10 @@
 //! scenarios against the real server are in `e2e_daemon.rs`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ferry::app::{self, Running};
-use ferry::config::{self, Environment};
+use ferry::config::Environment;
 use ferry::testing::fake_openwebui::{API_KEY, FakeOpenWebUi};
 use reqwest::Method;
 
@@ -53,7 +52,7 @@ impl Setup {
     }
 
     async fn start(&self) -> Running {
-        let loaded = config::load(
+        let loaded = ferry::setup::load(
             &self.dir.path().join("ferry.yaml"),
             &Environment::fixed([("X", "1")]),
         )
@@ -61,6 +60,16 @@ impl Setup {
         app::start(loaded, Environment::fixed([("X", "1")]))
             .await
             .unwrap()
+    }
+
+    /// A client of the fake, as the daemon's own (for changes made by hand).
+    fn client(&self) -> ferry::openwebui::Client {
+        let loaded = ferry::setup::load(
+            &self.dir.path().join("ferry.yaml"),
+            &Environment::fixed([("X", "1")]),
+        )
+        .unwrap();
+        ferry::openwebui::Client::new((&loaded.config.openwebui).into()).unwrap()
     }
 
     fn names(&self) -> Vec<String> {
@@ -150,19 +159,14 @@ async fn mirror_follows_the_folder() {
         std::fs::rename(inbox.join("b.md"), inbox.join("b-renamed.md")).unwrap();
         tokio::time::sleep(Duration::from_secs(6)).await;
         assert_eq!(s.uploads(), uploads, "{version}: a rename uploads nothing");
-        let docs = running
-            .shared
-            .store
-            .documents(&Default::default())
-            .await
-            .unwrap();
+        let docs = running.store.documents(&Default::default()).await.unwrap();
         assert!(
             docs.iter()
                 .any(|d| d.path.ends_with("b-renamed.md") && d.state.as_str() == "linked")
         );
 
         // A file added by hand in Open WebUI survives everything.
-        let client = running.shared.client.clone();
+        let client = s.client();
         let kb = client.find_knowledge(COLLECTION).await.unwrap().unwrap();
         let manual = s.dir.path().join("manual.md");
         write(&manual, "added by a person");
@@ -199,11 +203,7 @@ async fn restart_over_an_unchanged_tree_costs_nothing() {
     let running = s.start().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(s.uploads(), uploads, "no upload after a restart");
-    assert_eq!(
-        running.shared.ingestor.hashed.load(Ordering::Relaxed),
-        0,
-        "no file read again"
-    );
+    assert_eq!(running.metrics.files_hashed(), 0, "no file read again");
     stop(running).await;
 }
 
@@ -219,7 +219,7 @@ async fn vanished_root_pauses_and_comes_back() {
 
     let away = s.dir.path().join("inbox-away");
     std::fs::rename(s.inbox(), &away).unwrap();
-    let store = running.shared.store.clone();
+    let store = running.store.clone();
     let started = Instant::now();
     loop {
         if store.paused_reason("mirror").await.unwrap().is_some() {
@@ -270,7 +270,7 @@ async fn failures_are_recorded_and_not_retried_forever() {
     write(&s.inbox().join("one.md"), "same content");
     write(&s.inbox().join("two.md"), "same content");
     let running = s.start().await;
-    let store = running.shared.store.clone();
+    let store = running.store.clone();
     let started = Instant::now();
     loop {
         let docs = store.documents(&Default::default()).await.unwrap();
@@ -324,7 +324,7 @@ async fn transient_errors_back_off_with_a_stored_retry_time() {
     }
     write(&s.inbox().join("flaky.md"), "flaky");
     let running = s.start().await;
-    let store = running.shared.store.clone();
+    let store = running.store.clone();
     let started = Instant::now();
     let doc = loop {
         let docs = store.documents(&Default::default()).await.unwrap();
@@ -338,7 +338,7 @@ async fn transient_errors_back_off_with_a_stored_retry_time() {
     assert!(doc.error.unwrap().contains("storage hiccup"));
     let retry_at = doc.retry_at.expect("a stored retry time");
     assert!(
-        retry_at > ferry::store::now_ms() + 10_000,
+        retry_at > ferry::clock::Clock::system().now_ms() + 10_000,
         "backs off, not a hot loop"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -350,7 +350,7 @@ async fn transient_errors_back_off_with_a_stored_retry_time() {
 async fn second_daemon_on_the_same_database_is_refused() {
     let s = Setup::new("0.12.4").await;
     let running = s.start().await;
-    let loaded = config::load(
+    let loaded = ferry::setup::load(
         &s.dir.path().join("ferry.yaml"),
         &Environment::fixed([("X", "1")]),
     )
@@ -474,7 +474,7 @@ async fn reload_keeps_the_old_rules_when_the_new_ones_are_invalid() {
     std::fs::write(&rule, "on:\n  watch:\n    paht: /nowhere\n").unwrap();
     running.reload.send(()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(running.shared.rules().len(), 1, "old rule kept");
+    assert_eq!(running.rules.all().len(), 1, "old rule kept");
     write(&s.inbox().join("still.md"), "still watched");
     eventually("old rule still works", || {
         s.names() == expect(&["still.md"])
@@ -584,7 +584,7 @@ async fn an_upload_a_crash_left_unrecorded_is_taken_up_not_repeated() {
     write(&s.inbox().join("a.md"), "first");
     let running = s.start().await;
     eventually("a linked", || s.names().len() == 1).await;
-    let instance = running.shared.ingestor.instance_id.clone();
+    let instance = running.store.instance_id().await.unwrap();
     stop(running).await;
     let kb = s.fake.state.lock().unwrap().knowledge[0].id.clone();
 
@@ -611,7 +611,7 @@ async fn an_upload_a_crash_left_unrecorded_is_taken_up_not_repeated() {
                 inode: meta.ino() as i64,
                 sha256: &sha,
             },
-            ferry::store::now_ms(),
+            ferry::clock::Clock::system().now_ms(),
         )
         .await
         .unwrap();
@@ -623,7 +623,7 @@ async fn an_upload_a_crash_left_unrecorded_is_taken_up_not_repeated() {
     let uploads = s.uploads();
 
     let running = s.start().await;
-    let store = running.shared.store.clone();
+    let store = running.store.clone();
     let path = b.to_string_lossy().to_string();
     let mut linked = None;
     let started = Instant::now();
@@ -672,12 +672,7 @@ fn uploaded_contents(fake: &FakeOpenWebUi) -> Vec<(String, String)> {
 }
 
 async fn documents(running: &Running) -> Vec<ferry::store::Document> {
-    running
-        .shared
-        .store
-        .documents(&Default::default())
-        .await
-        .unwrap()
+    running.store.documents(&Default::default()).await.unwrap()
 }
 
 fn mkfifo(path: &Path) {
@@ -767,7 +762,7 @@ async fn links_in_a_watched_folder_are_never_followed() {
         for (name, content) in uploaded_contents(&s.fake) {
             assert!(!content.contains(SECRET), "{version}: {name} leaked");
         }
-        let paused = running.shared.store.paused_reason("mirror").await.unwrap();
+        let paused = running.store.paused_reason("mirror").await.unwrap();
         assert_eq!(paused, None, "{version}: links must not trip the valve");
         stop(running).await;
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::daemon::{Daemon, free_port, until};
 use common::{Api, job_id_of, server};
-use ferry::deliver::sign::standard_signature;
+use ferry::signing::standard_signature;
 use serde_json::{Value, json};
 
 const HOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -481,7 +481,7 @@ async fn a_full_state_disk_pauses_and_loses_nothing() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|j| j["state"] == "succeeded")
+            .filter(|j| j["kind"] == "chat" && j["state"] == "succeeded")
             .count();
         if done == HOOKS {
             break;

@@ -7,10 +7,10 @@
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
-use ferry::config::{self, Environment};
-use ferry::deliver::sign;
+use ferry::config::Environment;
 use ferry::paths;
 use ferry::rules::template;
+use ferry::signing as sign;
 use proptest::prelude::*;
 
 const CONFIG: &str = include_str!("../systemd/ferry.yaml");
@@ -110,7 +110,7 @@ proptest! {
         std::fs::write(dir.path().join("ferry.yaml"), apply(&text, &config_edits)).unwrap();
         std::fs::write(dir.path().join("rules/r.yaml"), apply(RULES[rule], &rule_edits)).unwrap();
         let env = Environment::fixed([("X", "1")]);
-        if let Err(diags) = config::load(&dir.path().join("ferry.yaml"), &env) {
+        if let Err(diags) = ferry::setup::load(&dir.path().join("ferry.yaml"), &env) {
             prop_assert!(!diags.is_empty());
             for d in diags {
                 let shown = d.to_string();
@@ -130,10 +130,10 @@ proptest! {
     /// in any zone without a panic.
     #[test]
     fn cron_expressions_never_panic(text in "[0-9*/,\\-A-Za-z?LW# ]{0,40}") {
-        if let Ok(cron) = ferry::schedule::parse(&text) {
+        if let Ok(cron) = ferry::triggers::schedule::parse(&text) {
             let now = chrono::Utc::now();
-            let _ = ferry::schedule::next_fire(&cron, &chrono_tz::Europe::Zurich, now);
-            let _ = ferry::schedule::next_fire(&cron, &chrono::Utc, now);
+            let _ = ferry::triggers::schedule::next_fire(&cron, &chrono_tz::Europe::Zurich, now);
+            let _ = ferry::triggers::schedule::next_fire(&cron, &chrono::Utc, now);
         }
     }
 

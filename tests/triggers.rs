@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::job_id_of;
 use ferry::app::{self, Running};
-use ferry::config::{self, Environment};
-use ferry::deliver::sign::standard_signature;
+use ferry::config::Environment;
+use ferry::signing::standard_signature;
 use ferry::store::{DeliveryFilter, DeliveryState, JobFilter, JobState};
 use ferry::testing::fake_openwebui::{API_KEY, FakeOpenWebUi};
 use ferry::testing::receiver::{Receiver, Reply};
@@ -68,7 +68,7 @@ impl Setup {
 
     async fn start(&self) -> Running {
         let env = Environment::fixed([("X", "1")]);
-        let loaded = config::load(&self.dir.path().join("ferry.yaml"), &env).unwrap();
+        let loaded = ferry::setup::load(&self.dir.path().join("ferry.yaml"), &env).unwrap();
         app::start(loaded, env).await.unwrap()
     }
 }
@@ -97,7 +97,7 @@ async fn eventually<T>(what: &str, secs: u64, mut check: impl AsyncFnMut() -> Op
 
 async fn finished_job(running: &Running, id: &str) -> ferry::store::Job {
     eventually("the job finishes", 15, async || {
-        let j = running.shared.store.job(id).await.unwrap()?;
+        let j = running.store.job(id).await.unwrap()?;
         matches!(j.state, JobState::Succeeded | JobState::Dead).then_some(j)
     })
     .await
@@ -116,13 +116,11 @@ async fn run_rule(running: &Running, rule: &str, body: Value) -> String {
     job_id_of(r).await
 }
 
+/// The jobs of rules (not ferry's own upkeep, such as the start-up sweep).
 async fn all_jobs(running: &Running) -> Vec<ferry::store::Job> {
-    running
-        .shared
-        .store
-        .jobs(&JobFilter::default())
-        .await
-        .unwrap()
+    let mut jobs = running.store.jobs(&JobFilter::default()).await.unwrap();
+    jobs.retain(|j| j.rule != ferry::triggers::UPKEEP_RULE);
+    jobs
 }
 
 fn now_secs() -> i64 {
@@ -230,13 +228,14 @@ async fn signed_hook_runs_a_chat_whose_answer_is_delivered_signed() {
         .await
         .unwrap();
     for line in [
-        "ferry_jobs{state=\"succeeded\"} 1",
+        // The chat, and the start-up sweep of lost uploads.
+        "ferry_jobs{state=\"succeeded\"} 2",
         "ferry_job_seconds_count{kind=\"chat\"} 1",
         "ferry_job_seconds{kind=\"chat\",quantile=\"0.5\"}",
     ] {
         assert!(metrics.contains(line), "{line} in:\n{metrics}");
     }
-    let delivery = running.shared.store.delivery(id).await.unwrap().unwrap();
+    let delivery = running.store.delivery(id).await.unwrap().unwrap();
     assert_eq!(
         (delivery.state, delivery.attempts),
         (DeliveryState::Delivered, 1)
@@ -399,7 +398,7 @@ async fn manual_runs_permanent_failures_and_retry() {
     // WebUI lists instead.
     let id = run("loading", json!({})).await;
     let job = eventually("the first attempt", 10, async || {
-        let j = running.shared.store.job(&id).await.unwrap()?;
+        let j = running.store.job(&id).await.unwrap()?;
         (j.state == JobState::Queued && j.attempts == 1).then_some(j)
     })
     .await;
@@ -463,7 +462,7 @@ async fn manual_runs_permanent_failures_and_retry() {
         .unwrap();
     assert_eq!(r.status(), 202);
     let again = eventually("retried", 10, async || {
-        let j = running.shared.store.job(&id).await.unwrap()?;
+        let j = running.store.job(&id).await.unwrap()?;
         (j.state == JobState::Dead && j.updated_at > job.updated_at).then_some(j)
     })
     .await;
@@ -538,10 +537,10 @@ async fn schedule_fires_on_time_and_catches_up_once_after_downtime() {
         assert!((0..500).contains(&late), "fired {late} ms after its time");
     }
     stop(running).await;
-    let down_from = ferry::store::now_ms();
+    let down_from = ferry::clock::Clock::system().now_ms();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let running = s.start().await;
-    let down_to = ferry::store::now_ms();
+    let down_to = ferry::clock::Clock::system().now_ms();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let jobs = all_jobs(&running).await;
     let catch_up: Vec<_> = jobs
@@ -602,7 +601,6 @@ async fn deliver_once(running: &Running, payload: &str) -> String {
     finished_job(running, &job).await;
     eventually("the delivery row", 10, async || {
         running
-            .shared
             .store
             .deliveries(&DeliveryFilter::default())
             .await
@@ -616,7 +614,7 @@ async fn deliver_once(running: &Running, payload: &str) -> String {
 
 async fn settled(running: &Running, id: &str, secs: u64) -> ferry::store::Delivery {
     eventually("the delivery settles", secs, async || {
-        let d = running.shared.store.delivery(id).await.unwrap()?;
+        let d = running.store.delivery(id).await.unwrap()?;
         matches!(d.state, DeliveryState::Delivered | DeliveryState::Dead).then_some(d)
     })
     .await
@@ -651,16 +649,7 @@ async fn deliveries_retry_with_the_same_id_and_stop_on_410() {
             standard_signature(OUT_SECRET, &id, ts, &r.body)
         );
     }
-    assert_eq!(
-        running
-            .shared
-            .store
-            .delivery_attempts(&id)
-            .await
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(running.store.delivery_attempts(&id).await.unwrap().len(), 3);
 
     s.receiver.script("out", [Reply::status(410)]);
     let id = deliver_once(&running, "two").await;
@@ -682,21 +671,12 @@ async fn deliveries_retry_with_the_same_id_and_stop_on_410() {
         .unwrap();
     assert_eq!(r.status(), 202);
     let d = eventually("redelivered", 10, async || {
-        let d = running.shared.store.delivery(&id).await.unwrap()?;
+        let d = running.store.delivery(&id).await.unwrap()?;
         (d.state == DeliveryState::Delivered).then_some(d)
     })
     .await;
     assert_eq!(d.attempts, 1);
-    assert_eq!(
-        running
-            .shared
-            .store
-            .delivery_attempts(&id)
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(running.store.delivery_attempts(&id).await.unwrap().len(), 2);
     stop(running).await;
 }
 
@@ -720,7 +700,7 @@ async fn retry_after_is_honoured_and_silence_is_cut_off() {
     let id = deliver_once(&running, "two").await;
     let d = settled(&running, &id, 15).await;
     assert_eq!((d.state, d.attempts), (DeliveryState::Delivered, 2));
-    let attempts = running.shared.store.delivery_attempts(&id).await.unwrap();
+    let attempts = running.store.delivery_attempts(&id).await.unwrap();
     assert!(
         attempts[0]
             .4
@@ -788,7 +768,6 @@ async fn private_destinations_are_refused_and_redirects_not_followed() {
     finished_job(&running, &job).await;
     let d = eventually("bounced", 10, async || {
         let list = running
-            .shared
             .store
             .deliveries(&DeliveryFilter {
                 state: Some(DeliveryState::Dead),
@@ -1170,7 +1149,7 @@ async fn a_full_state_disk_pauses_work_and_loses_nothing() {
             .then_some(())
     })
     .await;
-    running.shared.store.limit_growth(Some(0)).await.unwrap();
+    running.store.limit_growth(Some(0)).await.unwrap();
     let readyz = format!("http://{}/readyz", running.addr);
     let body = eventually("not ready: disk full", 10, async || {
         let r = reqwest::get(&readyz).await.unwrap();
@@ -1189,7 +1168,7 @@ async fn a_full_state_disk_pauses_work_and_loses_nothing() {
             .all(|j| j.state == JobState::Running && j.attempts == 1)
     );
     let chats_before = s.fake.state.lock().unwrap().completions.len();
-    running.shared.store.limit_growth(None).await.unwrap();
+    running.store.limit_growth(None).await.unwrap();
     for id in &ids {
         let job = finished_job(&running, id).await;
         assert_eq!((job.state, job.attempts), (JobState::Succeeded, 1), "{id}");

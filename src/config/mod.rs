@@ -20,7 +20,6 @@ pub use decode::Environment;
 pub use secret::Secret;
 pub use yaml::{Diagnostic, Pos};
 
-use crate::rules::{self, Rule};
 use decode::Decoder;
 
 #[derive(Debug, Clone)]
@@ -109,13 +108,6 @@ pub struct LogConfig {
     pub level: String,
 }
 
-/// A config and its rules, all valid.
-#[derive(Debug, Clone)]
-pub struct Loaded {
-    pub config: Config,
-    pub rules: Vec<Rule>,
-}
-
 pub const DEFAULT_RETRY: [u64; 8] = [0, 5, 300, 1800, 7200, 18000, 36000, 36000];
 
 /// Which config file to use: `--config`, else `$FERRY_CONFIG`, else
@@ -135,38 +127,12 @@ pub fn resolve_path(flag: Option<&Path>, env: &Environment) -> PathBuf {
     }
 }
 
-/// Loads the config file and every rule it names; all problems at once.
-/// Rule files are checked even when the main file has errors, so that one
-/// `ferry check` shows everything.
-pub fn load(path: &Path, env: &Environment) -> Result<Loaded, Vec<Diagnostic>> {
-    let mut diags = Vec::new();
-    let config = load_config(path, env).map_err(|d| diags.extend(d)).ok();
-    let (source, webhooks) = match &config {
-        Some(c) => (
-            Some(c.rules.clone()),
-            Some(c.webhooks.keys().cloned().collect()),
-        ),
-        None => peek_rules(path, env),
-    };
-    let mut rules = Vec::new();
-    if let Some(source) = source {
-        match rule_files(&source, path) {
-            Ok(files) => match rules::load_all(&files, path, webhooks.as_ref(), env) {
-                Ok(r) => rules = r,
-                Err(d) => diags.extend(d),
-            },
-            Err(d) => diags.push(d),
-        }
-    }
-    match config {
-        Some(config) if diags.is_empty() => Ok(Loaded { config, rules }),
-        _ => Err(diags),
-    }
-}
-
 /// Where the rules are and which webhooks exist, read from a config file
 /// that is otherwise invalid.
-fn peek_rules(path: &Path, env: &Environment) -> (Option<RulesSource>, Option<BTreeSet<String>>) {
+pub fn peek_rules(
+    path: &Path,
+    env: &Environment,
+) -> (Option<RulesSource>, Option<BTreeSet<String>>) {
     let Ok(text) = std::fs::read_to_string(path) else {
         return (None, None);
     };
@@ -697,7 +663,7 @@ fn decode_log(node: Option<&yaml::Node>, d: &mut Decoder) -> Option<LogConfig> {
 }
 
 /// The rule files: `*.yaml`/`*.yml` of the directory, sorted, or the list.
-fn rule_files(source: &RulesSource, config_path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
+pub fn rule_files(source: &RulesSource, config_path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
     match source {
         RulesSource::Files(files) => Ok(files.clone()),
         RulesSource::Dir(dir) => {

@@ -7,7 +7,7 @@
 //! - [`run`] claims due rows with a lease, at most `max_in_flight` per
 //!   destination, sends them, and records the outcomes in batches (one
 //!   commit for many answers keeps `synchronous=FULL` affordable).
-//! - [`next_attempt`] is the pure retry schedule; [`sign`] the signatures;
+//! - [`next_attempt`] is the pure retry schedule; [`crate::signing`] the signatures;
 //!   [`guard`] the private-address guard.
 //!
 //! Architecture invariant: at-least-once. A delivery is marked delivered
@@ -15,7 +15,6 @@
 //! `webhook-id`, which receivers use to drop the duplicate.
 
 pub mod guard;
-pub mod sign;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -26,9 +25,10 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::WebhookConfig;
 use crate::rules::{Rule, template};
-use crate::store::{self, AttemptNext, AttemptRecord, Delivery, Effects, NewDelivery, Store};
+use crate::store::{AttemptNext, AttemptRecord, Delivery, Effects, NewDelivery, Store};
 
 /// Response bodies are stored up to this size.
 pub const RESPONSE_LIMIT: usize = 64 * 1024;
@@ -50,10 +50,6 @@ pub fn wants(rule: &Rule, events: &[String], event_type: &str) -> bool {
     }
 }
 
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// The `document` of an event, from a run's context.
 fn document_of(ctx: &Value, data: &Value) -> Value {
     if let Some(d) = data.get("document") {
@@ -69,14 +65,16 @@ fn document_of(ctx: &Value, data: &Value) -> Value {
     }
 }
 
-/// The deliveries of one event of `rule`. `ctx` is the run's template
-/// context; `data` what the job produced (answer, model, … or error).
+/// The deliveries of one event of `rule` at `now_ms`. `ctx` is the run's
+/// template context; `data` what the job produced (answer, model, … or
+/// error).
 pub fn effects_for(
     rule: &Rule,
     event_type: &str,
     job_id: &str,
     ctx: &Value,
     data: Value,
+    now_ms: i64,
 ) -> Effects {
     let mut effects = Effects::default();
     let document = document_of(ctx, &data);
@@ -92,7 +90,7 @@ pub fn effects_for(
                     "type": event_type,
                     "id": id,
                     "rule": rule.name,
-                    "timestamp": now_rfc3339(),
+                    "timestamp": crate::clock::rfc3339_ms(now_ms),
                     "data": {
                         "job_id": job_id,
                         "trigger": ctx.get("trigger").cloned().unwrap_or(Value::Null),
@@ -199,13 +197,13 @@ fn retry_after_of(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 /// One attempt. Pure of the store: returns what to record.
-pub async fn attempt(dest: Option<&Destination>, d: &Delivery) -> AttemptRecord {
-    let started_at = store::now_ms();
-    let clock = Instant::now();
+pub async fn attempt(dest: Option<&Destination>, d: &Delivery, clock: &Clock) -> AttemptRecord {
+    let started_at = clock.now_ms();
+    let started = Instant::now();
     let record = |status: Option<u16>, error: Option<String>, response: Option<String>, next| {
         AttemptRecord {
             started_at,
-            duration_ms: clock.elapsed().as_millis() as i64,
+            duration_ms: started.elapsed().as_millis() as i64,
             status,
             error,
             response,
@@ -249,7 +247,7 @@ pub async fn attempt(dest: Option<&Destination>, d: &Delivery) -> AttemptRecord 
     if let Some(secret) = &cfg.secret {
         request = request.header(
             "webhook-signature",
-            sign::standard_signature(secret.expose(), &d.id, ts, &d.body),
+            crate::signing::standard_signature(secret.expose(), &d.id, ts, &d.body),
         );
     }
     for (k, v) in &cfg.headers {
@@ -258,7 +256,7 @@ pub async fn attempt(dest: Option<&Destination>, d: &Delivery) -> AttemptRecord 
     let retry =
         |error: String, status: Option<u16>, response: Option<String>, after: Option<Duration>| {
             let next = match next_attempt(&cfg.retry, d.attempts, after, fastrand::f64()) {
-                Some(wait) => AttemptNext::RetryAt(store::now_ms() + wait.as_millis() as i64),
+                Some(wait) => AttemptNext::RetryAt(clock.now_ms() + wait.as_millis() as i64),
                 None => AttemptNext::Dead,
             };
             (status, Some(error), response, next)
@@ -343,6 +341,7 @@ async fn read_capped(response: reqwest::Response, limit: usize) -> String {
 /// abandoned and their rows released (attempt refunded).
 pub async fn run(
     store: Store,
+    clock: Clock,
     destinations: Arc<HashMap<String, Destination>>,
     wake: Arc<Notify>,
     owner: String,
@@ -362,8 +361,9 @@ pub async fn run(
 
     // Group commit: every outcome that is ready goes into one transaction.
     let writer = {
-        let (store, owner, in_flight, finished) = (
+        let (store, clock, owner, in_flight, finished) = (
             store.clone(),
+            clock.clone(),
             owner.clone(),
             in_flight.clone(),
             finished.clone(),
@@ -382,7 +382,7 @@ pub async fn run(
                     .map(|(id, _, r)| (id.clone(), r.clone()))
                     .collect();
                 let mut written = store
-                    .record_attempts(&owner, &records, store::now_ms())
+                    .record_attempts(&owner, &records, clock.now_ms())
                     .await;
                 // A full disk: the outcomes are kept and written once there
                 // is space (the workers probe for it), so a delivered
@@ -397,14 +397,14 @@ pub async fn run(
                     store.note_write_error(e);
                     tokio::time::sleep(Duration::from_secs(2)).await;
                     written = store
-                        .record_attempts(&owner, &records, store::now_ms())
+                        .record_attempts(&owner, &records, clock.now_ms())
                         .await;
                 }
                 if let Err(e) = written {
                     tracing::error!(error = %e, "cannot record delivery attempts; they will be retried");
                 }
                 for (id, dest, r) in &batch {
-                    log_attempt(id, dest, r);
+                    log_attempt(id, dest, r, clock.now_ms());
                 }
                 let mut map = in_flight.lock().expect("not poisoned");
                 for (_, dest, _) in &batch {
@@ -424,7 +424,7 @@ pub async fn run(
         if last_rescue.elapsed() > Duration::from_secs(30) {
             last_rescue = Instant::now();
             if let Ok(n) = store
-                .rescue_deliveries(Some(store::now_ms()), store::now_ms())
+                .rescue_deliveries(Some(clock.now_ms()), clock.now_ms())
                 .await
                 && n > 0
             {
@@ -459,7 +459,7 @@ pub async fn run(
             let rooms: Vec<(String, i64)> =
                 rooms.into_iter().map(|(d, r)| (d, r.min(share))).collect();
             match store
-                .claim_deliveries(&owner, store::now_ms(), lease_ms, &rooms, free.min(4))
+                .claim_deliveries(&owner, clock.now_ms(), lease_ms, &rooms, free.min(4))
                 .await
             {
                 Ok(c) => c,
@@ -475,7 +475,7 @@ pub async fn run(
         if claimed.is_empty() {
             let wait = match store.next_delivery_due().await {
                 Ok(Some(due)) => {
-                    Duration::from_millis((due - store::now_ms()).clamp(5, 1000) as u64)
+                    Duration::from_millis((due - clock.now_ms()).clamp(5, 1000) as u64)
                 }
                 _ => Duration::from_secs(1),
             };
@@ -494,9 +494,9 @@ pub async fn run(
             }
         }
         for d in claimed {
-            let (destinations, tx) = (destinations.clone(), tx.clone());
+            let (destinations, tx, clock) = (destinations.clone(), tx.clone(), clock.clone());
             sends.spawn(async move {
-                let record = attempt(destinations.get(&d.destination), &d).await;
+                let record = attempt(destinations.get(&d.destination), &d, &clock).await;
                 let _ = tx.send((d.id, d.destination, record));
             });
         }
@@ -511,7 +511,7 @@ pub async fn run(
     }
     drop(tx);
     let _ = writer.await;
-    match store.release_deliveries(&owner, store::now_ms()).await {
+    match store.release_deliveries(&owner, clock.now_ms()).await {
         Ok(0) | Err(_) => {}
         Ok(n) => tracing::info!(
             deliveries = n,
@@ -520,7 +520,7 @@ pub async fn run(
     }
 }
 
-fn log_attempt(id: &str, destination: &str, r: &AttemptRecord) {
+fn log_attempt(id: &str, destination: &str, r: &AttemptRecord, now_ms: i64) {
     match r.next {
         AttemptNext::Delivered => {
             tracing::info!(
@@ -536,7 +536,7 @@ fn log_attempt(id: &str, destination: &str, r: &AttemptRecord) {
             destination,
             status = r.status,
             error = r.error.as_deref().unwrap_or(""),
-            retry_in_ms = at - store::now_ms(),
+            retry_in_ms = at - now_ms,
             "delivery failed; will retry"
         ),
         AttemptNext::Dead => tracing::error!(
@@ -577,7 +577,7 @@ mod tests {
             destination: "d".into(),
             event_type: "chat.completed".into(),
             body: b"{}".to_vec(),
-            state: store::DeliveryState::Pending,
+            state: crate::store::DeliveryState::Pending,
             attempts: 1,
             next_attempt_at: 0,
             last_status: None,
@@ -599,7 +599,7 @@ mod tests {
             "http://10.0.0.1:3128",
         ] {
             let d = destination("https://example.org/hook", Some(proxy), false);
-            let r = attempt(Some(&d), &delivery()).await;
+            let r = attempt(Some(&d), &delivery(), &Clock::system()).await;
             assert!(matches!(r.next, AttemptNext::Dead), "{proxy}");
             let error = r.error.unwrap();
             assert!(error.starts_with("proxy refused:"), "{error}");

@@ -183,9 +183,9 @@ pub fn parse_retry_after(headers: &HeaderMap, now: std::time::SystemTime) -> Opt
     if let Ok(secs) = value.parse::<f64>() {
         return Duration::try_from_secs_f64(secs.max(0.0)).ok();
     }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let when =
-        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
-    let when: std::time::SystemTime = when.into();
+        std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(when.timestamp_millis()).ok()?);
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
@@ -205,8 +205,9 @@ pub fn classify(
     status: StatusCode,
     headers: &HeaderMap,
     body: &[u8],
+    now: std::time::SystemTime,
 ) -> Result<serde_json::Value, Error> {
-    classify_as(path, status, headers, body)
+    classify_as(path, status, headers, body, now)
 }
 
 /// [`classify`] into any shape: `serde::de::IgnoredAny` checks a success
@@ -217,6 +218,7 @@ pub fn classify_as<T: serde::de::DeserializeOwned>(
     status: StatusCode,
     headers: &HeaderMap,
     body: &[u8],
+    now: std::time::SystemTime,
 ) -> Result<T, Error> {
     let path = path.to_string();
     let is_json = headers
@@ -275,7 +277,7 @@ pub fn classify_as<T: serde::de::DeserializeOwned>(
         413 => Error::TooLarge { detail },
         429 => Error::RateLimited {
             path,
-            retry_after: parse_retry_after(headers, std::time::SystemTime::now()),
+            retry_after: parse_retry_after(headers, now),
             detail,
         },
         400 if lower.contains("duplicate content") => Error::DuplicateContent { detail },
@@ -317,6 +319,7 @@ mod tests {
             StatusCode::from_u16(status).unwrap(),
             &json_headers(),
             body.as_bytes(),
+            std::time::UNIX_EPOCH,
         )
         .unwrap_err()
     }
@@ -333,6 +336,7 @@ mod tests {
             StatusCode::OK,
             &h,
             b"<!doctype html><html>",
+            std::time::UNIX_EPOCH,
         )
         .unwrap_err();
         assert!(matches!(e, Error::UnexpectedResponse { .. }));
@@ -428,10 +432,10 @@ mod tests {
                 reqwest::header::RETRY_AFTER,
                 HeaderValue::from_str(v).unwrap(),
             );
-            let _ = parse_retry_after(&h, std::time::SystemTime::now());
+            let _ = parse_retry_after(&h, std::time::UNIX_EPOCH);
             let mut h = HeaderMap::new();
             h.insert("retry-after-ms", HeaderValue::from_str(v).unwrap());
-            let _ = parse_retry_after(&h, std::time::SystemTime::now());
+            let _ = parse_retry_after(&h, std::time::UNIX_EPOCH);
         }
     }
 
@@ -458,6 +462,7 @@ mod tests {
             StatusCode::TOO_MANY_REQUESTS,
             &HeaderMap::new(),
             b"{}",
+            std::time::UNIX_EPOCH,
         )
         .unwrap_err();
         assert!(e.is_transient() && e.request_not_processed());

@@ -38,6 +38,8 @@ const KNOWLEDGE_PAGE: usize = 1000;
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
+    /// The wall clock (`Retry-After` dates, chat timestamps).
+    pub clock: crate::clock::Clock,
     pub url: Url,
     pub auth: Auth,
     pub timeout: Duration,
@@ -49,6 +51,7 @@ pub struct ClientOptions {
 impl From<&OpenWebUiConfig> for ClientOptions {
     fn from(c: &OpenWebUiConfig) -> Self {
         ClientOptions {
+            clock: crate::clock::Clock::system(),
             url: c.url.clone(),
             auth: c.auth.clone(),
             timeout: c.timeout,
@@ -65,6 +68,7 @@ pub struct Client {
 }
 
 struct Inner {
+    clock: crate::clock::Clock,
     http: reqwest::Client,
     base: String,
     auth: Auth,
@@ -125,6 +129,7 @@ impl Client {
                 timeout: options.timeout,
                 processing_timeout: options.processing_timeout,
                 retry: options.retry,
+                clock: options.clock,
                 version: OnceCell::new(),
                 knowledge_locks: Default::default(),
             }),
@@ -143,6 +148,14 @@ impl Client {
             .acquire_owned()
             .await
             .expect("never closed")
+    }
+
+    /// The server's address as logs may show it ([`crate::redact`]).
+    pub fn base_shown(&self) -> String {
+        match url::Url::parse(self.base_url()) {
+            Ok(u) => crate::redact::url(&u),
+            Err(_) => "(unparsable URL)".into(),
+        }
     }
 
     pub fn base_url(&self) -> &str {
@@ -210,18 +223,23 @@ impl Client {
                 .await
                 .map_err(|e| map_send_error(path, e, self.inner.timeout))?
         };
-        let body = read_json(path, response, self.inner.timeout)
-            .await
-            .map_err(|e| match e {
-                // A wrong password is a 400 in Open WebUI; for the caller it is
-                // refused credentials. A 429 stays RateLimited and is never
-                // retried here: the limit is 15 per 3 minutes per e-mail.
-                Error::Rejected { detail, .. } => Error::Unauthorized {
-                    path: path.into(),
-                    detail,
-                },
-                other => other,
-            })?;
+        let body = read_json(
+            path,
+            response,
+            self.inner.timeout,
+            self.inner.clock.now_system_time(),
+        )
+        .await
+        .map_err(|e| match e {
+            // A wrong password is a 400 in Open WebUI; for the caller it is
+            // refused credentials. A 429 stays RateLimited and is never
+            // retried here: the limit is 15 per 3 minutes per e-mail.
+            Error::Rejected { detail, .. } => Error::Unauthorized {
+                path: path.into(),
+                detail,
+            },
+            other => other,
+        })?;
         match body.get("token").and_then(Value::as_str) {
             Some(token) if !token.is_empty() => Ok(Secret::new(token)),
             _ => Err(Error::Unauthorized {
@@ -277,9 +295,11 @@ impl Client {
                 .expect("never closed");
             let result = match request.send().await {
                 Ok(response) if response.status().is_success() => return Ok((response, permit)),
-                Ok(response) => read_json(path, response, timeout)
-                    .await
-                    .map(|_| unreachable!()),
+                Ok(response) => {
+                    read_json(path, response, timeout, self.inner.clock.now_system_time())
+                        .await
+                        .map(|_| unreachable!())
+                }
                 Err(e) => Err(map_send_error(path, e, timeout)),
             };
             drop(permit);
@@ -323,7 +343,13 @@ impl Client {
         F: Fn(RequestBuilder) -> Result<RequestBuilder, Error>,
     {
         let (response, _permit) = self.execute(method, path, repeat, build).await?;
-        read_json(path, response, self.inner.timeout).await
+        read_json(
+            path,
+            response,
+            self.inner.timeout,
+            self.inner.clock.now_system_time(),
+        )
+        .await
     }
 
     /// [`Client::json`] for answers that only need to be a success.
@@ -338,7 +364,8 @@ impl Client {
         F: Fn(RequestBuilder) -> Result<RequestBuilder, Error>,
     {
         let (response, _permit) = self.execute(method, path, repeat, build).await?;
-        read_json_as::<serde::de::IgnoredAny>(path, response, self.inner.timeout)
+        let now = self.inner.clock.now_system_time();
+        read_json_as::<serde::de::IgnoredAny>(path, response, self.inner.timeout, now)
             .await
             .map(|_| ())
     }
@@ -363,7 +390,13 @@ impl Client {
                     .send()
                     .await
                     .map_err(|e| map_send_error(path, e, self.inner.timeout))?;
-                let body = read_json(path, response, self.inner.timeout).await?;
+                let body = read_json(
+                    path,
+                    response,
+                    self.inner.timeout,
+                    self.inner.clock.now_system_time(),
+                )
+                .await?;
                 let text = body.get("version").and_then(Value::as_str).unwrap_or("");
                 Version::parse(text).ok_or_else(|| Error::UnexpectedResponse {
                     path: path.into(),
@@ -887,7 +920,7 @@ impl Client {
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
         if !is_sse {
             // Some setups answer a stream request with one JSON completion.
-            let v = read_json(path, response, timeout).await?;
+            let v = read_json(path, response, timeout, self.inner.clock.now_system_time()).await?;
             let content = v
                 .pointer("/choices/0/message/content")
                 .and_then(Value::as_str)
@@ -960,7 +993,10 @@ impl Client {
         answer: &str,
     ) -> Result<String, Error> {
         let path = "/api/v1/chats/new";
-        let now = std::time::SystemTime::now()
+        let now = self
+            .inner
+            .clock
+            .now_system_time()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let (user_id, assistant_id) = (
@@ -1033,14 +1069,20 @@ fn map_send_error(path: &str, e: reqwest::Error, timeout: Duration) -> Error {
 }
 
 /// Reads a whole response and classifies it.
-async fn read_json(path: &str, response: Response, timeout: Duration) -> Result<Value, Error> {
-    read_json_as(path, response, timeout).await
+async fn read_json(
+    path: &str,
+    response: Response,
+    timeout: Duration,
+    now: std::time::SystemTime,
+) -> Result<Value, Error> {
+    read_json_as(path, response, timeout, now).await
 }
 
 async fn read_json_as<T: serde::de::DeserializeOwned>(
     path: &str,
     response: Response,
     timeout: Duration,
+    now: std::time::SystemTime,
 ) -> Result<T, Error> {
     let status = response.status();
     let headers = response.headers().clone();
@@ -1048,7 +1090,7 @@ async fn read_json_as<T: serde::de::DeserializeOwned>(
         .bytes()
         .await
         .map_err(|e| map_send_error(path, e, timeout))?;
-    error::classify_as(path, status, &headers, &body)
+    error::classify_as(path, status, &headers, &body, now)
 }
 
 fn str_field(v: &Value, key: &str) -> Option<String> {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::decode::{Decoder, Environment};
+use crate::config::valid_name;
 use crate::config::yaml::{self, Diagnostic, Node, Pos, Value};
-use crate::config::{Secret, valid_name};
 
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -23,163 +23,57 @@ pub struct Rule {
     pub vars: serde_json::Map<String, serde_json::Value>,
 }
 
-#[derive(Debug, Clone)]
-pub enum Trigger {
-    Watch(Watch),
-    Schedule(Schedule),
-    Webhook(WebhookTrigger),
-    Ingested {
-        rule: String,
-    },
-    /// A rule with no `on:` runs only by hand.
-    Manual,
-}
+pub use crate::triggers::{
+    AuthScheme, BUILTIN_EXCLUDES, DEFAULT_HOOK_HEADERS, DEFAULT_HOOK_RATE, DEFAULT_MAX_SIZE,
+    Missed, OnDelete, Overlap, Schedule, Trigger, Watch, WebhookTrigger, is_credential_header,
+    parse_rate,
+};
 
-impl Trigger {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Trigger::Watch(_) => "watch",
-            Trigger::Schedule(_) => "schedule",
-            Trigger::Webhook(_) => "webhook",
-            Trigger::Ingested { .. } => "ingested",
-            Trigger::Manual => "manual",
+impl Rule {
+    /// The producer this rule needs running (a watcher, a timer), if any:
+    /// a watch rule that ingests or chats, a schedule that chats.
+    pub fn producer(&self) -> Option<crate::triggers::Producer> {
+        let runs = match &self.trigger {
+            Trigger::Watch(_) => self.ingest.is_some() || self.chat.is_some(),
+            Trigger::Schedule(_) => self.chat.is_some(),
+            _ => false,
+        };
+        runs.then(|| crate::triggers::Producer {
+            rule: self.name.clone(),
+            trigger: self.trigger.clone(),
+        })
+    }
+
+    /// What [`crate::triggers::context`] needs of the rule.
+    pub fn view(&self) -> crate::triggers::RuleView<'_> {
+        crate::triggers::RuleView {
+            name: &self.name,
+            trigger: &self.trigger,
+            vars: &self.vars,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnDelete {
-    Remove,
-    Keep,
-}
+/// The rules in force, swapped whole on reload.
+#[derive(Debug, Default)]
+pub struct RuleSet(std::sync::RwLock<std::sync::Arc<Vec<Rule>>>);
 
-/// `on.watch.max_size` when not given; also the limit of `ferry ingest`.
-pub const DEFAULT_MAX_SIZE: u64 = 50 << 20;
+impl RuleSet {
+    pub fn new(rules: Vec<Rule>) -> RuleSet {
+        RuleSet(std::sync::RwLock::new(std::sync::Arc::new(rules)))
+    }
 
-#[derive(Debug, Clone)]
-pub struct Watch {
-    pub path: PathBuf,
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
-    pub settle: Duration,
-    pub poll: Option<Duration>,
-    pub max_size: u64,
-    pub on_delete: OnDelete,
-    /// How often the whole tree is compared with the state DB (besides at
-    /// start and after an event overflow).
-    pub reconcile: Duration,
-}
+    pub fn all(&self) -> std::sync::Arc<Vec<Rule>> {
+        self.0.read().expect("not poisoned").clone()
+    }
 
-/// Names that are never ingested, whatever `include` says: editors' and
-/// office suites' temporary and lock files.
-pub const BUILTIN_EXCLUDES: &[&str] = &[
-    "**/.*",
-    "**/.*/**",
-    "**/~$*",
-    "**/*.part",
-    "**/*.tmp",
-    "**/*.swp",
-    "**/.~lock*",
-];
+    pub fn set(&self, rules: Vec<Rule>) {
+        *self.0.write().expect("not poisoned") = std::sync::Arc::new(rules);
+    }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Missed {
-    Skip,
-    RunOnce,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overlap {
-    Skip,
-    Queue,
-}
-
-#[derive(Debug, Clone)]
-pub struct Schedule {
-    pub cron: String,
-    pub timezone: chrono_tz::Tz,
-    pub missed: Missed,
-    pub overlap: Overlap,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthScheme {
-    StandardWebhooks,
-    HmacSha256,
-    Github,
-    Bearer,
-    None,
-}
-
-#[derive(Debug, Clone)]
-pub struct WebhookTrigger {
-    pub path: String,
-    pub scheme: AuthScheme,
-    pub secret: Option<Secret>,
-    pub header: Option<String>,
-    pub max_body: u64,
-    /// Request headers templates see besides [`DEFAULT_HOOK_HEADERS`]
-    /// (`on.webhook.headers`, lower case).
-    pub headers: Vec<String>,
-    /// Accepted requests per second (`on.webhook.rate_limit`, e.g.
-    /// `20/s`, `600/min`); a burst of one second's worth (at least 10)
-    /// passes at once, more get 429 with `Retry-After`.
-    pub rate_per_sec: f64,
-}
-
-/// `on.webhook.rate_limit` when not given.
-pub const DEFAULT_HOOK_RATE: f64 = 100.0;
-
-/// `20/s`, `600/min`, `1000/h` → requests per second.
-pub fn parse_rate(s: &str) -> Option<f64> {
-    let (n, per) = s.trim().split_once('/')?;
-    let n: f64 = n
-        .trim()
-        .parse()
-        .ok()
-        .filter(|n: &f64| n.is_finite() && *n > 0.0)?;
-    let seconds = match per.trim() {
-        "s" | "sec" | "second" => 1.0,
-        "m" | "min" | "minute" => 60.0,
-        "h" | "hour" => 3600.0,
-        _ => return None,
-    };
-    Some(n / seconds)
-}
-
-/// The request headers a hook's templates, job and deliveries see without
-/// `on.webhook.headers`: what describes the request, never a credential.
-pub const DEFAULT_HOOK_HEADERS: [&str; 9] = [
-    "content-type",
-    "user-agent",
-    "webhook-id",
-    "webhook-timestamp",
-    "idempotency-key",
-    "x-github-delivery",
-    "x-github-event",
-    "x-gitlab-event",
-    "x-request-id",
-];
-
-/// Headers that carry credentials: never let through, not even by name.
-pub fn is_credential_header(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    matches!(
-        n.as_str(),
-        "authorization" | "proxy-authorization" | "cookie" | "webhook-signature"
-    ) || [
-        "token",
-        "secret",
-        "signature",
-        "key",
-        "auth",
-        "password",
-        "hmac",
-        "session",
-        "cookie",
-    ]
-    .iter()
-    .any(|w| n.contains(w))
+    pub fn get(&self, name: &str) -> Option<Rule> {
+        self.all().iter().find(|r| r.name == name).cloned()
+    }
 }
 
 /// A knowledge base named by the user, or pinned by id (names are not
@@ -393,16 +287,16 @@ fn decode_rule(root: &Node, file: &Path, known: &Known, d: &mut Decoder) -> Opti
     // Templates, checked against what this trigger provides.
     // By the trigger's key, so templates are checked even when the
     // trigger's own settings have errors.
-    let mut allowed: Vec<&str> = template::COMMON.to_vec();
+    let mut allowed: Vec<&str> = crate::triggers::COMMON.to_vec();
     let kind = match f.get("on").map(|n| &n.value) {
         Some(Value::Map(entries)) if entries.len() == 1 => entries[0].0.scalar_text(),
         _ => None,
     };
-    match kind.as_deref() {
-        Some("watch" | "ingested") => allowed.extend(template::DOCUMENT),
-        Some("schedule") => allowed.extend(template::SCHEDULE),
-        Some("webhook") => allowed.extend(template::WEBHOOK),
-        _ => {}
+    if let Some(kind) = kind
+        .as_deref()
+        .and_then(crate::triggers::TriggerKind::parse)
+    {
+        allowed.extend(kind.context_names());
     }
     if let Some(chat_node) = f.get("chat")
         && let Value::Map(entries) = &chat_node.value
@@ -590,7 +484,7 @@ fn decode_schedule(node: &Node, d: &mut Decoder) -> Option<Schedule> {
     let cron = match f.get("cron") {
         Some(n) => {
             let s = d.non_empty_string(n, "on.schedule.cron")?;
-            match crate::schedule::parse(&s) {
+            match crate::triggers::schedule::parse(&s) {
                 Ok(_) => Some(s),
                 Err(e) => {
                     d.error(n.pos, format!("on.schedule.cron: `{s}`: {e}"));

@@ -6,11 +6,6 @@
 
 use minijinja::{Environment, UndefinedBehavior};
 
-/// Context names every template may use (DESIGN §3).
-pub const COMMON: &[&str] = &["rule", "now", "vars", "trigger"];
-pub const DOCUMENT: &[&str] = &["file", "collection"];
-pub const SCHEDULE: &[&str] = &["schedule", "last_run", "last_success"];
-pub const WEBHOOK: &[&str] = &["payload", "query", "headers"];
 /// Extra names of delivery bodies.
 pub const RESULT: &[&str] = &[
     "answer", "sources", "model", "usage", "chat", "job", "event", "error", "document",

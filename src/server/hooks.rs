@@ -17,10 +17,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::deliver::sign::{self, VerifyError};
 use crate::rules::{self, AuthScheme, DEFAULT_HOOK_HEADERS, Trigger, WebhookTrigger};
-use crate::store;
-use crate::worker::chat;
+use crate::signing::{self as sign, VerifyError};
+use crate::triggers::TriggerEvent;
 
 use super::{AppState, error};
 
@@ -217,7 +216,7 @@ pub(crate) async fn receive(
         );
     }
     let path = path.trim_matches('/').to_string();
-    let rules = state.shared.rules();
+    let rules = state.rules.all();
     let Some((rule, hook)) = rules.iter().find_map(|r| match &r.trigger {
         Trigger::Webhook(w) if w.path == path => Some((r, w)),
         _ => None,
@@ -234,7 +233,7 @@ pub(crate) async fn receive(
     }
     // What can be judged from the headers is judged before anything else is
     // spent on the request: no slot, no body read.
-    if let Err(why) = precheck(hook, request.headers(), store::now_ms() / 1000) {
+    if let Err(why) = precheck(hook, request.headers(), state.clock.now_ms() / 1000) {
         tracing::warn!(rule = %rule.name, hook = %path, reason = why, "hook refused");
         return error(StatusCode::UNAUTHORIZED, "bad_signature", why);
     }
@@ -282,7 +281,7 @@ pub(crate) async fn receive(
         Ok(Err(_)) => return too_big(),
         Ok(Ok(b)) => b,
     };
-    let now = store::now_ms();
+    let now = state.clock.now_ms();
     if let Err(why) = authenticate(hook, &parts.headers, &body, now / 1000) {
         tracing::warn!(rule = %rule.name, hook = %path, reason = why, "hook refused");
         return error(StatusCode::UNAUTHORIZED, "bad_signature", why);
@@ -310,12 +309,14 @@ pub(crate) async fn receive(
         .into_iter()
         .filter(|(k, _)| query_passed_on(k))
         .collect();
-    let input = json!({ "payload": payload, "query": query, "headers": headers });
-    let mut job = chat::new_job(rule, "webhook", input, now);
-    job.dedupe_key = delivery_id(hook, &parts.headers).map(|id| format!("hook:{}:{id}", rule.name));
-    match state.shared.batcher.enqueue(job).await {
+    let event = TriggerEvent::Hook {
+        payload,
+        query,
+        headers,
+        delivery_id: delivery_id(hook, &parts.headers),
+    };
+    match state.queue.submit(&rule.name, event).await {
         Ok(e) => {
-            state.shared.wake.notify_waiters();
             let status = if e.created {
                 StatusCode::ACCEPTED
             } else {
@@ -325,7 +326,6 @@ pub(crate) async fn receive(
             (status, Json(body)).into_response()
         }
         Err(e) => {
-            state.shared.store.note_write_error(&e);
             tracing::error!(rule = %rule.name, error = %e, "cannot store the hook's job");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -23,19 +23,42 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::Secret;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::rules::RuleSet;
 use crate::store::{
-    self, DeliveryFilter, DeliveryState, DocumentFilter, DocumentState, JobFilter, JobState,
+    DeliveryFilter, DeliveryState, DocumentFilter, DocumentState, JobFilter, JobState, Store,
 };
-use crate::worker::{Shared, chat};
+use crate::supervise::Tasks;
+use crate::triggers::{Queue, TriggerEvent};
 
 /// Admin and health bodies are small.
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What the server is given: the store to read, the queue to submit to,
+/// and cells to report. Never the Open WebUI client, never the workers.
+#[derive(Clone)]
+pub struct Parts {
+    pub store: Store,
+    pub queue: Queue,
+    pub rules: Arc<RuleSet>,
+    pub tasks: Arc<Tasks>,
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+}
+
 #[derive(Clone)]
 pub(crate) struct AppState {
-    shared: Arc<Shared>,
+    store: Store,
+    queue: Queue,
+    clock: Clock,
+    rules: Arc<RuleSet>,
+    tasks: Arc<Tasks>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
     admin_token: Option<Secret>,
     /// Cancelled when shutdown begins: hooks answer 503 from then on.
     draining: CancellationToken,
@@ -50,16 +73,22 @@ pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) 
         .into_response()
 }
 
-pub use crate::deliver::sign::constant_time_eq;
+pub use crate::signing::constant_time_eq;
 
 pub fn router(
-    shared: Arc<Shared>,
+    parts: Parts,
     admin_token: Option<Secret>,
     draining: CancellationToken,
     hosts: Arc<AllowedHosts>,
 ) -> Router {
     let state = AppState {
-        shared,
+        clock: parts.queue.clock().clone(),
+        store: parts.store,
+        queue: parts.queue,
+        rules: parts.rules,
+        tasks: parts.tasks,
+        health: parts.health,
+        metrics: parts.metrics,
         admin_token,
         draining,
         limits: Default::default(),
@@ -240,21 +269,15 @@ async fn require_admin(State(state): State<AppState>, request: Request, next: Ne
 
 async fn readyz(State(state): State<AppState>) -> Response {
     let mut problems = Vec::new();
-    if let Err(e) = sqlx::query("SELECT 1")
-        .execute(state.shared.store.reader())
-        .await
-    {
+    if let Err(e) = state.store.ping().await {
         problems.push(format!("database: {e}"));
     }
-    match tokio::time::timeout(Duration::from_secs(5), state.shared.client.version()).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => problems.push(format!("openwebui: {e}")),
-        Err(_) => problems.push("openwebui: no answer within 5s".into()),
-    }
-    if let Some(why) = state.shared.store.unwritable() {
+    // As the workers last saw it: a probe never reaches Open WebUI.
+    problems.extend(state.health.openwebui_problem());
+    if let Some(why) = state.store.unwritable() {
         problems.push(format!("database: {why}"));
     }
-    for (task, why) in state.shared.tasks.down() {
+    for (task, why) in state.tasks.down() {
         problems.push(format!("task {task} is down ({why}); restarting"));
     }
     if problems.is_empty() {
@@ -271,13 +294,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
 /// Prometheus text format.
 async fn metrics(State(state): State<AppState>) -> Response {
     use std::fmt::Write as _;
-    let store = &state.shared.store;
+    let store = &state.store;
     let mut out = String::new();
-    let docs: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT rule, state, COUNT(*) FROM documents GROUP BY rule, state")
-            .fetch_all(store.reader())
-            .await
-            .unwrap_or_default();
+    let docs = store.document_counts().await.unwrap_or_default();
     out.push_str(
         "# HELP ferry_documents Documents by rule and state.\n# TYPE ferry_documents gauge\n",
     );
@@ -285,7 +304,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         let _ = writeln!(out, "ferry_documents{{rule=\"{rule}\",state=\"{st}\"}} {n}");
     }
     out.push_str("# HELP ferry_task_restarts_total Restarts of long-running tasks after a panic or an unexpected end.\n# TYPE ferry_task_restarts_total counter\n");
-    for (task, n) in state.shared.tasks.restarts() {
+    for (task, n) in state.tasks.restarts() {
         let _ = writeln!(out, "ferry_task_restarts_total{{task=\"{task}\"}} {n}");
     }
     out.push_str("# HELP ferry_jobs Jobs by state.\n# TYPE ferry_jobs gauge\n");
@@ -297,7 +316,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         let _ = writeln!(out, "ferry_deliveries{{state=\"{st}\"}} {n}");
     }
     // Stage latencies over the last hour, as quantiles.
-    let hour_ago = store::now_ms() - 3_600_000;
+    let hour_ago = state.clock.now_ms() - 3_600_000;
     let quantiles = |mut v: Vec<i64>| -> Vec<(&'static str, f64)> {
         v.sort_unstable();
         if v.is_empty() {
@@ -307,15 +326,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
         vec![("0.5", at(0.5)), ("0.9", at(0.9)), ("0.99", at(0.99))]
     };
     out.push_str("# HELP ferry_job_seconds Queued to finished, jobs finished in the last hour.\n# TYPE ferry_job_seconds summary\n");
-    for kind in ["sync", "chat"] {
-        let v: Vec<i64> = sqlx::query_scalar(
-            "SELECT finished_at - created_at FROM jobs WHERE kind = ? AND finished_at > ? LIMIT 100000",
-        )
-        .bind(kind)
-        .bind(hour_ago)
-        .fetch_all(store.reader())
-        .await
-        .unwrap_or_default();
+    for kind in [crate::triggers::SYNC, crate::triggers::CHAT] {
+        let v = store.job_times(kind, hour_ago).await.unwrap_or_default();
         let n = v.len();
         for (q, value) in quantiles(v) {
             let _ = writeln!(
@@ -326,13 +338,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         let _ = writeln!(out, "ferry_job_seconds_count{{kind=\"{kind}\"}} {n}");
     }
     out.push_str("# HELP ferry_delivery_seconds Written to delivered, deliveries of the last hour.\n# TYPE ferry_delivery_seconds summary\n");
-    let v: Vec<i64> = sqlx::query_scalar(
-        "SELECT delivered_at - created_at FROM deliveries WHERE delivered_at > ? LIMIT 100000",
-    )
-    .bind(hour_ago)
-    .fetch_all(store.reader())
-    .await
-    .unwrap_or_default();
+    let v = store.delivery_times(hour_ago).await.unwrap_or_default();
     let n = v.len();
     for (q, value) in quantiles(v) {
         let _ = writeln!(out, "ferry_delivery_seconds{{quantile=\"{q}\"}} {value}");
@@ -348,18 +354,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let _ = writeln!(
         out,
         "ferry_files_hashed_total {}",
-        state
-            .shared
-            .ingestor
-            .hashed
-            .load(std::sync::atomic::Ordering::Relaxed)
+        state.metrics.files_hashed()
     );
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 
 async fn rules(State(state): State<AppState>) -> Response {
     let paused: std::collections::HashMap<String, String> = state
-        .shared
         .store
         .paused_rules()
         .await
@@ -367,13 +368,13 @@ async fn rules(State(state): State<AppState>) -> Response {
         .into_iter()
         .collect();
     let list: Vec<Value> = state
-        .shared
-        .rules()
+        .rules
+        .all()
         .iter()
         .map(|r| {
             json!({
                 "name": r.name,
-                "trigger": r.trigger.kind(),
+                "trigger": r.trigger.kind().as_str(),
                 "file": r.file,
                 "collection": r.ingest.as_ref().map(|i| i.collection.to_string()),
                 "model": r.chat.as_ref().map(|c| c.model.clone()),
@@ -411,7 +412,7 @@ async fn documents(State(state): State<AppState>, Query(q): Query<ListQuery>) ->
         rule: q.rule,
         limit: Some(q.limit.unwrap_or(1000).clamp(1, 10_000)),
     };
-    match state.shared.store.documents(&filter).await {
+    match state.store.documents(&filter).await {
         Ok(docs) => Json(json!({ "documents": docs })).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
     }
@@ -429,14 +430,14 @@ async fn jobs(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Resp
         kind: None,
         limit: Some(q.limit.unwrap_or(100).clamp(1, 10_000)),
     };
-    match state.shared.store.jobs(&filter).await {
+    match state.store.jobs(&filter).await {
         Ok(list) => Json(json!({ "jobs": list })).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
     }
 }
 
 async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match state.shared.store.job(&id).await {
+    match state.store.job(&id).await {
         Ok(Some(j)) => Json(json!(j)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such job"),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
@@ -457,7 +458,7 @@ async fn run_rule(
     Path(name): Path<String>,
     body: Option<Json<RunBody>>,
 ) -> Response {
-    let Some(rule) = state.shared.rule(&name) else {
+    let Some(rule) = state.rules.get(&name) else {
         return error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -472,36 +473,28 @@ async fn run_rule(
         );
     }
     let body = body.map(|Json(b)| b).unwrap_or_default();
-    let mut input = json!({ "vars": body.vars });
-    if let Some(payload) = body.payload {
-        input["payload"] = payload;
-    }
-    let now = store::now_ms();
-    let job = chat::new_job(&rule, "manual", input, now);
-    match state.shared.store.enqueue(&job, now).await {
-        Ok(e) => {
-            state.shared.wake.notify_waiters();
-            (
-                StatusCode::ACCEPTED,
-                Json(json!({"job_id": e.id, "status_url": format!("/api/v1/jobs/{}", e.id)})),
-            )
-                .into_response()
-        }
+    let event = TriggerEvent::Manual {
+        vars: body.vars,
+        payload: body.payload,
+    };
+    match state.queue.submit(&rule.name, event).await {
+        Ok(e) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"job_id": e.id, "status_url": format!("/api/v1/jobs/{}", e.id)})),
+        )
+            .into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
     }
 }
 
 async fn retry_job(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match state.shared.store.retry_dead(&id, store::now_ms()).await {
+    match state.queue.retry_dead(&id).await {
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such job"),
-        Ok(Some(JobState::Dead)) => {
-            state.shared.wake.notify_waiters();
-            (
-                StatusCode::ACCEPTED,
-                Json(json!({"job_id": id, "status_url": format!("/api/v1/jobs/{id}")})),
-            )
-                .into_response()
-        }
+        Ok(Some(JobState::Dead)) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"job_id": id, "status_url": format!("/api/v1/jobs/{id}")})),
+        )
+            .into_response(),
         Ok(Some(other)) => error(
             StatusCode::CONFLICT,
             "not_dead",
@@ -528,17 +521,16 @@ async fn deliveries(State(state): State<AppState>, Query(q): Query<ListQuery>) -
         rule: q.rule,
         limit: Some(q.limit.unwrap_or(100).clamp(1, 10_000)),
     };
-    match state.shared.store.deliveries(&filter).await {
+    match state.store.deliveries(&filter).await {
         Ok(list) => Json(json!({ "deliveries": list })).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
     }
 }
 
 async fn delivery(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match state.shared.store.delivery(&id).await {
+    match state.store.delivery(&id).await {
         Ok(Some(d)) => {
             let attempts: Vec<Value> = state
-                .shared
                 .store
                 .delivery_attempts(&id)
                 .await
@@ -559,17 +551,14 @@ async fn delivery(State(state): State<AppState>, Path(id): Path<String>) -> Resp
 }
 
 async fn redeliver(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match state.shared.store.redeliver(&id, store::now_ms()).await {
+    match state.queue.redeliver(&id).await {
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such delivery"),
         Ok(Some(false)) => error(
             StatusCode::CONFLICT,
             "in_flight",
             "the delivery is being sent right now",
         ),
-        Ok(Some(true)) => {
-            state.shared.deliveries_wake.notify_one();
-            (StatusCode::ACCEPTED, Json(json!({"delivery_id": id}))).into_response()
-        }
+        Ok(Some(true)) => (StatusCode::ACCEPTED, Json(json!({"delivery_id": id}))).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
     }
 }

@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::jobs::enqueue_in;
 use super::{Enqueued, NewJob, Store, StoreError};
 
-type Request = (NewJob, oneshot::Sender<Result<Enqueued, String>>);
+type Request = (NewJob, i64, oneshot::Sender<Result<Enqueued, StoreError>>);
 
 /// Most enqueues in one transaction.
 const BATCH: usize = 256;
@@ -32,14 +32,17 @@ impl EnqueueBatcher {
                 }
                 match commit(&store, &batch).await {
                     Ok(done) => {
-                        for ((_, reply), e) in batch.into_iter().zip(done) {
+                        for ((_, _, reply), e) in batch.into_iter().zip(done) {
                             let _ = reply.send(Ok(e));
                         }
                     }
                     Err(e) => {
-                        let message = e.to_string();
-                        for (_, reply) in batch {
-                            let _ = reply.send(Err(message.clone()));
+                        let (message, full) = (e.to_string(), e.is_full());
+                        for (_, _, reply) in batch {
+                            let _ = reply.send(Err(StoreError::Shared {
+                                message: message.clone(),
+                                full,
+                            }));
                         }
                     }
                 }
@@ -48,26 +51,22 @@ impl EnqueueBatcher {
         EnqueueBatcher { tx }
     }
 
-    /// Enqueues `job`; returns once it is committed.
-    pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued, StoreError> {
+    /// Enqueues `job` (at `now_ms`); returns once it is committed.
+    pub async fn enqueue(&self, job: NewJob, now_ms: i64) -> Result<Enqueued, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((job, reply))
+            .send((job, now_ms, reply))
             .await
-            .map_err(|_| StoreError::Corrupt("the enqueue task stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Corrupt("the enqueue task stopped".into()))?
-            .map_err(StoreError::Corrupt)
+            .map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
     }
 }
 
 async fn commit(store: &Store, batch: &[Request]) -> Result<Vec<Enqueued>, StoreError> {
-    let now = super::now_ms();
     let mut tx = store.begin_write().await?;
     let mut out = Vec::with_capacity(batch.len());
-    for (job, _) in batch {
-        out.push(enqueue_in(&mut tx, job, now).await?);
+    for (job, now, _) in batch {
+        out.push(enqueue_in(&mut tx, job, *now).await?);
     }
     tx.commit().await?;
     Ok(out)
@@ -96,7 +95,7 @@ mod tests {
         let mut tasks = tokio::task::JoinSet::new();
         for n in 0..100 {
             let b = batcher.clone();
-            tasks.spawn(async move { b.enqueue(job(n)).await.unwrap() });
+            tasks.spawn(async move { b.enqueue(job(n), 0).await.unwrap() });
         }
         let mut created = 0;
         while let Some(e) = tasks.join_next().await {

@@ -546,6 +546,109 @@ impl Store {
                 .is_some(),
         )
     }
+
+    /// The upload a document currently points at.
+    pub async fn document_file_id(&self, document_id: i64) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT file_id FROM documents WHERE id = ?")
+                .bind(document_id)
+                .fetch_one(&self.reader)
+                .await?,
+        )
+    }
+
+    pub async fn document_sha256(&self, document_id: i64) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT sha256 FROM documents WHERE id = ?")
+                .bind(document_id)
+                .fetch_one(&self.reader)
+                .await?,
+        )
+    }
+
+    /// A document's other uploads that never got linked, newest first.
+    pub async fn earlier_uploads(
+        &self,
+        document_id: i64,
+        current: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT file_id FROM uploads WHERE document_id = ? AND state IN ('uploaded', 'failed')
+               AND file_id IS NOT ? ORDER BY created_at DESC",
+        )
+        .bind(document_id)
+        .bind(current)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// The document's current upload, if it is one of ferry's that is not
+    /// linked (uploaded or failed).
+    pub async fn unlinked_upload_of(&self, document_id: i64) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT u.file_id FROM uploads u JOIN documents d ON d.file_id = u.file_id
+             WHERE d.id = ? AND u.state IN ('uploaded', 'failed')",
+        )
+        .bind(document_id)
+        .fetch_optional(&self.reader)
+        .await?)
+    }
+
+    /// The knowledge base an upload of ferry's was meant for.
+    pub async fn upload_collection(&self, file_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar::<_, Option<String>>(
+            "SELECT collection_id FROM uploads WHERE file_id = ?",
+        )
+        .bind(file_id)
+        .fetch_optional(&self.reader)
+        .await?
+        .flatten())
+    }
+
+    /// Test support: records files as linked into a collection without
+    /// uploading anything (a tree already in sync), in one transaction.
+    /// Each file is (path, size, mtime ns, inode, file id).
+    #[cfg(feature = "testing")]
+    pub async fn seed_linked(
+        &self,
+        rule: &str,
+        collection: (&str, &str),
+        files: &[(String, i64, i64, i64, String)],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (collection_id, collection_name) = collection;
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO collections (name, id, created, updated_at) VALUES (?, ?, 1, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(collection_name)
+        .bind(collection_id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        for (path, size, mtime_ns, inode, file_id) in files {
+            sqlx::query(
+                "INSERT INTO documents (rule, path, collection_id, collection_name, state, size, mtime_ns, inode,
+                                        sha256, file_id, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, 'linked', ?, ?, ?, 'x', ?, ?, ?)",
+            )
+            .bind(rule)
+            .bind(path)
+            .bind(collection_id)
+            .bind(collection_name)
+            .bind(size)
+            .bind(mtime_ns)
+            .bind(inode)
+            .bind(file_id)
+            .bind(now_ms)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod documents;
 mod jobs;
 mod retention;
 mod schedules;
+mod stats;
 
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -59,6 +60,12 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("state database: {0}")]
     Corrupt(String),
+    /// The commit a request shared with others failed (group commit): each
+    /// of them gets this.
+    #[error("state database: {message}")]
+    Shared { message: String, full: bool },
+    #[error("state database: the committing task stopped")]
+    Stopped,
 }
 
 impl StoreError {
@@ -72,6 +79,7 @@ impl StoreError {
             StoreError::Query(sqlx::Error::Io(e)) => {
                 e.raw_os_error() == Some(28) // ENOSPC
             }
+            StoreError::Shared { full, .. } => *full,
             _ => false,
         }
     }
@@ -230,14 +238,6 @@ impl Store {
         &self.path
     }
 
-    pub fn reader(&self) -> &SqlitePool {
-        &self.reader
-    }
-
-    pub fn writer(&self) -> &SqlitePool {
-        &self.writer
-    }
-
     /// Why the store cannot take writes now, if it cannot (see
     /// [`Store::note_write_error`]).
     pub fn unwritable(&self) -> Option<String> {
@@ -309,7 +309,7 @@ impl Store {
     }
 
     /// A write transaction that holds the write lock from its first statement.
-    pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+    pub(super) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
@@ -527,15 +527,6 @@ async fn scrub_urls(writer: &SqlitePool) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Milliseconds since the Unix epoch; the one place that reads the clock
-/// for stored times.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,12 +537,12 @@ mod tests {
         let db = dir.path().join("sub/ferry.db");
         let store = Store::open(&db).await.unwrap();
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(store.writer())
+            .fetch_one(&store.writer)
             .await
             .unwrap();
         assert_eq!(mode, "wal");
         let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(store.writer())
+            .fetch_one(&store.writer)
             .await
             .unwrap();
         assert_eq!(sync, 2, "synchronous=FULL");
@@ -621,18 +612,18 @@ mod tests {
              VALUES ('j1', 'r', 'chat', 'dead', 'manual', 0, 0, 0, ?)",
         )
         .bind(leaked)
-        .execute(store.writer())
+        .execute(&store.writer)
         .await
         .unwrap();
         // As a database written before the scrub existed.
         sqlx::query("DELETE FROM meta WHERE key = 'urls_scrubbed'")
-            .execute(store.writer())
+            .execute(&store.writer)
             .await
             .unwrap();
         drop(store);
         let store = Store::open(&db).await.unwrap();
         let error: String = sqlx::query_scalar("SELECT error FROM jobs WHERE id = 'j1'")
-            .fetch_one(store.reader())
+            .fetch_one(&store.reader)
             .await
             .unwrap();
         assert_eq!(

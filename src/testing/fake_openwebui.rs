@@ -70,6 +70,8 @@ pub struct StoredFile {
     pub user_id: String,
     /// The `metadata` form field of the upload (`meta.data`).
     pub metadata: Value,
+    /// Unix seconds, as Open WebUI lists it.
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -327,6 +329,7 @@ async fn whoami() -> Json<Value> {
 fn file_json(f: &StoredFile) -> Value {
     json!({"id": f.id, "filename": f.name, "user_id": f.user_id,
            "data": {"status": f.status, "error": f.error},
+           "created_at": f.created_at,
            "meta": {"name": f.name, "size": f.content.len(), "file_hash": f.sha256, "data": f.metadata}})
 }
 
@@ -365,6 +368,9 @@ async fn upload(State(s): State<Shared>, mut form: Multipart) -> Response {
         error: None,
         user_id: "u1".into(),
         metadata,
+        created_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
     };
     let mut answer = file_json(&f);
     answer["data"]["status"] = "pending".into();

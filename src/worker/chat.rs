@@ -10,91 +10,77 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use crate::ingest::{self, IngestError};
+use super::ingest::{self, IngestError};
+use super::{Finish, Workers};
 use crate::openwebui::{ChatRequest, Error as OwuiError};
 use crate::rules::{Rule, Trigger, template};
-use crate::store::{self, Effects, Job, NewJob};
-use crate::{paths, safe_fs};
-
-use super::{Finish, Shared};
-
-/// Job kind: run a rule's `chat`.
-pub const CHAT: &str = "chat";
-
-const MAX_ATTEMPTS: i64 = 5;
+use crate::safe_fs;
+use crate::store::{Effects, Job, NewJob, Store};
+use crate::triggers::{self, TriggerEvent, TriggerKind, file_path};
 
 /// `file.text` is given for UTF-8 files up to this size.
 pub const FILE_TEXT_LIMIT: u64 = 256 * 1024;
 
-/// A chat job for `rule` with what the trigger supplied.
-pub fn new_job(rule: &Rule, trigger_kind: &str, input: Value, run_after: i64) -> NewJob {
-    NewJob {
-        rule: rule.name.clone(),
-        kind: CHAT.into(),
-        trigger_kind: trigger_kind.into(),
-        input,
-        run_after,
-        max_attempts: MAX_ATTEMPTS,
-        coalesce_key: None,
-        dedupe_key: None,
+/// The full template context of a run of `rule` (DESIGN §3): what the
+/// trigger supplied ([`triggers::context`]), the schedule's history from
+/// the store, and a document's text read now, from inside its watched
+/// folder. The worker, `ferry render` and `ferry ask --rule` all fill
+/// templates from this, so they cannot disagree.
+pub async fn run_context(
+    store: Option<&Store>,
+    rules: &[Rule],
+    rule: &Rule,
+    kind: &str,
+    input: &Value,
+    now_ms: i64,
+) -> Value {
+    let mut ctx = triggers::context(rule.view(), kind, input, now_ms);
+    if matches!(rule.trigger, Trigger::Schedule(_))
+        && let Some(store) = store
+        && let Ok(Some(row)) = store.schedule(&rule.name).await
+    {
+        let answer = match &row.last_success_job {
+            Some(id) => store
+                .job(id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|j| j.result)
+                .and_then(|r| r.get("answer").cloned()),
+            None => None,
+        };
+        let at = |ms: Option<i64>| ms.map(crate::clock::rfc3339_secs);
+        ctx["last_run"] = json!({ "at": at(row.last_run_at) });
+        ctx["last_success"] = json!({ "at": at(row.last_success_at), "answer": answer });
     }
-}
-
-fn rfc3339_now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// The template context of a run (DESIGN §3): the names every template
-/// has, plus what the trigger supplied in `input`. `vars` are the rule's
-/// defaults overlaid with the run's own.
-pub fn context(rule: &Rule, trigger_kind: &str, input: &Value) -> Value {
-    let mut vars = rule.vars.clone();
-    if let Some(Value::Object(given)) = input.get("vars") {
-        for (k, v) in given {
-            vars.insert(k.clone(), v.clone());
-        }
-    }
-    let mut ctx = Map::new();
-    ctx.insert("rule".into(), rule.name.clone().into());
-    ctx.insert("now".into(), rfc3339_now().into());
-    ctx.insert("vars".into(), Value::Object(vars));
-    ctx.insert("trigger".into(), json!({ "kind": trigger_kind }));
-    if let Value::Object(fields) = input {
-        for (k, v) in fields {
-            if !matches!(k.as_str(), "vars" | "trigger") {
-                ctx.insert(k.clone(), v.clone());
+    // A document's text is read when the chat runs, not when it was queued,
+    // and only from inside the watched folder the file came from.
+    if let Some(file) = input.get("file")
+        && let Some(path) = file_path(file)
+        && ctx.pointer("/file/text").is_none_or(Value::is_null)
+    {
+        let sha = file.get("sha256").and_then(Value::as_str);
+        let mut fresh = match file_root(rules, rule) {
+            Some(root) => file_context(&root, &path, sha, true),
+            None => file.clone(),
+        };
+        // What the producer knew beyond the file itself (its Open WebUI id).
+        if let (Some(fresh), Some(old)) = (fresh.as_object_mut(), file.as_object()) {
+            for (k, v) in old {
+                fresh.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
+        ctx["file"] = fresh;
     }
-    // What the rule's own trigger provides, also when it runs by hand (the
-    // templates were checked against it): a schedule's history, so prompts
-    // can say "since {{ last_success.at }}", and an empty hook request.
-    match &rule.trigger {
-        Trigger::Schedule(_) => {
-            ctx.entry("schedule")
-                .or_insert(json!({ "fire_time": rfc3339_now(), "catch_up": false }));
-            ctx.entry("last_run").or_insert(json!({ "at": null }));
-            ctx.entry("last_success")
-                .or_insert(json!({ "at": null, "answer": null }));
-        }
-        Trigger::Webhook(_) => {
-            ctx.entry("payload").or_insert(json!({}));
-            ctx.entry("query").or_insert(json!({}));
-            ctx.entry("headers").or_insert(json!({}));
-        }
-        _ => {}
-    }
-    let _ = trigger_kind;
-    Value::Object(ctx)
+    ctx
 }
 
 /// The `file` object of a document's context; `text` for small UTF-8
 /// files, read (with `read_text`) only from a regular file under `root`
 /// without following links ([`safe_fs`]), and never more than
-/// [`FILE_TEXT_LIMIT`] bytes of it. `path` is shown lossily to templates;
-/// a path that is not UTF-8 also carries its exact `key`.
+/// [`FILE_TEXT_LIMIT`] bytes of it.
 pub fn file_context(root: &Path, path: &Path, sha256: Option<&str>, read_text: bool) -> Value {
     let opened = safe_fs::open_beneath(root, path).ok();
     let size = opened.as_ref().map(|f| f.stat.size);
@@ -106,28 +92,7 @@ pub fn file_context(root: &Path, path: &Path, sha256: Option<&str>, read_text: b
             .and_then(|b| String::from_utf8(b).ok()),
         _ => None,
     };
-    let lossy = |s: Option<&std::ffi::OsStr>| s.map(|n| n.to_string_lossy().into_owned());
-    let mut file = json!({
-        "path": path.to_string_lossy(),
-        "name": lossy(path.file_name()),
-        "stem": lossy(path.file_stem()),
-        "ext": lossy(path.extension()).unwrap_or_default(),
-        "size": size,
-        "sha256": sha256,
-        "text": text,
-    });
-    if path.to_str().is_none() {
-        file["key"] = paths::key(path).into();
-    }
-    file
-}
-
-/// The path a document context names, exactly (see [`file_context`]).
-pub fn file_path(file: &Value) -> Option<PathBuf> {
-    file.get("key")
-        .or_else(|| file.get("path"))
-        .and_then(Value::as_str)
-        .map(paths::from_key)
+    triggers::file_fields(path, size, sha256, text)
 }
 
 /// The watched folder whose files `rule` chats about: its own, or that of
@@ -178,8 +143,8 @@ pub fn retry_delay(attempts: i64) -> Duration {
     Duration::from_secs(STEPS[(attempts.max(1) as usize - 1).min(STEPS.len() - 1)])
 }
 
-pub(super) async fn run(shared: &Shared, job: &Job) -> (Finish, Effects) {
-    let Some(rule) = shared.rule(&job.rule) else {
+pub(super) async fn run(workers: &Workers, job: &Job) -> (Finish, Effects) {
+    let Some(rule) = workers.rule(&job.rule) else {
         return (
             Finish::Fail("the rule no longer exists".into()),
             Effects::default(),
@@ -191,44 +156,17 @@ pub(super) async fn run(shared: &Shared, job: &Job) -> (Finish, Effects) {
             Effects::default(),
         );
     };
-    let mut ctx = context(&rule, &job.trigger_kind, &job.input);
-    if matches!(rule.trigger, Trigger::Schedule(_))
-        && let Ok(Some(row)) = shared.store.schedule(&rule.name).await
-    {
-        let answer = match &row.last_success_job {
-            Some(id) => shared
-                .store
-                .job(id)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|j| j.result)
-                .and_then(|r| r.get("answer").cloned()),
-            None => None,
-        };
-        let at = |ms: Option<i64>| ms.map(rfc3339);
-        ctx["last_run"] = json!({ "at": at(row.last_run_at) });
-        ctx["last_success"] = json!({ "at": at(row.last_success_at), "answer": answer });
-    }
-    // A document's text is read when the chat runs, not when it was queued,
-    // and only from inside the watched folder the file came from.
-    if let Some(file) = job.input.get("file")
-        && let Some(path) = file_path(file)
-        && ctx.pointer("/file/text").is_none_or(Value::is_null)
-    {
-        let sha = file.get("sha256").and_then(Value::as_str);
-        let mut fresh = match file_root(&shared.rules(), &rule) {
-            Some(root) => file_context(&root, &path, sha, true),
-            None => file.clone(),
-        };
-        // What the producer knew beyond the file itself (its Open WebUI id).
-        if let (Some(fresh), Some(old)) = (fresh.as_object_mut(), file.as_object()) {
-            for (k, v) in old {
-                fresh.entry(k.clone()).or_insert_with(|| v.clone());
-            }
-        }
-        ctx["file"] = fresh;
-    }
+    let now = workers.clock.now_ms();
+    let rules = workers.rules();
+    let ctx = run_context(
+        Some(&workers.store),
+        &rules,
+        &rule,
+        &job.trigger_kind,
+        &job.input,
+        now,
+    )
+    .await;
     let failed = |error: String, ctx: &Value| {
         let effects = crate::deliver::effects_for(
             &rule,
@@ -236,6 +174,7 @@ pub(super) async fn run(shared: &Shared, job: &Job) -> (Finish, Effects) {
             &job.id,
             ctx,
             json!({ "error": error }),
+            workers.clock.now_ms(),
         );
         (Finish::Fail(error), effects)
     };
@@ -245,7 +184,9 @@ pub(super) async fn run(shared: &Shared, job: &Job) -> (Finish, Effects) {
     };
     let mut collections = Vec::new();
     for reference in &chat.collections {
-        match ingest::resolve_collection(&shared.client, &shared.store, reference, false).await {
+        match ingest::resolve_collection(&workers.client, &workers.store, reference, false, now)
+            .await
+        {
             Ok(c) => collections.push(c.id),
             Err(IngestError::UnknownCollection(name)) => {
                 return failed(
@@ -253,7 +194,16 @@ pub(super) async fn run(shared: &Shared, job: &Job) -> (Finish, Effects) {
                     &ctx,
                 );
             }
-            Err(e) => return retry(job, e.to_string(), None, &rule, &ctx),
+            Err(e) => {
+                return retry(
+                    job,
+                    e.to_string(),
+                    None,
+                    &rule,
+                    &ctx,
+                    workers.clock.now_ms(),
+                );
+            }
         }
     }
     let request = ChatRequest {
@@ -264,17 +214,24 @@ pub(super) async fn run(shared: &Shared, job: &Job) -> (Finish, Effects) {
         options: chat.options.clone(),
     };
     let started = std::time::Instant::now();
-    let answer = match shared.client.chat(&request, chat.timeout).await {
+    let answer = match workers.client.chat(&request, chat.timeout).await {
         Ok(a) => a,
         Err(e) if transient(&e) => {
             let after = e.retry_after();
-            return retry(job, e.to_string(), after, &rule, &ctx);
+            return retry(
+                job,
+                e.to_string(),
+                after,
+                &rule,
+                &ctx,
+                workers.clock.now_ms(),
+            );
         }
         Err(OwuiError::ModelNotFound { .. }) => {
             // Seen when the model's upstream is down or still loading for a
             // few seconds: retried on the transient schedule, and the error
             // that stays says what Open WebUI offers instead.
-            let listed = match shared.client.models().await {
+            let listed = match workers.client.models().await {
                 Ok(models) if models.is_empty() => "none".to_string(),
                 Ok(models) => models
                     .iter()
@@ -287,7 +244,7 @@ pub(super) async fn run(shared: &Shared, job: &Job) -> (Finish, Effects) {
                 "model `{}` not found; Open WebUI lists: {listed} (its upstream may be down or still loading)",
                 chat.model
             );
-            return retry(job, error, None, &rule, &ctx);
+            return retry(job, error, None, &rule, &ctx, workers.clock.now_ms());
         }
         Err(e) => return failed(e.to_string(), &ctx),
     };
@@ -297,7 +254,7 @@ pub(super) async fn run(shared: &Shared, job: &Job) -> (Finish, Effects) {
             .chars()
             .take(80)
             .collect();
-        match shared
+        match workers
             .client
             .save_chat(title.trim(), &model, &prompt, &answer.content)
             .await
@@ -322,8 +279,14 @@ pub(super) async fn run(shared: &Shared, job: &Job) -> (Finish, Effects) {
         "usage": answer.usage,
         "chat_id": chat_id,
     });
-    let effects =
-        crate::deliver::effects_for(&rule, "chat.completed", &job.id, &ctx, result.clone());
+    let effects = crate::deliver::effects_for(
+        &rule,
+        "chat.completed",
+        &job.id,
+        &ctx,
+        result.clone(),
+        workers.clock.now_ms(),
+    );
     (Finish::Done(result), effects)
 }
 
@@ -333,29 +296,27 @@ fn retry(
     retry_after: Option<Duration>,
     rule: &Rule,
     ctx: &Value,
+    now_ms: i64,
 ) -> (Finish, Effects) {
     let wait = retry_after.unwrap_or_else(|| retry_delay(job.attempts));
     // Written only if this was the last attempt.
-    let if_dead =
-        crate::deliver::effects_for(rule, "chat.failed", &job.id, ctx, json!({ "error": error }));
+    let if_dead = crate::deliver::effects_for(
+        rule,
+        "chat.failed",
+        &job.id,
+        ctx,
+        json!({ "error": error }),
+        now_ms,
+    );
     (
         Finish::Retry {
             error,
-            at_ms: store::now_ms() + wait.as_millis() as i64,
+            at_ms: now_ms + wait.as_millis() as i64,
         },
         if_dead,
     )
 }
 
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-/// Chat jobs to queue when a document of `source_rule` is linked: the
-/// rule's own `chat`, and every rule `on: { ingested: { rule: source } }`.
-/// Once per document version (the dedupe key holds the content hash).
 /// Whether a document linked under `source_rule` starts any chat.
 pub fn follows_ingest(rules: &[Rule], source_rule: &Rule) -> bool {
     rules
@@ -368,6 +329,9 @@ pub fn follows_ingest(rules: &[Rule], source_rule: &Rule) -> bool {
         })
 }
 
+/// Chat jobs to queue when a document of `source_rule` is linked: the
+/// rule's own `chat`, and every rule `on: { ingested: { rule: source } }`.
+/// Once per document version ([`TriggerEvent::Document`]).
 pub fn after_ingest(
     rules: &[Rule],
     source_rule: &Rule,
@@ -376,28 +340,22 @@ pub fn after_ingest(
     sha256: &str,
     now_ms: i64,
 ) -> Vec<NewJob> {
-    let path = document
-        .get("key")
-        .or_else(|| document.get("path"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
     rules
         .iter()
         .filter(|r| r.chat.is_some())
         .filter_map(|r| {
             let kind = match &r.trigger {
-                Trigger::Watch(_) if r.name == source_rule.name => "watch",
-                Trigger::Ingested { rule } if *rule == source_rule.name => "ingested",
+                Trigger::Watch(_) if r.name == source_rule.name => TriggerKind::Watch,
+                Trigger::Ingested { rule } if *rule == source_rule.name => TriggerKind::Ingested,
                 _ => return None,
             };
-            let mut job = new_job(
-                r,
+            let event = TriggerEvent::Document {
                 kind,
-                json!({ "file": document, "collection": collection }),
-                now_ms,
-            );
-            job.dedupe_key = Some(format!("chat:{}:{path}:{sha256}", r.name));
-            Some(job)
+                file: document.clone(),
+                collection: collection.clone(),
+                sha256: sha256.to_string(),
+            };
+            Some(event.job(&r.name, now_ms))
         })
         .collect()
 }

@@ -1,89 +1,107 @@
 //! Workers claim jobs from the store and run them. They are the only code
-//! that calls Open WebUI on the daemon's behalf.
+//! in the daemon that calls Open WebUI ([`Workers`] alone holds the
+//! client): jobs, the start-up recovery (a sweep job queued first) and the
+//! health probe that `/readyz` reads ([`crate::health`]).
 //!
 //! Architecture invariant: a job's outcome is written only by the worker
 //! that holds its lease; a worker that loses the lease (it expired while
 //! the process was stalled) writes nothing.
 
 pub mod chat;
+pub mod ingest;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::ingest::{self, Collection, IngestError, Ingestor, Outcome};
+use crate::clock::Clock;
+use crate::health::Health;
 use crate::openwebui::Client;
 use crate::paths;
-use crate::rules::{OnDelete, Rule, Trigger, Watch};
+use crate::rules::{OnDelete, Rule, RuleSet, Trigger, Watch};
 use crate::safe_fs::{self, Refusal};
-use crate::store::{self, Effects, Job, NewJob, Store};
-use crate::watch::reconcile::PathFilter;
-
-/// Job kind: bring one path of a watch rule in line with the folder.
-pub const SYNC: &str = "sync";
+use crate::store::{self, Effects, Job, Store};
+use crate::supervise::Tasks;
+use crate::triggers::watch::reconcile::PathFilter;
+use crate::triggers::{CHAT, Queue, SWEEP, SYNC, TriggerKind};
+use ingest::{Collection, IngestError, Ingestor, Outcome};
 
 const LEASE: Duration = Duration::from_secs(60);
 
 /// How often a full state disk is looked at again.
 const SPACE_PROBE: Duration = Duration::from_secs(2);
 
-/// What the daemon's tasks share.
-pub struct Shared {
-    pub store: Store,
-    pub client: Client,
-    pub ingestor: Ingestor,
-    rules: RwLock<Arc<Vec<Rule>>>,
-    /// Rung when a job is enqueued, so idle workers wake at once.
-    pub wake: Notify,
-    /// Rung when deliveries are written, so the delivery loop wakes at once.
-    pub deliveries_wake: Arc<Notify>,
-    /// Enqueues of bursts (hooks) share transactions.
-    pub batcher: store::EnqueueBatcher,
+/// How often Open WebUI is looked at for `/readyz`: while it answers, and
+/// while it does not.
+const PROBE_UP: Duration = Duration::from_secs(15);
+const PROBE_DOWN: Duration = Duration::from_secs(3);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The worker pool: everything a job needs, and nothing else has.
+pub struct Workers {
+    pub(crate) store: Store,
+    pub(crate) client: Client,
+    pub(crate) ingestor: Ingestor,
+    pub(crate) queue: Queue,
+    pub(crate) clock: Clock,
+    rules: Arc<RuleSet>,
     collections: tokio::sync::Mutex<HashMap<String, Collection>>,
     /// This process, as lease owner.
-    pub owner: String,
-    /// Which long-running tasks are down, and their restarts.
-    pub tasks: Arc<crate::supervise::Tasks>,
+    pub(crate) owner: String,
+    tasks: Arc<Tasks>,
+    health: Arc<Health>,
+    /// Set once the start-up recovery (the sweep queued first, due at
+    /// once) has run: until then only worker 0 claims, so no document's
+    /// job can race the adoption of its own unrecorded upload.
+    recovered: tokio::sync::watch::Sender<bool>,
 }
 
-impl Shared {
-    pub fn new(store: Store, client: Client, instance_id: String, rules: Vec<Rule>) -> Shared {
-        let batcher = store::EnqueueBatcher::spawn(store.clone());
-        Shared {
-            ingestor: Ingestor {
-                client: client.clone(),
-                store: store.clone(),
-                instance_id: instance_id.clone(),
-                hashed: Default::default(),
-                content_locks: Default::default(),
-            },
-            store,
-            client,
-            rules: RwLock::new(Arc::new(rules)),
-            wake: Notify::new(),
-            deliveries_wake: Arc::new(Notify::new()),
-            batcher,
+/// What the daemon gives the worker pool.
+pub struct Parts {
+    pub store: Store,
+    pub client: Client,
+    pub queue: Queue,
+    pub instance_id: String,
+    pub owner: String,
+    pub rules: Arc<RuleSet>,
+    pub tasks: Arc<Tasks>,
+    pub health: Arc<Health>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Workers {
+    pub fn new(p: Parts) -> Workers {
+        Workers {
+            ingestor: Ingestor::new(
+                p.client.clone(),
+                p.store.clone(),
+                p.queue.clone(),
+                p.instance_id,
+                p.metrics,
+            ),
+            clock: p.queue.clock().clone(),
+            store: p.store,
+            client: p.client,
+            queue: p.queue,
+            rules: p.rules,
             collections: Default::default(),
-            owner: format!("{instance_id}:{}", std::process::id()),
-            tasks: Default::default(),
+            owner: p.owner,
+            tasks: p.tasks,
+            health: p.health,
+            recovered: tokio::sync::watch::channel(false).0,
         }
     }
 
     pub fn rules(&self) -> Arc<Vec<Rule>> {
-        self.rules.read().expect("not poisoned").clone()
-    }
-
-    pub fn set_rules(&self, rules: Vec<Rule>) {
-        *self.rules.write().expect("not poisoned") = Arc::new(rules);
+        self.rules.all()
     }
 
     pub fn rule(&self, name: &str) -> Option<Rule> {
-        self.rules().iter().find(|r| r.name == name).cloned()
+        self.rules.get(name)
     }
 
     /// The rule's knowledge base, created on first use, then cached.
@@ -98,56 +116,46 @@ impl Shared {
         if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
         }
-        let c = ingest::resolve_collection(&self.client, &self.store, reference, true).await?;
+        let c = ingest::resolve_collection(
+            &self.client,
+            &self.store,
+            reference,
+            true,
+            self.clock.now_ms(),
+        )
+        .await?;
         cache.insert(key, c.clone());
         Ok(c)
     }
-
-    /// Asks for `path` of `rule` to be looked at, after `delay`.
-    pub async fn enqueue_sync(
-        &self,
-        rule: &str,
-        path: &Path,
-        delay: Duration,
-    ) -> Result<(), store::StoreError> {
-        let now = store::now_ms();
-        self.store
-            .enqueue(&sync_job(rule, path, now + delay.as_millis() as i64), now)
-            .await?;
-        self.wake.notify_waiters();
-        Ok(())
-    }
-
-    /// Enqueues a look at each path now, sharing commits: files dropped
-    /// together settle together, and one fsync each was a good part of
-    /// ferry's CPU per file.
-    pub async fn enqueue_syncs(
-        &self,
-        rule: &str,
-        paths: &[PathBuf],
-    ) -> Result<(), store::StoreError> {
-        let now = store::now_ms();
-        let enqueues = paths
-            .iter()
-            .map(|path| self.batcher.enqueue(sync_job(rule, path, now)));
-        for result in futures_util::future::join_all(enqueues).await {
-            result?;
-        }
-        self.wake.notify_waiters();
-        Ok(())
-    }
 }
 
-fn sync_job(rule: &str, path: &Path, run_after: i64) -> NewJob {
-    NewJob {
-        rule: rule.to_string(),
-        kind: SYNC.into(),
-        trigger_kind: "watch".into(),
-        input: json!({ "path": paths::key(path) }),
-        run_after,
-        max_attempts: 8,
-        coalesce_key: Some(format!("{SYNC}:{rule}:{}", paths::key(path))),
-        dedupe_key: None,
+/// Looks at Open WebUI now and then, for `/readyz` and the log: the one
+/// call the daemon makes that is not a job's.
+async fn probe(workers: Arc<Workers>, stop: CancellationToken) {
+    loop {
+        let seen = tokio::time::timeout(PROBE_TIMEOUT, workers.client.version()).await;
+        let wait = match seen {
+            Ok(Ok(v)) => {
+                if workers.health.openwebui_up(&v.to_string()) {
+                    tracing::info!(version = %v, url = %workers.client.base_shown(), "Open WebUI reachable");
+                }
+                PROBE_UP
+            }
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {}s", PROBE_TIMEOUT.as_secs()),
+                };
+                if workers.health.openwebui_down(error.clone()) {
+                    tracing::warn!(error, "Open WebUI not reachable; work waits and retries");
+                }
+                PROBE_DOWN
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return,
+        }
     }
 }
 
@@ -165,19 +173,28 @@ pub(crate) enum Finish {
 /// Runs `count` workers until `stop` (no new claims); a job still running
 /// at `hard_stop` is released back to the queue, its attempt refunded.
 pub async fn run_workers(
-    shared: Arc<Shared>,
+    workers: Arc<Workers>,
     count: usize,
     stop: CancellationToken,
     hard_stop: CancellationToken,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(crate::supervise::supervised(
+        workers.tasks.clone(),
+        "openwebui-probe".into(),
+        stop.clone(),
+        {
+            let (workers, stop) = (workers.clone(), stop.clone());
+            move || probe(workers.clone(), stop.clone())
+        },
+    ));
     for n in 0..count.max(1) {
-        let (shared, stop, hard_stop) = (shared.clone(), stop.clone(), hard_stop.clone());
+        let (workers, stop, hard_stop) = (workers.clone(), stop.clone(), hard_stop.clone());
         tasks.spawn(crate::supervise::supervised(
-            shared.tasks.clone(),
+            workers.tasks.clone(),
             format!("worker:{n}"),
             stop.clone(),
-            move || worker(n, shared.clone(), stop.clone(), hard_stop.clone()),
+            move || worker(n, workers.clone(), stop.clone(), hard_stop.clone()),
         ));
     }
     while tasks.join_next().await.is_some() {}
@@ -185,18 +202,28 @@ pub async fn run_workers(
 
 async fn worker(
     n: usize,
-    shared: Arc<Shared>,
+    workers: Arc<Workers>,
     stop: CancellationToken,
     hard_stop: CancellationToken,
 ) {
+    // Worker 0 runs the first job alone: the start-up recovery. Its guard
+    // lets the others go when that is done, or if worker 0 dies first.
+    let mut first = (n == 0).then(|| Recovered(workers.recovered.clone()));
+    if n > 0 {
+        let mut recovered = workers.recovered.subscribe();
+        tokio::select! {
+            _ = recovered.wait_for(|done| *done) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
     while !stop.is_cancelled() {
         // A full disk: claim nothing (its outcome could not be recorded);
         // look for space every few seconds, one worker at a time.
-        if shared.store.unwritable().is_some() {
+        if workers.store.unwritable().is_some() {
             if n == 0 {
-                shared.store.probe_space().await;
+                workers.store.probe_space().await;
             }
-            if shared.store.unwritable().is_some() {
+            if workers.store.unwritable().is_some() {
                 tokio::select! {
                     _ = tokio::time::sleep(SPACE_PROBE) => {}
                     _ = stop.cancelled() => {}
@@ -204,14 +231,18 @@ async fn worker(
                 continue;
             }
         }
-        let job = match shared
+        let job = match workers
             .store
-            .claim(&shared.owner, store::now_ms(), LEASE.as_millis() as i64)
+            .claim(
+                &workers.owner,
+                workers.clock.now_ms(),
+                LEASE.as_millis() as i64,
+            )
             .await
         {
             Ok(job) => job,
             Err(e) => {
-                shared.store.note_write_error(&e);
+                workers.store.note_write_error(&e);
                 if !e.is_full() {
                     tracing::error!(worker = n, error = %e, "cannot claim jobs");
                 }
@@ -219,14 +250,14 @@ async fn worker(
             }
         };
         let Some(job) = job else {
-            let wait = match shared.store.next_due().await {
+            let wait = match workers.store.next_due().await {
                 Ok(Some(due)) => {
-                    Duration::from_millis((due - store::now_ms()).clamp(10, 1000) as u64)
+                    Duration::from_millis((due - workers.clock.now_ms()).clamp(10, 1000) as u64)
                 }
                 _ => Duration::from_secs(1),
             };
             tokio::select! {
-                _ = shared.wake.notified() => {}
+                _ = workers.queue.jobs_ready().notified() => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.cancelled() => {}
             }
@@ -234,13 +265,13 @@ async fn worker(
         };
         let id = job.id.clone();
         let renew = {
-            let (shared, id) = (shared.clone(), id.clone());
+            let (workers, id) = (workers.clone(), id.clone());
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(LEASE / 3).await;
-                    let until = store::now_ms() + LEASE.as_millis() as i64;
+                    let until = workers.clock.now_ms() + LEASE.as_millis() as i64;
                     if !matches!(
-                        shared.store.renew(&id, &shared.owner, until).await,
+                        workers.store.renew(&id, &workers.owner, until).await,
                         Ok(true)
                     ) {
                         break;
@@ -249,7 +280,7 @@ async fn worker(
             })
         };
         let finish = tokio::select! {
-            f = run(&shared, &job) => Some(f),
+            f = run(&workers, &job) => Some(f),
             _ = hard_stop.cancelled() => None,
         };
         let (has_deliveries, has_jobs) = finish.as_ref().map_or((false, false), |(_, e)| {
@@ -258,57 +289,67 @@ async fn worker(
         // A full disk: the outcome (an answer that cost a model call, say)
         // is kept here and written once space returns, the lease renewed
         // meanwhile; the job is not done twice.
-        let mut written = record(&shared, &job, finish.as_ref()).await;
+        let mut written = record(&workers, &job, finish.as_ref()).await;
         while let Err(e) = &written
             && e.is_full()
             && !hard_stop.is_cancelled()
         {
-            shared.store.note_write_error(e);
+            workers.store.note_write_error(e);
             tokio::select! {
                 _ = tokio::time::sleep(SPACE_PROBE) => {}
                 _ = hard_stop.cancelled() => {}
             }
-            if n == 0 || shared.store.unwritable().is_some() {
-                shared.store.probe_space().await;
+            if n == 0 || workers.store.unwritable().is_some() {
+                workers.store.probe_space().await;
             }
-            written = record(&shared, &job, finish.as_ref()).await;
+            written = record(&workers, &job, finish.as_ref()).await;
         }
         renew.abort();
+        first.take();
         if has_deliveries {
-            shared.deliveries_wake.notify_one();
+            workers.queue.deliveries_ready().notify_one();
         }
         if has_jobs {
-            shared.wake.notify_waiters();
+            workers.queue.jobs_ready().notify_waiters();
         }
         if let Err(e) = written {
             // The lease runs out and the job is done again: nothing lost.
-            shared.store.note_write_error(&e);
+            workers.store.note_write_error(&e);
             tracing::error!(job = %id, error = %e, "cannot record the job's outcome; it runs again when its lease ends");
         }
     }
 }
 
+/// Lets the other workers claim when dropped.
+struct Recovered(tokio::sync::watch::Sender<bool>);
+
+impl Drop for Recovered {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
+}
+
 /// Writes a run's outcome (`None`: stopped by shutdown, released).
 async fn record(
-    shared: &Shared,
+    workers: &Workers,
     job: &Job,
     finish: Option<&(Finish, Effects)>,
 ) -> Result<(), store::StoreError> {
-    let (id, now) = (&job.id, store::now_ms());
+    let (id, now) = (&job.id, workers.clock.now_ms());
     match finish {
-        None => shared.store.release(id, &shared.owner, now).await.map(|_| ()),
-        Some((Finish::Done(result), effects)) => shared
+        None => workers.store.release(id, &workers.owner, now).await.map(|_| ()),
+        Some((Finish::Done(result), effects)) => workers
             .store
-            .complete(id, &shared.owner, result, effects, now)
+            .complete(id, &workers.owner, result, effects, now)
             .await
             .map(|ok| {
                 if !ok {
                     tracing::warn!(job = %id, "lease lost before completion; result dropped");
                 }
             }),
-        Some((Finish::Retry { error, at_ms }, if_dead)) => shared
+        Some((Finish::Retry { error, at_ms }, if_dead)) => workers
             .store
-            .retry(id, &shared.owner, error, *at_ms, if_dead, now)
+            .retry(id, &workers.owner, error, *at_ms, if_dead, now)
             .await
             .map(|state| {
                 if state == store::JobState::Dead {
@@ -317,31 +358,31 @@ async fn record(
             }),
         Some((Finish::Fail(error), effects)) => {
             tracing::error!(job = %id, rule = %job.rule, error, "job failed");
-            shared
+            workers
                 .store
-                .fail(id, &shared.owner, error, effects, now)
+                .fail(id, &workers.owner, error, effects, now)
                 .await
                 .map(|_| ())
         }
     }
 }
 
-async fn run(shared: &Shared, job: &Job) -> (Finish, Effects) {
+async fn run(workers: &Workers, job: &Job) -> (Finish, Effects) {
     // Ingestion and sweeps back off like documents do.
     let later = |e: IngestError| {
         (
             Finish::Retry {
                 error: e.to_string(),
-                at_ms: store::now_ms()
+                at_ms: workers.clock.now_ms()
                     + ingest::document_retry_delay(job.attempts).as_millis() as i64,
             },
             Effects::default(),
         )
     };
     match job.kind.as_str() {
-        SYNC => sync(shared, job).await.unwrap_or_else(later),
-        chat::CHAT => chat::run(shared, job).await,
-        ingest::SWEEP => sweep(shared).await.unwrap_or_else(later),
+        SYNC => sync(workers, job).await.unwrap_or_else(later),
+        CHAT => chat::run(workers, job).await,
+        SWEEP => sweep(workers, job).await.unwrap_or_else(later),
         other => (
             Finish::Fail(format!("unknown job kind `{other}`")),
             Effects::default(),
@@ -351,14 +392,21 @@ async fn run(shared: &Shared, job: &Job) -> (Finish, Effects) {
 
 /// Adopts or deletes the uploads whose answers were lost; queues another
 /// sweep for those still too young to judge.
-async fn sweep(shared: &Shared) -> Result<(Finish, Effects), IngestError> {
-    let min_age = ingest::sweep_min_age(&shared.client);
-    let (n, young) = shared.ingestor.clean_orphans(true, Some(min_age)).await?;
+async fn sweep(workers: &Workers, job: &Job) -> Result<(Finish, Effects), IngestError> {
+    let now = workers.clock.now_ms();
+    let min_age = ingest::sweep_min_age(&workers.client);
+    // The start-up sweep names the process's start: every upload before it
+    // belongs to a process that is gone. Later sweeps wait out any upload
+    // that may still be under way.
+    let before = job.input["before"]
+        .as_i64()
+        .unwrap_or(now / 1000 - min_age.as_secs() as i64);
+    let (n, young) = workers.ingestor.clean_orphans(true, before).await?;
     if n > 0 {
-        tracing::info!(deleted = n, "swept uploads whose answers were lost");
+        tracing::info!(deleted = n, "removed uploads whose answers were lost");
     }
     let jobs = if young > 0 {
-        vec![ingest::sweep_job(min_age)]
+        vec![ingest::later_sweep(min_age, now).job(crate::triggers::UPKEEP_RULE, now)]
     } else {
         Vec::new()
     };
@@ -374,10 +422,10 @@ async fn sweep(shared: &Shared) -> Result<(Finish, Effects), IngestError> {
 /// Brings one path in line: ingest it if it is a regular file under the
 /// root, take it down if it is gone, record it skipped (after taking down
 /// what it was) if it is a link or another special file.
-async fn sync(shared: &Shared, job: &Job) -> Result<(Finish, Effects), IngestError> {
+async fn sync(workers: &Workers, job: &Job) -> Result<(Finish, Effects), IngestError> {
     let done = |v: Value| Ok((Finish::Done(v), Effects::default()));
     let path = paths::from_key(job.input["path"].as_str().unwrap_or_default());
-    let Some(rule) = shared.rule(&job.rule) else {
+    let Some(rule) = workers.rule(&job.rule) else {
         return done(json!({ "skipped": "the rule no longer exists" }));
     };
     let Trigger::Watch(watch) = &rule.trigger else {
@@ -397,7 +445,7 @@ async fn sync(shared: &Shared, job: &Job) -> Result<(Finish, Effects), IngestErr
     };
     let opened = match opened {
         Ok(file) => Some(file),
-        Err(r) if r.is_skip() => return skip(shared, &rule, watch, &path, &r, job).await,
+        Err(r) if r.is_skip() => return skip(workers, &rule, watch, &path, &r, job).await,
         Err(Refusal::Gone | Refusal::Outside) => None,
         Err(r) => {
             return Err(IngestError::Io {
@@ -407,27 +455,27 @@ async fn sync(shared: &Shared, job: &Job) -> Result<(Finish, Effects), IngestErr
         }
     };
     if rule.ingest.is_none() {
-        return chat_only(shared, &rule, &path, opened, watch).await;
+        return chat_only(workers, &rule, &path, opened, watch).await;
     }
-    let collection = shared.collection(&rule).await?;
+    let collection = workers.collection(&rule).await?;
     match opened {
         Some(file) => {
-            let outcome = shared
+            let outcome = workers
                 .ingestor
                 .ingest(&rule.name, &path, file, &collection, watch.max_size)
                 .await?;
-            let finish = report(&rule, &path, &outcome, shared).await;
-            let effects = document_effects(shared, &rule, &path, &collection, &outcome, job).await;
+            let finish = report(&rule, &path, &outcome, workers).await;
+            let effects = document_effects(workers, &rule, &path, &collection, &outcome, job).await;
             Ok((finish, effects))
         }
-        None => gone(shared, &rule, watch, &path, &collection, job).await,
+        None => gone(workers, &rule, watch, &path, &collection, job).await,
     }
 }
 
 /// A link, FIFO, device or socket where a watched file may be: nothing is
 /// read; what the path held before is taken down like a removed file.
 async fn skip(
-    shared: &Shared,
+    workers: &Workers,
     rule: &Rule,
     watch: &Watch,
     path: &Path,
@@ -435,7 +483,7 @@ async fn skip(
     job: &Job,
 ) -> Result<(Finish, Effects), IngestError> {
     let key = paths::key(path);
-    let previous = shared.store.document(&rule.name, &key).await?;
+    let previous = workers.store.document(&rule.name, &key).await?;
     let mut effects = Effects::default();
     if let Some(doc) = &previous
         && doc.file_id.is_some()
@@ -445,8 +493,8 @@ async fn skip(
             store::DocumentState::Removed | store::DocumentState::Skipped
         )
     {
-        let collection = shared.collection(rule).await?;
-        let (finish, taken_down) = gone(shared, rule, watch, path, &collection, job).await?;
+        let collection = workers.collection(rule).await?;
+        let (finish, taken_down) = gone(workers, rule, watch, path, &collection, job).await?;
         if !matches!(&finish, Finish::Done(v) if v["removed"] == true) {
             // Kept (on_delete: keep) or deferred (paused): not yet skipped.
             return Ok((finish, taken_down));
@@ -457,9 +505,9 @@ async fn skip(
     if previous.is_none_or(|d| d.state != store::DocumentState::Skipped) {
         tracing::warn!(rule = %rule.name, path = %paths::shown(path), reason = %why, "skipped");
     }
-    shared
+    workers
         .store
-        .skipped(&rule.name, &key, &why, store::now_ms())
+        .skipped(&rule.name, &key, &why, workers.clock.now_ms())
         .await?;
     Ok((Finish::Done(json!({ "skipped": why })), effects))
 }
@@ -467,7 +515,7 @@ async fn skip(
 /// Takes down a document whose file left the folder (after the pause,
 /// `on_delete` and root checks).
 async fn gone(
-    shared: &Shared,
+    workers: &Workers,
     rule: &Rule,
     watch: &Watch,
     path: &Path,
@@ -475,10 +523,14 @@ async fn gone(
     job: &Job,
 ) -> Result<(Finish, Effects), IngestError> {
     let done = |v: Value| Ok((Finish::Done(v), Effects::default()));
-    if let Some(reason) = shared.store.paused_reason(&rule.name).await? {
+    if let Some(reason) = workers.store.paused_reason(&rule.name).await? {
         return done(json!({ "deferred": reason }));
     }
-    let Some(doc) = shared.store.document(&rule.name, &paths::key(path)).await? else {
+    let Some(doc) = workers
+        .store
+        .document(&rule.name, &paths::key(path))
+        .await?
+    else {
         return done(json!({ "gone": true }));
     };
     if matches!(
@@ -486,7 +538,10 @@ async fn gone(
         store::DocumentState::Removed | store::DocumentState::Skipped
     ) {
         if doc.state == store::DocumentState::Skipped {
-            shared.store.removed(doc.id, store::now_ms()).await?;
+            workers
+                .store
+                .removed(doc.id, workers.clock.now_ms())
+                .await?;
         }
         return done(json!({ "gone": true }));
     }
@@ -495,23 +550,26 @@ async fn gone(
     }
     if let Some(problem) = root_problem(watch) {
         // Never remove on the word of a folder that is not there.
-        shared
+        workers
             .store
-            .set_paused(&rule.name, Some(&problem), store::now_ms())
+            .set_paused(&rule.name, Some(&problem), workers.clock.now_ms())
             .await?;
         tracing::warn!(rule = %rule.name, reason = problem, "rule paused");
         return done(json!({ "deferred": problem }));
     }
-    let deleted = shared.ingestor.remove(&doc, collection).await?;
+    let deleted = workers.ingestor.remove(&doc, collection).await?;
     tracing::info!(rule = %rule.name, path = %paths::shown(path), deleted, "removed");
+    let now = workers.clock.now_ms();
     let ctx = document_context(
         rule,
         path,
         doc.sha256.as_deref(),
         doc.file_id.as_deref(),
         collection,
+        now,
     );
-    let effects = crate::deliver::effects_for(rule, "document.removed", &job.id, &ctx, json!({}));
+    let effects =
+        crate::deliver::effects_for(rule, "document.removed", &job.id, &ctx, json!({}), now);
     Ok((
         Finish::Done(json!({ "removed": true, "deleted_upload": deleted })),
         effects,
@@ -522,7 +580,7 @@ async fn gone(
 /// Nothing is uploaded; the job's dedupe key (path + content hash) makes
 /// sure each version is chatted about once.
 async fn chat_only(
-    shared: &Shared,
+    workers: &Workers,
     rule: &Rule,
     path: &Path,
     opened: Option<safe_fs::Opened>,
@@ -546,22 +604,19 @@ async fn chat_only(
             Effects::default(),
         ));
     };
-    shared
-        .ingestor
-        .hashed
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    workers.ingestor.count_hashed();
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     // The text is read again when the chat runs, through the same guard.
     let mut file = chat::file_context(&watch.path, path, Some(&sha), false);
     file["size"] = json!(bytes.len());
     let effects = Effects {
         jobs: chat::after_ingest(
-            &shared.rules(),
+            &workers.rules(),
             rule,
             &file,
             &Value::Null,
             &sha,
-            store::now_ms(),
+            workers.clock.now_ms(),
         ),
         ..Default::default()
     };
@@ -578,61 +633,74 @@ fn document_context(
     sha256: Option<&str>,
     file_id: Option<&str>,
     collection: &Collection,
+    now_ms: i64,
 ) -> Value {
-    let root = crate::watch::folder(rule).unwrap_or_default();
+    let root = match &rule.trigger {
+        Trigger::Watch(w) => w.path.clone(),
+        _ => Default::default(),
+    };
     let mut file = chat::file_context(&root, path, sha256, false);
     file["file_id"] = json!(file_id);
-    chat::context(
-        rule,
-        "watch",
+    crate::triggers::context(
+        rule.view(),
+        TriggerKind::Watch.as_str(),
         &json!({ "file": file, "collection": { "name": collection.name, "id": collection.id } }),
+        now_ms,
     )
 }
 
 /// Deliveries of a document's outcome, and the chats it starts.
 async fn document_effects(
-    shared: &Shared,
+    workers: &Workers,
     rule: &Rule,
     path: &Path,
     collection: &Collection,
     outcome: &Outcome,
     job: &Job,
 ) -> Effects {
-    if rule.deliver.is_empty() && !chat::follows_ingest(&shared.rules(), rule) {
+    if rule.deliver.is_empty() && !chat::follows_ingest(&workers.rules(), rule) {
         return Effects::default();
     }
-    let doc = shared
+    let doc = workers
         .store
         .document(&rule.name, &paths::key(path))
         .await
         .ok()
         .flatten();
     let sha = doc.as_ref().and_then(|d| d.sha256.clone());
+    let now = workers.clock.now_ms();
     match outcome {
         Outcome::Linked { file_id, .. } => {
-            let ctx = document_context(rule, path, sha.as_deref(), Some(file_id), collection);
-            let mut effects =
-                crate::deliver::effects_for(rule, "document.ingested", &job.id, &ctx, json!({}));
+            let ctx = document_context(rule, path, sha.as_deref(), Some(file_id), collection, now);
+            let mut effects = crate::deliver::effects_for(
+                rule,
+                "document.ingested",
+                &job.id,
+                &ctx,
+                json!({}),
+                now,
+            );
             if let Some(sha) = &sha {
                 effects.jobs = chat::after_ingest(
-                    &shared.rules(),
+                    &workers.rules(),
                     rule,
                     &ctx["file"],
                     &ctx["collection"],
                     sha,
-                    store::now_ms(),
+                    workers.clock.now_ms(),
                 );
             }
             effects
         }
         Outcome::Failed { reason, detail, .. } if reason.is_permanent() => {
-            let ctx = document_context(rule, path, sha.as_deref(), None, collection);
+            let ctx = document_context(rule, path, sha.as_deref(), None, collection, now);
             crate::deliver::effects_for(
                 rule,
                 "document.failed",
                 &job.id,
                 &ctx,
                 json!({ "error": format!("{reason}: {detail}") }),
+                now,
             )
         }
         _ => Effects::default(),
@@ -650,7 +718,7 @@ fn root_problem(watch: &Watch) -> Option<String> {
     }
 }
 
-async fn report(rule: &Rule, path: &Path, outcome: &Outcome, shared: &Shared) -> Finish {
+async fn report(rule: &Rule, path: &Path, outcome: &Outcome, workers: &Workers) -> Finish {
     let shown = paths::shown(path);
     let name = &rule.name;
     match outcome {
@@ -680,14 +748,14 @@ async fn report(rule: &Rule, path: &Path, outcome: &Outcome, shared: &Shared) ->
     if let Outcome::Failed { reason, detail, .. } = outcome
         && !reason.is_permanent()
     {
-        let at_ms = shared
+        let at_ms = workers
             .store
             .document(name, &paths::key(path))
             .await
             .ok()
             .flatten()
             .and_then(|d| d.retry_at)
-            .unwrap_or_else(|| store::now_ms() + 30_000);
+            .unwrap_or_else(|| workers.clock.now_ms() + 30_000);
         return Finish::Retry {
             error: format!("{reason}: {detail}"),
             at_ms,

@@ -10,8 +10,8 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use super::settle::FileStat;
 use crate::paths;
-use crate::rules::{BUILTIN_EXCLUDES, Watch};
 use crate::store::{DocumentState, KnownFile};
+use crate::triggers::{BUILTIN_EXCLUDES, Watch};
 
 /// Which files under a root a rule covers (matched on the relative path).
 #[derive(Debug, Clone)]
@@ -354,7 +354,7 @@ mod tests {
             settle: std::time::Duration::from_secs(1),
             poll: None,
             max_size: 1,
-            on_delete: crate::rules::OnDelete::Remove,
+            on_delete: crate::triggers::OnDelete::Remove,
             reconcile: std::time::Duration::from_secs(900),
         };
         let f = PathFilter::new(&watch).unwrap();

@@ -18,17 +18,14 @@ pub mod settle;
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::rules::{Rule, Trigger, Watch};
+use super::{Queue, TriggerEvent, Watch};
 use crate::safe_fs;
-use crate::store;
-use crate::worker::Shared;
 use reconcile::PathFilter;
 use settle::Settler;
 
@@ -44,20 +41,17 @@ const PAUSED_RECHECK: Duration = Duration::from_secs(2);
 const NEW_FOLDER_RESCAN: Duration = Duration::from_secs(1);
 
 /// Watches one rule's folder until `cancel`.
-pub async fn run(shared: Arc<Shared>, rule: Rule, cancel: CancellationToken) {
-    let Trigger::Watch(watch) = &rule.trigger else {
-        return;
-    };
-    let filter = match PathFilter::new(watch) {
+pub async fn run(queue: Queue, rule: String, watch: Watch, cancel: CancellationToken) {
+    let filter = match PathFilter::new(&watch) {
         Ok(f) => f,
         Err(e) => {
-            tracing::error!(rule = %rule.name, error = %e, "invalid globs");
+            tracing::error!(rule = %rule, error = %e, "invalid globs");
             return;
         }
     };
     let mut task = WatchTask {
-        shared,
-        rule: rule.name.clone(),
+        queue,
+        rule: rule.clone(),
         watch: watch.clone(),
         filter,
         settler: Settler::new(watch.settle),
@@ -66,13 +60,7 @@ pub async fn run(shared: Arc<Shared>, rule: Rule, cancel: CancellationToken) {
         paused: None,
         rescans: Vec::new(),
     };
-    task.paused = task
-        .shared
-        .store
-        .paused_reason(&task.rule)
-        .await
-        .ok()
-        .flatten();
+    task.paused = task.queue.paused_reason(&task.rule).await.ok().flatten();
     let (tx, mut events) = mpsc::unbounded_channel();
     let interval = watch.poll.unwrap_or(watch.reconcile);
     let mut reconcile_at = Instant::now();
@@ -100,7 +88,7 @@ pub async fn run(shared: Arc<Shared>, rule: Rule, cancel: CancellationToken) {
             }
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
-        crate::supervise::failpoint::hit("watch", &rule.name);
+        crate::supervise::failpoint::hit("watch", &rule);
         task.rescan_new_folders();
         let gone = task.flush_settled().await;
         if gone {
@@ -108,11 +96,11 @@ pub async fn run(shared: Arc<Shared>, rule: Rule, cancel: CancellationToken) {
             reconcile_at = reconcile_at.min(Instant::now());
         }
     }
-    tracing::debug!(rule = %rule.name, "watcher stopped");
+    tracing::debug!(rule = %rule, "watcher stopped");
 }
 
 struct WatchTask {
-    shared: Arc<Shared>,
+    queue: Queue,
     rule: String,
     watch: Watch,
     filter: PathFilter,
@@ -227,8 +215,17 @@ impl WatchTask {
                 ready.push(path);
             }
         }
-        if !ready.is_empty()
-            && let Err(e) = self.shared.enqueue_syncs(&self.rule, &ready).await
+        // Files dropped together settle together and share commits: one
+        // fsync each was a good part of ferry's CPU per file.
+        let events = ready
+            .into_iter()
+            .map(|path| TriggerEvent::Path {
+                path,
+                after: Duration::ZERO,
+            })
+            .collect::<Vec<_>>();
+        if !events.is_empty()
+            && let Err(e) = self.queue.submit_all(&self.rule, events).await
         {
             tracing::error!(rule = %self.rule, error = %e, "cannot enqueue");
         }
@@ -250,7 +247,7 @@ impl WatchTask {
             .unwrap_or(Err(reconcile::RootProblem::Unreadable(
                 "scan failed".into(),
             )));
-        let known = match self.shared.store.known_files(&self.rule).await {
+        let known = match self.queue.known_files(&self.rule).await {
             Ok(k) => k,
             Err(e) => {
                 tracing::error!(rule = %self.rule, error = %e, "cannot read documents");
@@ -261,31 +258,25 @@ impl WatchTask {
             scanned.as_ref(),
             &self.watch.path,
             &known,
-            store::now_ms(),
+            self.queue.clock().now_ms(),
             MAX_REMOVE_SHARE,
         );
         if scanned.is_err() {
             self.keep_watcher(false, tx);
         }
 
-        let now_ms = store::now_ms();
         match (&plan.pause, &self.paused) {
             (Some(reason), previous) => {
                 if previous.as_deref() != Some(reason.as_str()) {
                     tracing::warn!(rule = %self.rule, reason, "rule paused; nothing is removed until this clears");
-                    if let Err(e) = self
-                        .shared
-                        .store
-                        .set_paused(&self.rule, Some(reason), now_ms)
-                        .await
-                    {
+                    if let Err(e) = self.queue.set_paused(&self.rule, Some(reason)).await {
                         tracing::error!(rule = %self.rule, error = %e, "cannot record the pause");
                     }
                 }
             }
             (None, Some(_)) => {
                 tracing::info!(rule = %self.rule, "rule resumed");
-                if let Err(e) = self.shared.store.set_paused(&self.rule, None, now_ms).await {
+                if let Err(e) = self.queue.set_paused(&self.rule, None).await {
                     tracing::error!(rule = %self.rule, error = %e, "cannot record the resume");
                 }
             }
@@ -300,10 +291,18 @@ impl WatchTask {
         // After the settle of any file that moved here, so a move is seen
         // as a move and not as a delete plus a new upload.
         let delay = self.watch.settle * 2 + Duration::from_secs(3);
-        for path in &plan.remove {
-            if let Err(e) = self.shared.enqueue_sync(&self.rule, path, delay).await {
-                tracing::error!(rule = %self.rule, error = %e, "cannot enqueue");
-            }
+        let removals = plan
+            .remove
+            .iter()
+            .map(|path| TriggerEvent::Path {
+                path: path.clone(),
+                after: delay,
+            })
+            .collect::<Vec<_>>();
+        if !removals.is_empty()
+            && let Err(e) = self.queue.submit_all(&self.rule, removals).await
+        {
+            tracing::error!(rule = %self.rule, error = %e, "cannot enqueue");
         }
         tracing::debug!(
             rule = %self.rule,
@@ -354,24 +353,5 @@ impl WatchTask {
                 }
             }
         }
-    }
-}
-
-/// The watch rules of a set.
-pub fn watch_rules(rules: &[Rule]) -> Vec<Rule> {
-    rules
-        .iter()
-        .filter(|r| {
-            matches!(r.trigger, Trigger::Watch(_)) && (r.ingest.is_some() || r.chat.is_some())
-        })
-        .cloned()
-        .collect()
-}
-
-/// For messages: the folder of a watch rule.
-pub fn folder(rule: &Rule) -> Option<PathBuf> {
-    match &rule.trigger {
-        Trigger::Watch(w) => Some(w.path.clone()),
-        _ => None,
     }
 }

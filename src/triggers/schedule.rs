@@ -16,18 +16,14 @@
 //! job's dedupe key is (rule, fire time), so a restart, a catch-up and the
 //! regular loop can never double-fire.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::rules::{Missed, Overlap, Rule, Trigger};
-use crate::store;
-use crate::worker::Shared;
+use super::{Missed, Overlap, Queue, Schedule, TriggerEvent};
 
 /// Parses classic 5-field crontab, or 6 fields with seconds first.
 pub fn parse(expression: &str) -> Result<Cron, String> {
@@ -73,15 +69,6 @@ where
     Some(latest.max(first))
 }
 
-/// The schedule rules of a rule set.
-pub fn schedule_rules(rules: &[Rule]) -> Vec<Rule> {
-    rules
-        .iter()
-        .filter(|r| matches!(r.trigger, Trigger::Schedule(_)) && r.chat.is_some())
-        .cloned()
-        .collect()
-}
-
 fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -90,25 +77,24 @@ fn from_ms(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-/// Fires one schedule rule until `cancel`.
-pub async fn run(shared: Arc<Shared>, rule: Rule, cancel: CancellationToken) {
-    let Trigger::Schedule(schedule) = &rule.trigger else {
-        return;
-    };
+/// Fires one schedule rule until `cancel`. Sleeps through the queue's
+/// clock, so a test with a manual clock moves time instead of waiting.
+pub async fn run(queue: Queue, rule: String, schedule: Schedule, cancel: CancellationToken) {
     let cron = match parse(&schedule.cron) {
         Ok(c) => c,
         Err(e) => {
             // `check` refuses such a rule; this is only a guard.
-            tracing::error!(rule = %rule.name, error = e, "bad cron expression");
+            tracing::error!(rule = %rule, error = e, "bad cron expression");
             return;
         }
     };
     let tz = schedule.timezone;
+    let clock = queue.clock().clone();
     let row = loop {
-        match shared.store.arm_schedule(&rule.name, store::now_ms()).await {
+        match queue.arm_schedule(&rule).await {
             Ok(row) => break row,
             Err(e) => {
-                tracing::error!(rule = %rule.name, error = %e, "cannot read the schedule's state");
+                tracing::error!(rule = %rule, error = %e, "cannot read the schedule's state");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                     _ = cancel.cancelled() => return,
@@ -116,74 +102,62 @@ pub async fn run(shared: Arc<Shared>, rule: Rule, cancel: CancellationToken) {
             }
         }
     };
-    let now = Utc::now();
+    let now = clock.now();
     let since = from_ms(row.last_fire_at.or(row.armed_at).unwrap_or(ms(now)));
     let mut handled = now;
     if let Some(missed) = missed_fire(&cron, &tz, since, now) {
         match schedule.missed {
             Missed::RunOnce => {
-                tracing::info!(rule = %rule.name, fire_time = %missed, "catching up a run missed while ferry was down");
-                fire(&shared, &rule, schedule.overlap, missed, true).await;
+                tracing::info!(rule = %rule, fire_time = %missed, "catching up a run missed while ferry was down");
+                fire(&queue, &rule, schedule.overlap, missed, true).await;
             }
             Missed::Skip => {
-                tracing::info!(rule = %rule.name, fire_time = %missed, "skipping runs missed while ferry was down (missed: skip)");
-                let _ = shared.store.record_fire(&rule.name, ms(missed)).await;
+                tracing::info!(rule = %rule, fire_time = %missed, "skipping runs missed while ferry was down (missed: skip)");
+                let _ = queue.record_fire(&rule, ms(missed)).await;
             }
         }
         handled = handled.max(missed);
     }
     loop {
         let Some(next) = next_fire(&cron, &tz, handled) else {
-            tracing::warn!(rule = %rule.name, "the schedule never fires again");
+            tracing::warn!(rule = %rule, "the schedule never fires again");
             return;
         };
-        // Sleep by the wall clock in bounded steps, so a clock step (NTP,
-        // suspend) cannot make a long sleep miss its time.
-        loop {
-            let left = (next - Utc::now()).to_std().unwrap_or_default();
-            if left.is_zero() {
-                break;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(left.min(Duration::from_secs(30))) => {}
-                _ = cancel.cancelled() => return,
-            }
+        tokio::select! {
+            _ = clock.sleep_until(ms(next)) => {}
+            _ = cancel.cancelled() => return,
         }
-        fire(&shared, &rule, schedule.overlap, next, false).await;
+        fire(&queue, &rule, schedule.overlap, next, false).await;
         handled = next;
     }
 }
 
-async fn fire(shared: &Shared, rule: &Rule, overlap: Overlap, at: DateTime<Utc>, catch_up: bool) {
+async fn fire(queue: &Queue, rule: &str, overlap: Overlap, at: DateTime<Utc>, catch_up: bool) {
     let at_ms = ms(at);
     if overlap == Overlap::Skip {
-        match shared.store.active_jobs(&rule.name).await {
+        match queue.active_jobs(rule).await {
             Ok(n) if n > 0 => {
-                tracing::info!(rule = %rule.name, fire_time = %at, "skipped: the previous run is still going (overlap: skip)");
-                let _ = shared.store.record_fire(&rule.name, at_ms).await;
+                tracing::info!(rule = %rule, fire_time = %at, "skipped: the previous run is still going (overlap: skip)");
+                let _ = queue.record_fire(rule, at_ms).await;
                 return;
             }
             _ => {}
         }
     }
-    let input = json!({
-        "schedule": {"fire_time": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "catch_up": catch_up},
-    });
-    let mut job = crate::worker::chat::new_job(rule, "schedule", input, at_ms);
-    job.dedupe_key = Some(format!("schedule:{}:{at_ms}", rule.name));
-    if overlap == Overlap::Queue {
-        job.coalesce_key = Some(format!("schedule:{}", rule.name));
-    }
-    match shared.store.enqueue(&job, store::now_ms()).await {
+    let event = TriggerEvent::Fire {
+        at,
+        catch_up,
+        coalesce: overlap == Overlap::Queue,
+    };
+    match queue.submit(rule, event).await {
         Ok(e) => {
-            shared.wake.notify_waiters();
-            tracing::debug!(rule = %rule.name, job = %e.id, fire_time = %at, "fired");
+            tracing::debug!(rule = %rule, job = %e.id, fire_time = %at, "fired");
         }
         Err(e) => {
-            tracing::error!(rule = %rule.name, error = %e, "cannot enqueue the scheduled run")
+            tracing::error!(rule = %rule, error = %e, "cannot enqueue the scheduled run")
         }
     }
-    let _ = shared.store.record_fire(&rule.name, at_ms).await;
+    let _ = queue.record_fire(rule, at_ms).await;
 }
 
 #[cfg(test)]

@@ -4,27 +4,10 @@
 //! without sleeping.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// What identifies a version of a file without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileStat {
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub inode: u64,
-}
-
-impl FileStat {
-    pub fn of(meta: &std::fs::Metadata) -> FileStat {
-        FileStat {
-            size: meta.len(),
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-            inode: meta.ino(),
-        }
-    }
-}
+pub use crate::safe_fs::FileStat;
 
 #[derive(Debug)]
 struct Pending {

@@ -40,7 +40,8 @@ pub fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -
 /// signature never compares equal to a prefix (the Standard Webhooks
 /// reference library once accepted `v1,` that way).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq as _;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

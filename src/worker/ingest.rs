@@ -21,11 +21,16 @@
 use std::path::Path;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::openwebui::{Client, Error as OwuiError};
 use crate::paths;
 use crate::rules::CollectionRef;
 use crate::safe_fs::Opened;
 use crate::store::{self, DocumentState, FailureReason, NewUpload, Store, StoreError};
+use crate::triggers::{Queue, TriggerEvent, UPKEEP_RULE};
 
 /// A knowledge base resolved to its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +87,7 @@ pub async fn resolve_collection(
     store: &Store,
     reference: &CollectionRef,
     create: bool,
+    now_ms: i64,
 ) -> Result<Collection, IngestError> {
     match reference {
         CollectionRef::Id(id) => {
@@ -107,7 +113,7 @@ pub async fn resolve_collection(
                     Err(e) => return Err(e.into()),
                 }
             }
-            let now = store::now_ms();
+            let now = now_ms;
             if let Some(k) = client.find_knowledge(name).await? {
                 store.remember_collection(name, &k.id, false, now).await?;
                 return Ok(Collection {
@@ -151,9 +157,6 @@ pub fn document_retry_delay(attempts: i64) -> Duration {
     Duration::from_secs(30u64.saturating_mul(1 << exp.min(10))).min(Duration::from_secs(6 * 3600))
 }
 
-/// Job kind: adopt or delete uploads whose answers were lost.
-pub const SWEEP: &str = "sweep";
-
 /// How old an unrecorded upload must be before a sweep touches it: older
 /// than any upload request can still be running (twice the request
 /// timeout, at least 30 s).
@@ -161,18 +164,12 @@ pub fn sweep_min_age(client: &Client) -> Duration {
     (client.request_timeout() * 2).max(Duration::from_secs(30))
 }
 
-/// A sweep once the lost upload is [`sweep_min_age`] old; one queued at a
+/// A sweep once a lost upload is [`sweep_min_age`] old; one queued at a
 /// time.
-pub fn sweep_job(min_age: Duration) -> store::NewJob {
-    store::NewJob {
-        rule: ":ferry".into(),
-        kind: SWEEP.into(),
-        trigger_kind: "maintenance".into(),
-        input: serde_json::json!({}),
-        run_after: store::now_ms() + min_age.as_millis() as i64 + 5_000,
-        max_attempts: 20,
-        coalesce_key: Some(SWEEP.into()),
-        dedupe_key: None,
+pub fn later_sweep(min_age: Duration, now_ms: i64) -> TriggerEvent {
+    TriggerEvent::Sweep {
+        before_s: None,
+        at_ms: now_ms + min_age.as_millis() as i64 + 5_000,
     }
 }
 
@@ -182,17 +179,19 @@ fn is_regular_file(path: &Path) -> bool {
 }
 
 pub struct Ingestor {
-    pub client: Client,
-    pub store: Store,
+    client: Client,
+    store: Store,
+    queue: Queue,
+    clock: Clock,
     /// Put in each upload's metadata (`{"ferry": …}`), so uploads that a
     /// crash left unrecorded can be recognised as ferry's own.
-    pub instance_id: String,
-    /// Files read and hashed so far (an unchanged tree should cost none).
-    pub hashed: std::sync::atomic::AtomicU64,
+    instance_id: String,
+    /// Counts files read and hashed (an unchanged tree should cost none).
+    metrics: Arc<Metrics>,
     /// One ingestion at a time per (collection, content): Open WebUI's own
     /// duplicate check is check-then-insert, and two identical files linked
     /// at once both pass it (seen on 0.12.4).
-    pub content_locks: ContentLocks,
+    content_locks: ContentLocks,
 }
 
 /// Async locks by key, dropped from the map when no one holds them.
@@ -239,6 +238,36 @@ impl Drop for ContentGuard<'_> {
 }
 
 impl Ingestor {
+    pub fn new(
+        client: Client,
+        store: Store,
+        queue: Queue,
+        instance_id: String,
+        metrics: Arc<Metrics>,
+    ) -> Ingestor {
+        Ingestor {
+            clock: queue.clock().clone(),
+            client,
+            store,
+            queue,
+            instance_id,
+            metrics,
+            content_locks: Default::default(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn count_hashed(&self) {
+        self.metrics.file_hashed();
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
     /// Brings one file into `collection` under `rule` (identity (rule, path)).
     /// `file` was opened by [`safe_fs::open_beneath`]: what is hashed and
     /// uploaded is that descriptor, never the path again. A file over
@@ -295,8 +324,7 @@ impl Ingestor {
                 .too_large(rule, path, &file, collection, max_size)
                 .await;
         };
-        self.hashed
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.file_hashed();
         let _same_content = self
             .content_locks
             .lock(format!("{}:{sha256}", collection.id))
@@ -320,7 +348,9 @@ impl Ingestor {
                 && let Some(file_id) = &d.file_id
             {
                 // Touched, not changed: remember the new stats.
-                self.store.adopt(&upload, file_id, store::now_ms()).await?;
+                self.store
+                    .adopt(&upload, file_id, self.clock.now_ms())
+                    .await?;
                 return Ok(Outcome::Unchanged {
                     file_id: file_id.clone(),
                 });
@@ -354,7 +384,10 @@ impl Ingestor {
                 // before): the document follows it, nothing is uploaded.
                 return self.moved(other, file_id, &upload, path).await;
             }
-            let document_id = self.store.begin_upload(&upload, store::now_ms()).await?;
+            let document_id = self
+                .store
+                .begin_upload(&upload, self.clock.now_ms())
+                .await?;
             let detail = format!(
                 "same content as {} (already in the collection)",
                 paths::shown_key(&other.path)
@@ -370,11 +403,16 @@ impl Ingestor {
         {
             // Brought in before by another rule (a one-shot `ferry ingest`
             // before the watcher, say): take it over.
-            self.store.adopt(&upload, &file_id, store::now_ms()).await?;
+            self.store
+                .adopt(&upload, &file_id, self.clock.now_ms())
+                .await?;
             return Ok(Outcome::Unchanged { file_id });
         }
 
-        let document_id = self.store.begin_upload(&upload, store::now_ms()).await?;
+        let document_id = self
+            .store
+            .begin_upload(&upload, self.clock.now_ms())
+            .await?;
         if size == 0 {
             return self
                 .fail(
@@ -421,8 +459,9 @@ impl Ingestor {
                     .document(rule, &key)
                     .await?
                     .map_or(1, |d| d.attempts);
-                let retry_at = (!reason.is_permanent())
-                    .then(|| store::now_ms() + document_retry_delay(attempts).as_millis() as i64);
+                let retry_at = (!reason.is_permanent()).then(|| {
+                    self.clock.now_ms() + document_retry_delay(attempts).as_millis() as i64
+                });
                 self.fail(document_id, reason, e.to_string(), retry_at)
                     .await
             }
@@ -458,7 +497,10 @@ impl Ingestor {
             inode: stat.inode as i64,
             sha256: "",
         };
-        let id = self.store.begin_upload(&upload, store::now_ms()).await?;
+        let id = self
+            .store
+            .begin_upload(&upload, self.clock.now_ms())
+            .await?;
         let detail = format!(
             "{} bytes is above the rule's max_size of {limit}",
             stat.size
@@ -474,7 +516,7 @@ impl Ingestor {
         retry_at: Option<i64>,
     ) -> Result<Outcome, IngestError> {
         self.store
-            .failed(document_id, reason, &detail, retry_at, store::now_ms())
+            .failed(document_id, reason, &detail, retry_at, self.clock.now_ms())
             .await?;
         self.delete_failed_upload(document_id).await;
         Ok(Outcome::Failed {
@@ -492,7 +534,7 @@ impl Ingestor {
         path: &Path,
     ) -> Result<Outcome, IngestError> {
         self.store
-            .move_document(other.id, upload, store::now_ms())
+            .move_document(other.id, upload, self.clock.now_ms())
             .await?;
         let new_name = paths::upload_name(path);
         let old_name = paths::upload_name(&paths::from_key(&other.path));
@@ -554,7 +596,7 @@ impl Ingestor {
         match linked {
             Ok(()) => {
                 self.store
-                    .linked(document_id, file_id, store::now_ms())
+                    .linked(document_id, file_id, self.clock.now_ms())
                     .await?;
                 tracing::info!(file_id, "finished an upload interrupted by a restart");
                 Ok(Some(Outcome::Linked {
@@ -605,8 +647,8 @@ impl Ingestor {
                 // The answer was lost, not necessarily the upload: Open
                 // WebUI may hold it under this document's marker. A sweep
                 // (adopt or delete) runs once it can no longer be in flight.
-                let job = sweep_job(sweep_min_age(&self.client));
-                if let Err(se) = self.store.enqueue(&job, store::now_ms()).await {
+                let sweep = later_sweep(sweep_min_age(&self.client), self.clock.now_ms());
+                if let Err(se) = self.queue.submit(UPKEEP_RULE, sweep).await {
                     tracing::warn!(error = %se, "cannot schedule the sweep of a lost upload");
                 }
                 return Err(e.into());
@@ -615,14 +657,14 @@ impl Ingestor {
             Err(e) => return Err(e.into()),
         };
         self.store
-            .uploaded(document_id, &info.id, store::now_ms())
+            .uploaded(document_id, &info.id, self.clock.now_ms())
             .await?;
         self.client.wait_processed(&info.id).await?;
         if !links_itself {
             self.client.add_file(&collection.id, &info.id).await?;
         }
         self.store
-            .linked(document_id, &info.id, store::now_ms())
+            .linked(document_id, &info.id, self.clock.now_ms())
             .await?;
         Ok(info.id)
     }
@@ -641,7 +683,10 @@ impl Ingestor {
         if own {
             match self.client.delete_file(file_id).await {
                 Ok(()) => {
-                    let _ = self.store.upload_deleted(file_id, store::now_ms()).await;
+                    let _ = self
+                        .store
+                        .upload_deleted(file_id, self.clock.now_ms())
+                        .await;
                 }
                 Err(e) => tracing::warn!(file_id, error = %e, "could not delete the old version"),
             }
@@ -656,11 +701,11 @@ impl Ingestor {
         collection: &Collection,
     ) -> Result<bool, IngestError> {
         let Some(file_id) = &document.file_id else {
-            self.store.removed(document.id, store::now_ms()).await?;
+            self.store.removed(document.id, self.clock.now_ms()).await?;
             return Ok(false);
         };
         if !self.store.is_own_upload(file_id).await? {
-            self.store.removed(document.id, store::now_ms()).await?;
+            self.store.removed(document.id, self.clock.now_ms()).await?;
             return Ok(false);
         }
         if document.state == DocumentState::Linked {
@@ -674,8 +719,10 @@ impl Ingestor {
             }
         }
         self.client.delete_file(file_id).await?;
-        self.store.upload_deleted(file_id, store::now_ms()).await?;
-        self.store.removed(document.id, store::now_ms()).await?;
+        self.store
+            .upload_deleted(file_id, self.clock.now_ms())
+            .await?;
+        self.store.removed(document.id, self.clock.now_ms()).await?;
         Ok(true)
     }
 
@@ -690,27 +737,17 @@ impl Ingestor {
         document_id: i64,
         collection: &Collection,
     ) -> Result<Option<String>, IngestError> {
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT file_id FROM documents WHERE id = ?")
-                .bind(document_id)
-                .fetch_one(self.store.reader())
-                .await
-                .map_err(store::StoreError::from)?;
-        let earlier: Vec<String> = sqlx::query_scalar(
-            "SELECT file_id FROM uploads WHERE document_id = ? AND state IN ('uploaded', 'failed')
-               AND file_id IS NOT ? ORDER BY created_at DESC",
-        )
-        .bind(document_id)
-        .bind(&current)
-        .fetch_all(self.store.reader())
-        .await
-        .map_err(store::StoreError::from)?;
+        let current = self.store.document_file_id(document_id).await?;
+        let earlier = self
+            .store
+            .earlier_uploads(document_id, current.as_deref())
+            .await?;
         if let Some(file_id) = self
             .unrecorded_upload_in(document_id, current.as_deref(), collection)
             .await?
         {
             self.store
-                .uploaded(document_id, &file_id, store::now_ms())
+                .uploaded(document_id, &file_id, self.clock.now_ms())
                 .await?;
             tracing::info!(
                 file_id,
@@ -744,7 +781,7 @@ impl Ingestor {
         collection: &Collection,
     ) -> Result<Option<String>, IngestError> {
         self.store
-            .linked(document_id, &file_id, store::now_ms())
+            .linked(document_id, &file_id, self.clock.now_ms())
             .await?;
         if let Some(new) = replaced {
             self.delete_own_upload(&new, Some(&collection.id)).await;
@@ -765,12 +802,7 @@ impl Ingestor {
         if !self.client.version().await?.upload_link_is_verified() {
             return Ok(None);
         }
-        let sha256: Option<String> =
-            sqlx::query_scalar("SELECT sha256 FROM documents WHERE id = ?")
-                .bind(document_id)
-                .fetch_one(self.store.reader())
-                .await
-                .map_err(store::StoreError::from)?;
+        let sha256 = self.store.document_sha256(document_id).await?;
         for f in self.client.knowledge_files(&collection.id).await? {
             let data = f.meta.data.as_ref();
             let field = |key: &str| data.and_then(|d| d.get(key));
@@ -832,7 +864,10 @@ impl Ingestor {
         if let Some(kb) = collection_id {
             match self.client.remove_file(kb, file_id, true).await {
                 Ok(()) => {
-                    let _ = self.store.upload_deleted(file_id, store::now_ms()).await;
+                    let _ = self
+                        .store
+                        .upload_deleted(file_id, self.clock.now_ms())
+                        .await;
                     return;
                 }
                 Err(e) => {
@@ -847,13 +882,19 @@ impl Ingestor {
                 && self.client.add_file(kb, file_id).await.is_ok()
                 && self.client.remove_file(kb, file_id, true).await.is_ok()
             {
-                let _ = self.store.upload_deleted(file_id, store::now_ms()).await;
+                let _ = self
+                    .store
+                    .upload_deleted(file_id, self.clock.now_ms())
+                    .await;
                 return;
             }
         }
         match self.client.delete_file(file_id).await {
             Ok(()) => {
-                let _ = self.store.upload_deleted(file_id, store::now_ms()).await;
+                let _ = self
+                    .store
+                    .upload_deleted(file_id, self.clock.now_ms())
+                    .await;
             }
             Err(e) => {
                 tracing::warn!(file_id, error = %e, "could not delete an upload; will retry later")
@@ -862,24 +903,10 @@ impl Ingestor {
     }
 
     async fn delete_failed_upload(&self, document_id: i64) {
-        let file_id: Option<String> = sqlx::query_scalar(
-            "SELECT u.file_id FROM uploads u JOIN documents d ON d.file_id = u.file_id
-             WHERE d.id = ? AND u.state IN ('uploaded', 'failed')",
-        )
-        .bind(document_id)
-        .fetch_optional(self.store.reader())
-        .await
-        .ok()
-        .flatten();
-        let Some(file_id) = file_id else { return };
-        let collection: Option<String> =
-            sqlx::query_scalar("SELECT collection_id FROM uploads WHERE file_id = ?")
-                .bind(&file_id)
-                .fetch_optional(self.store.reader())
-                .await
-                .ok()
-                .flatten()
-                .flatten();
+        let Ok(Some(file_id)) = self.store.unlinked_upload_of(document_id).await else {
+            return;
+        };
+        let collection = self.store.upload_collection(&file_id).await.ok().flatten();
         self.delete_own_upload(&file_id, collection.as_deref())
             .await;
     }
@@ -888,15 +915,15 @@ impl Ingestor {
     /// (a failure whose delete failed) and, with `sweep_unrecorded`, files
     /// in Open WebUI that carry this instance's marker but that the store
     /// does not know (a crash between upload and record, or an upload
-    /// whose answer a connection lost). With `min_age`, only unrecorded
-    /// uploads older than it are touched: younger ones may belong to an
-    /// upload still under way; without, only safe while no ingestion runs.
-    /// Returns how many were deleted, and how many were left for being
-    /// younger than `min_age`.
+    /// whose answer a connection lost). Only unrecorded uploads made
+    /// in or before second `made_before_s` (Unix seconds; Open WebUI keeps
+    /// no finer time) are touched: younger ones may belong to an upload
+    /// still under way. Returns how many were deleted,
+    /// and how many were left for being younger.
     pub async fn clean_orphans(
         &self,
         sweep_unrecorded: bool,
-        min_age: Option<Duration>,
+        made_before_s: i64,
     ) -> Result<(usize, usize), IngestError> {
         let mut deleted = 0;
         let mut young = 0;
@@ -905,13 +932,7 @@ impl Ingestor {
             if busy.contains(&file_id) {
                 continue;
             }
-            let collection: Option<String> =
-                sqlx::query_scalar("SELECT collection_id FROM uploads WHERE file_id = ?")
-                    .bind(&file_id)
-                    .fetch_optional(self.store.reader())
-                    .await
-                    .map_err(store::StoreError::from)?
-                    .flatten();
+            let collection = self.store.upload_collection(&file_id).await?;
             self.delete_own_upload(&file_id, collection.as_deref())
                 .await;
             deleted += 1;
@@ -926,12 +947,9 @@ impl Ingestor {
                 if !ours || busy.contains(&f.id) || self.store.is_own_upload(&f.id).await? {
                     continue;
                 }
-                if let Some(age) = min_age {
-                    let cutoff = store::now_ms() / 1000 - age.as_secs() as i64;
-                    if f.created_at.is_none_or(|t| t > cutoff) {
-                        young += 1;
-                        continue;
-                    }
+                if f.created_at.is_none_or(|t| t > made_before_s) {
+                    young += 1;
+                    continue;
                 }
                 let collection = field("knowledge_id")
                     .and_then(|v| v.as_str())
@@ -946,7 +964,7 @@ impl Ingestor {
                         &f.id,
                         kb,
                         f.meta.file_hash.as_deref(),
-                        store::now_ms(),
+                        self.clock.now_ms(),
                     )
                     .await?
                 {

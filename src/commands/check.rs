@@ -1,0 +1,167 @@
+//! `ferry check [--connect]`: every problem of every file at once, then
+//! warnings; with `--connect`, what Open WebUI says of the rules.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use super::owui::identity_line;
+use super::{EXIT_CONFIG, EXIT_RUNTIME, client, display_url, one_line, outln, print_diagnostics};
+use crate::config::Environment;
+use crate::rules::{self, CollectionRef, Trigger};
+use crate::setup::Loaded;
+use crate::store::Store;
+use crate::worker::ingest;
+
+/// What is valid but probably not meant: said by `check`, not refused.
+fn warnings(loaded: &Loaded) -> Vec<String> {
+    let mut out = Vec::new();
+    let listen = loaded.config.server.listen;
+    if !listen.ip().is_loopback() {
+        for r in &loaded.rules {
+            if let rules::Trigger::Webhook(w) = &r.trigger
+                && w.scheme == rules::AuthScheme::None
+            {
+                out.push(format!(
+                    "rule `{}`: hook /hooks/{} has `scheme: none` on {listen}, which is not loopback: anyone who reaches it can run the rule",
+                    r.name, w.path
+                ));
+            }
+        }
+        if listen.ip().is_unspecified() && loaded.config.server.hosts.is_empty() {
+            out.push(format!(
+                "server.listen {listen} answers any Host: list the names ferry is reached by in `server.hosts` (DNS rebinding)"
+            ));
+        }
+    }
+    out
+}
+
+pub(super) async fn check(path: &Path, env: &Environment, connect: bool) -> ExitCode {
+    let loaded = match crate::setup::load(path, env) {
+        Ok(l) => l,
+        Err(diags) => {
+            print_diagnostics(&diags);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let c = &loaded.config;
+    outln!("{}: ok", c.path.display());
+    outln!("  openwebui: {}", display_url(&c.openwebui.url));
+    outln!("  state: {}", c.state.database.display());
+    outln!("  webhooks: {}", c.webhooks.len());
+    outln!("  rules: {}", loaded.rules.len());
+    for r in &loaded.rules {
+        let summary: Vec<String> = rules::summary(r)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        outln!(
+            "    {} ({}): {}",
+            r.name,
+            r.file.display(),
+            summary.join(" ")
+        );
+    }
+    for w in warnings(&loaded) {
+        eprintln!("warning: {w}");
+    }
+    if !connect {
+        return ExitCode::SUCCESS;
+    }
+    match check_connect(&loaded).await {
+        Ok(problems) if problems.is_empty() => {
+            outln!("connection: ok");
+            ExitCode::SUCCESS
+        }
+        Ok(problems) => {
+            for p in &problems {
+                outln!("problem: {p}");
+            }
+            ExitCode::from(EXIT_RUNTIME)
+        }
+        Err(e) => {
+            outln!("problem: {}", one_line(&e));
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+async fn check_connect(loaded: &Loaded) -> anyhow::Result<Vec<String>> {
+    let client = client(&loaded.config)?;
+    let now = crate::clock::Clock::system().now_ms();
+    let mut problems = Vec::new();
+    let version = client
+        .version()
+        .await
+        .context("Open WebUI is not reachable")?;
+    outln!("  server: Open WebUI {version}");
+    if !version.at_least(0, 6, 40) {
+        problems.push(format!(
+            "Open WebUI {version} is older than 0.6.40, the oldest ferry supports"
+        ));
+    }
+    let who = client
+        .whoami()
+        .await
+        .context("the credentials were refused")?;
+    outln!("  signed in: {}", identity_line(&who));
+    let models = client.models().await.context("cannot list models")?;
+    let store = Store::open(&loaded.config.state.database).await?;
+    // Knowledge bases that ingestion creates on first use.
+    let created: Vec<&CollectionRef> = loaded
+        .rules
+        .iter()
+        .filter_map(|r| r.ingest.as_ref().map(|i| &i.collection))
+        .collect();
+    for rule in &loaded.rules {
+        if let Some(chat) = &rule.chat {
+            if !models.iter().any(|m| m.id == chat.model) {
+                problems.push(format!(
+                    "rule `{}`: model `{}` is not offered (have: {})",
+                    rule.name,
+                    chat.model,
+                    models
+                        .iter()
+                        .map(|m| m.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            for c in &chat.collections {
+                match ingest::resolve_collection(&client, &store, c, false, now).await {
+                    Ok(_) => {}
+                    Err(ingest::IngestError::UnknownCollection(_)) if created.contains(&c) => {}
+                    Err(e) => problems.push(format!("rule `{}`: collection {c}: {e}", rule.name)),
+                }
+            }
+        }
+        if let Some(i) = &rule.ingest {
+            match ingest::resolve_collection(&client, &store, &i.collection, false, now).await {
+                Ok(_) => {}
+                Err(ingest::IngestError::UnknownCollection(_)) => {
+                    outln!(
+                        "  rule `{}`: collection {} will be created",
+                        rule.name,
+                        i.collection
+                    )
+                }
+                Err(e) => problems.push(format!(
+                    "rule `{}`: collection {}: {e}",
+                    rule.name, i.collection
+                )),
+            }
+        }
+        if let Trigger::Watch(w) = &rule.trigger
+            && !w.path.is_dir()
+        {
+            problems.push(format!(
+                "rule `{}`: watched folder {} does not exist",
+                rule.name,
+                w.path.display()
+            ));
+        }
+    }
+    Ok(problems)
+}

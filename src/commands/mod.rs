@@ -1,0 +1,284 @@
+//! The commands (DESIGN §1), one file per family: [`run`] (the daemon and
+//! its signals), [`check`], [`owui`] (whoami, models, pull, chats, ask),
+//! [`ingest`], [`render`], [`admin`] (the daemon's admin API: trigger) and
+//! [`history`] (docs, jobs, deliveries). Each returns the process exit
+//! code: 0 ok, 1 runtime failure, 2 usage or config error. Errors are
+//! reported once, here, on one line; this is the only place `anyhow` is
+//! used.
+
+mod admin;
+mod check;
+mod history;
+mod ingest;
+mod owui;
+mod render;
+mod run;
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command, Global, LogFormatArg};
+use crate::config::{self, Config, Environment, LogFormat};
+use crate::openwebui::{Client, ClientOptions};
+use crate::setup::Loaded;
+
+/// `println!` panics when stdout is a closed pipe (`ferry docs | head`);
+/// a closed pipe just means nobody reads any more.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::commands::write_stdout(format_args!($($arg)*), true) };
+}
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::commands::write_stdout(format_args!($($arg)*), false) };
+}
+pub(crate) use {out, outln};
+
+pub(crate) fn write_stdout(args: std::fmt::Arguments, newline: bool) {
+    let mut stdout = std::io::stdout().lock();
+    let result = stdout
+        .write_fmt(args)
+        .and_then(|()| {
+            if newline {
+                stdout.write_all(b"\n")
+            } else {
+                Ok(())
+            }
+        })
+        .and_then(|()| stdout.flush());
+    if let Err(e) = result
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
+
+pub const EXIT_RUNTIME: u8 = 1;
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Entry point of the binary.
+pub fn main(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    runtime.block_on(dispatch(cli))
+}
+
+/// The configuration was invalid; its diagnostics are already printed.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration")]
+struct Invalid;
+
+async fn dispatch(cli: Cli) -> ExitCode {
+    let env = Environment::process();
+    let path = config::resolve_path(cli.global.config.as_deref(), &env);
+    if !matches!(cli.command, Command::Run) {
+        init_logging(&cli.global, None, "warn");
+    }
+    let config = || load_config(&path, &env);
+    let all = || load_all(&path, &env);
+    let result = match cli.command {
+        Command::Run => return run::run_daemon(&cli.global, &path, env).await,
+        Command::Check { connect } => return check::check(&path, &env, connect).await,
+        Command::Ingest {
+            paths,
+            collection,
+            wait,
+        } => match config() {
+            Ok(mut c) => {
+                if let Some(w) = wait {
+                    c.openwebui.processing_timeout = w;
+                }
+                ingest::ingest_command(&c, &paths, &collection).await
+            }
+            Err(e) => Err(e),
+        },
+        Command::Ask {
+            model,
+            collections,
+            vars,
+            rule,
+            no_stream,
+            system,
+            save,
+            prompt,
+        } => {
+            // Only `--rule` needs the rules (and their files to be valid).
+            let loaded = if rule.is_some() {
+                all()
+            } else {
+                config().map(|config| Loaded {
+                    config,
+                    rules: vec![],
+                })
+            };
+            let args = owui::AskArgs {
+                model,
+                collections,
+                vars,
+                rule,
+                no_stream,
+                system,
+                save,
+                prompt,
+            };
+            match loaded {
+                Ok(l) => owui::ask(&l, args).await,
+                Err(e) => Err(e),
+            }
+        }
+        Command::Docs { state, rule, json } => match config() {
+            Ok(c) => history::docs(&c, state, rule, json).await,
+            Err(e) => Err(e),
+        },
+        Command::Render {
+            rule,
+            vars,
+            file,
+            payload,
+            answer,
+        } => match all() {
+            Ok(l) => {
+                let given = render::Given {
+                    vars: &vars,
+                    file: file.as_deref(),
+                    payload: payload.as_deref(),
+                    answer: &answer,
+                };
+                render::render(&l, &rule, given).await
+            }
+            Err(e) => Err(e),
+        },
+        Command::Trigger { rule, vars, wait } => match config() {
+            Ok(c) => admin::trigger(&c, &rule, &vars, wait).await,
+            Err(e) => Err(e),
+        },
+        Command::Jobs {
+            action,
+            state,
+            rule,
+            limit,
+            json,
+        } => match config() {
+            Ok(c) => history::jobs(&c, action, state, rule, limit, json).await,
+            Err(e) => Err(e),
+        },
+        Command::Deliveries {
+            action,
+            state,
+            rule,
+            limit,
+            json,
+        } => match config() {
+            Ok(c) => history::deliveries(&c, action, state, rule, limit, json).await,
+            Err(e) => Err(e),
+        },
+        Command::Models => match config() {
+            Ok(c) => owui::models(&c).await,
+            Err(e) => Err(e),
+        },
+        Command::Pull { model } => match config() {
+            Ok(c) => owui::pull(&c, &model).await,
+            Err(e) => Err(e),
+        },
+        Command::Whoami => match config() {
+            Ok(c) => owui::whoami(&c).await,
+            Err(e) => Err(e),
+        },
+        Command::Chats => match config() {
+            Ok(c) => owui::chats(&c).await,
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) if e.is::<Invalid>() => ExitCode::from(EXIT_CONFIG),
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// An error and its causes on one line, each cause once.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+fn init_logging(global: &Global, config: Option<&Config>, default: &str) {
+    let level = global
+        .log_level
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .or_else(|| config.map(|c| c.log.level.clone()))
+        .unwrap_or_else(|| default.into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let json = match global.log_format {
+        Some(LogFormatArg::Json) => true,
+        Some(LogFormatArg::Text) => false,
+        None => config.is_some_and(|c| c.log.format == LogFormat::Json),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn print_diagnostics(diags: &[config::Diagnostic]) {
+    for d in diags {
+        outln!("{d}");
+    }
+    outln!(
+        "{} error{} found; nothing was changed",
+        diags.len(),
+        if diags.len() == 1 { "" } else { "s" }
+    );
+}
+
+fn load_config(path: &Path, env: &Environment) -> anyhow::Result<Config> {
+    config::load_config(path, env).map_err(|d| {
+        print_diagnostics(&d);
+        Invalid.into()
+    })
+}
+
+fn load_all(path: &Path, env: &Environment) -> anyhow::Result<Loaded> {
+    crate::setup::load(path, env).map_err(|d| {
+        print_diagnostics(&d);
+        Invalid.into()
+    })
+}
+
+fn client(config: &Config) -> anyhow::Result<Client> {
+    Ok(Client::new(ClientOptions::from(&config.openwebui))?)
+}
+
+/// A URL fit to print: no user info, no query (tokens hide there).
+fn display_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.to_string()
+}
+
+// ----- run ---------------------------------------------------------------------

@@ -1,0 +1,140 @@
+//! `ferry render`: a rule's templates filled as a run would fill them,
+//! from the same context ([`crate::worker::chat::run_context`]).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use super::{EXIT_RUNTIME, outln};
+use crate::clock::Clock;
+use crate::rules::{Rule, Trigger};
+use crate::setup::Loaded;
+use crate::triggers::TriggerEvent;
+use crate::worker::chat;
+
+pub(super) fn vars_json(vars: &[(String, String)]) -> serde_json::Map<String, Value> {
+    vars.iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect()
+}
+
+/// What the command line supplies in place of a real event.
+pub(super) struct Given<'a> {
+    pub vars: &'a [(String, String)],
+    pub file: Option<&'a Path>,
+    pub payload: Option<&'a str>,
+    pub answer: &'a str,
+}
+
+/// The event a run of `rule` would have, made from the command line: a
+/// file for a document rule, a body for a hook rule, this instant as the
+/// fire time of a schedule. `None` for a document rule without a file.
+pub(super) fn sample_event(
+    rule: &Rule,
+    given: &Given<'_>,
+    now_ms: i64,
+) -> anyhow::Result<Option<TriggerEvent>> {
+    Ok(Some(match &rule.trigger {
+        Trigger::Watch(_) | Trigger::Ingested { .. } => {
+            let Some(path) = given.file else {
+                return Ok(None);
+            };
+            // The file named on the command line is read as given (links
+            // resolved): the admin chose it.
+            let path = &std::fs::canonicalize(path).with_context(|| crate::paths::shown(path))?;
+            let root = path.parent().unwrap_or(Path::new("/"));
+            let bytes = std::fs::read(path).with_context(|| crate::paths::shown(path))?;
+            let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+            let collection = rule
+                .ingest
+                .as_ref()
+                .map(|i| i.collection.to_string())
+                .unwrap_or_default();
+            TriggerEvent::Document {
+                kind: rule.trigger.kind(),
+                file: chat::file_context(root, path, Some(&sha), true),
+                collection: json!({ "name": collection, "id": null }),
+                sha256: sha,
+            }
+        }
+        Trigger::Schedule(_) => TriggerEvent::Fire {
+            at: crate::clock::from_ms(now_ms),
+            catch_up: false,
+            coalesce: false,
+        },
+        Trigger::Webhook(_) => {
+            let text = given.payload.unwrap_or("{}");
+            TriggerEvent::Hook {
+                payload: crate::server::hooks::payload_of(text.as_bytes()),
+                query: Default::default(),
+                headers: Default::default(),
+                delivery_id: None,
+            }
+        }
+        Trigger::Manual => TriggerEvent::Manual {
+            vars: vars_json(given.vars),
+            payload: None,
+        },
+    }))
+}
+
+pub(super) async fn render(
+    loaded: &Loaded,
+    name: &str,
+    given: Given<'_>,
+) -> anyhow::Result<ExitCode> {
+    let rule = loaded
+        .rules
+        .iter()
+        .find(|r| r.name == name)
+        .with_context(|| format!("no rule named `{name}`"))?;
+    let now = Clock::system().now_ms();
+    let event = sample_event(rule, &given, now)?
+        .with_context(|| "this rule works on files: give one with --file PATH".to_string())?;
+    let kind = event.kind();
+    let mut input = event.job(&rule.name, now).input;
+    input["vars"] = Value::Object(vars_json(given.vars));
+    let ctx = chat::run_context(None, &loaded.rules, rule, kind.as_str(), &input, now).await;
+    let mut failed = false;
+    let data = if rule.chat.is_some() {
+        match chat::render_prompt(rule, &ctx) {
+            Ok((system, prompt)) => {
+                if let Some(system) = &system {
+                    outln!("--- system\n{system}");
+                }
+                outln!("--- prompt\n{prompt}");
+            }
+            Err(e) => {
+                eprintln!("error: rule `{name}`: {e}");
+                failed = true;
+            }
+        }
+        let model = rule.chat.as_ref().map(|c| c.model.clone());
+        json!({ "answer": given.answer, "model": model, "sources": [], "usage": {}, "chat_id": null })
+    } else {
+        json!({})
+    };
+    let event = if rule.chat.is_some() {
+        "chat.completed"
+    } else {
+        "document.ingested"
+    };
+    let effects = crate::deliver::effects_for(rule, event, "(job id)", &ctx, data, now);
+    for d in &effects.deliveries {
+        outln!("--- deliver to {} ({})", d.destination, d.event_type);
+        match &d.error {
+            Some(e) => {
+                eprintln!("error: rule `{name}`: {e}");
+                failed = true;
+            }
+            None => outln!("{}", String::from_utf8_lossy(&d.body)),
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(EXIT_RUNTIME)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,73 @@
+//! Reads for `/readyz` and `/metrics`.
+
+use super::{Store, StoreError};
+
+impl Store {
+    /// One round trip to the database.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    /// Documents by (rule, state).
+    pub async fn document_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT rule, state, COUNT(*) FROM documents GROUP BY rule, state")
+                .fetch_all(&self.reader)
+                .await?,
+        )
+    }
+
+    /// Queued-to-finished times (ms) of the jobs of `kind` finished after
+    /// `since_ms`, at most 100,000.
+    pub async fn job_times(&self, kind: &str, since_ms: i64) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT finished_at - created_at FROM jobs WHERE kind = ? AND finished_at > ? LIMIT 100000",
+        )
+        .bind(kind)
+        .bind(since_ms)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// Written-to-delivered times (ms) of deliveries delivered after
+    /// `since_ms`, at most 100,000.
+    pub async fn delivery_times(&self, since_ms: i64) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT delivered_at - created_at FROM deliveries WHERE delivered_at > ? LIMIT 100000",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// Deliveries marked delivered; with `of_jobs`, only those of jobs.
+    pub async fn delivered_count(&self, of_jobs: bool) -> Result<i64, StoreError> {
+        let sql = if of_jobs {
+            "SELECT COUNT(*) FROM deliveries WHERE state = 'delivered' AND job_id IS NOT NULL"
+        } else {
+            "SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'"
+        };
+        Ok(sqlx::query_scalar(sql).fetch_one(&self.reader).await?)
+    }
+
+    /// For each delivery of a job: ms from the job's end to the delivery's
+    /// first attempt (the outbox's latency).
+    pub async fn first_attempt_gaps(&self) -> Result<Vec<f64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT CAST(a.started_at - j.finished_at AS REAL) FROM deliveries d
+             JOIN jobs j ON j.id = d.job_id
+             JOIN delivery_attempts a ON a.delivery_id = d.id AND a.attempt = 1",
+        )
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// Writes the WAL back into the database file (its size is then true).
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,148 @@
+//! The one enqueue path. [`Queue::submit`] turns a [`TriggerEvent`] into
+//! its job ([`TriggerEvent::job`]), commits it (requests that arrive
+//! together share a transaction) and wakes an idle worker: a producer
+//! cannot forget the wake, nor build a job of its own.
+//!
+//! The queue is also all of the store a producer sees: the bookkeeping of
+//! triggers (a watcher's pause, a schedule's last fire) and the reads they
+//! decide on. Admin actions that make work runnable again (retry a dead
+//! job, redeliver) come through here too, for the same wake.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use super::TriggerEvent;
+use crate::clock::Clock;
+use crate::store::{self, Enqueued, JobState, Store, StoreError};
+
+#[derive(Clone)]
+pub struct Queue {
+    store: Store,
+    clock: Clock,
+    batcher: store::EnqueueBatcher,
+    jobs_ready: Arc<Notify>,
+    deliveries_ready: Arc<Notify>,
+}
+
+impl Queue {
+    pub fn new(store: Store, clock: Clock) -> Queue {
+        Queue {
+            batcher: store::EnqueueBatcher::spawn(store.clone()),
+            store,
+            clock,
+            jobs_ready: Default::default(),
+            deliveries_ready: Default::default(),
+        }
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Queues what `event` means for `rule`; returns once it is committed.
+    pub async fn submit(&self, rule: &str, event: TriggerEvent) -> Result<Enqueued, StoreError> {
+        let job = event.job(rule, self.clock.now_ms());
+        let done = self.batcher.enqueue(job, self.clock.now_ms()).await;
+        match &done {
+            Ok(_) => self.jobs_ready.notify_waiters(),
+            Err(e) => self.store.note_write_error(e),
+        }
+        done
+    }
+
+    /// Queues several events of one rule; they share commits.
+    pub async fn submit_all(
+        &self,
+        rule: &str,
+        events: Vec<TriggerEvent>,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        let now = self.clock.now_ms();
+        let enqueues = events
+            .iter()
+            .map(|e| self.batcher.enqueue(e.job(rule, now), now));
+        let mut out = Vec::with_capacity(events.len());
+        let mut first_error = None;
+        for result in futures_util::future::join_all(enqueues).await {
+            match result {
+                Ok(e) => out.push(e),
+                Err(e) => {
+                    self.store.note_write_error(&e);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if !out.is_empty() {
+            self.jobs_ready.notify_waiters();
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Puts a dead job back in the queue (admin API, `ferry jobs retry`).
+    pub async fn retry_dead(&self, job_id: &str) -> Result<Option<JobState>, StoreError> {
+        let state = self.store.retry_dead(job_id, self.clock.now_ms()).await?;
+        if state == Some(JobState::Dead) {
+            self.jobs_ready.notify_waiters();
+        }
+        Ok(state)
+    }
+
+    /// Sends a delivery again, as a new delivery with the same event.
+    pub async fn redeliver(&self, delivery_id: &str) -> Result<Option<bool>, StoreError> {
+        let out = self
+            .store
+            .redeliver(delivery_id, self.clock.now_ms())
+            .await?;
+        if out == Some(true) {
+            self.deliveries_ready.notify_one();
+        }
+        Ok(out)
+    }
+
+    // What the workers and the delivery loop wait on.
+
+    /// Rung when jobs became runnable.
+    pub fn jobs_ready(&self) -> &Arc<Notify> {
+        &self.jobs_ready
+    }
+
+    /// Rung when deliveries were written.
+    pub fn deliveries_ready(&self) -> &Arc<Notify> {
+        &self.deliveries_ready
+    }
+
+    // The store as producers see it.
+
+    /// Files of a watch rule as recorded.
+    pub async fn known_files(&self, rule: &str) -> Result<Vec<store::KnownFile>, StoreError> {
+        self.store.known_files(rule).await
+    }
+
+    pub async fn paused_reason(&self, rule: &str) -> Result<Option<String>, StoreError> {
+        self.store.paused_reason(rule).await
+    }
+
+    /// Records (or clears, with `None`) why a rule's removals are held.
+    pub async fn set_paused(&self, rule: &str, reason: Option<&str>) -> Result<(), StoreError> {
+        self.store
+            .set_paused(rule, reason, self.clock.now_ms())
+            .await
+    }
+
+    /// A schedule's state, armed at its first start.
+    pub async fn arm_schedule(&self, rule: &str) -> Result<store::ScheduleRow, StoreError> {
+        self.store.arm_schedule(rule, self.clock.now_ms()).await
+    }
+
+    pub async fn record_fire(&self, rule: &str, at_ms: i64) -> Result<(), StoreError> {
+        self.store.record_fire(rule, at_ms).await
+    }
+
+    /// Jobs of `rule` queued or running.
+    pub async fn active_jobs(&self, rule: &str) -> Result<i64, StoreError> {
+        self.store.active_jobs(rule).await
+    }
+}
