@@ -279,48 +279,6 @@ mod tests {
         ));
     }
 
-    /// The rule of this room: the code that handles watched files reads
-    /// and stats them only through here. A call that follows links (or
-    /// opens by path) anywhere else in those modules fails this test; the
-    /// roots themselves (admin-chosen, may be links) are the exception.
-    #[test]
-    fn watched_files_are_touched_only_through_safe_fs() {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let forbidden = [
-            "std::fs::read(",
-            "fs::read_to_string(",
-            "File::open(",
-            "tokio::fs::",
-            ".exists()",
-            "fs::canonicalize(",
-        ];
-        let mut offenders = Vec::new();
-        for module in [
-            "triggers/mod.rs",
-            "triggers/watch/mod.rs",
-            "triggers/watch/reconcile.rs",
-            "triggers/watch/settle.rs",
-            "worker/mod.rs",
-            "worker/chat.rs",
-            "worker/ingest.rs",
-        ] {
-            let text = std::fs::read_to_string(src.join(module)).unwrap();
-            for (n, line) in text.lines().enumerate() {
-                let followed_stat = line.contains("fs::metadata(")
-                    && !line.contains("watch.path")
-                    && !line.contains("(root)");
-                if forbidden.iter().any(|f| line.contains(f)) || followed_stat {
-                    offenders.push(format!("src/{module}:{}: {}", n + 1, line.trim()));
-                }
-            }
-        }
-        assert!(
-            offenders.is_empty(),
-            "go through safe_fs:\n{}",
-            offenders.join("\n")
-        );
-    }
-
     #[test]
     fn proc_files_are_read_only_up_to_the_limit() {
         // `/proc` reports size 0 whatever it holds: the limit, not the

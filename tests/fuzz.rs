@@ -168,10 +168,11 @@ proptest! {
             "{{ payload[0] }}",
         ]),
     ) {
-        let payload = ferry::server::hooks::payload_of(&body);
+        let payload = ferry::triggers::payload_of(&body);
         let ctx = serde_json::json!({ "payload": payload });
-        let _ = template::render(prompt, &ctx);
-        let _ = template::render_body("{\"p\": {{ payload }}}", &ctx).map(|b| {
+        let _ = template::Template::compile(prompt).unwrap().render(&ctx);
+        let body = template::Template::compile_body("{\"p\": {{ payload }}}").unwrap();
+        let _ = body.render(&ctx).map(|b| {
             serde_json::from_str::<serde_json::Value>(&b).expect("a JSON body is JSON")
         });
     }

@@ -67,7 +67,7 @@ pub(super) fn sample_event(
         Trigger::Webhook(_) => {
             let text = given.payload.unwrap_or("{}");
             TriggerEvent::Hook {
-                payload: crate::server::hooks::payload_of(text.as_bytes()),
+                payload: crate::triggers::payload_of(text.as_bytes()),
                 query: Default::default(),
                 headers: Default::default(),
                 delivery_id: None,

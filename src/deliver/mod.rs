@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::WebhookConfig;
-use crate::rules::{Rule, template};
+use crate::rules::Rule;
 use crate::store::{AttemptNext, AttemptRecord, Delivery, Effects, NewDelivery, Store};
 
 /// Response bodies are stored up to this size.
@@ -115,7 +115,7 @@ pub fn effects_for(
                 c.insert("job".into(), json!({ "id": job_id }));
                 c.insert("event".into(), json!({ "type": event_type, "id": id }));
                 c.insert("document".into(), document.clone());
-                match template::render_body(source, &Value::Object(c)) {
+                match source.render(&Value::Object(c)) {
                     Ok(text) => (text.into_bytes(), None),
                     Err(p) => (
                         Vec::new(),

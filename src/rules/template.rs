@@ -1,10 +1,80 @@
 //! Prompt and body templates (minijinja, strict undefined).
 //!
-//! Templates are compiled when rules load, so a syntax error or a variable
-//! the rule's trigger can never provide is a `ferry check` error with the
-//! position in the rule file, not a failure at 3 a.m.
+//! Templates are checked and compiled when rules load, so a syntax error or
+//! a variable the rule's trigger can never provide is a `ferry check` error
+//! with the position in the rule file, not a failure at 3 a.m. A rule keeps
+//! its compiled [`Template`]s; a render parses nothing.
+
+use std::sync::Arc;
 
 use minijinja::{Environment, UndefinedBehavior};
+
+/// A template compiled once and kept, with the escaping it renders with.
+#[derive(Clone)]
+pub struct Template {
+    env: Arc<Environment<'static>>,
+    source: Arc<str>,
+}
+
+const NAME: &str = "t";
+
+impl Template {
+    /// A prompt or system message: plain text.
+    pub fn compile(source: &str) -> Result<Template, TemplateProblem> {
+        Template::compile_escaping(source, minijinja::AutoEscape::None)
+    }
+
+    /// A `deliver.body`: JSON-escaped where it builds JSON
+    /// ([`is_json_body`]), plain text otherwise.
+    pub fn compile_body(source: &str) -> Result<Template, TemplateProblem> {
+        let escape = if is_json_body(source) {
+            minijinja::AutoEscape::Json
+        } else {
+            minijinja::AutoEscape::None
+        };
+        Template::compile_escaping(source, escape)
+    }
+
+    fn compile_escaping(
+        source: &str,
+        escape: minijinja::AutoEscape,
+    ) -> Result<Template, TemplateProblem> {
+        let mut env = environment_escaping(escape);
+        env.add_template_owned(NAME, source.to_string())
+            .map_err(problem)?;
+        Ok(Template {
+            env: Arc::new(env),
+            source: source.into(),
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders with a JSON context. Strict: an undefined variable is an
+    /// error, not an empty string.
+    pub fn render(&self, context: &serde_json::Value) -> Result<String, TemplateProblem> {
+        let template = self.env.get_template(NAME).map_err(problem)?;
+        template.render(context).map_err(problem)
+    }
+}
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Template").field(&self.source()).finish()
+    }
+}
+
+fn problem(e: minijinja::Error) -> TemplateProblem {
+    TemplateProblem {
+        line_in_template: e.line(),
+        message: match e.detail() {
+            Some(d) => format!("{}: {d}", e.kind()),
+            None => e.kind().to_string(),
+        },
+    }
+}
 
 /// Extra names of delivery bodies.
 pub const RESULT: &[&str] = &[
@@ -77,17 +147,6 @@ pub fn quoted_interpolation(source: &str) -> Option<usize> {
     None
 }
 
-/// Renders a `deliver.body`: JSON-escaped where it builds JSON
-/// ([`is_json_body`]), as text otherwise.
-pub fn render_body(source: &str, context: &serde_json::Value) -> Result<String, TemplateProblem> {
-    let escape = if is_json_body(source) {
-        minijinja::AutoEscape::Json
-    } else {
-        minijinja::AutoEscape::None
-    };
-    render_in(&environment_escaping(escape), source, context)
-}
-
 /// Why a template was refused, with its line inside the template when known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateProblem {
@@ -127,31 +186,17 @@ pub fn check(source: &str, allowed: &[&str]) -> Result<(), TemplateProblem> {
     }
 }
 
-/// Renders a template with a JSON context. Strict: an undefined variable
-/// is an error, not an empty string.
-pub fn render(source: &str, context: &serde_json::Value) -> Result<String, TemplateProblem> {
-    render_in(&environment(), source, context)
-}
-
-fn render_in(
-    env: &Environment<'static>,
-    source: &str,
-    context: &serde_json::Value,
-) -> Result<String, TemplateProblem> {
-    let problem = |e: minijinja::Error| TemplateProblem {
-        line_in_template: e.line(),
-        message: match e.detail() {
-            Some(d) => format!("{}: {d}", e.kind()),
-            None => e.kind().to_string(),
-        },
-    };
-    let template = env.template_from_str(source).map_err(problem)?;
-    template.render(context).map_err(problem)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn render(source: &str, ctx: &serde_json::Value) -> Result<String, TemplateProblem> {
+        Template::compile(source)?.render(ctx)
+    }
+
+    fn render_body(source: &str, ctx: &serde_json::Value) -> Result<String, TemplateProblem> {
+        Template::compile_body(source)?.render(ctx)
+    }
 
     #[test]
     fn syntax_error_has_line() {

@@ -194,14 +194,6 @@ fn delivery_id(hook: &WebhookTrigger, headers: &HeaderMap) -> Option<String> {
     (!id.is_empty() && id.len() <= 256).then(|| id.to_string())
 }
 
-/// The parsed body, else its text. serde_json refuses JSON nested deeper
-/// than 128 levels (no stack overflow, no deep value to walk later): such a
-/// body is then text like any other that is not JSON.
-pub fn payload_of(body: &[u8]) -> Value {
-    serde_json::from_slice::<Value>(body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
-}
-
 pub(crate) async fn receive(
     State(state): State<AppState>,
     Path(path): Path<String>,
@@ -293,7 +285,7 @@ pub(crate) async fn receive(
         return too_many(wait, "this hook's rate limit is reached; retry later");
     }
 
-    let payload = payload_of(&body);
+    let payload = crate::triggers::payload_of(&body);
     let headers: Map<String, Value> = parts
         .headers
         .iter()
@@ -385,11 +377,11 @@ mod tests {
     #[test]
     fn deep_json_is_bounded() {
         let deep = "[".repeat(100_000) + &"]".repeat(100_000);
-        assert!(payload_of(deep.as_bytes()).is_string());
+        assert!(crate::triggers::payload_of(deep.as_bytes()).is_string());
         let fine = "[".repeat(100) + &"]".repeat(100);
-        assert!(payload_of(fine.as_bytes()).is_array());
+        assert!(crate::triggers::payload_of(fine.as_bytes()).is_array());
         assert_eq!(
-            payload_of(b"\xff\xfe"),
+            crate::triggers::payload_of(b"\xff\xfe"),
             Value::String("\u{fffd}\u{fffd}".into())
         );
     }

@@ -417,6 +417,14 @@ impl TriggerEvent {
     }
 }
 
+/// A hook's payload: the parsed body, else its text. serde_json refuses JSON nested deeper
+/// than 128 levels (no stack overflow, no deep value to walk later): such a
+/// body is then text like any other that is not JSON.
+pub fn payload_of(body: &[u8]) -> Value {
+    serde_json::from_slice::<Value>(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+}
+
 /// What a rule needs of itself to build a context.
 pub struct RuleView<'a> {
     pub name: &'a str,

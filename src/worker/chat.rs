@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::ingest::{self, IngestError};
 use super::{Finish, Workers};
 use crate::openwebui::{ChatRequest, Error as OwuiError};
-use crate::rules::{Rule, Trigger, template};
+use crate::rules::{Rule, Trigger};
 use crate::safe_fs;
 use crate::store::{Effects, Job, NewJob, Store};
 use crate::triggers::{self, TriggerEvent, TriggerKind, file_path};
@@ -112,12 +112,15 @@ pub fn file_root(rules: &[Rule], rule: &Rule) -> Option<PathBuf> {
 /// The prompt and system message of a rule for a context.
 pub fn render_prompt(rule: &Rule, ctx: &Value) -> Result<(Option<String>, String), String> {
     let chat = rule.chat.as_ref().ok_or("the rule has no `chat`")?;
-    let prompt =
-        template::render(&chat.prompt, ctx).map_err(|p| format!("chat.prompt: {}", p.message))?;
+    let prompt = chat
+        .prompt
+        .render(ctx)
+        .map_err(|p| format!("chat.prompt: {}", p.message))?;
     let system = match &chat.system {
-        Some(s) => {
-            Some(template::render(s, ctx).map_err(|p| format!("chat.system: {}", p.message))?)
-        }
+        Some(s) => Some(
+            s.render(ctx)
+                .map_err(|p| format!("chat.system: {}", p.message))?,
+        ),
         None => None,
     };
     Ok((system, prompt))

@@ -1,0 +1,257 @@
+//! Files: upload, wait until processed, delete.
+
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use std::time::Instant;
+
+use reqwest::header::CONTENT_TYPE;
+
+use super::client::*;
+use super::*;
+
+impl Client {
+    /// Uploads a file, streamed from disk. Processing runs in the
+    /// background on the server; see [`Client::wait_processed`].
+    /// `metadata` lands in the file's `meta.data` (ferry marks its uploads).
+    /// Uploads the first `length` bytes of an open file as `name` (see
+    /// [`crate::paths::upload_name`]). Every attempt reads the same
+    /// descriptor from its start, never the path again.
+    pub async fn upload(
+        &self,
+        file: &std::fs::File,
+        length: u64,
+        name: &str,
+        metadata: Option<&Value>,
+    ) -> Result<FileInfo, Error> {
+        use std::io::Seek as _;
+        use tokio::io::AsyncReadExt as _;
+        let api = "/api/v1/files/";
+        let mime = mime_guess::from_path(name)
+            .first_or_octet_stream()
+            .to_string();
+        let v = self
+            .json(Method::POST, api, Repeat::OnlyIfUnprocessed, |r| {
+                let io = |source| Error::Io {
+                    path: name.to_string(),
+                    source,
+                };
+                let mut file = file.try_clone().map_err(io)?;
+                file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+                let reader = tokio::fs::File::from_std(file).take(length);
+                let stream = tokio_util::io::ReaderStream::new(reader);
+                let part = reqwest::multipart::Part::stream_with_length(
+                    reqwest::Body::wrap_stream(stream),
+                    length,
+                )
+                .file_name(name.to_string())
+                .mime_str(&mime)
+                .map_err(|e| Error::transport(api, &e))?;
+                let mut form = reqwest::multipart::Form::new().part("file", part);
+                if let Some(m) = metadata {
+                    form = form.text("metadata", m.to_string());
+                }
+                Ok(r.multipart(form))
+            })
+            .await?;
+        let info: FileInfo = serde_json::from_value(v).map_err(|e| unexpected(api, e))?;
+        if let Some(err) = info.error.clone().or_else(|| {
+            info.data
+                .as_ref()
+                .filter(|d| d.status.as_deref() == Some("failed"))
+                .and_then(|d| d.error.clone())
+        }) {
+            return Err(processing_error(&info.id, err));
+        }
+        Ok(info)
+    }
+
+    /// Renames a file in place (0.12: `POST /files/{id}/rename`; the
+    /// embedding is kept). `Ok(false)` when the server has no such call
+    /// (0.6 answers an unknown POST with 405).
+    pub async fn rename_file(&self, id: &str, filename: &str) -> Result<bool, Error> {
+        let path = format!("/api/v1/files/{id}/rename");
+        let body = json!({"filename": filename});
+        match self
+            .json(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body)))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(Error::Rejected { status: 405, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every file of the account (paginated in 0.12, one list in 0.6).
+    pub async fn files(&self) -> Result<Vec<FileInfo>, Error> {
+        self.all_pages(|page| format!("/api/v1/files/?page={page}"))
+            .await
+    }
+
+    pub async fn file(&self, id: &str) -> Result<FileInfo, Error> {
+        let path = format!("/api/v1/files/{id}");
+        let v = self.get(&path).await?;
+        serde_json::from_value(v).map_err(|e| unexpected(&path, e))
+    }
+
+    pub async fn processing_status(&self, id: &str) -> Result<ProcessingStatus, Error> {
+        let path = format!("/api/v1/files/{id}/process/status");
+        match self.get(&path).await {
+            Ok(v) => Ok(ProcessingStatus::parse(
+                v.get("status").and_then(Value::as_str).unwrap_or(""),
+            )),
+            // Before the status endpoint (0.5), the file's own data says it.
+            Err(Error::UnexpectedResponse { .. }) => {
+                let f = self.file(id).await?;
+                Ok(ProcessingStatus::parse(
+                    f.data
+                        .and_then(|d| d.status)
+                        .as_deref()
+                        .unwrap_or("completed"),
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until Open WebUI has processed the file. A failure carries
+    /// Open WebUI's own error text, classified (duplicate, empty, …).
+    ///
+    /// Where the server offers it, one status stream per file replaces
+    /// polling (hundreds of requests for a file that waits a minute in
+    /// Open WebUI's queue); the stream does not count against
+    /// `max_in_flight` once it is open, since it only waits.
+    pub async fn wait_processed(&self, id: &str) -> Result<(), Error> {
+        self.wait_processed_within(id, self.inner.processing_timeout)
+            .await
+    }
+
+    /// [`Client::wait_processed`] with its own limit.
+    pub async fn wait_processed_within(&self, id: &str, limit: Duration) -> Result<(), Error> {
+        let started = Instant::now();
+        match self.wait_processed_stream(id, limit).await {
+            Ok(Some(result)) => return result,
+            Ok(None) => {}
+            Err(e) if e.is_transient() => {
+                tracing::debug!(file_id = id, error = %e, "status stream failed; polling");
+            }
+            Err(e) => return Err(e),
+        }
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.processing_status(id).await? {
+                ProcessingStatus::Completed => return Ok(()),
+                ProcessingStatus::Failed => {
+                    let detail = self
+                        .file(id)
+                        .await
+                        .ok()
+                        .and_then(|f| f.data.and_then(|d| d.error))
+                        .unwrap_or_else(|| "processing failed (Open WebUI gave no reason)".into());
+                    return Err(processing_error(id, detail));
+                }
+                ProcessingStatus::Pending | ProcessingStatus::Processing => {}
+            }
+            if started.elapsed() >= limit {
+                return Err(Error::Timeout {
+                    path: format!("/api/v1/files/{id}/process/status"),
+                    after: limit,
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 3 / 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// `GET …/process/status?stream=true`: `Some(outcome)` when the stream
+    /// told, `None` when the server has no stream (or it ended without a
+    /// verdict) and polling must decide.
+    async fn wait_processed_stream(
+        &self,
+        id: &str,
+        limit: Duration,
+    ) -> Result<Option<Result<(), Error>>, Error> {
+        let path = format!("/api/v1/files/{id}/process/status?stream=true");
+        let (response, permit) = self
+            .execute(Method::GET, &path, Repeat::Safe, |r| Ok(r.timeout(limit)))
+            .await?;
+        drop(permit);
+        let is_sse = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        if !is_sse {
+            return Ok(None);
+        }
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) if e.is_timeout() => {
+                    return Ok(Some(Err(Error::Timeout { path, after: limit })));
+                }
+                Err(e) => return Err(Error::transport(&path, &e)),
+            };
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                let Some(data) = std::str::from_utf8(&line)
+                    .ok()
+                    .and_then(|l| l.trim().strip_prefix("data:"))
+                else {
+                    continue;
+                };
+                let Ok(event) = serde_json::from_str::<Value>(data.trim()) else {
+                    continue;
+                };
+                match event.get("status").and_then(Value::as_str) {
+                    Some("completed") => return Ok(Some(Ok(()))),
+                    Some("failed") => {
+                        let detail = event
+                            .get("error")
+                            .and_then(Value::as_str)
+                            .unwrap_or("processing failed (Open WebUI gave no reason)")
+                            .to_string();
+                        return Ok(Some(Err(processing_error(id, detail))));
+                    }
+                    Some("not_found") => {
+                        return Ok(Some(Err(Error::NotFound {
+                            path,
+                            detail: "the file is gone".into(),
+                        })));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    pub async fn delete_file(&self, id: &str) -> Result<(), Error> {
+        let path = format!("/api/v1/files/{id}");
+        match self.json(Method::DELETE, &path, Repeat::Safe, Ok).await {
+            Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Open WebUI's processing error, classified by its text.
+fn processing_error(file_id: &str, detail: String) -> Error {
+    let lower = detail.to_lowercase();
+    if lower.contains("duplicate content") {
+        Error::DuplicateContent { detail }
+    } else if lower.contains("content provided is empty") || lower.contains("empty content") {
+        Error::EmptyContent { detail }
+    } else {
+        Error::ProcessingFailed {
+            file_id: file_id.to_string(),
+            detail,
+        }
+    }
+}

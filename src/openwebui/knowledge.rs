@@ -1,0 +1,154 @@
+//! Knowledge bases: find, create, list and change their files.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::client::*;
+use super::*;
+
+impl Client {
+    /// Every knowledge base the account can see (paginated in 0.12, a plain
+    /// list in 0.6).
+    pub async fn knowledge_bases(&self) -> Result<Vec<Knowledge>, Error> {
+        self.all_pages(|page| format!("/api/v1/knowledge/?page={page}"))
+            .await
+    }
+
+    /// Pages 1, 2, … of a list answered as `{items, total}` (0.12), or the
+    /// whole list at once as a plain array (0.6).
+    pub(super) async fn all_pages<T: serde::de::DeserializeOwned>(
+        &self,
+        path_of: impl Fn(usize) -> String,
+    ) -> Result<Vec<T>, Error> {
+        let mut out: Vec<T> = Vec::new();
+        for page in 1.. {
+            let path = path_of(page);
+            let v = self.get(&path).await?;
+            if v.is_array() {
+                return parse_list(&v, &path, "");
+            }
+            let items: Vec<T> = parse_list(&v, &path, "items")?;
+            let total = v.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let empty = items.is_empty();
+            out.extend(items);
+            if empty || out.len() >= total {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The knowledge base by id; `NotFound` when it is gone.
+    pub async fn knowledge(&self, id: &str) -> Result<Knowledge, Error> {
+        let path = format!("/api/v1/knowledge/{id}");
+        let v = self.get(&path).await?;
+        serde_json::from_value(v).map_err(|e| unexpected(&path, e))
+    }
+
+    /// The oldest knowledge base with exactly this name, if any. Names are
+    /// not unique; callers remember the id they settle on.
+    pub async fn find_knowledge(&self, name: &str) -> Result<Option<Knowledge>, Error> {
+        let mut matches: Vec<Knowledge> = self
+            .knowledge_bases()
+            .await?
+            .into_iter()
+            .filter(|k| k.name == name)
+            .collect();
+        matches.sort_by_key(|k| k.created_at.unwrap_or(i64::MAX));
+        Ok(matches.into_iter().next())
+    }
+
+    pub async fn create_knowledge(
+        &self,
+        name: &str,
+        description: &str,
+    ) -> Result<Knowledge, Error> {
+        let path = "/api/v1/knowledge/create";
+        let body = json!({"name": name, "description": description});
+        let v = self
+            .json(Method::POST, path, Repeat::OnlyIfUnprocessed, |r| {
+                Ok(r.json(&body))
+            })
+            .await?;
+        serde_json::from_value(v).map_err(|e| unexpected(path, e))
+    }
+
+    pub async fn delete_knowledge(&self, id: &str) -> Result<(), Error> {
+        let path = format!("/api/v1/knowledge/{id}/delete");
+        self.json(Method::DELETE, &path, Repeat::Safe, Ok)
+            .await
+            .map(|_| ())
+    }
+
+    /// The files of a knowledge base, as Open WebUI itself lists them.
+    pub async fn knowledge_files(&self, id: &str) -> Result<Vec<KnowledgeFile>, Error> {
+        if !self.version().await?.has_knowledge_files_endpoint() {
+            let path = format!("/api/v1/knowledge/{id}");
+            let v = self.get(&path).await?;
+            return match v.get("files") {
+                Some(Value::Array(_)) => parse_list(&v, &path, "files"),
+                _ => Ok(Vec::new()),
+            };
+        }
+        // Admins may set the page size: fewer requests, and fewer chances
+        // for a concurrent change to shift items between pages. Others get
+        // 30 per page whatever is asked.
+        self.all_pages(|page| {
+            format!("/api/v1/knowledge/{id}/files?page={page}&limit={KNOWLEDGE_PAGE}")
+        })
+        .await
+    }
+
+    /// Holds the knowledge base's lock when the server would lose
+    /// concurrent link changes; `None` when it is safe without.
+    async fn knowledge_guard(
+        &self,
+        knowledge_id: &str,
+    ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, Error> {
+        if !self.version().await?.knowledge_links_are_racy() {
+            return Ok(None);
+        }
+        let lock = self
+            .inner
+            .knowledge_locks
+            .lock()
+            .expect("not poisoned")
+            .entry(knowledge_id.to_string())
+            .or_default()
+            .clone();
+        Ok(Some(lock.lock_owned().await))
+    }
+
+    /// Links a processed file into a knowledge base. Re-adding a linked
+    /// file succeeds on every version (0.6 answers 400 "[ERROR: file_id]",
+    /// which is taken as "already there").
+    pub async fn add_file(&self, knowledge_id: &str, file_id: &str) -> Result<(), Error> {
+        let path = format!("/api/v1/knowledge/{knowledge_id}/file/add");
+        let body = json!({"file_id": file_id});
+        let _serialised = self.knowledge_guard(knowledge_id).await?;
+        match self
+            .json_ignored(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body)))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(Error::Rejected { detail, .. }) if detail == "[ERROR: file_id]" => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Unlinks a file. With `delete_file: false` the file itself survives
+    /// (Open WebUI's default deletes it, even when someone else uploaded it).
+    pub async fn remove_file(
+        &self,
+        knowledge_id: &str,
+        file_id: &str,
+        delete_file: bool,
+    ) -> Result<(), Error> {
+        let path =
+            format!("/api/v1/knowledge/{knowledge_id}/file/remove?delete_file={delete_file}");
+        let body = json!({"file_id": file_id});
+        let _serialised = self.knowledge_guard(knowledge_id).await?;
+        self.json_ignored(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body)))
+            .await
+    }
+}

@@ -1,0 +1,128 @@
+//! What a rule is, once decoded: its trigger, what it ingests, its chat,
+//! its deliveries; and the set of rules in force.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::template::Template;
+use crate::triggers::Trigger;
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub file: PathBuf,
+    pub trigger: Trigger,
+    pub ingest: Option<Ingest>,
+    pub chat: Option<Chat>,
+    pub deliver: Vec<Deliver>,
+    pub vars: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Rule {
+    /// The producer this rule needs running (a watcher, a timer), if any:
+    /// a watch rule that ingests or chats, a schedule that chats.
+    pub fn producer(&self) -> Option<crate::triggers::Producer> {
+        let runs = match &self.trigger {
+            Trigger::Watch(_) => self.ingest.is_some() || self.chat.is_some(),
+            Trigger::Schedule(_) => self.chat.is_some(),
+            _ => false,
+        };
+        runs.then(|| crate::triggers::Producer {
+            rule: self.name.clone(),
+            trigger: self.trigger.clone(),
+        })
+    }
+
+    /// What [`crate::triggers::context`] needs of the rule.
+    pub fn view(&self) -> crate::triggers::RuleView<'_> {
+        crate::triggers::RuleView {
+            name: &self.name,
+            trigger: &self.trigger,
+            vars: &self.vars,
+        }
+    }
+}
+
+/// The rules in force, swapped whole on reload.
+#[derive(Debug, Default)]
+pub struct RuleSet(std::sync::RwLock<std::sync::Arc<Vec<Rule>>>);
+
+impl RuleSet {
+    pub fn new(rules: Vec<Rule>) -> RuleSet {
+        RuleSet(std::sync::RwLock::new(std::sync::Arc::new(rules)))
+    }
+
+    pub fn all(&self) -> std::sync::Arc<Vec<Rule>> {
+        self.0.read().expect("not poisoned").clone()
+    }
+
+    pub fn set(&self, rules: Vec<Rule>) {
+        *self.0.write().expect("not poisoned") = std::sync::Arc::new(rules);
+    }
+
+    pub fn get(&self, name: &str) -> Option<Rule> {
+        self.all().iter().find(|r| r.name == name).cloned()
+    }
+}
+
+/// A knowledge base named by the user, or pinned by id (names are not
+/// unique in Open WebUI).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CollectionRef {
+    Name(String),
+    Id(String),
+}
+
+impl std::fmt::Display for CollectionRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CollectionRef::Name(n) => f.write_str(n),
+            CollectionRef::Id(id) => write!(f, "{{id: {id}}}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    pub collection: CollectionRef,
+}
+
+#[derive(Debug, Clone)]
+pub struct Chat {
+    pub model: String,
+    pub collections: Vec<CollectionRef>,
+    pub system: Option<Template>,
+    pub prompt: Template,
+    pub options: serde_json::Map<String, serde_json::Value>,
+    pub save_chat: bool,
+    pub timeout: Duration,
+}
+
+pub const EVENT_TYPES: &[&str] = &[
+    "chat.completed",
+    "chat.failed",
+    "document.ingested",
+    "document.failed",
+    "document.removed",
+];
+
+#[derive(Debug, Clone)]
+pub struct Deliver {
+    pub to: String,
+    pub body: Option<Template>,
+    pub events: Vec<String>,
+}
+
+/// The webhook destinations a set of rules uses, for `check` output.
+pub fn summary(rule: &Rule) -> std::collections::BTreeMap<&'static str, String> {
+    use std::collections::BTreeMap;
+    let mut m = BTreeMap::new();
+    m.insert("trigger", rule.trigger.kind().to_string());
+    if let Some(i) = &rule.ingest {
+        m.insert("collection", i.collection.to_string());
+    }
+    if let Some(c) = &rule.chat {
+        m.insert("model", c.model.clone());
+    }
+    m
+}
