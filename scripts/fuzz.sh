@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs each property-test target of tests/fuzz.rs for a while with fresh
+# Runs each property-test target of tests/it/fuzz.rs for a while with fresh
 # random seeds (CI runs each once with 256 cases). A failure stops with
 # proptest's minimal failing input.
 #
@@ -9,12 +9,12 @@ cd "$(dirname "$0")/.."
 minutes=${1:-10}
 shift || true
 targets=${*:-config_decoder cron_expressions signature_headers hook_bodies file_names}
-cargo test --release --no-run --quiet --test fuzz
+cargo test --release --no-run --quiet --test it
 for target in $targets; do
   end=$((SECONDS + minutes * 60))
   runs=0
   while ((SECONDS < end)); do
-    PROPTEST_CASES=${FUZZ_CASES:-20000} cargo test --release --quiet --test fuzz -- "$target" >/tmp/ferry-fuzz.log 2>&1 || {
+    PROPTEST_CASES=${FUZZ_CASES:-20000} cargo test --release --quiet --test it -- "fuzz::$target" >/tmp/ferry-fuzz.log 2>&1 || {
       cat /tmp/ferry-fuzz.log >&2
       echo "fuzz: $target failed after $runs clean runs" >&2
       exit 1

@@ -153,6 +153,7 @@ pub async fn start_with_clock(
             clock: clock.clone(),
             rules: rules.clone(),
             tasks,
+            metrics: metrics.clone(),
             owner,
             config_path: config.path.clone(),
             env,
@@ -192,6 +193,7 @@ struct Supervisor {
     clock: Clock,
     rules: Arc<RuleSet>,
     tasks: Arc<Tasks>,
+    metrics: Arc<Metrics>,
     owner: String,
     config_path: PathBuf,
     env: Environment,
@@ -304,6 +306,7 @@ async fn supervise(
                         while producers.1.join_next().await.is_some() {}
                         sup.rules.set(loaded.rules);
                         producers = spawn_producers(&sup);
+                        sup.metrics.reloaded(true);
                         tracing::info!(
                             rules = sup.rules.all().len(),
                             "reloaded rules (openwebui, state and server settings take effect at restart)"
@@ -313,6 +316,7 @@ async fn supervise(
                         for d in &diags {
                             tracing::error!("{d}");
                         }
+                        sup.metrics.reloaded(false);
                         tracing::error!(errors = diags.len(), "reload refused; the current rules stay");
                     }
                 }
@@ -382,5 +386,5 @@ fn spawn_producers(sup: &Supervisor) -> (CancellationToken, tokio::task::JoinSet
         .iter()
         .filter_map(|r| r.producer())
         .collect();
-    triggers::spawn(producers, &sup.queue, &sup.tasks)
+    triggers::spawn(producers, &sup.queue, &sup.tasks, &sup.metrics)
 }

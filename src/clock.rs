@@ -9,7 +9,7 @@
 //! wall-clock time and use `tokio::time::Instant`, which paused tokio time
 //! controls.
 //!
-//! Guarded by `tests/architecture.rs` (`the_wall_clock_is_read_only_in_clock`).
+//! Guarded by `tests/it/architecture.rs` (the wall-clock rule).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

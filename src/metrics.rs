@@ -2,11 +2,25 @@
 //! registry handed out at start, so no counter is carried through
 //! unrelated types.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, Default)]
 pub struct Metrics {
     files_hashed: AtomicU64,
+    watch: Mutex<BTreeMap<String, Watch>>,
+    reloads_ok: AtomicU64,
+    reloads_refused: AtomicU64,
+}
+
+/// A watcher's progress.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Watch {
+    /// Full comparisons of folder and store done since start.
+    pub reconciles: u64,
+    /// Paths seen changing that have not settled (and been queued) yet.
+    pub settling: u64,
 }
 
 impl Metrics {
@@ -16,5 +30,37 @@ impl Metrics {
 
     pub fn files_hashed(&self) -> u64 {
         self.files_hashed.load(Ordering::Relaxed)
+    }
+
+    /// A watcher's state after a step: whether it just finished a
+    /// reconcile, and how many paths are still settling (one update, so a
+    /// reader never sees the one without the other).
+    pub fn watch_progress(&self, rule: &str, reconciled: bool, settling: usize) {
+        let mut w = self.watch.lock().expect("not poisoned");
+        let w = w.entry(rule.to_string()).or_default();
+        w.reconciles += u64::from(reconciled);
+        w.settling = settling as u64;
+    }
+
+    /// A reload (SIGHUP) applied, or refused for invalid files.
+    pub fn reloaded(&self, applied: bool) {
+        let counter = if applied {
+            &self.reloads_ok
+        } else {
+            &self.reloads_refused
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reloads (applied, refused) since start.
+    pub fn reloads(&self) -> (u64, u64) {
+        (
+            self.reloads_ok.load(Ordering::Relaxed),
+            self.reloads_refused.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn watchers(&self) -> BTreeMap<String, Watch> {
+        self.watch.lock().expect("not poisoned").clone()
     }
 }

@@ -41,7 +41,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 ));
             }
         };
-        // `99999999999999999999s` was a panic (found by tests/fuzz.rs).
+        // `99999999999999999999s` was a panic (found by tests/it/fuzz.rs).
         total = Duration::try_from_secs_f64(seconds)
             .ok()
             .and_then(|d| total.checked_add(d))
@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn absurd_durations_are_errors_not_panics() {
-        // Found by tests/fuzz.rs: `Duration::from_secs_f64` panicked.
+        // Found by tests/it/fuzz.rs: `Duration::from_secs_f64` panicked.
         for text in [
             "99999999999999999999999999d",
             "1e400s",

@@ -356,6 +356,27 @@ async fn metrics(State(state): State<AppState>) -> Response {
         "ferry_files_hashed_total {}",
         state.metrics.files_hashed()
     );
+    let (applied, refused) = state.metrics.reloads();
+    out.push_str("# HELP ferry_reloads_total Reloads of config and rules (SIGHUP), by result.\n# TYPE ferry_reloads_total counter\n");
+    let _ = writeln!(out, "ferry_reloads_total{{result=\"applied\"}} {applied}");
+    let _ = writeln!(out, "ferry_reloads_total{{result=\"refused\"}} {refused}");
+    let watchers = state.metrics.watchers();
+    out.push_str("# HELP ferry_watch_reconciles_total Full comparisons of a watched folder with the state database.\n# TYPE ferry_watch_reconciles_total counter\n");
+    for (rule, w) in &watchers {
+        let _ = writeln!(
+            out,
+            "ferry_watch_reconciles_total{{rule=\"{rule}\"}} {}",
+            w.reconciles
+        );
+    }
+    out.push_str("# HELP ferry_watch_settling Changed paths of a watched folder not yet settled and queued.\n# TYPE ferry_watch_settling gauge\n");
+    for (rule, w) in &watchers {
+        let _ = writeln!(
+            out,
+            "ferry_watch_settling{{rule=\"{rule}\"}} {}",
+            w.settling
+        );
+    }
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -70,4 +70,19 @@ impl Store {
             .await?;
         Ok(())
     }
+
+    /// Whether nothing is left to do at `now_ms`: no job running or due,
+    /// no delivery being sent or due. Work due later does not count.
+    pub async fn idle_at(&self, now_ms: i64) -> Result<bool, StoreError> {
+        let busy: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM jobs WHERE state = 'running'
+                        OR (state = 'queued' AND run_after <= ?1))
+                  + (SELECT COUNT(*) FROM deliveries WHERE state = 'delivering'
+                        OR (state = 'pending' AND next_attempt_at <= ?1))",
+        )
+        .bind(now_ms)
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(busy == 0)
+    }
 }

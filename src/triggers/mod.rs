@@ -10,7 +10,7 @@
 //! and `ferry ask` alike.
 //!
 //! Producers hold a [`Queue`], never the worker's state or the Open WebUI
-//! client (guarded by `tests/architecture.rs`).
+//! client (guarded by `tests/it/architecture.rs`).
 //!
 //! Adding a trigger kind: a variant of [`Trigger`], [`TriggerKind`] and
 //! [`TriggerEvent`] with its context here; its producer in a file of its
@@ -523,6 +523,7 @@ pub fn spawn(
     producers: Vec<Producer>,
     queue: &Queue,
     tasks: &Arc<Tasks>,
+    metrics: &Arc<crate::metrics::Metrics>,
 ) -> (CancellationToken, tokio::task::JoinSet<()>) {
     let token = CancellationToken::new();
     let mut set = tokio::task::JoinSet::new();
@@ -530,11 +531,15 @@ pub fn spawn(
         let (queue, cancel) = (queue.clone(), token.child_token());
         match trigger {
             Trigger::Watch(w) => {
+                let metrics = metrics.clone();
                 set.spawn(supervised(
                     tasks.clone(),
                     format!("watch:{rule}"),
                     cancel.clone(),
-                    move || watch::run(queue.clone(), rule.clone(), w.clone(), cancel.clone()),
+                    move || {
+                        let (queue, rule, w) = (queue.clone(), rule.clone(), w.clone());
+                        watch::run(queue, metrics.clone(), rule, w, cancel.clone())
+                    },
                 ));
             }
             Trigger::Schedule(s) => {

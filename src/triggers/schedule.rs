@@ -90,9 +90,12 @@ pub async fn run(queue: Queue, rule: String, schedule: Schedule, cancel: Cancell
     };
     let tz = schedule.timezone;
     let clock = queue.clock().clone();
-    let row = loop {
+    // `now` is read before the row is written: whoever sees the row armed
+    // knows the timer's starting point is behind it.
+    let (row, now) = loop {
+        let now = clock.now();
         match queue.arm_schedule(&rule).await {
-            Ok(row) => break row,
+            Ok(row) => break (row, now),
             Err(e) => {
                 tracing::error!(rule = %rule, error = %e, "cannot read the schedule's state");
                 tokio::select! {
@@ -102,7 +105,6 @@ pub async fn run(queue: Queue, rule: String, schedule: Schedule, cancel: Cancell
             }
         }
     };
-    let now = clock.now();
     let since = from_ms(row.last_fire_at.or(row.armed_at).unwrap_or(ms(now)));
     let mut handled = now;
     if let Some(missed) = missed_fire(&cron, &tz, since, now) {

@@ -18,6 +18,7 @@ pub mod settle;
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use notify::{EventKind, RecursiveMode, Watcher as _};
@@ -25,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Queue, TriggerEvent, Watch};
+use crate::metrics::Metrics;
 use crate::safe_fs;
 use reconcile::PathFilter;
 use settle::Settler;
@@ -41,7 +43,13 @@ const PAUSED_RECHECK: Duration = Duration::from_secs(2);
 const NEW_FOLDER_RESCAN: Duration = Duration::from_secs(1);
 
 /// Watches one rule's folder until `cancel`.
-pub async fn run(queue: Queue, rule: String, watch: Watch, cancel: CancellationToken) {
+pub async fn run(
+    queue: Queue,
+    metrics: Arc<Metrics>,
+    rule: String,
+    watch: Watch,
+    cancel: CancellationToken,
+) {
     let filter = match PathFilter::new(&watch) {
         Ok(f) => f,
         Err(e) => {
@@ -68,6 +76,7 @@ pub async fn run(queue: Queue, rule: String, watch: Watch, cancel: CancellationT
         let now = Instant::now();
         if now >= reconcile_at {
             task.reconcile(&tx).await;
+            metrics.watch_progress(&rule, true, task.settling());
             reconcile_at = Instant::now()
                 + if task.paused.is_some() {
                     PAUSED_RECHECK
@@ -91,6 +100,7 @@ pub async fn run(queue: Queue, rule: String, watch: Watch, cancel: CancellationT
         crate::supervise::failpoint::hit("watch", &rule);
         task.rescan_new_folders();
         let gone = task.flush_settled().await;
+        metrics.watch_progress(&rule, false, task.settling());
         if gone {
             // Removals go through the full comparison and its safety valve.
             reconcile_at = reconcile_at.min(Instant::now());
@@ -115,6 +125,12 @@ struct WatchTask {
 }
 
 impl WatchTask {
+    /// Paths changed but not yet queued: settling, or folders to look
+    /// through again.
+    fn settling(&self) -> usize {
+        self.settler.len() + self.rescans.len()
+    }
+
     fn scan_folder(&mut self, folder: &std::path::Path, now: Instant) {
         if let Ok(found) = reconcile::scan(folder, &self.permissive_filter()) {
             for file in found.files.into_keys().chain(found.skipped) {

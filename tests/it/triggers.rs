@@ -3,100 +3,28 @@
 //! incoming hooks and their signatures, schedules, manual runs, and the
 //! delivery retry semantics. The real-server versions are in `e2e.rs`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::job_id_of;
-use ferry::app::{self, Running};
-use ferry::config::Environment;
+use ferry::app::Running;
 use ferry::signing::standard_signature;
 use ferry::store::{DeliveryFilter, DeliveryState, JobFilter, JobState};
-use ferry::testing::fake_openwebui::{API_KEY, FakeOpenWebUi};
-use ferry::testing::receiver::{Receiver, Reply};
+use ferry::testing::receiver::Reply;
 use serde_json::{Value, json};
 
-const HOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
-const OUT_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const ADMIN: &str = "admin-token-0123456789";
+use crate::helpers::*;
 
-struct Setup {
-    dir: tempfile::TempDir,
-    fake: FakeOpenWebUi,
-    receiver: Receiver,
-}
-
-impl Setup {
-    /// `webhooks` is extra YAML under `webhooks:` (indented by 2).
-    async fn new(rules: &[(&str, &str)], webhooks: &str) -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("rules")).unwrap();
-        std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
-        let fake = FakeOpenWebUi::start("0.12.4").await;
-        let receiver = Receiver::start().await;
-        std::fs::write(
-            dir.path().join("ferry.yaml"),
-            format!(
-                "openwebui:\n  url: {}\n  api_key: {API_KEY}\n  timeout: 5s\n  processing_timeout: 5s\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:0\n  admin_token: {ADMIN}\nshutdown_grace: 5s\nwebhooks:\n  out:\n    url: {}\n    secret: {OUT_SECRET}\n    allow_private: true\n    retry: [0s, 1100ms, 1100ms]\n    timeout: 1s\n{webhooks}",
-                fake.url(),
-                receiver.url("out")
-            ),
-        )
-        .unwrap();
-        for (name, text) in rules {
-            let text = text.replace("INBOX", &dir.path().join("inbox").display().to_string());
-            std::fs::write(dir.path().join(format!("rules/{name}.yaml")), text).unwrap();
-        }
-        Setup {
-            dir,
-            fake,
-            receiver,
-        }
-    }
-
-    /// Adds `key: value` to the config's `server:` section.
-    fn server_setting(&self, line: &str) {
-        let config = self.dir.path().join("ferry.yaml");
-        let text = std::fs::read_to_string(&config).unwrap();
-        let listen = "  listen: 127.0.0.1:0\n";
-        std::fs::write(
-            &config,
-            text.replace(listen, &format!("{listen}  {line}\n")),
-        )
-        .unwrap();
-    }
-
-    async fn start(&self) -> Running {
-        let env = Environment::fixed([("X", "1")]);
-        let loaded = ferry::setup::load(&self.dir.path().join("ferry.yaml"), &env).unwrap();
-        app::start(loaded, env).await.unwrap()
-    }
-}
-
-async fn stop(running: Running) {
-    running.shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), running.task)
-        .await
-        .expect("stops within the grace")
-        .unwrap();
-}
-
-async fn eventually<T>(what: &str, secs: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+/// `rules` against the fake and the receiver; `webhooks` is extra YAML
+/// under `webhooks:` (indented by 2).
+async fn setup(rules: &[(&str, &str)], webhooks: &str) -> TestApp {
+    TestApp::new(Options {
+        webhooks: webhooks.to_string(),
+        ..Options::rules(rules)
+    })
+    .await
 }
 
 async fn finished_job(running: &Running, id: &str) -> ferry::store::Job {
-    eventually("the job finishes", 15, async || {
+    until("the job finishes", Duration::from_secs(15), async || {
         let j = running.store.job(id).await.unwrap()?;
         matches!(j.state, JobState::Succeeded | JobState::Dead).then_some(j)
     })
@@ -155,7 +83,7 @@ const ALERT_RULE: &str = "on:\n  webhook:\n    path: alerts\n    auth:\n      sc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn signed_hook_runs_a_chat_whose_answer_is_delivered_signed() {
-    let s = Setup::new(&[("alerts", ALERT_RULE)], "").await;
+    let s = setup(&[("alerts", ALERT_RULE)], "").await;
     let running = s.start().await;
     let body = json!({"alert": {"summary": "disk 97% full on db-3"}}).to_string();
     let ts = now_secs();
@@ -199,12 +127,12 @@ async fn signed_hook_runs_a_chat_whose_answer_is_delivered_signed() {
     assert_eq!(again.json::<Value>().await.unwrap()["job_id"], job_id);
 
     // Exactly one delivery, signed, its body quoting the answer.
-    let got = eventually("the delivery", 10, async || {
+    let got = until("the delivery", Duration::from_secs(10), async || {
         let r = s.receiver.received("out");
         (!r.is_empty()).then_some(r)
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    drain(&running).await;
     assert_eq!(s.receiver.received("out").len(), 1);
     let d = &got[0];
     let id = d.header("webhook-id").unwrap();
@@ -245,7 +173,7 @@ async fn signed_hook_runs_a_chat_whose_answer_is_delivered_signed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hooks_refuse_bad_signatures_stale_times_and_big_bodies() {
-    let s = Setup::new(&[("alerts", ALERT_RULE)], "").await;
+    let s = setup(&[("alerts", ALERT_RULE)], "").await;
     let running = s.start().await;
     let body = br#"{"alert":{"summary":"x"}}"#;
     let ts = now_secs();
@@ -371,7 +299,7 @@ async fn hooks_refuse_bad_signatures_stale_times_and_big_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn manual_runs_permanent_failures_and_retry() {
-    let s = Setup::new(
+    let s = setup(
         &[
             (
                 "greet",
@@ -397,7 +325,7 @@ async fn manual_runs_permanent_failures_and_retry() {
     // is retried on the transient schedule, and the error says what Open
     // WebUI lists instead.
     let id = run("loading", json!({})).await;
-    let job = eventually("the first attempt", 10, async || {
+    let job = until("the first attempt", Duration::from_secs(10), async || {
         let j = running.store.job(&id).await.unwrap()?;
         (j.state == JobState::Queued && j.attempts == 1).then_some(j)
     })
@@ -439,10 +367,14 @@ async fn manual_runs_permanent_failures_and_retry() {
         "{:?}",
         job.error
     );
-    let got = eventually("chat.failed delivery", 10, async || {
-        let r = s.receiver.received("out");
-        (!r.is_empty()).then_some(r)
-    })
+    let got = until(
+        "chat.failed delivery",
+        Duration::from_secs(10),
+        async || {
+            let r = s.receiver.received("out");
+            (!r.is_empty()).then_some(r)
+        },
+    )
     .await;
     let event: Value = serde_json::from_slice(&got[0].body).unwrap();
     assert_eq!(event["type"], "chat.failed");
@@ -461,7 +393,7 @@ async fn manual_runs_permanent_failures_and_retry() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let again = eventually("retried", 10, async || {
+    let again = until("retried", Duration::from_secs(10), async || {
         let j = running.store.job(&id).await.unwrap()?;
         (j.state == JobState::Dead && j.updated_at > job.updated_at).then_some(j)
     })
@@ -488,7 +420,7 @@ async fn manual_runs_permanent_failures_and_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn template_input_missing_fails_the_job_once_with_the_reason() {
-    let s = Setup::new(&[("alerts", ALERT_RULE)], "").await;
+    let s = setup(&[("alerts", ALERT_RULE)], "").await;
     let running = s.start().await;
     let body = br#"{"something": "else"}"#;
     let r = signed(&running, "alerts", "m9", now_secs(), HOOK_SECRET, body)
@@ -507,52 +439,90 @@ async fn template_input_missing_fails_the_job_once_with_the_reason() {
     stop(running).await;
 }
 
+/// A schedule on a manual clock: time is moved, not waited for.
+async fn scheduled(rule: &str) -> TestApp {
+    let s = TestApp::new(Options {
+        manual_clock: true,
+        ..Options::rules(&[("tick", rule)])
+    })
+    .await;
+    // Half a second past an even second: the first fire is 1.5 s ahead.
+    let now = s.clock.now_ms();
+    s.clock.set_ms(now - now % 2000 + 500);
+    s
+}
+
+/// Waits until the timer of a first start has read its clock (its row is
+/// armed): from then on, moving the clock reaches it.
+async fn armed(running: &Running, rule: &str) {
+    eventually("the schedule armed", async || {
+        running.store.schedule(rule).await.unwrap().is_some()
+    })
+    .await;
+}
+
+/// Waits until the schedule has handled the fire at `at_ms` (a job, or a
+/// recorded skip).
+async fn fire_handled(running: &Running, rule: &str, at_ms: i64) {
+    eventually("the fire is handled", async || {
+        let row = running.store.schedule(rule).await.unwrap();
+        row.and_then(|r| r.last_fire_at) >= Some(at_ms)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn schedule_fires_on_time_and_catches_up_once_after_downtime() {
-    let s = Setup::new(
-        &[(
-            "tick",
-            "on:\n  schedule:\n    cron: \"*/2 * * * * *\"\n    missed: run_once\nchat:\n  model: fake-model\n  prompt: \"tick {{ schedule.fire_time }} last {{ last_run.at }}\"\n",
-        )],
-        "",
+    let s = scheduled(
+        "on:\n  schedule:\n    cron: \"*/2 * * * * *\"\n    missed: run_once\nchat:\n  model: fake-model\n  prompt: \"tick {{ schedule.fire_time }} last {{ last_run.at }}\"\n",
     )
     .await;
     let running = s.start().await;
-    tokio::time::sleep(Duration::from_millis(6500)).await;
+    armed(&running, "tick").await;
     let fire_ms = |j: &ferry::store::Job| {
         chrono::DateTime::parse_from_rfc3339(j.input["schedule"]["fire_time"].as_str().unwrap())
             .unwrap()
             .timestamp_millis()
     };
+    // Three fire times, the clock moved to each once the last run is done
+    // (the default `overlap: skip` would skip it otherwise).
+    let mut at = s.clock.now_ms() + 1500;
+    for _ in 0..3 {
+        s.clock.set_ms(at);
+        fire_handled(&running, "tick", at).await;
+        drain(&running).await;
+        at += 2000;
+    }
     let jobs = all_jobs(&running).await;
-    assert!(
-        (3..=4).contains(&jobs.len()),
-        "{} fires in 6.5 s",
-        jobs.len()
-    );
+    assert_eq!(jobs.len(), 3, "one job per fire time");
     for j in &jobs {
         let f = fire_ms(j);
         assert_eq!(f % 2000, 0, "on even seconds");
-        let late = j.created_at - f;
-        assert!((0..500).contains(&late), "fired {late} ms after its time");
+        assert_eq!(j.created_at, f, "queued at its fire time");
+        assert_eq!(j.state, JobState::Succeeded);
     }
     stop(running).await;
-    let down_from = ferry::clock::Clock::system().now_ms();
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Ten seconds down (five fire times), in no time.
+    let down_from = s.clock.now_ms();
+    s.clock.advance(Duration::from_secs(10));
     let running = s.start().await;
-    let down_to = ferry::clock::Clock::system().now_ms();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let jobs = all_jobs(&running).await;
-    let catch_up: Vec<_> = jobs
-        .iter()
-        .filter(|j| {
+    let down_to = s.clock.now_ms();
+    let catch_up = eventually("the catch-up run", async || {
+        all_jobs(&running).await.into_iter().find(|j| {
             let f = fire_ms(j);
-            f > down_from && f < down_to
+            f > down_from && f <= down_to
         })
+    })
+    .await;
+    drain(&running).await;
+    let missed: Vec<_> = all_jobs(&running)
+        .await
+        .into_iter()
+        .filter(|j| fire_ms(j) > down_from)
         .collect();
-    assert_eq!(catch_up.len(), 1, "exactly one catch-up run for ~5 missed");
-    assert_eq!(catch_up[0].input["schedule"]["catch_up"], true);
-    let done = finished_job(&running, &catch_up[0].id).await;
+    assert_eq!(missed.len(), 1, "exactly one catch-up run for 5 missed");
+    assert_eq!(catch_up.input["schedule"]["catch_up"], true);
+    let done = finished_job(&running, &catch_up.id).await;
     assert!(
         !done.result.unwrap()["answer"]
             .as_str()
@@ -565,25 +535,40 @@ async fn schedule_fires_on_time_and_catches_up_once_after_downtime() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn overlap_skip_never_runs_two_at_once() {
-    let s = Setup::new(
-        &[(
-            "slow",
-            "on:\n  schedule:\n    cron: \"* * * * * *\"\n    overlap: skip\nchat:\n  model: fake-model\n  prompt: slow\n",
-        )],
-        "",
+    let s = scheduled(
+        "on:\n  schedule:\n    cron: \"* * * * * *\"\n    overlap: skip\nchat:\n  model: fake-model\n  prompt: slow\n",
     )
     .await;
-    s.fake.state.lock().unwrap().chat_delay = Duration::from_millis(2500);
+    // The first run's chat is held while five more fire times pass.
+    s.fake.state.lock().unwrap().chat_delay = Duration::from_secs(3);
     let running = s.start().await;
-    tokio::time::sleep(Duration::from_secs(7)).await;
-    let st = s.fake.state.lock().unwrap().chats_running_max;
-    assert_eq!(st, 1, "never two chats of the rule at once");
-    let jobs = all_jobs(&running).await;
-    assert!(
-        (2..=4).contains(&jobs.len()),
-        "most of the 7 fires were skipped: {} jobs",
-        jobs.len()
+    armed(&running, "tick").await;
+    let mut at = s.clock.now_ms() + 500;
+    s.clock.set_ms(at);
+    fire_handled(&running, "tick", at).await;
+    eventually("the first chat runs", async || {
+        s.fake.state.lock().unwrap().chats_running_max == 1
+    })
+    .await;
+    for _ in 0..5 {
+        at += 1000;
+        s.clock.set_ms(at);
+        fire_handled(&running, "tick", at).await;
+    }
+    assert_eq!(
+        all_jobs(&running).await.len(),
+        1,
+        "fires during the run skipped"
     );
+    // Once it is done, the next fire runs again.
+    drain(&running).await;
+    at += 1000;
+    s.clock.set_ms(at);
+    fire_handled(&running, "tick", at).await;
+    drain(&running).await;
+    assert_eq!(all_jobs(&running).await.len(), 2);
+    let most = s.fake.state.lock().unwrap().chats_running_max;
+    assert_eq!(most, 1, "never two chats of the rule at once");
     stop(running).await;
 }
 
@@ -599,7 +584,7 @@ async fn deliver_once(running: &Running, payload: &str) -> String {
     assert_eq!(r.status(), 202);
     let job = job_id_of(r).await;
     finished_job(running, &job).await;
-    eventually("the delivery row", 10, async || {
+    until("the delivery row", Duration::from_secs(10), async || {
         running
             .store
             .deliveries(&DeliveryFilter::default())
@@ -613,16 +598,20 @@ async fn deliver_once(running: &Running, payload: &str) -> String {
 }
 
 async fn settled(running: &Running, id: &str, secs: u64) -> ferry::store::Delivery {
-    eventually("the delivery settles", secs, async || {
-        let d = running.store.delivery(id).await.unwrap()?;
-        matches!(d.state, DeliveryState::Delivered | DeliveryState::Dead).then_some(d)
-    })
+    until(
+        "the delivery settles",
+        Duration::from_secs(secs),
+        async || {
+            let d = running.store.delivery(id).await.unwrap()?;
+            matches!(d.state, DeliveryState::Delivered | DeliveryState::Dead).then_some(d)
+        },
+    )
     .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deliveries_retry_with_the_same_id_and_stop_on_410() {
-    let s = Setup::new(&[("go", &WEBHOOK_RULE_TO.replace("DEST", "out"))], "").await;
+    let s = setup(&[("go", &WEBHOOK_RULE_TO.replace("DEST", "out"))], "").await;
     let running = s.start().await;
 
     s.receiver
@@ -670,7 +659,7 @@ async fn deliveries_retry_with_the_same_id_and_stop_on_410() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let d = eventually("redelivered", 10, async || {
+    let d = until("redelivered", Duration::from_secs(10), async || {
         let d = running.store.delivery(&id).await.unwrap()?;
         (d.state == DeliveryState::Delivered).then_some(d)
     })
@@ -682,7 +671,7 @@ async fn deliveries_retry_with_the_same_id_and_stop_on_410() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retry_after_is_honoured_and_silence_is_cut_off() {
-    let s = Setup::new(&[("go", &WEBHOOK_RULE_TO.replace("DEST", "out"))], "").await;
+    let s = setup(&[("go", &WEBHOOK_RULE_TO.replace("DEST", "out"))], "").await;
     let running = s.start().await;
     s.receiver
         .script("out", [Reply::status(429).header("retry-after", "2")]);
@@ -716,7 +705,7 @@ async fn retry_after_is_honoured_and_silence_is_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn private_destinations_are_refused_and_redirects_not_followed() {
-    let s = Setup::new(
+    let s = setup(
         &[
             ("go", &WEBHOOK_RULE_TO.replace("DEST", "guarded")),
             (
@@ -766,7 +755,7 @@ async fn private_destinations_are_refused_and_redirects_not_followed() {
         .unwrap();
     let job = job_id_of(r).await;
     finished_job(&running, &job).await;
-    let d = eventually("bounced", 10, async || {
+    let d = until("bounced", Duration::from_secs(10), async || {
         let list = running
             .store
             .deliveries(&DeliveryFilter {
@@ -787,14 +776,14 @@ async fn private_destinations_are_refused_and_redirects_not_followed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_watched_file_chats_once_per_version_and_delivers_the_answer() {
     let rule = "on:\n  watch:\n    path: INBOX\n    settle: 200ms\ningest:\n  collection: Notes\nchat:\n  model: fake-model\n  collections: [Notes]\n  prompt: \"Summarise {{ file.name }}: {{ file.text }}\"\ndeliver:\n  - to: out\n    body: '{\"text\": {{ answer | tojson }}, \"file\": {{ file.name | tojson }}}'\n";
-    let s = Setup::new(&[("notes", rule)], "").await;
+    let s = setup(&[("notes", rule)], "").await;
     let running = s.start().await;
     std::fs::write(
         s.dir.path().join("inbox/minutes.md"),
         "The board met at 22:15 and chose teal.",
     )
     .unwrap();
-    let got = eventually("a delivery", 15, async || {
+    let got = until("a delivery", Duration::from_secs(15), async || {
         let r = s.receiver.received("out");
         (!r.is_empty()).then_some(r)
     })
@@ -808,7 +797,7 @@ async fn a_watched_file_chats_once_per_version_and_delivers_the_answer() {
     // Unchanged file, restart: no second chat or delivery.
     stop(running).await;
     let running = s.start().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    drain(&running).await;
     assert_eq!(s.receiver.received("out").len(), 1);
     assert_eq!(s.fake.count("POST", "/api/chat/completions"), 1);
     // A new version: one more.
@@ -817,7 +806,7 @@ async fn a_watched_file_chats_once_per_version_and_delivers_the_answer() {
         "The board met again and chose orange.",
     )
     .unwrap();
-    let got = eventually("a second delivery", 15, async || {
+    let got = until("a second delivery", Duration::from_secs(15), async || {
         let r = s.receiver.received("out");
         (r.len() == 2).then_some(r)
     })
@@ -829,7 +818,7 @@ async fn a_watched_file_chats_once_per_version_and_delivers_the_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ingested_trigger_chats_after_each_linked_document_of_its_rule() {
-    let s = Setup::new(
+    let s = setup(
         &[
             (
                 "library",
@@ -846,10 +835,14 @@ async fn ingested_trigger_chats_after_each_linked_document_of_its_rule() {
     let running = s.start().await;
     std::fs::write(s.dir.path().join("inbox/a.md"), "alpha text").unwrap();
     std::fs::write(s.dir.path().join("inbox/b.md"), "bravo text").unwrap();
-    let got = eventually("two reviews delivered", 15, async || {
-        let r = s.receiver.received("out");
-        (r.len() >= 2).then_some(r)
-    })
+    let got = until(
+        "two reviews delivered",
+        Duration::from_secs(15),
+        async || {
+            let r = s.receiver.received("out");
+            (r.len() >= 2).then_some(r)
+        },
+    )
     .await;
     let mut answers: Vec<String> = got
         .iter()
@@ -868,14 +861,14 @@ async fn ingested_trigger_chats_after_each_linked_document_of_its_rule() {
         answers[1].ends_with("Review b.md in Library: bravo text"),
         "{answers:?}"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    drain(&running).await;
     assert_eq!(s.receiver.received("out").len(), 2, "once per document");
     stop(running).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn schedule_and_hook_rules_run_by_hand_get_their_trigger_context() {
-    let s = Setup::new(
+    let s = setup(
         &[
             (
                 "digest",
@@ -940,9 +933,10 @@ async fn status_line(tcp: &mut tokio::net::TcpStream, wait: Duration) -> Option<
 /// hook slot, so that signed requests got 429.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_and_unsigned_senders_cannot_starve_signed_ones() {
-    let s = Setup::new(&[("alerts", ALERT_RULE), ("open", OPEN_RULE)], "").await;
-    s.server_setting("max_connections_per_peer: 1000");
-    let running = s.start().await;
+    let s = setup(&[("alerts", ALERT_RULE), ("open", OPEN_RULE)], "").await;
+    let running = s
+        .start_with(|c| c.server.max_connections_per_peer = 1000)
+        .await;
     let addr = running.addr;
     // 300 senders without a signature, each sending 1 byte of a declared
     // 100: answered 401 from the headers alone, nothing held.
@@ -992,9 +986,10 @@ async fn slow_and_unsigned_senders_cannot_starve_signed_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_are_capped_per_peer() {
-    let s = Setup::new(&[("open", OPEN_RULE)], "").await;
-    s.server_setting("max_connections_per_peer: 5");
-    let running = s.start().await;
+    let s = setup(&[("open", OPEN_RULE)], "").await;
+    let running = s
+        .start_with(|c| c.server.max_connections_per_peer = 5)
+        .await;
     let addr = running.addr;
     let mut held = Vec::new();
     for _ in 0..5 {
@@ -1010,11 +1005,11 @@ async fn connections_are_capped_per_peer() {
     assert_eq!(line.as_deref(), Some("HTTP/1.1 503 Service Unavailable"));
     // Room again once one closes.
     drop(held.pop());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = reqwest::get(format!("http://{addr}/healthz"))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    eventually("room again once one closes", async || {
+        let r = reqwest::get(format!("http://{addr}/healthz")).await;
+        r.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
     drop(held);
     stop(running).await;
 }
@@ -1023,7 +1018,7 @@ async fn connections_are_capped_per_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hooks_are_rate_limited_per_rule() {
     let limited = OPEN_RULE.replace("path: open\n", "path: limited\n    rate_limit: 1/s\n");
-    let s = Setup::new(&[("limited", &limited), ("open", OPEN_RULE)], "").await;
+    let s = setup(&[("limited", &limited), ("open", OPEN_RULE)], "").await;
     let running = s.start().await;
     let post = |path: &str| {
         reqwest::Client::new()
@@ -1054,7 +1049,7 @@ async fn hooks_are_rate_limited_per_rule() {
 /// CORS simple request) and, through DNS rebinding, read `/metrics`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn browsers_on_other_sites_and_foreign_hosts_are_refused() {
-    let s = Setup::new(&[("open", OPEN_RULE)], "").await;
+    let s = setup(&[("open", OPEN_RULE)], "").await;
     let running = s.start().await;
     let url = format!("http://{}/hooks/open", running.addr);
     let client = reqwest::Client::new();
@@ -1107,7 +1102,7 @@ async fn browsers_on_other_sites_and_foreign_hosts_are_refused() {
 /// A 413 must reach a sender that writes its whole body before reading.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_body_is_answered_not_reset() {
-    let s = Setup::new(&[("open", OPEN_RULE)], "").await;
+    let s = setup(&[("open", OPEN_RULE)], "").await;
     let running = s.start().await;
     let addr = running.addr;
     let body = vec![b'z'; 3 << 20];
@@ -1127,7 +1122,7 @@ async fn a_refused_body_is_answered_not_reset() {
 /// it has, and when space returns writes them: each job once, nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_state_disk_pauses_work_and_loses_nothing() {
-    let s = Setup::new(
+    let s = setup(
         &[(
             "big",
             "chat:\n  model: fake-model\n  prompt: \"{{ vars.text }}\"\ndeliver:\n  - to: out\n",
@@ -1142,7 +1137,7 @@ async fn a_full_state_disk_pauses_work_and_loses_nothing() {
         let text = format!("{i} {}", "x".repeat(50_000));
         ids.push(run_rule(&running, "big", json!({"vars": {"text": text}})).await);
     }
-    eventually("chats running", 10, async || {
+    until("chats running", Duration::from_secs(10), async || {
         let jobs = all_jobs(&running).await;
         jobs.iter()
             .all(|j| j.state == JobState::Running)
@@ -1151,15 +1146,20 @@ async fn a_full_state_disk_pauses_work_and_loses_nothing() {
     .await;
     running.store.limit_growth(Some(0)).await.unwrap();
     let readyz = format!("http://{}/readyz", running.addr);
-    let body = eventually("not ready: disk full", 10, async || {
-        let r = reqwest::get(&readyz).await.unwrap();
-        let status = r.status();
-        let body = r.text().await.unwrap();
-        (status == 503 && body.contains("disk full")).then_some(body)
-    })
+    let body = until(
+        "not ready: disk full",
+        Duration::from_secs(10),
+        async || {
+            let r = reqwest::get(&readyz).await.unwrap();
+            let status = r.status();
+            let body = r.text().await.unwrap();
+            (status == 503 && body.contains("disk full")).then_some(body)
+        },
+    )
     .await;
     assert!(body.contains("database"), "{body}");
-    // While full, nothing finishes and nothing is claimed again.
+    // While full, nothing finishes and nothing is claimed again: watched
+    // over a space probe's period (nothing to await: it is an absence).
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         all_jobs(&running)
@@ -1178,7 +1178,7 @@ async fn a_full_state_disk_pauses_work_and_loses_nothing() {
         chats_before,
         "no chat was asked again"
     );
-    eventually("deliveries", 15, async || {
+    until("deliveries", Duration::from_secs(15), async || {
         (s.receiver.received("out").len() == 3).then_some(())
     })
     .await;

@@ -21,9 +21,9 @@ impl Source {
     }
 
     fn under(&self, rooms: &[&str]) -> bool {
-        rooms.iter().any(|r| {
-            self.path == format!("{r}.rs") || self.path.starts_with(&format!("{r}/"))
-        })
+        rooms
+            .iter()
+            .any(|r| self.path == format!("{r}.rs") || self.path.starts_with(&format!("{r}/")))
     }
 }
 
@@ -110,7 +110,12 @@ const CONFINED: &[Confined] = &[
 
 /// The code that handles watched files stats and opens them only through
 /// `safe_fs` (no link followed, regular files only).
-const WATCHED_FILE_ROOMS: &[&str] = &["triggers", "worker/sync.rs", "worker/chat.rs", "worker/ingest.rs"];
+const WATCHED_FILE_ROOMS: &[&str] = &[
+    "triggers",
+    "worker/sync.rs",
+    "worker/chat.rs",
+    "worker/ingest.rs",
+];
 const PATH_OPENS: &[&str] = &[
     "std::fs::read(",
     "fs::read_to_string(",
@@ -127,7 +132,13 @@ fn violations(src: &Path) -> Vec<String> {
         for s in sources.iter().filter(|s| !s.under(rule.rooms)) {
             for (n, line) in s.lines.iter().enumerate() {
                 if rule.words.iter().any(|w| line.contains(w)) {
-                    out.push(format!("{}: src/{}:{}: {}", rule.what, s.path, n + 1, line.trim()));
+                    out.push(format!(
+                        "{}: src/{}:{}: {}",
+                        rule.what,
+                        s.path,
+                        n + 1,
+                        line.trim()
+                    ));
                 }
             }
         }
@@ -301,10 +312,11 @@ fn each_rule_catches_a_planted_violation() {
         let tree = planted(file, line);
         let found = violations(tree.path());
         assert!(
-            found.iter().any(|v| v.contains(rule) && (v.contains(file) || rule == "no import cycles")),
+            found
+                .iter()
+                .any(|v| v.contains(rule) && (v.contains(file) || rule == "no import cycles")),
             "planting `{line}` in {file} was not caught as `{rule}`:\n{}",
             found.join("\n")
         );
     }
 }
-

@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::{Api, Server, instance_of, server};
+use crate::helpers::e2e::{Api, Server, instance_of, server};
 
 /// A working directory with a config; `password` picks email + password auth.
 struct Workspace {

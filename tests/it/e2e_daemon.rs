@@ -2,16 +2,15 @@
 //! `scripts/e2e.sh`): the folder-mirror scenarios of the watch rules, with
 //! restarts and `kill -9`. What Open WebUI holds is read from its own API.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::daemon::{ADMIN, Daemon, free_port, until};
-use common::{Api, Server, instance_of, server};
+use crate::helpers::daemon::{ADMIN, Daemon, free_port};
+use crate::helpers::e2e::{Api, Server, instance_of, server};
+use crate::helpers::until;
 use serde_json::Value;
 
 struct Mirror {
@@ -652,7 +651,7 @@ async fn an_open_webui_outage_loses_and_doubles_nothing() {
     // (SIGSTOP) and its connections to ferry are gone; after two minutes it
     // continues (SIGCONT) and finishes what it had, answers nobody gets.
     let owui_port = s.url.rsplit(':').next().unwrap().trim_end_matches('/');
-    let owui = common::daemon::pid_listening_on(owui_port.parse().unwrap())
+    let owui = crate::helpers::daemon::pid_listening_on(owui_port.parse().unwrap())
         .expect("the Open WebUI process");
     // Counted first: the test's own calls go to Open WebUI directly.
     let at_cut = api.knowledge_file_names(&kb).await.len();

@@ -4,12 +4,12 @@
 //! the Standard Webhooks reference library (`scripts/e2e/receiver.py`), not
 //! with ferry's code.
 
-mod common;
-
 use std::time::Duration;
 
-use common::daemon::{Daemon, free_port, until};
-use common::{Api, job_id_of, server};
+use crate::helpers::daemon::{ADMIN, Daemon, free_port};
+use crate::helpers::e2e::{Api, server};
+use crate::helpers::job_id_of;
+use crate::helpers::until;
 use ferry::signing::standard_signature;
 use serde_json::{Value, json};
 
@@ -70,7 +70,7 @@ async fn hooks_and_files_chat_through_open_webui_and_deliver_signed() {
         format!(
             "openwebui:\n  url: {}\n  api_key: ${{E2E_API_KEY}}\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:{port}\n  admin_token: {}\nwebhooks:\n  receiver:\n    url: {}/ferry\n    secret: ${{E2E_RECEIVER_SECRET}}\n    allow_private: true\nshutdown_grace: 20s\n",
             s.url,
-            common::daemon::ADMIN,
+            ADMIN,
             std::env::var("FERRY_E2E_RECEIVER_URL").unwrap()
         ),
     )
@@ -294,7 +294,7 @@ async fn a_model_still_loading_is_waited_for() {
         format!(
             "openwebui:\n  url: {}\n  api_key: ${{E2E_API_KEY}}\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:{port}\n  admin_token: {}\nshutdown_grace: 20s\n",
             s.url,
-            common::daemon::ADMIN,
+            ADMIN,
         ),
     )
     .unwrap();
@@ -314,7 +314,7 @@ async fn a_model_still_loading_is_waited_for() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let id = common::job_id_of(r).await;
+    let id = job_id_of(r).await;
     let path = format!("/api/v1/jobs/{id}");
     until("the first attempt", Duration::from_secs(60), || async {
         let j: Value = d.get(&path).await.json().await.unwrap();
@@ -351,7 +351,7 @@ async fn a_model_still_loading_is_waited_for() {
 /// `path` (`extra`: more of its keys, indented), writes `rules`, and
 /// starts the daemon with the API key and the receiver's secret.
 fn daemon_with_receiver(
-    s: &common::Server,
+    s: &crate::helpers::e2e::Server,
     dir: &std::path::Path,
     name: &str,
     path: &str,
@@ -365,7 +365,7 @@ fn daemon_with_receiver(
         format!(
             "openwebui:\n  url: {}\n  api_key: ${{E2E_API_KEY}}\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:{port}\n  admin_token: {}\nwebhooks:\n  {name}:\n    url: {}{path}\n    secret: ${{E2E_RECEIVER_SECRET}}\n    allow_private: true\n{extra}shutdown_grace: 20s\n",
             s.url,
-            common::daemon::ADMIN,
+            ADMIN,
             std::env::var("FERRY_E2E_RECEIVER_URL").unwrap()
         ),
     )
@@ -463,7 +463,7 @@ async fn a_full_state_disk_pauses_and_loses_nothing() {
             .await
             .unwrap();
         assert_eq!(r.status(), 202);
-        ids.push(common::job_id_of(r).await);
+        ids.push(job_id_of(r).await);
     }
     let filler = disk.fill();
     let readyz = format!("{}/readyz", d.base);

@@ -13,11 +13,11 @@ use ferry::rules::template;
 use ferry::signing as sign;
 use proptest::prelude::*;
 
-const CONFIG: &str = include_str!("../systemd/ferry.yaml");
+const CONFIG: &str = include_str!("../../systemd/ferry.yaml");
 const RULES: [&str; 3] = [
-    include_str!("../rules/alerts.yaml"),
-    include_str!("../rules/daily-digest.yaml"),
-    include_str!("../rules/inbox.yaml"),
+    include_str!("../../rules/alerts.yaml"),
+    include_str!("../../rules/daily-digest.yaml"),
+    include_str!("../../rules/inbox.yaml"),
 ];
 
 /// One edit of a text: replace, insert or delete a few bytes somewhere.

@@ -3,12 +3,10 @@
 //! receiver): every delivery ends delivered, none is lost, and a repeat
 //! after a crash carries the same `webhook-id`.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, free_port};
+use crate::helpers::daemon::{ADMIN, Daemon, free_port};
 use ferry::store::{DeliveryFilter, DeliveryState, JobFilter, JobState, Store};
 use ferry::testing::fake_openwebui::{API_KEY, FakeOpenWebUi};
 use ferry::testing::receiver::{Receiver, Reply};
@@ -35,7 +33,7 @@ async fn kill_9_during_deliveries_loses_nothing() {
         format!(
             "openwebui:\n  url: {}\n  api_key: {API_KEY}\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:{port}\n  admin_token: {}\nwebhooks:\n  out:\n    url: {}\n    allow_private: true\n    max_in_flight: 8\n    retry: [0s, 100ms, 200ms, 500ms, 1s, 1s, 2s, 2s]\nshutdown_grace: 5s\n",
             fake.url(),
-            common::daemon::ADMIN,
+            ADMIN,
             receiver.url("out")
         ),
     )

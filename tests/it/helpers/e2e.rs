@@ -1,18 +1,7 @@
-//! Helpers of the end-to-end tests: the server under test (exported by
-//! `scripts/e2e.sh`) and plain HTTP calls to it, independent of ferry.
-#![allow(dead_code)]
-
-pub mod daemon;
+//! The end-to-end tests' view of the real server under test (exported by
+//! `scripts/e2e.sh`): plain HTTP calls, independent of ferry's client.
 
 use serde_json::Value;
-
-/// The `job_id` of a hook's or a run request's answer.
-pub async fn job_id_of(r: reqwest::Response) -> String {
-    r.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .expect("a job_id in the answer")
-        .to_string()
-}
 
 pub struct Server {
     pub url: String,

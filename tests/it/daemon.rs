@@ -2,110 +2,18 @@
 //! real folder and a real SQLite file: the watch scenarios, fast. The same
 //! scenarios against the real server are in `e2e_daemon.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ferry::app::{self, Running};
-use ferry::config::Environment;
+use ferry::app::Running;
 use ferry::testing::fake_openwebui::{API_KEY, FakeOpenWebUi};
 use reqwest::Method;
 
-const COLLECTION: &str = "Mirror";
+use crate::helpers::*;
 
-struct Setup {
-    dir: tempfile::TempDir,
-    fake: FakeOpenWebUi,
-}
-
-impl Setup {
-    async fn new(version: &str) -> Setup {
-        Self::with_watch(version, "").await
-    }
-
-    /// `extra` is added to the rule's `on.watch` (e.g. "    poll: 300ms\n").
-    async fn with_watch(version: &str, extra: &str) -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
-        std::fs::create_dir_all(dir.path().join("rules")).unwrap();
-        let fake = FakeOpenWebUi::start(version).await;
-        std::fs::write(
-            dir.path().join("ferry.yaml"),
-            format!(
-                "openwebui:\n  url: {}\n  api_key: {API_KEY}\n  timeout: 5s\n  processing_timeout: 5s\nstate:\n  database: state/ferry.db\nserver:\n  listen: 127.0.0.1:0\n  admin_token: admin-token-0123456789\nshutdown_grace: 5s\n",
-                fake.url()
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("rules/mirror.yaml"),
-            format!(
-                "on:\n  watch:\n    path: {}\n    settle: 300ms\n    exclude: [\"drafts/**\"]\n{extra}ingest:\n  collection: {COLLECTION}\n",
-                dir.path().join("inbox").display()
-            ),
-        )
-        .unwrap();
-        Setup { dir, fake }
-    }
-
-    fn inbox(&self) -> PathBuf {
-        self.dir.path().join("inbox")
-    }
-
-    async fn start(&self) -> Running {
-        let loaded = ferry::setup::load(
-            &self.dir.path().join("ferry.yaml"),
-            &Environment::fixed([("X", "1")]),
-        )
-        .unwrap();
-        app::start(loaded, Environment::fixed([("X", "1")]))
-            .await
-            .unwrap()
-    }
-
-    /// A client of the fake, as the daemon's own (for changes made by hand).
-    fn client(&self) -> ferry::openwebui::Client {
-        let loaded = ferry::setup::load(
-            &self.dir.path().join("ferry.yaml"),
-            &Environment::fixed([("X", "1")]),
-        )
-        .unwrap();
-        ferry::openwebui::Client::new((&loaded.config.openwebui).into()).unwrap()
-    }
-
-    fn names(&self) -> Vec<String> {
-        let mut n = self.fake.knowledge_file_names(COLLECTION);
-        n.sort();
-        n
-    }
-
-    fn uploads(&self) -> usize {
-        self.fake.count("POST", "/api/v1/files/")
-    }
-}
-
-async fn stop(running: Running) {
-    running.shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), running.task)
-        .await
-        .expect("stops within the grace")
-        .unwrap();
-}
-
-/// Waits until `check` holds, up to 15 s.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn write(path: &Path, content: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
+/// The mirror rule over the inbox, against a fake of `version`.
+async fn mirror(version: &'static str) -> TestApp {
+    TestApp::new(Options::mirror(version, "")).await
 }
 
 fn expect(names: &[&str]) -> Vec<String> {
@@ -117,7 +25,7 @@ fn expect(names: &[&str]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mirror_follows_the_folder() {
     for version in ["0.12.4", "0.6.40"] {
-        let s = Setup::new(version).await;
+        let s = mirror(version).await;
         let inbox = s.inbox();
         write(&inbox.join("a.md"), "alpha");
         write(&inbox.join("b.md"), "bravo");
@@ -125,14 +33,17 @@ async fn mirror_follows_the_folder() {
         write(&inbox.join("drafts/d.md"), "ignored too");
         write(&inbox.join("c.md.part"), "ignored as well");
         let running = s.start().await;
-        eventually("initial files", || s.names() == expect(&["a.md", "b.md"])).await;
+        eventually("initial files", async || {
+            s.names() == expect(&["a.md", "b.md"])
+        })
+        .await;
 
         // A nested folder created after start, and an editor's atomic save.
         write(&inbox.join("x/y/nested.md"), "nested");
         write(&inbox.join(".a.md.swp"), "editor temp");
         write(&inbox.join("a.md.tmp"), "alpha, second version");
         std::fs::rename(inbox.join("a.md.tmp"), inbox.join("a.md")).unwrap();
-        eventually("nested and new version", || {
+        eventually("nested and new version", async || {
             s.names() == expect(&["a.md", "b.md", "nested.md"])
                 && s.fake
                     .state
@@ -143,7 +54,7 @@ async fn mirror_follows_the_folder() {
                     .any(|f| f.content == b"alpha, second version")
         })
         .await;
-        eventually("the old version is deleted", || {
+        eventually("the old version is deleted", async || {
             !s.fake
                 .state
                 .lock()
@@ -157,13 +68,14 @@ async fn mirror_follows_the_folder() {
         // A rename: the document follows, nothing is uploaded.
         let uploads = s.uploads();
         std::fs::rename(inbox.join("b.md"), inbox.join("b-renamed.md")).unwrap();
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        assert_eq!(s.uploads(), uploads, "{version}: a rename uploads nothing");
-        let docs = running.store.documents(&Default::default()).await.unwrap();
-        assert!(
+        eventually("the document follows the rename", async || {
+            let docs = running.store.documents(&Default::default()).await.unwrap();
             docs.iter()
                 .any(|d| d.path.ends_with("b-renamed.md") && d.state.as_str() == "linked")
-        );
+        })
+        .await;
+        drain(&running).await;
+        assert_eq!(s.uploads(), uploads, "{version}: a rename uploads nothing");
 
         // A file added by hand in Open WebUI survives everything.
         let client = s.client();
@@ -177,7 +89,7 @@ async fn mirror_follows_the_folder() {
 
         // A delete removes it from the collection.
         std::fs::remove_file(inbox.join("x/y/nested.md")).unwrap();
-        eventually("deleted file unlinked", || {
+        eventually("deleted file unlinked", async || {
             !s.names().contains(&"nested.md".to_string())
         })
         .await;
@@ -188,7 +100,7 @@ async fn mirror_follows_the_folder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_over_an_unchanged_tree_costs_nothing() {
-    let s = Setup::new("0.12.4").await;
+    let s = mirror("0.12.4").await;
     for i in 0..30 {
         write(
             &s.inbox().join(format!("dir{}/f{i}.md", i % 3)),
@@ -196,12 +108,12 @@ async fn restart_over_an_unchanged_tree_costs_nothing() {
         );
     }
     let running = s.start().await;
-    eventually("30 linked", || s.names().len() == 30).await;
+    eventually("30 linked", async || s.names().len() == 30).await;
     stop(running).await;
 
     let uploads = s.uploads();
     let running = s.start().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    drain(&running).await;
     assert_eq!(s.uploads(), uploads, "no upload after a restart");
     assert_eq!(running.metrics.files_hashed(), 0, "no file read again");
     stop(running).await;
@@ -209,12 +121,12 @@ async fn restart_over_an_unchanged_tree_costs_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn vanished_root_pauses_and_comes_back() {
-    let s = Setup::new("0.12.4").await;
+    let s = mirror("0.12.4").await;
     for i in 0..6 {
         write(&s.inbox().join(format!("f{i}.md")), &format!("file {i}"));
     }
     let running = s.start().await;
-    eventually("6 linked", || s.names().len() == 6).await;
+    eventually("6 linked", async || s.names().len() == 6).await;
     let uploads = s.uploads();
 
     let away = s.dir.path().join("inbox-away");
@@ -228,7 +140,10 @@ async fn vanished_root_pauses_and_comes_back() {
         assert!(started.elapsed() < Duration::from_secs(15), "never paused");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Two more looks at the missing folder, everything done: nothing
+    // removed, and nothing waits to be.
+    drain_after(&running, reconciles(&running) + 1).await;
+    assert_nothing_queued(&running).await;
     assert_eq!(
         s.names().len(),
         6,
@@ -243,7 +158,7 @@ async fn vanished_root_pauses_and_comes_back() {
     }
     // Watching again: a new file is picked up; nothing was uploaded twice.
     write(&s.inbox().join("after.md"), "after the pause");
-    eventually("new file after resume", || s.names().len() == 7).await;
+    eventually("new file after resume", async || s.names().len() == 7).await;
     assert_eq!(s.uploads(), uploads + 1);
 
     // Most files gone at once: paused, not removed.
@@ -258,14 +173,15 @@ async fn vanished_root_pauses_and_comes_back() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    drain_after(&running, reconciles(&running) + 1).await;
+    assert_nothing_queued(&running).await;
     assert_eq!(s.names().len(), 7, "nothing removed");
     stop(running).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failures_are_recorded_and_not_retried_forever() {
-    let s = Setup::new("0.12.4").await;
+    let s = mirror("0.12.4").await;
     write(&s.inbox().join("empty.md"), "");
     write(&s.inbox().join("one.md"), "same content");
     write(&s.inbox().join("two.md"), "same content");
@@ -300,11 +216,11 @@ async fn failures_are_recorded_and_not_retried_forever() {
     stop(running).await;
     let uploads = s.uploads();
     let running = s.start().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    drain(&running).await;
     assert_eq!(s.uploads(), uploads);
     // The empty file gets content: now it goes in.
     write(&s.inbox().join("empty.md"), "not empty any more");
-    eventually("fixed file linked", || {
+    eventually("fixed file linked", async || {
         s.names().contains(&"empty.md".to_string())
     })
     .await;
@@ -313,7 +229,7 @@ async fn failures_are_recorded_and_not_retried_forever() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transient_errors_back_off_with_a_stored_retry_time() {
-    let s = Setup::new("0.12.4").await;
+    let s = mirror("0.12.4").await;
     for _ in 0..8 {
         s.fake.inject(ferry::testing::fake_openwebui::Fault::new(
             Method::POST,
@@ -341,34 +257,31 @@ async fn transient_errors_back_off_with_a_stored_retry_time() {
         retry_at > ferry::clock::Clock::system().now_ms() + 10_000,
         "backs off, not a hot loop"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Drained: a hot loop would never be idle.
+    drain(&running).await;
     assert_eq!(s.uploads(), 1, "one try, then it waits");
     stop(running).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn second_daemon_on_the_same_database_is_refused() {
-    let s = Setup::new("0.12.4").await;
+    let s = mirror("0.12.4").await;
     let running = s.start().await;
-    let loaded = ferry::setup::load(
-        &s.dir.path().join("ferry.yaml"),
-        &Environment::fixed([("X", "1")]),
-    )
-    .unwrap();
-    let err = match app::start(loaded, Environment::fixed([("X", "1")])).await {
-        Ok(_) => panic!("a second daemon started"),
-        Err(e) => e,
-    };
+    let err =
+        match ferry::app::start(s.load(), ferry::config::Environment::fixed([("X", "1")])).await {
+            Ok(_) => panic!("a second daemon started"),
+            Err(e) => e,
+        };
     assert!(err.to_string().contains("another `ferry run`"), "{err}");
     stop(running).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn documents_api_needs_the_admin_token() {
-    let s = Setup::new("0.12.4").await;
+    let s = mirror("0.12.4").await;
     write(&s.inbox().join("a.md"), "alpha");
     let running = s.start().await;
-    eventually("linked", || s.names().len() == 1).await;
+    eventually("linked", async || s.names().len() == 1).await;
     let url = format!("http://{}/api/v1/documents?state=linked", running.addr);
     let http = reqwest::Client::new();
     let r = http.get(&url).send().await.unwrap();
@@ -406,21 +319,32 @@ async fn documents_api_needs_the_admin_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_change_while_processing_waits_then_replaces() {
-    let s = Setup::new("0.12.4").await;
+    let s = mirror("0.12.4").await;
     s.fake.state.lock().unwrap().processing = Duration::from_secs(2);
     write(&s.inbox().join("big.md"), "version one");
     let running = s.start().await;
-    eventually("first upload", || s.uploads() == 1).await;
+    eventually("first upload", async || s.uploads() == 1).await;
     // Changed while Open WebUI still processes version one: no second
     // upload until version one is done and linked.
     write(&s.inbox().join("big.md"), "version two");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(
-        s.uploads(),
-        1,
-        "nothing uploaded while the previous version processes"
-    );
-    eventually("version two linked, version one gone", || {
+    eventually("version one linked", async || {
+        let st = s.fake.state.lock().unwrap();
+        let linked = st.knowledge.iter().flat_map(|k| &k.files).any(|id| {
+            st.files
+                .get(id)
+                .is_some_and(|f| f.content == b"version one")
+        });
+        if !linked {
+            assert_eq!(
+                st.files.len(),
+                1,
+                "nothing uploaded while the previous version processes"
+            );
+        }
+        linked
+    })
+    .await;
+    eventually("version two linked, version one gone", async || {
         let st = s.fake.state.lock().unwrap();
         let linked: Vec<&[u8]> = st
             .knowledge
@@ -439,15 +363,18 @@ async fn a_change_while_processing_waits_then_replaces() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poll_mode_finds_changes_without_events() {
-    let s = Setup::with_watch("0.12.4", "    poll: 300ms\n").await;
+    let s = TestApp::new(Options::mirror("0.12.4", "    poll: 300ms\n")).await;
     let running = s.start().await;
     write(&s.inbox().join("p/q/polled.md"), "found by polling");
-    eventually("polled file linked", || s.names() == expect(&["polled.md"])).await;
+    eventually("polled file linked", async || {
+        s.names() == expect(&["polled.md"])
+    })
+    .await;
     write(
         &s.inbox().join("p/q/polled.md"),
         "changed, found by polling",
     );
-    eventually("new version", || {
+    eventually("new version", async || {
         s.fake
             .state
             .lock()
@@ -459,24 +386,27 @@ async fn poll_mode_finds_changes_without_events() {
     })
     .await;
     write(&s.inbox().join("keep.md"), "keep");
-    eventually("second file", || s.names().len() == 2).await;
+    eventually("second file", async || s.names().len() == 2).await;
     std::fs::remove_file(s.inbox().join("p/q/polled.md")).unwrap();
-    eventually("removed", || s.names() == expect(&["keep.md"])).await;
+    eventually("removed", async || s.names() == expect(&["keep.md"])).await;
     stop(running).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reload_keeps_the_old_rules_when_the_new_ones_are_invalid() {
-    let s = Setup::new("0.12.4").await;
+    let s = mirror("0.12.4").await;
     let running = s.start().await;
     let rule = s.dir.path().join("rules/mirror.yaml");
     let good = std::fs::read_to_string(&rule).unwrap();
     std::fs::write(&rule, "on:\n  watch:\n    paht: /nowhere\n").unwrap();
     running.reload.send(()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually("the reload refused", async || {
+        running.metrics.reloads() == (0, 1)
+    })
+    .await;
     assert_eq!(running.rules.all().len(), 1, "old rule kept");
     write(&s.inbox().join("still.md"), "still watched");
-    eventually("old rule still works", || {
+    eventually("old rule still works", async || {
         s.names() == expect(&["still.md"])
     })
     .await;
@@ -495,7 +425,7 @@ async fn reload_keeps_the_old_rules_when_the_new_ones_are_invalid() {
     .unwrap();
     running.reload.send(()).await.unwrap();
     write(&other.join("o.md"), "into the other collection");
-    eventually("new rule active", || {
+    eventually("new rule active", async || {
         s.fake.knowledge_file_names("Other") == vec!["o.md".to_string()]
     })
     .await;
@@ -506,7 +436,7 @@ async fn reload_keeps_the_old_rules_when_the_new_ones_are_invalid() {
 /// and its watch, once) must not wait for the next periodic reconcile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn files_dropped_during_startup_are_all_seen() {
-    let s = Setup::new("0.12.4").await;
+    let s = mirror("0.12.4").await;
     let inbox = s.inbox();
     let writer = {
         let inbox = inbox.clone();
@@ -524,7 +454,7 @@ async fn files_dropped_during_startup_are_all_seen() {
     let all: Vec<String> = (0..400).map(|i| format!("f{i}.md")).collect();
     let mut all_sorted = all.clone();
     all_sorted.sort();
-    eventually("every file dropped during startup", || {
+    eventually("every file dropped during startup", async || {
         s.names() == all_sorted
     })
     .await;
@@ -534,12 +464,12 @@ async fn files_dropped_during_startup_are_all_seen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn links_on_upload_only_where_completion_includes_the_link() {
     for (version, links_itself) in [("0.12.4", true), ("0.6.40", false)] {
-        let s = Setup::new(version).await;
+        let s = mirror(version).await;
         for i in 0..5 {
             write(&s.inbox().join(format!("f{i}.md")), &format!("file {i}"));
         }
         let running = s.start().await;
-        eventually("5 linked", || s.names().len() == 5).await;
+        eventually("5 linked", async || s.names().len() == 5).await;
         stop(running).await;
         let kb = s.fake.state.lock().unwrap().knowledge[0].id.clone();
         let adds = s
@@ -580,10 +510,10 @@ async fn upload_marked(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upload_a_crash_left_unrecorded_is_taken_up_not_repeated() {
     use sha2::Digest as _;
-    let s = Setup::new("0.12.4").await;
+    let s = mirror("0.12.4").await;
     write(&s.inbox().join("a.md"), "first");
     let running = s.start().await;
-    eventually("a linked", || s.names().len() == 1).await;
+    eventually("a linked", async || s.names().len() == 1).await;
     let instance = running.store.instance_id().await.unwrap();
     stop(running).await;
     let kb = s.fake.state.lock().unwrap().knowledge[0].id.clone();
@@ -690,7 +620,7 @@ async fn links_in_a_watched_folder_are_never_followed() {
     use std::os::unix::fs::symlink;
     const SECRET: &str = "TOP-SECRET-OUTSIDE-ROOT";
     for version in ["0.12.4", "0.6.40"] {
-        let s = Setup::new(version).await;
+        let s = mirror(version).await;
         let inbox = s.inbox();
         let outside = s.dir.path().join("outside");
         write(&outside.join("secret.txt"), &format!("{SECRET} 1"));
@@ -702,19 +632,10 @@ async fn links_in_a_watched_folder_are_never_followed() {
         symlink(&outside, inbox.join("linkdir")).unwrap();
         mkfifo(&inbox.join("pipe.md"));
         let running = s.start().await;
-        eventually("regular files linked", || {
+        eventually("regular files linked", async || {
             s.names() == expect(&["a.md", "b.md", "c.md"])
         })
         .await;
-        let skipped = |docs: &[ferry::store::Document]| {
-            let mut v: Vec<String> = docs
-                .iter()
-                .filter(|d| d.state.as_str() == "skipped")
-                .map(|d| d.path.rsplit('/').next().unwrap().to_string())
-                .collect();
-            v.sort();
-            v
-        };
         let started = Instant::now();
         while skipped(&documents(&running).await) != ["leak.md", "linkdir", "pipe.md"] {
             assert!(
@@ -739,7 +660,7 @@ async fn links_in_a_watched_folder_are_never_followed() {
         // A linked file swapped for a link is taken down, not followed.
         std::fs::remove_file(inbox.join("a.md")).unwrap();
         symlink(outside.join("secret.txt"), inbox.join("a.md")).unwrap();
-        eventually("the swapped file taken down", || {
+        eventually("the swapped file taken down", async || {
             s.names() == expect(&["b.md", "c.md"])
         })
         .await;
@@ -757,7 +678,7 @@ async fn links_in_a_watched_folder_are_never_followed() {
         // After a restart, a new file behind the folder link stays outside.
         write(&outside.join("after-restart.txt"), &format!("{SECRET} 4"));
         let running = s.start().await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        drain(&running).await;
         assert_eq!(s.names(), expect(&["b.md", "c.md"]), "{version}");
         for (name, content) in uploaded_contents(&s.fake) {
             assert!(!content.contains(SECRET), "{version}: {name} leaked");
@@ -773,7 +694,7 @@ async fn links_in_a_watched_folder_are_never_followed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn file_text_is_never_read_through_a_link() {
     use std::os::unix::fs::symlink;
-    let s = Setup::new("0.12.4").await;
+    let s = mirror("0.12.4").await;
     let notes = s.dir.path().join("notes");
     std::fs::create_dir_all(&notes).unwrap();
     std::fs::write(
@@ -797,7 +718,7 @@ async fn file_text_is_never_read_through_a_link() {
             .map(|b| b["messages"].to_string())
             .collect()
     };
-    eventually("the regular note chatted", || {
+    eventually("the regular note chatted", async || {
         prompts()
             .iter()
             .any(|p| p.contains("File ok.txt: plain note"))
@@ -805,7 +726,11 @@ async fn file_text_is_never_read_through_a_link() {
     .await;
     // A link made while it runs, to a file outside.
     symlink("/proc/self/environ", notes.join("late.txt")).unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    eventually("the late link recorded skipped", async || {
+        skipped(&documents(&running).await).contains(&"late.txt".to_string())
+    })
+    .await;
+    drain(&running).await;
     let sent = prompts();
     assert_eq!(sent.len(), 1, "{sent:?}");
     for p in &sent {
@@ -831,7 +756,7 @@ async fn file_text_is_never_read_through_a_link() {
 async fn any_file_name_mirrors_and_the_watcher_keeps_going() {
     use std::os::unix::ffi::OsStrExt as _;
     for version in ["0.12.4", "0.6.40"] {
-        let s = Setup::new(version).await;
+        let s = mirror(version).await;
         let inbox = s.inbox();
         let names = ferry::testing::hostile_names();
         for (i, n) in names.iter().enumerate() {
@@ -864,7 +789,7 @@ async fn any_file_name_mirrors_and_the_watcher_keeps_going() {
         assert_eq!(s.names().len(), names.len(), "{version}");
         // The watcher is alive: a file written afterwards arrives.
         write(&inbox.join("after.md"), "after the hostile names");
-        eventually("a later file", || {
+        eventually("a later file", async || {
             s.names().contains(&"after.md".to_string())
         })
         .await;
@@ -872,7 +797,7 @@ async fn any_file_name_mirrors_and_the_watcher_keeps_going() {
         stop(running).await;
         // Keys are stable across a restart: nothing is uploaded again.
         let running = s.start().await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        drain(&running).await;
         assert_eq!(s.uploads(), uploads, "{version}: re-uploaded after restart");
         stop(running).await;
     }
@@ -883,12 +808,12 @@ async fn any_file_name_mirrors_and_the_watcher_keeps_going() {
 /// watcher (its own rule name: the failpoint is per process).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_watcher_that_panics_is_reported_and_comes_back() {
-    let s = Setup::new("0.12.4").await;
+    let s = mirror("0.12.4").await;
     let rules = s.dir.path().join("rules");
     std::fs::rename(rules.join("mirror.yaml"), rules.join("phoenix.yaml")).unwrap();
     write(&s.inbox().join("a.md"), "before the panic");
     let running = s.start().await;
-    eventually("a.md", || s.names() == expect(&["a.md"])).await;
+    eventually("a.md", async || s.names() == expect(&["a.md"])).await;
     let http = reqwest::Client::new();
     let base = format!("http://{}", running.addr);
 
@@ -911,7 +836,7 @@ async fn a_watcher_that_panics_is_reported_and_comes_back() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Back: the file written as it died arrives, the restart is counted.
-    eventually("b.md after the restart", || {
+    eventually("b.md after the restart", async || {
         s.names() == expect(&["a.md", "b.md"])
     })
     .await;
@@ -931,6 +856,32 @@ async fn a_watcher_that_panics_is_reported_and_comes_back() {
     assert_eq!(r.status(), 200);
     // It still watches.
     write(&s.inbox().join("c.md"), "after the restart");
-    eventually("c.md", || s.names() == expect(&["a.md", "b.md", "c.md"])).await;
+    eventually("c.md", async || {
+        s.names() == expect(&["a.md", "b.md", "c.md"])
+    })
+    .await;
     stop(running).await;
+}
+
+/// No job waits, not even for later (ferry's own upkeep aside): what a
+/// test saw after [`drain`] is final.
+async fn assert_nothing_queued(running: &Running) {
+    let queued = ferry::store::JobFilter {
+        state: Some(ferry::store::JobState::Queued),
+        ..Default::default()
+    };
+    let mut jobs = running.store.jobs(&queued).await.unwrap();
+    jobs.retain(|j| j.rule != ferry::triggers::UPKEEP_RULE);
+    assert!(jobs.is_empty(), "still queued: {jobs:?}");
+}
+
+/// The names of the documents recorded skipped, sorted.
+fn skipped(docs: &[ferry::store::Document]) -> Vec<String> {
+    let mut v: Vec<String> = docs
+        .iter()
+        .filter(|d| d.state.as_str() == "skipped")
+        .map(|d| d.path.rsplit('/').next().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
 }

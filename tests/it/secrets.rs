@@ -3,12 +3,11 @@
 //! credential-like headers and query parameters, none of them is in the
 //! log, the database file, any admin API answer or CLI output.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::daemon::{ADMIN, Daemon, free_port, until};
+use crate::helpers::daemon::{ADMIN, Daemon, free_port};
+use crate::helpers::until;
 use ferry::testing::fake_openwebui::{API_KEY, FakeOpenWebUi};
 use serde_json::Value;
 
