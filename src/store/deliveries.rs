@@ -123,7 +123,7 @@ pub struct DeliveryFilter {
 }
 
 pub(super) async fn insert(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut sqlx::SqliteConnection,
     deliveries: &[NewDelivery],
     now_ms: i64,
 ) -> Result<(), StoreError> {
@@ -145,7 +145,7 @@ pub(super) async fn insert(
         .bind(&d.error)
         .bind(now_ms)
         .bind(now_ms)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     }
     Ok(())
@@ -158,10 +158,15 @@ impl Store {
         deliveries: &[NewDelivery],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        insert(&mut tx, deliveries, now_ms).await?;
-        tx.commit().await?;
-        Ok(())
+        let deliveries = deliveries.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let deliveries = &deliveries;
+                insert(&mut *tx, deliveries, now_ms).await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Claims due deliveries in one transaction: for each destination at
@@ -176,51 +181,58 @@ impl Store {
         rooms: &[(String, i64)],
         unknown_room: i64,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let mut out = Vec::new();
-        let claim = "UPDATE deliveries SET state = 'delivering', lease_owner = ?1, lease_until = ?2,
-                            attempts = attempts + 1, updated_at = ?3
-                     WHERE id IN (SELECT id FROM deliveries
-                                  WHERE destination = ?4 AND state = 'pending' AND next_attempt_at <= ?3
-                                  ORDER BY next_attempt_at LIMIT ?5)
-                     RETURNING *";
-        for (destination, room) in rooms.iter().filter(|(_, r)| *r > 0) {
-            let rows = sqlx::query(claim)
-                .bind(owner)
-                .bind(now_ms + lease_ms)
-                .bind(now_ms)
-                .bind(destination)
-                .bind(room)
-                .fetch_all(&mut *tx)
-                .await?;
-            for row in &rows {
-                out.push(from_row(row)?);
-            }
-        }
-        if unknown_room > 0 {
-            let known: Vec<&str> = rooms.iter().map(|(d, _)| d.as_str()).collect();
-            let rows = sqlx::query(
-                "UPDATE deliveries SET state = 'delivering', lease_owner = ?1, lease_until = ?2,
-                        attempts = attempts + 1, updated_at = ?3
-                 WHERE id IN (SELECT id FROM deliveries
-                              WHERE state = 'pending' AND next_attempt_at <= ?3
-                                AND destination NOT IN (SELECT value FROM json_each(?4))
-                              LIMIT ?5)
-                 RETURNING *",
-            )
-            .bind(owner)
-            .bind(now_ms + lease_ms)
-            .bind(now_ms)
-            .bind(serde_json::to_string(&known).unwrap_or_default())
-            .bind(unknown_room)
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in &rows {
-                out.push(from_row(row)?);
-            }
-        }
-        tx.commit().await?;
-        Ok(out)
+        let owner = owner.to_owned();
+        let rooms = rooms.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+            let owner = &owner;
+            let rooms = &rooms;
+            let mut out = Vec::new();
+                let claim = "UPDATE deliveries SET state = 'delivering', lease_owner = ?1, lease_until = ?2,
+                                    attempts = attempts + 1, updated_at = ?3
+                             WHERE id IN (SELECT id FROM deliveries
+                                          WHERE destination = ?4 AND state = 'pending' AND next_attempt_at <= ?3
+                                          ORDER BY next_attempt_at LIMIT ?5)
+                             RETURNING *";
+                for (destination, room) in rooms.iter().filter(|(_, r)| *r > 0) {
+                    let rows = sqlx::query(claim)
+                        .bind(owner)
+                        .bind(now_ms + lease_ms)
+                        .bind(now_ms)
+                        .bind(destination)
+                        .bind(room)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    for row in &rows {
+                        out.push(from_row(row)?);
+                    }
+                }
+                if unknown_room > 0 {
+                    let known: Vec<&str> = rooms.iter().map(|(d, _)| d.as_str()).collect();
+                    let rows = sqlx::query(
+                        "UPDATE deliveries SET state = 'delivering', lease_owner = ?1, lease_until = ?2,
+                                attempts = attempts + 1, updated_at = ?3
+                         WHERE id IN (SELECT id FROM deliveries
+                                      WHERE state = 'pending' AND next_attempt_at <= ?3
+                                        AND destination NOT IN (SELECT value FROM json_each(?4))
+                                      LIMIT ?5)
+                         RETURNING *",
+                    )
+                    .bind(owner)
+                    .bind(now_ms + lease_ms)
+                    .bind(now_ms)
+                    .bind(serde_json::to_string(&known).unwrap_or_default())
+                    .bind(unknown_room)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    for row in &rows {
+                        out.push(from_row(row)?);
+                    }
+                }
+                Ok(out)
+            })
+        })
+        .await
     }
 
     /// Records attempts (many at once: one commit for a batch of answers),
@@ -231,63 +243,77 @@ impl Store {
         records: &[(String, AttemptRecord)],
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let mut accepted = 0;
-        for (id, r) in records {
-            let (state, next_at, delivered_at) = match r.next {
-                AttemptNext::Delivered => ("delivered", now_ms, Some(now_ms)),
-                AttemptNext::RetryAt(at) => ("pending", at, None),
-                AttemptNext::Dead => ("dead", now_ms, None),
-            };
-            let done = sqlx::query(
-                "UPDATE deliveries SET state = ?, next_attempt_at = ?, delivered_at = ?, lease_owner = NULL,
-                        lease_until = NULL, last_status = ?, last_error = ?, last_response = ?, updated_at = ?
-                 WHERE id = ? AND lease_owner = ? AND state = 'delivering'",
-            )
-            .bind(state)
-            .bind(next_at)
-            .bind(delivered_at)
-            .bind(r.status.map(i64::from))
-            .bind(&r.error)
-            .bind(&r.response)
-            .bind(now_ms)
-            .bind(id)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() != 1 {
-                continue;
-            }
-            accepted += 1;
-            sqlx::query(
-                "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status, error, response)
-                 VALUES (?1, (SELECT COALESCE(MAX(attempt), 0) + 1 FROM delivery_attempts WHERE delivery_id = ?1),
-                         ?2, ?3, ?4, ?5, ?6)",
-            )
-            .bind(id)
-            .bind(r.started_at)
-            .bind(r.duration_ms)
-            .bind(r.status.map(i64::from))
-            .bind(&r.error)
-            .bind(&r.response)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(accepted)
+        let owner = owner.to_owned();
+        let records = records.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+            let owner = &owner;
+            let records = &records;
+            let mut accepted = 0;
+                for (id, r) in records {
+                    let (state, next_at, delivered_at) = match r.next {
+                        AttemptNext::Delivered => ("delivered", now_ms, Some(now_ms)),
+                        AttemptNext::RetryAt(at) => ("pending", at, None),
+                        AttemptNext::Dead => ("dead", now_ms, None),
+                    };
+                    let done = sqlx::query(
+                        "UPDATE deliveries SET state = ?, next_attempt_at = ?, delivered_at = ?, lease_owner = NULL,
+                                lease_until = NULL, last_status = ?, last_error = ?, last_response = ?, updated_at = ?
+                         WHERE id = ? AND lease_owner = ? AND state = 'delivering'",
+                    )
+                    .bind(state)
+                    .bind(next_at)
+                    .bind(delivered_at)
+                    .bind(r.status.map(i64::from))
+                    .bind(&r.error)
+                    .bind(&r.response)
+                    .bind(now_ms)
+                    .bind(id)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() != 1 {
+                        continue;
+                    }
+                    accepted += 1;
+                    sqlx::query(
+                        "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status, error, response)
+                         VALUES (?1, (SELECT COALESCE(MAX(attempt), 0) + 1 FROM delivery_attempts WHERE delivery_id = ?1),
+                                 ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .bind(id)
+                    .bind(r.started_at)
+                    .bind(r.duration_ms)
+                    .bind(r.status.map(i64::from))
+                    .bind(&r.error)
+                    .bind(&r.response)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Ok(accepted)
+            })
+        })
+        .await
     }
 
     /// Gives claimed deliveries back untouched (shutdown), attempt refunded.
     pub async fn release_deliveries(&self, owner: &str, now_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE deliveries SET state = 'pending', lease_owner = NULL, lease_until = NULL,
-                    attempts = attempts - 1, updated_at = ? WHERE lease_owner = ? AND state = 'delivering'",
-        )
-        .bind(now_ms)
-        .bind(owner)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected())
+        let owner = owner.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+            let owner = &owner;
+            let done = sqlx::query(
+                    "UPDATE deliveries SET state = 'pending', lease_owner = NULL, lease_until = NULL,
+                            attempts = attempts - 1, updated_at = ? WHERE lease_owner = ? AND state = 'delivering'",
+                )
+                .bind(now_ms)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+                Ok(done.rows_affected())
+            })
+        })
+        .await
     }
 
     /// Deliveries a crashed process held, or whose lease ran out: pending
@@ -297,43 +323,53 @@ impl Store {
         expired_before: Option<i64>,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE deliveries SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = ?1
-             WHERE state = 'delivering' AND (?2 IS NULL OR lease_until < ?2)",
-        )
-        .bind(now_ms)
-        .bind(expired_before)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected())
+        self.write(move |tx| {
+            Box::pin(async move {
+            let done = sqlx::query(
+                    "UPDATE deliveries SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = ?1
+                     WHERE state = 'delivering' AND (?2 IS NULL OR lease_until < ?2)",
+                )
+                .bind(now_ms)
+                .bind(expired_before)
+                .execute(&mut *tx)
+                .await?;
+                Ok(done.rows_affected())
+            })
+        })
+        .await
     }
 
     /// A new series of attempts for a delivery (same id, so the same
     /// `webhook-id`). False when there is no such delivery or it is being
     /// sent right now.
     pub async fn redeliver(&self, id: &str, now_ms: i64) -> Result<Option<bool>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM deliveries WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(state) = state else {
-            return Ok(None);
-        };
-        if state == "delivering" {
-            return Ok(Some(false));
-        }
-        sqlx::query(
-            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?, delivered_at = NULL,
-                    updated_at = ? WHERE id = ?",
-        )
-        .bind(now_ms)
-        .bind(now_ms)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Some(true))
+        let id = id.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+            let id = &id;
+            let state: Option<String> = sqlx::query_scalar("SELECT state FROM deliveries WHERE id = ?")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(state) = state else {
+                    return Ok(None);
+                };
+                if state == "delivering" {
+                    return Ok(Some(false));
+                }
+                sqlx::query(
+                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?, delivered_at = NULL,
+                            updated_at = ? WHERE id = ?",
+                )
+                .bind(now_ms)
+                .bind(now_ms)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                Ok(Some(true))
+            })
+        })
+        .await
     }
 
     pub async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {

@@ -191,6 +191,48 @@ pub struct NewUpload<'a> {
     pub sha256: &'a str,
 }
 
+/// A [`NewUpload`] that owns its text, to hand to the writer.
+struct OwnedUpload {
+    rule: String,
+    path: String,
+    collection_id: String,
+    collection_name: String,
+    size: i64,
+    mtime_ns: i64,
+    inode: i64,
+    sha256: String,
+}
+
+impl NewUpload<'_> {
+    fn owned(&self) -> OwnedUpload {
+        OwnedUpload {
+            rule: self.rule.into(),
+            path: self.path.into(),
+            collection_id: self.collection_id.into(),
+            collection_name: self.collection_name.into(),
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            inode: self.inode,
+            sha256: self.sha256.into(),
+        }
+    }
+}
+
+impl OwnedUpload {
+    fn view(&self) -> NewUpload<'_> {
+        NewUpload {
+            rule: &self.rule,
+            path: &self.path,
+            collection_id: &self.collection_id,
+            collection_name: &self.collection_name,
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            inode: self.inode,
+            sha256: &self.sha256,
+        }
+    }
+}
+
 impl Store {
     pub async fn document(&self, rule: &str, path: &str) -> Result<Option<Document>, StoreError> {
         let row = sqlx::query("SELECT * FROM documents WHERE rule = ? AND path = ?")
@@ -282,30 +324,9 @@ impl Store {
     /// Marks the document `uploading` with the stats and hash about to be
     /// sent, creating the row if needed. Returns its id.
     pub async fn begin_upload(&self, u: &NewUpload<'_>, now_ms: i64) -> Result<i64, StoreError> {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO documents (rule, path, collection_id, collection_name, state, size, mtime_ns, inode,
-                                    sha256, attempts, created_at, updated_at)
-             VALUES (?, ?, ?, ?, 'uploading', ?, ?, ?, ?, 1, ?, ?)
-             ON CONFLICT (rule, path) DO UPDATE SET
-                collection_id = excluded.collection_id, collection_name = excluded.collection_name,
-                state = 'uploading', reason = NULL, error = NULL, size = excluded.size,
-                mtime_ns = excluded.mtime_ns, inode = excluded.inode, sha256 = excluded.sha256,
-                attempts = documents.attempts + 1, retry_at = NULL, updated_at = excluded.updated_at
-             RETURNING id",
-        )
-        .bind(u.rule)
-        .bind(u.path)
-        .bind(u.collection_id)
-        .bind(u.collection_name)
-        .bind(u.size)
-        .bind(u.mtime_ns)
-        .bind(u.inode)
-        .bind(u.sha256)
-        .bind(now_ms)
-        .bind(now_ms)
-        .fetch_one(&self.writer)
-        .await?;
-        Ok(id)
+        let u = u.owned();
+        self.write(move |tx| Box::pin(async move { begin_upload_in(tx, &u.view(), now_ms).await }))
+            .await
     }
 
     /// Records the upload and moves the document to `processing`, in one
@@ -316,27 +337,11 @@ impl Store {
         file_id: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO uploads (file_id, document_id, collection_id, sha256, state, created_at, updated_at)
-             SELECT ?1, id, collection_id, sha256, 'uploaded', ?2, ?2 FROM documents WHERE id = ?3
-             ON CONFLICT (file_id) DO NOTHING",
-        )
-        .bind(file_id)
-        .bind(now_ms)
-        .bind(document_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE documents SET state = 'processing', file_id = ?, updated_at = ? WHERE id = ?",
-        )
-        .bind(file_id)
-        .bind(now_ms)
-        .bind(document_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        let file_id = file_id.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move { uploaded_in(tx, document_id, &file_id, now_ms).await })
+        })
+        .await
     }
 
     /// Records an upload that a crash cut off before [`Store::uploaded`],
@@ -351,21 +356,31 @@ impl Store {
         sha256: Option<&str>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let waiting: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM documents WHERE id = ? AND state IN ('uploading', 'processing', 'failed')
-               AND collection_id = ? AND (? IS NULL OR sha256 = ?)",
-        )
-        .bind(document_id)
-        .bind(collection_id)
-        .bind(sha256)
-        .bind(sha256)
-        .fetch_optional(&self.writer)
-        .await?;
-        if waiting.is_none() {
-            return Ok(false);
-        }
-        self.uploaded(document_id, file_id, now_ms).await?;
-        Ok(true)
+        let file_id = file_id.to_owned();
+        let collection_id = collection_id.to_owned();
+        let sha256 = sha256.map(str::to_owned);
+        self.write(move |tx| {
+            Box::pin(async move {
+            let file_id = &file_id;
+            let collection_id = &collection_id;
+            let waiting: Option<i64> = sqlx::query_scalar(
+                    "SELECT 1 FROM documents WHERE id = ? AND state IN ('uploading', 'processing', 'failed')
+                       AND collection_id = ? AND (? IS NULL OR sha256 = ?)",
+                )
+                .bind(document_id)
+                .bind(collection_id)
+                .bind(sha256.as_deref())
+                .bind(sha256.as_deref())
+                .fetch_optional(&mut *tx)
+                .await?;
+                if waiting.is_none() {
+                    return Ok(false);
+                }
+                uploaded_in(tx, document_id, file_id, now_ms).await?;
+                Ok(true)
+            })
+        })
+        .await
     }
 
     pub async fn linked(
@@ -374,23 +389,28 @@ impl Store {
         file_id: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE documents SET state = 'linked', file_id = ?, reason = NULL, error = NULL, retry_at = NULL,
-                    updated_at = ? WHERE id = ?",
-        )
-        .bind(file_id)
-        .bind(now_ms)
-        .bind(document_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE uploads SET state = 'linked', updated_at = ? WHERE file_id = ?")
-            .bind(now_ms)
-            .bind(file_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        let file_id = file_id.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+            let file_id = &file_id;
+            sqlx::query(
+                    "UPDATE documents SET state = 'linked', file_id = ?, reason = NULL, error = NULL, retry_at = NULL,
+                            updated_at = ? WHERE id = ?",
+                )
+                .bind(file_id)
+                .bind(now_ms)
+                .bind(document_id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE uploads SET state = 'linked', updated_at = ? WHERE file_id = ?")
+                    .bind(now_ms)
+                    .bind(file_id)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Records an unchanged file as linked to an existing upload (same
@@ -401,16 +421,25 @@ impl Store {
         file_id: &str,
         now_ms: i64,
     ) -> Result<i64, StoreError> {
-        let id = self.begin_upload(u, now_ms).await?;
-        sqlx::query(
-            "UPDATE documents SET state = 'linked', file_id = ?, attempts = 0, updated_at = ? WHERE id = ?",
-        )
-        .bind(file_id)
-        .bind(now_ms)
-        .bind(id)
-        .execute(&self.writer)
-        .await?;
-        Ok(id)
+        let u = u.owned();
+        let file_id = file_id.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+            let u = &u.view();
+            let file_id = &file_id;
+            let id = begin_upload_in(tx, u, now_ms).await?;
+                sqlx::query(
+                    "UPDATE documents SET state = 'linked', file_id = ?, attempts = 0, updated_at = ? WHERE id = ?",
+                )
+                .bind(file_id)
+                .bind(now_ms)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                Ok(id)
+            })
+        })
+        .await
     }
 
     pub async fn failed(
@@ -421,31 +450,36 @@ impl Store {
         retry_at: Option<i64>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let file_id: Option<String> =
-            sqlx::query_scalar("SELECT file_id FROM documents WHERE id = ?")
-                .bind(document_id)
-                .fetch_one(&mut *tx)
-                .await?;
-        sqlx::query(
-            "UPDATE documents SET state = 'failed', reason = ?, error = ?, retry_at = ?, updated_at = ? WHERE id = ?",
-        )
-        .bind(reason.as_str())
-        .bind(error)
-        .bind(retry_at)
-        .bind(now_ms)
-        .bind(document_id)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(file_id) = file_id {
-            sqlx::query("UPDATE uploads SET state = 'failed', updated_at = ? WHERE file_id = ? AND state = 'uploaded'")
+        let error = error.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+            let error = &error;
+            let file_id: Option<String> =
+                    sqlx::query_scalar("SELECT file_id FROM documents WHERE id = ?")
+                        .bind(document_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                sqlx::query(
+                    "UPDATE documents SET state = 'failed', reason = ?, error = ?, retry_at = ?, updated_at = ? WHERE id = ?",
+                )
+                .bind(reason.as_str())
+                .bind(error)
+                .bind(retry_at)
                 .bind(now_ms)
-                .bind(file_id)
+                .bind(document_id)
                 .execute(&mut *tx)
                 .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+                if let Some(file_id) = file_id {
+                    sqlx::query("UPDATE uploads SET state = 'failed', updated_at = ? WHERE file_id = ? AND state = 'uploaded'")
+                        .bind(now_ms)
+                        .bind(file_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// A file moved inside the watched tree with the same content: the
@@ -457,26 +491,31 @@ impl Store {
         u: &NewUpload<'_>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM documents WHERE rule = ? AND path = ? AND id != ?")
-            .bind(u.rule)
-            .bind(u.path)
-            .bind(document_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "UPDATE documents SET path = ?, size = ?, mtime_ns = ?, inode = ?, updated_at = ? WHERE id = ?",
-        )
-        .bind(u.path)
-        .bind(u.size)
-        .bind(u.mtime_ns)
-        .bind(u.inode)
-        .bind(now_ms)
-        .bind(document_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        let u = u.owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+            let u = &u.view();
+            sqlx::query("DELETE FROM documents WHERE rule = ? AND path = ? AND id != ?")
+                    .bind(u.rule)
+                    .bind(u.path)
+                    .bind(document_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE documents SET path = ?, size = ?, mtime_ns = ?, inode = ?, updated_at = ? WHERE id = ?",
+                )
+                .bind(u.path)
+                .bind(u.size)
+                .bind(u.mtime_ns)
+                .bind(u.inode)
+                .bind(now_ms)
+                .bind(document_id)
+                .execute(&mut *tx)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// The file is gone from the folder and, if it was ferry's, from Open WebUI.
@@ -489,43 +528,68 @@ impl Store {
         why: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO documents (rule, path, state, reason, error, created_at, updated_at)
-             VALUES (?1, ?2, 'skipped', 'not_regular', ?3, ?4, ?4)
-             ON CONFLICT (rule, path) DO UPDATE SET
-                state = 'skipped', reason = 'not_regular', error = excluded.error, size = NULL,
-                mtime_ns = NULL, inode = NULL, sha256 = NULL, file_id = NULL, retry_at = NULL,
-                updated_at = excluded.updated_at",
-        )
-        .bind(rule)
-        .bind(path)
-        .bind(why)
-        .bind(now_ms)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        let rule = rule.to_owned();
+        let path = path.to_owned();
+        let why = why.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+            let rule = &rule;
+            let path = &path;
+            let why = &why;
+            sqlx::query(
+                    "INSERT INTO documents (rule, path, state, reason, error, created_at, updated_at)
+                     VALUES (?1, ?2, 'skipped', 'not_regular', ?3, ?4, ?4)
+                     ON CONFLICT (rule, path) DO UPDATE SET
+                        state = 'skipped', reason = 'not_regular', error = excluded.error, size = NULL,
+                        mtime_ns = NULL, inode = NULL, sha256 = NULL, file_id = NULL, retry_at = NULL,
+                        updated_at = excluded.updated_at",
+                )
+                .bind(rule)
+                .bind(path)
+                .bind(why)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     pub async fn removed(&self, document_id: i64, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE documents SET state = 'removed', reason = NULL, error = NULL, retry_at = NULL, updated_at = ?
-             WHERE id = ?",
-        )
-        .bind(now_ms)
-        .bind(document_id)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        self.write(move |tx| {
+            Box::pin(async move {
+            sqlx::query(
+                    "UPDATE documents SET state = 'removed', reason = NULL, error = NULL, retry_at = NULL, updated_at = ?
+                     WHERE id = ?",
+                )
+                .bind(now_ms)
+                .bind(document_id)
+                .execute(&mut *tx)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Marks one of ferry's uploads as deleted in Open WebUI.
     pub async fn upload_deleted(&self, file_id: &str, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE uploads SET state = 'deleted', updated_at = ? WHERE file_id = ?")
-            .bind(now_ms)
-            .bind(file_id)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+        let file_id = file_id.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let file_id = &file_id;
+                sqlx::query(
+                    "UPDATE uploads SET state = 'deleted', updated_at = ? WHERE file_id = ?",
+                )
+                .bind(now_ms)
+                .bind(file_id)
+                .execute(&mut *tx)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Uploads of ferry's that never got linked (crash, failure): to delete.
@@ -616,39 +680,105 @@ impl Store {
         files: &[(String, i64, i64, i64, String)],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let (collection_id, collection_name) = collection;
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO collections (name, id, created, updated_at) VALUES (?, ?, 1, ?)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(collection_name)
-        .bind(collection_id)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        for (path, size, mtime_ns, inode, file_id) in files {
-            sqlx::query(
-                "INSERT INTO documents (rule, path, collection_id, collection_name, state, size, mtime_ns, inode,
-                                        sha256, file_id, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, 'linked', ?, ?, ?, 'x', ?, ?, ?)",
-            )
-            .bind(rule)
-            .bind(path)
-            .bind(collection_id)
-            .bind(collection_name)
-            .bind(size)
-            .bind(mtime_ns)
-            .bind(inode)
-            .bind(file_id)
-            .bind(now_ms)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let rule = rule.to_owned();
+        let files = files.to_owned();
+        let (collection_id, collection_name) = (collection.0.to_owned(), collection.1.to_owned());
+        self.write(move |tx| {
+            Box::pin(async move {
+            let rule = &rule;
+            let files = &files;
+            let (collection_id, collection_name) = (&collection_id, &collection_name);
+                sqlx::query(
+                    "INSERT INTO collections (name, id, created, updated_at) VALUES (?, ?, 1, ?)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(collection_name)
+                .bind(collection_id)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                for (path, size, mtime_ns, inode, file_id) in files {
+                    sqlx::query(
+                        "INSERT INTO documents (rule, path, collection_id, collection_name, state, size, mtime_ns, inode,
+                                                sha256, file_id, created_at, updated_at)
+                         VALUES (?, ?, ?, ?, 'linked', ?, ?, ?, 'x', ?, ?, ?)",
+                    )
+                    .bind(rule)
+                    .bind(path)
+                    .bind(collection_id)
+                    .bind(collection_name)
+                    .bind(size)
+                    .bind(mtime_ns)
+                    .bind(inode)
+                    .bind(file_id)
+                    .bind(now_ms)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
+}
+
+async fn begin_upload_in(
+    tx: &mut sqlx::SqliteConnection,
+    u: &NewUpload<'_>,
+    now_ms: i64,
+) -> Result<i64, StoreError> {
+    let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO documents (rule, path, collection_id, collection_name, state, size, mtime_ns, inode,
+                                            sha256, attempts, created_at, updated_at)
+                     VALUES (?, ?, ?, ?, 'uploading', ?, ?, ?, ?, 1, ?, ?)
+                     ON CONFLICT (rule, path) DO UPDATE SET
+                        collection_id = excluded.collection_id, collection_name = excluded.collection_name,
+                        state = 'uploading', reason = NULL, error = NULL, size = excluded.size,
+                        mtime_ns = excluded.mtime_ns, inode = excluded.inode, sha256 = excluded.sha256,
+                        attempts = documents.attempts + 1, retry_at = NULL, updated_at = excluded.updated_at
+                     RETURNING id",
+                )
+                .bind(u.rule)
+                .bind(u.path)
+                .bind(u.collection_id)
+                .bind(u.collection_name)
+                .bind(u.size)
+                .bind(u.mtime_ns)
+                .bind(u.inode)
+                .bind(u.sha256)
+                .bind(now_ms)
+                .bind(now_ms)
+                .fetch_one(&mut *tx)
+                .await?;
+    Ok(id)
+}
+
+async fn uploaded_in(
+    tx: &mut sqlx::SqliteConnection,
+    document_id: i64,
+    file_id: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+                    "INSERT INTO uploads (file_id, document_id, collection_id, sha256, state, created_at, updated_at)
+                     SELECT ?1, id, collection_id, sha256, 'uploaded', ?2, ?2 FROM documents WHERE id = ?3
+                     ON CONFLICT (file_id) DO NOTHING",
+                )
+                .bind(file_id)
+                .bind(now_ms)
+                .bind(document_id)
+                .execute(&mut *tx)
+                .await?;
+    sqlx::query(
+        "UPDATE documents SET state = 'processing', file_id = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(file_id)
+    .bind(now_ms)
+    .bind(document_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

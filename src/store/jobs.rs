@@ -123,10 +123,15 @@ pub struct JobFilter {
 
 impl Store {
     pub async fn enqueue(&self, job: &NewJob, now_ms: i64) -> Result<Enqueued, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let e = enqueue_in(&mut tx, job, now_ms).await?;
-        tx.commit().await?;
-        Ok(e)
+        let job = job.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let job = &job;
+                let e = enqueue_in(&mut *tx, job, now_ms).await?;
+                Ok(e)
+            })
+        })
+        .await
     }
 
     /// Takes the next due job whose key is not already running.
@@ -136,35 +141,51 @@ impl Store {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query(
-            "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2,
-                    attempts = attempts + 1, updated_at = ?3
-             WHERE id = (
-                SELECT j.id FROM jobs j
-                WHERE j.state = 'queued' AND j.run_after <= ?3
-                  AND (j.coalesce_key IS NULL OR NOT EXISTS (
-                        SELECT 1 FROM jobs r INDEXED BY jobs_running_key
-                        WHERE r.state = 'running' AND r.coalesce_key = j.coalesce_key))
-                ORDER BY j.run_after, j.created_at LIMIT 1)
-             RETURNING *",
-        )
-        .bind(owner)
-        .bind(now_ms + lease_ms)
-        .bind(now_ms)
-        .fetch_optional(&self.writer)
-        .await?;
-        Ok(row.as_ref().map(from_row).transpose()?)
+        let owner = owner.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let owner = &owner;
+                let row = sqlx::query(
+                    "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2,
+                            attempts = attempts + 1, updated_at = ?3
+                     WHERE id = (
+                        SELECT j.id FROM jobs j
+                        WHERE j.state = 'queued' AND j.run_after <= ?3
+                          AND (j.coalesce_key IS NULL OR NOT EXISTS (
+                                SELECT 1 FROM jobs r INDEXED BY jobs_running_key
+                                WHERE r.state = 'running' AND r.coalesce_key = j.coalesce_key))
+                        ORDER BY j.run_after, j.created_at LIMIT 1)
+                     RETURNING *",
+                )
+                .bind(owner)
+                .bind(now_ms + lease_ms)
+                .bind(now_ms)
+                .fetch_optional(&mut *tx)
+                .await?;
+                Ok(row.as_ref().map(from_row).transpose()?)
+            })
+        })
+        .await
     }
 
     /// Extends a lease; false when the lease is no longer ours.
     pub async fn renew(&self, id: &str, owner: &str, until_ms: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND state = 'running'")
-            .bind(until_ms)
-            .bind(id)
-            .bind(owner)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let id = id.to_owned();
+        let owner = owner.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+            let id = &id;
+            let owner = &owner;
+            let done = sqlx::query("UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND state = 'running'")
+                    .bind(until_ms)
+                    .bind(id)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+        .await
     }
 
     /// Marks the job succeeded; false (and nothing written) when the lease
@@ -204,31 +225,41 @@ impl Store {
         effects: &Effects,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        let owner = owner.to_owned();
+        let effects = effects.to_owned();
+        let succeeded = outcome.is_ok();
         let (state, result, error) = match outcome {
             Ok(result) => (JobState::Succeeded, Some(result.to_string()), None),
-            Err(error) => (JobState::Dead, None, Some(error)),
+            Err(error) => (JobState::Dead, None, Some(error.to_string())),
         };
-        let mut tx = self.begin_write().await?;
-        let kind: Option<String> = sqlx::query_scalar(
-            "UPDATE jobs SET state = ?1, result = COALESCE(?2, result), error = ?3,
-                    lease_owner = NULL, lease_until = NULL, updated_at = ?4, finished_at = ?4
-             WHERE id = ?5 AND lease_owner = ?6 AND state = 'running'
-             RETURNING kind",
-        )
-        .bind(state.as_str())
-        .bind(result)
-        .bind(error)
-        .bind(now_ms)
-        .bind(id)
-        .bind(owner)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(kind) = kind else {
-            return Ok(false);
-        };
-        apply_effects(&mut tx, id, &kind, outcome.is_ok(), effects, now_ms).await?;
-        tx.commit().await?;
-        Ok(true)
+        self.write(move |tx| {
+            Box::pin(async move {
+            let id = &id;
+            let owner = &owner;
+            let effects = &effects;
+                let kind: Option<String> = sqlx::query_scalar(
+                    "UPDATE jobs SET state = ?1, result = COALESCE(?2, result), error = ?3,
+                            lease_owner = NULL, lease_until = NULL, updated_at = ?4, finished_at = ?4
+                     WHERE id = ?5 AND lease_owner = ?6 AND state = 'running'
+                     RETURNING kind",
+                )
+                .bind(state.as_str())
+                .bind(result)
+                .bind(error)
+                .bind(now_ms)
+                .bind(id)
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(kind) = kind else {
+                    return Ok(false);
+                };
+                apply_effects(&mut *tx, id, &kind, succeeded, effects, now_ms).await?;
+                Ok(true)
+            })
+        })
+        .await
     }
 
     /// Puts the job back in the queue for `run_after`, or `dead` once its
@@ -244,87 +275,103 @@ impl Store {
         if_dead: &Effects,
         now_ms: i64,
     ) -> Result<JobState, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let row: Option<(i64, i64, Option<String>)> = sqlx::query_as(
-            "SELECT attempts, max_attempts, coalesce_key FROM jobs WHERE id = ? AND lease_owner = ? AND state = 'running'",
-        )
-        .bind(id)
-        .bind(owner)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((attempts, max_attempts, key)) = row else {
-            return Ok(JobState::Running);
-        };
-        let waiting = match &key {
-            Some(k) => {
-                sqlx::query_scalar::<_, String>(
-                    "SELECT id FROM jobs WHERE coalesce_key = ? AND state = 'queued'",
+        let id = id.to_owned();
+        let owner = owner.to_owned();
+        let error = error.to_owned();
+        let if_dead = if_dead.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+            let id = &id;
+            let owner = &owner;
+            let error = &error;
+            let if_dead = &if_dead;
+            let row: Option<(i64, i64, Option<String>)> = sqlx::query_as(
+                    "SELECT attempts, max_attempts, coalesce_key FROM jobs WHERE id = ? AND lease_owner = ? AND state = 'running'",
                 )
-                .bind(k)
-                .fetch_optional(&mut *tx)
-                .await?
-            }
-            None => None,
-        };
-        let state = if attempts >= max_attempts {
-            JobState::Dead
-        } else if waiting.is_some() {
-            JobState::Succeeded
-        } else {
-            JobState::Queued
-        };
-        sqlx::query(
-            "UPDATE jobs SET state = ?, error = ?, run_after = ?, lease_owner = NULL, lease_until = NULL,
-                    updated_at = ?, finished_at = CASE WHEN ? = 'queued' THEN NULL ELSE ? END,
-                    result = CASE WHEN ? = 'succeeded' THEN json_object('superseded_by', ?) ELSE result END
-             WHERE id = ?",
-        )
-        .bind(state.as_str())
-        .bind(error)
-        .bind(run_after)
-        .bind(now_ms)
-        .bind(state.as_str())
-        .bind(now_ms)
-        .bind(state.as_str())
-        .bind(waiting)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        if state == JobState::Dead {
-            let kind: String = sqlx::query_scalar("SELECT kind FROM jobs WHERE id = ?")
                 .bind(id)
-                .fetch_one(&mut *tx)
+                .bind(owner)
+                .fetch_optional(&mut *tx)
                 .await?;
-            apply_effects(&mut tx, id, &kind, false, if_dead, now_ms).await?;
-        }
-        tx.commit().await?;
-        Ok(state)
+                let Some((attempts, max_attempts, key)) = row else {
+                    return Ok(JobState::Running);
+                };
+                let waiting = match &key {
+                    Some(k) => {
+                        sqlx::query_scalar::<_, String>(
+                            "SELECT id FROM jobs WHERE coalesce_key = ? AND state = 'queued'",
+                        )
+                        .bind(k)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                    }
+                    None => None,
+                };
+                let state = if attempts >= max_attempts {
+                    JobState::Dead
+                } else if waiting.is_some() {
+                    JobState::Succeeded
+                } else {
+                    JobState::Queued
+                };
+                sqlx::query(
+                    "UPDATE jobs SET state = ?, error = ?, run_after = ?, lease_owner = NULL, lease_until = NULL,
+                            updated_at = ?, finished_at = CASE WHEN ? = 'queued' THEN NULL ELSE ? END,
+                            result = CASE WHEN ? = 'succeeded' THEN json_object('superseded_by', ?) ELSE result END
+                     WHERE id = ?",
+                )
+                .bind(state.as_str())
+                .bind(error)
+                .bind(run_after)
+                .bind(now_ms)
+                .bind(state.as_str())
+                .bind(now_ms)
+                .bind(state.as_str())
+                .bind(waiting)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                if state == JobState::Dead {
+                    let kind: String = sqlx::query_scalar("SELECT kind FROM jobs WHERE id = ?")
+                        .bind(id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    apply_effects(&mut *tx, id, &kind, false, if_dead, now_ms).await?;
+                }
+                Ok(state)
+            })
+        })
+        .await
     }
 
     /// A manual retry of a dead job: a fresh series of attempts, due now.
     /// Returns the state the job was in (only `dead` jobs are retried).
     pub async fn retry_dead(&self, id: &str, now_ms: i64) -> Result<Option<JobState>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(state) = state.as_deref().and_then(JobState::parse) else {
-            return Ok(None);
-        };
-        if state == JobState::Dead {
-            sqlx::query(
-                "UPDATE jobs SET state = 'queued', attempts = 0, run_after = ?, error = NULL,
-                        finished_at = NULL, updated_at = ? WHERE id = ?",
-            )
-            .bind(now_ms)
-            .bind(now_ms)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(Some(state))
+        let id = id.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+            let id = &id;
+            let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(state) = state.as_deref().and_then(JobState::parse) else {
+                    return Ok(None);
+                };
+                if state == JobState::Dead {
+                    sqlx::query(
+                        "UPDATE jobs SET state = 'queued', attempts = 0, run_after = ?, error = NULL,
+                                finished_at = NULL, updated_at = ? WHERE id = ?",
+                    )
+                    .bind(now_ms)
+                    .bind(now_ms)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Ok(Some(state))
+            })
+        })
+        .await
     }
 
     /// Queued or running jobs of a rule (for `overlap: skip`).
@@ -340,18 +387,25 @@ impl Store {
     /// Gives a claimed job back untouched (shutdown): queued again, and the
     /// attempt it was charged is returned.
     pub async fn release(&self, id: &str, owner: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let key: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT coalesce_key FROM jobs WHERE id = ? AND lease_owner = ? AND state = 'running'",
-        )
-        .bind(id)
-        .bind(owner)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(key) = key else { return Ok(false) };
-        requeue_or_supersede(&mut tx, id, key.as_deref(), now_ms, true).await?;
-        tx.commit().await?;
-        Ok(true)
+        let id = id.to_owned();
+        let owner = owner.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+            let id = &id;
+            let owner = &owner;
+            let key: Option<Option<String>> = sqlx::query_scalar(
+                    "SELECT coalesce_key FROM jobs WHERE id = ? AND lease_owner = ? AND state = 'running'",
+                )
+                .bind(id)
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(key) = key else { return Ok(false) };
+                requeue_or_supersede(&mut *tx, id, key.as_deref(), now_ms, true).await?;
+                Ok(true)
+            })
+        })
+        .await
     }
 
     /// Returns every `running` job to the queue. Called at start, when the
@@ -374,14 +428,19 @@ impl Store {
     }
 
     async fn rescue(&self, select: &str, now_ms: i64) -> Result<usize, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let stale: Vec<(String, Option<String>)> =
-            sqlx::query_as(select).fetch_all(&mut *tx).await?;
-        for (id, key) in &stale {
-            requeue_or_supersede(&mut tx, id, key.as_deref(), now_ms, false).await?;
-        }
-        tx.commit().await?;
-        Ok(stale.len())
+        let select = select.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let select = &select;
+                let stale: Vec<(String, Option<String>)> =
+                    sqlx::query_as(select).fetch_all(&mut *tx).await?;
+                for (id, key) in &stale {
+                    requeue_or_supersede(&mut *tx, id, key.as_deref(), now_ms, false).await?;
+                }
+                Ok(stale.len())
+            })
+        })
+        .await
     }
 
     pub async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
@@ -442,7 +501,7 @@ impl Effects {
 }
 
 pub(super) async fn enqueue_in(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut sqlx::SqliteConnection,
     job: &NewJob,
     now_ms: i64,
 ) -> Result<Enqueued, StoreError> {
@@ -452,7 +511,7 @@ pub(super) async fn enqueue_in(
         let existing: Option<String> =
             sqlx::query_scalar("SELECT id FROM jobs WHERE dedupe_key = ?")
                 .bind(key)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(&mut *tx)
                 .await?;
         if let Some(existing) = existing.or(Store::pruned_key(tx, key).await?) {
             return Ok(Enqueued {
@@ -465,7 +524,7 @@ pub(super) async fn enqueue_in(
         let waiting: Option<String> =
             sqlx::query_scalar("SELECT id FROM jobs WHERE coalesce_key = ? AND state = 'queued'")
                 .bind(key)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(&mut *tx)
                 .await?;
         if let Some(waiting) = waiting {
             // The earliest time wins: requests repeated before the
@@ -478,7 +537,7 @@ pub(super) async fn enqueue_in(
                     .bind(&job.trigger_kind)
                     .bind(now_ms)
                     .bind(&waiting)
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await?;
             return Ok(Enqueued {
                 id: waiting,
@@ -502,13 +561,13 @@ pub(super) async fn enqueue_in(
     .bind(&job.coalesce_key)
     .bind(now_ms)
     .bind(now_ms)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(Enqueued { id, created: true })
 }
 
 async fn apply_effects(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut sqlx::SqliteConnection,
     id: &str,
     kind: &str,
     success: bool,
@@ -535,13 +594,13 @@ async fn apply_effects(
     .bind(now_ms)
     .bind(success)
     .bind(id)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
 async fn requeue_or_supersede(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut sqlx::SqliteConnection,
     id: &str,
     key: Option<&str>,
     now_ms: i64,
@@ -553,7 +612,7 @@ async fn requeue_or_supersede(
                 "SELECT id FROM jobs WHERE coalesce_key = ? AND state = 'queued'",
             )
             .bind(k)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *tx)
             .await?
         }
         None => None,
@@ -568,7 +627,7 @@ async fn requeue_or_supersede(
             .bind(now_ms)
             .bind(other)
             .bind(id)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         }
         None => {
@@ -579,7 +638,7 @@ async fn requeue_or_supersede(
             .bind(now_ms)
             .bind(i64::from(refund_attempt))
             .bind(id)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         }
     }

@@ -5,13 +5,13 @@
 //! `BEGIN IMMEDIATE`, so two writers never deadlock on a lock upgrade.
 //! Reads use a separate pool and never block the writer (WAL).
 
-mod batch;
 mod deliveries;
 mod documents;
 mod jobs;
 mod retention;
 mod schedules;
 mod stats;
+mod writer;
 
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -22,9 +22,7 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
 
-pub use batch::EnqueueBatcher;
 pub use deliveries::{
     AttemptNext, AttemptRecord, Delivery, DeliveryFilter, DeliveryState, NewDelivery,
 };
@@ -94,7 +92,10 @@ pub struct Store {
     page_cap: std::sync::Arc<std::sync::atomic::AtomicI64>,
     path: PathBuf,
     reader: SqlitePool,
-    writer: SqlitePool,
+    /// The one write connection: used by the [`writer::Writer`] task, and
+    /// directly only at open and for fault injection.
+    write_pool: SqlitePool,
+    writer: writer::Writer,
 }
 
 /// Held by the one `ferry run` of a database; released when dropped (or when
@@ -203,7 +204,8 @@ impl Store {
             page_cap,
             path: path.to_path_buf(),
             reader,
-            writer,
+            writer: writer::Writer::spawn(writer.clone()),
+            write_pool: writer,
         })
     }
 
@@ -263,10 +265,10 @@ impl Store {
     pub async fn probe_space(&self) -> bool {
         let probe = async {
             sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES ('space_probe', hex(randomblob(16384)))")
-                .execute(&self.writer)
+                .execute(&self.write_pool)
                 .await?;
             sqlx::query("DELETE FROM meta WHERE key = 'space_probe'")
-                .execute(&self.writer)
+                .execute(&self.write_pool)
                 .await?;
             Ok::<(), sqlx::Error>(())
         };
@@ -292,7 +294,7 @@ impl Store {
         let cap = match pages {
             Some(extra) => {
                 let now: i64 = sqlx::query_scalar("PRAGMA page_count")
-                    .fetch_one(&self.writer)
+                    .fetch_one(&self.write_pool)
                     .await?;
                 now + i64::from(extra)
             }
@@ -302,21 +304,31 @@ impl Store {
             .store(cap, std::sync::atomic::Ordering::Relaxed);
         if cap == 0 {
             sqlx::query("PRAGMA max_page_count = 4294967294")
-                .execute(&self.writer)
+                .execute(&self.write_pool)
                 .await?;
         }
         Ok(())
     }
 
-    /// A write transaction that holds the write lock from its first statement.
-    pub(super) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    /// Runs `op` in the one writer's next group commit ([`writer`]);
+    /// returns once that commit is durable.
+    pub(super) async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(
+                &'c mut sqlx::SqliteConnection,
+            )
+                -> futures_util::future::BoxFuture<'c, Result<T, StoreError>>
+            + Send
+            + 'static,
+    {
+        self.writer.write(op).await
     }
 
     /// `PRAGMA integrity_check`; `Ok(())` when SQLite answers "ok".
     pub async fn integrity_check(&self) -> Result<(), StoreError> {
         let rows: Vec<(String,)> = sqlx::query_as("PRAGMA integrity_check")
-            .fetch_all(&self.writer)
+            .fetch_all(&self.write_pool)
             .await?;
         match rows.as_slice() {
             [(ok,)] if ok == "ok" => Ok(()),
@@ -347,34 +359,48 @@ impl Store {
         created: bool,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO collections (name, id, created, updated_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT (name) DO UPDATE SET id = excluded.id, updated_at = excluded.updated_at",
-        )
-        .bind(name)
-        .bind(id)
-        .bind(created)
-        .bind(now_ms)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        let name = name.to_owned();
+        let id = id.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+            let name = &name;
+            let id = &id;
+            sqlx::query(
+                    "INSERT INTO collections (name, id, created, updated_at) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (name) DO UPDATE SET id = excluded.id, updated_at = excluded.updated_at",
+                )
+                .bind(name)
+                .bind(id)
+                .bind(created)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// This database's instance id, made on first use. It marks ferry's
     /// uploads in Open WebUI so that unrecorded ones can be found later.
     pub async fn instance_id(&self) -> Result<String, StoreError> {
-        let fresh = uuid::Uuid::new_v4().simple().to_string();
-        sqlx::query(
-            "INSERT INTO meta (key, value) VALUES ('instance_id', ?) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(&fresh)
-        .execute(&self.writer)
-        .await?;
-        Ok(
-            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'instance_id'")
-                .fetch_one(&self.writer)
-                .await?,
-        )
+        self.write(move |tx| {
+            Box::pin(async move {
+            let fresh = uuid::Uuid::new_v4().simple().to_string();
+                sqlx::query(
+                    "INSERT INTO meta (key, value) VALUES ('instance_id', ?) ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(&fresh)
+                .execute(&mut *tx)
+                .await?;
+                Ok(
+                    sqlx::query_scalar("SELECT value FROM meta WHERE key = 'instance_id'")
+                        .fetch_one(&mut *tx)
+                        .await?,
+                )
+            })
+        })
+        .await
     }
 
     /// Puts a rule on hold with a reason (safety valve); `None` resumes it.
@@ -384,16 +410,24 @@ impl Store {
         reason: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO rule_state (rule, paused_reason, updated_at) VALUES (?, ?, ?)
-             ON CONFLICT (rule) DO UPDATE SET paused_reason = excluded.paused_reason, updated_at = excluded.updated_at",
-        )
-        .bind(rule)
-        .bind(reason)
-        .bind(now_ms)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        let rule = rule.to_owned();
+        let reason = reason.map(str::to_owned);
+        self.write(move |tx| {
+            Box::pin(async move {
+            let rule = &rule;
+            sqlx::query(
+                    "INSERT INTO rule_state (rule, paused_reason, updated_at) VALUES (?, ?, ?)
+                     ON CONFLICT (rule) DO UPDATE SET paused_reason = excluded.paused_reason, updated_at = excluded.updated_at",
+                )
+                .bind(rule)
+                .bind(reason)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     pub async fn paused_reason(&self, rule: &str) -> Result<Option<String>, StoreError> {
@@ -414,11 +448,18 @@ impl Store {
     }
 
     pub async fn forget_collection(&self, name: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM collections WHERE name = ?")
-            .bind(name)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+        let name = name.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let name = &name;
+                sqlx::query("DELETE FROM collections WHERE name = ?")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 }
 
@@ -537,12 +578,12 @@ mod tests {
         let db = dir.path().join("sub/ferry.db");
         let store = Store::open(&db).await.unwrap();
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&store.writer)
+            .fetch_one(&store.write_pool)
             .await
             .unwrap();
         assert_eq!(mode, "wal");
         let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&store.writer)
+            .fetch_one(&store.write_pool)
             .await
             .unwrap();
         assert_eq!(sync, 2, "synchronous=FULL");
@@ -612,12 +653,12 @@ mod tests {
              VALUES ('j1', 'r', 'chat', 'dead', 'manual', 0, 0, 0, ?)",
         )
         .bind(leaked)
-        .execute(&store.writer)
+        .execute(&store.write_pool)
         .await
         .unwrap();
         // As a database written before the scrub existed.
         sqlx::query("DELETE FROM meta WHERE key = 'urls_scrubbed'")
-            .execute(&store.writer)
+            .execute(&store.write_pool)
             .await
             .unwrap();
         drop(store);

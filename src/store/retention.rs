@@ -65,99 +65,102 @@ impl Store {
     /// Deletes what `policy` no longer keeps, as of `now_ms`, then gives
     /// the freed pages back.
     pub async fn prune(&self, policy: &Retention, now_ms: i64) -> Result<Pruned, StoreError> {
-        let mut pruned = Pruned::default();
-        let delivered_before = now_ms.saturating_sub(ms(policy.deliveries));
-        let succeeded_before = now_ms.saturating_sub(ms(policy.jobs));
-        let dead_before = now_ms.saturating_sub(ms(policy.dead));
-        loop {
-            let mut tx = self.begin_write().await?;
-            let ids: Vec<String> = sqlx::query_scalar(
-                "SELECT id FROM deliveries INDEXED BY deliveries_finished
-                 WHERE state IN ('delivered', 'dead')
-                   AND updated_at < CASE state WHEN 'dead' THEN ?2 ELSE ?1 END
-                 LIMIT ?3",
-            )
-            .bind(delivered_before)
-            .bind(dead_before)
-            .bind(BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
-            for id in &ids {
-                sqlx::query("DELETE FROM delivery_attempts WHERE delivery_id = ?")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("DELETE FROM deliveries WHERE id = ?")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            pruned.deliveries += ids.len() as u64;
-            if (ids.len() as i64) < BATCH {
-                break;
-            }
-        }
-        loop {
-            let mut tx = self.begin_write().await?;
-            // A job whose deliveries are still kept stays with them.
-            let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-                "SELECT id, dedupe_key FROM jobs INDEXED BY jobs_finished
-                 WHERE finished_at IS NOT NULL
-                   AND finished_at < CASE state WHEN 'dead' THEN ?2 ELSE ?1 END
-                   AND state IN ('succeeded', 'dead')
-                   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = jobs.id)
-                 LIMIT ?3",
-            )
-            .bind(succeeded_before)
-            .bind(dead_before)
-            .bind(BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
-            for (id, key) in &rows {
-                if let Some(key) = key {
-                    sqlx::query(
-                        "INSERT OR IGNORE INTO pruned_keys (key_hash, job_id, pruned_at) VALUES (?, ?, ?)",
+        let policy = policy.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+            let policy = &policy;
+            let mut pruned = Pruned::default();
+                let delivered_before = now_ms.saturating_sub(ms(policy.deliveries));
+                let succeeded_before = now_ms.saturating_sub(ms(policy.jobs));
+                let dead_before = now_ms.saturating_sub(ms(policy.dead));
+                loop {
+                        let ids: Vec<String> = sqlx::query_scalar(
+                        "SELECT id FROM deliveries INDEXED BY deliveries_finished
+                         WHERE state IN ('delivered', 'dead')
+                           AND updated_at < CASE state WHEN 'dead' THEN ?2 ELSE ?1 END
+                         LIMIT ?3",
                     )
-                    .bind(key_hash(key))
-                    .bind(id)
-                    .bind(now_ms)
-                    .execute(&mut *tx)
+                    .bind(delivered_before)
+                    .bind(dead_before)
+                    .bind(BATCH)
+                    .fetch_all(&mut *tx)
                     .await?;
+                    for id in &ids {
+                        sqlx::query("DELETE FROM delivery_attempts WHERE delivery_id = ?")
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("DELETE FROM deliveries WHERE id = ?")
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                        pruned.deliveries += ids.len() as u64;
+                    if (ids.len() as i64) < BATCH {
+                        break;
+                    }
                 }
-                sqlx::query("DELETE FROM jobs WHERE id = ?")
-                    .bind(id)
+                loop {
+                        // A job whose deliveries are still kept stays with them.
+                    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+                        "SELECT id, dedupe_key FROM jobs INDEXED BY jobs_finished
+                         WHERE finished_at IS NOT NULL
+                           AND finished_at < CASE state WHEN 'dead' THEN ?2 ELSE ?1 END
+                           AND state IN ('succeeded', 'dead')
+                           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = jobs.id)
+                         LIMIT ?3",
+                    )
+                    .bind(succeeded_before)
+                    .bind(dead_before)
+                    .bind(BATCH)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    for (id, key) in &rows {
+                        if let Some(key) = key {
+                            sqlx::query(
+                                "INSERT OR IGNORE INTO pruned_keys (key_hash, job_id, pruned_at) VALUES (?, ?, ?)",
+                            )
+                            .bind(key_hash(key))
+                            .bind(id)
+                            .bind(now_ms)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        sqlx::query("DELETE FROM jobs WHERE id = ?")
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                        pruned.jobs += rows.len() as u64;
+                    if (rows.len() as i64) < BATCH {
+                        break;
+                    }
+                }
+                let keys = sqlx::query("DELETE FROM pruned_keys WHERE pruned_at < ?")
+                    .bind(now_ms.saturating_sub(ms(policy.keys.max(Retention::MIN_KEYS))))
                     .execute(&mut *tx)
                     .await?;
-            }
-            tx.commit().await?;
-            pruned.jobs += rows.len() as u64;
-            if (rows.len() as i64) < BATCH {
-                break;
-            }
-        }
-        let keys = sqlx::query("DELETE FROM pruned_keys WHERE pruned_at < ?")
-            .bind(now_ms.saturating_sub(ms(policy.keys.max(Retention::MIN_KEYS))))
-            .execute(&self.writer)
-            .await?;
-        pruned.keys = keys.rows_affected();
-        if pruned != Pruned::default() {
-            sqlx::query("PRAGMA incremental_vacuum")
-                .execute(&self.writer)
-                .await?;
-        }
-        Ok(pruned)
+                pruned.keys = keys.rows_affected();
+                if pruned != Pruned::default() {
+                    sqlx::query("PRAGMA incremental_vacuum")
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Ok(pruned)
+            })
+        })
+        .await
     }
 
     /// The job a pruned dedupe key belonged to.
     pub(super) async fn pruned_key(
-        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        tx: &mut sqlx::SqliteConnection,
         key: &str,
     ) -> Result<Option<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT job_id FROM pruned_keys WHERE key_hash = ?")
                 .bind(key_hash(key))
-                .fetch_optional(&mut **tx)
+                .fetch_optional(&mut *tx)
                 .await?,
         )
     }
@@ -221,7 +224,7 @@ mod tests {
         let pending = finished_with_delivery(&store, "hook:alerts:evt-2", t0).await;
         sqlx::query("UPDATE deliveries SET state = 'delivered', updated_at = ? WHERE id = 'msg_hook:alerts:evt-1'")
             .bind(t0)
-            .execute(&store.writer)
+            .execute(&store.write_pool)
             .await
             .unwrap();
         let queued = store
@@ -259,7 +262,7 @@ mod tests {
         assert!(fresh.created);
         // Freed pages went back: the file is in incremental mode.
         let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
-            .fetch_one(&store.writer)
+            .fetch_one(&store.write_pool)
             .await
             .unwrap();
         assert_eq!(mode, 2);

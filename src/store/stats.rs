@@ -66,7 +66,7 @@ impl Store {
     /// Writes the WAL back into the database file (its size is then true).
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.writer)
+            .execute(&self.write_pool)
             .await?;
         Ok(())
     }

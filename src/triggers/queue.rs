@@ -1,7 +1,7 @@
 //! The one enqueue path. [`Queue::submit`] turns a [`TriggerEvent`] into
 //! its job ([`TriggerEvent::job`]), commits it (requests that arrive
-//! together share a transaction) and wakes an idle worker: a producer
-//! cannot forget the wake, nor build a job of its own.
+//! together share a commit: the store's one writer) and wakes an idle
+//! worker: a producer cannot forget the wake, nor build a job of its own.
 //!
 //! The queue is also all of the store a producer sees: the bookkeeping of
 //! triggers (a watcher's pause, a schedule's last fire) and the reads they
@@ -20,7 +20,6 @@ use crate::store::{self, Enqueued, JobState, Store, StoreError};
 pub struct Queue {
     store: Store,
     clock: Clock,
-    batcher: store::EnqueueBatcher,
     jobs_ready: Arc<Notify>,
     deliveries_ready: Arc<Notify>,
 }
@@ -28,7 +27,6 @@ pub struct Queue {
 impl Queue {
     pub fn new(store: Store, clock: Clock) -> Queue {
         Queue {
-            batcher: store::EnqueueBatcher::spawn(store.clone()),
             store,
             clock,
             jobs_ready: Default::default(),
@@ -42,8 +40,8 @@ impl Queue {
 
     /// Queues what `event` means for `rule`; returns once it is committed.
     pub async fn submit(&self, rule: &str, event: TriggerEvent) -> Result<Enqueued, StoreError> {
-        let job = event.job(rule, self.clock.now_ms());
-        let done = self.batcher.enqueue(job, self.clock.now_ms()).await;
+        let now = self.clock.now_ms();
+        let done = self.store.enqueue(&event.job(rule, now), now).await;
         match &done {
             Ok(_) => self.jobs_ready.notify_waiters(),
             Err(e) => self.store.note_write_error(e),
@@ -58,9 +56,8 @@ impl Queue {
         events: Vec<TriggerEvent>,
     ) -> Result<Vec<Enqueued>, StoreError> {
         let now = self.clock.now_ms();
-        let enqueues = events
-            .iter()
-            .map(|e| self.batcher.enqueue(e.job(rule, now), now));
+        let jobs: Vec<_> = events.iter().map(|e| e.job(rule, now)).collect();
+        let enqueues = jobs.iter().map(|job| self.store.enqueue(job, now));
         let mut out = Vec::with_capacity(events.len());
         let mut first_error = None;
         for result in futures_util::future::join_all(enqueues).await {
