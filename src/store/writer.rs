@@ -91,7 +91,7 @@ async fn commit(pool: &SqlitePool, batch: Vec<(Op, Reply)>) {
             done.push((reply, Err(StoreError::Query(e))));
             continue;
         }
-        let result = op(&mut *conn).await;
+        let result = op(&mut conn).await;
         if !alone {
             let undo = if result.is_ok() {
                 Ok(())
