@@ -96,36 +96,21 @@ fn start(dir: tempfile::TempDir, port: u16) -> Ferry {
     }
 }
 
-async fn hooks(fake: &FakeOpenWebUi, receiver: &Receiver) {
-    const SENDERS: usize = 200;
-    const EACH: usize = 25;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    config(
-        dir.path(),
-        fake,
-        receiver,
-        port,
-        &[(
-            "hook",
-            &format!(
-                "on:\n  webhook:\n    path: hook\n    rate_limit: 1000000/s\n    auth: {{ scheme: standard-webhooks, secret: \"{SECRET}\" }}\nchat:\n  model: fake-model\n  prompt: \"{{{{ payload.n }}}}\"\n"
-            ),
-        )],
-    );
-    let ferry = start(dir, port);
+/// `SENDERS` concurrent senders, `EACH` signed requests each, to `url`:
+/// the latencies of the answers (ms, sorted) and requests/s. Every answer
+/// must be 202.
+async fn send_hooks(url: &str, senders: usize, each: usize) -> (Vec<f64>, f64) {
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(SENDERS)
+        .pool_max_idle_per_host(senders)
         .build()
         .unwrap();
-    let url = format!("http://127.0.0.1:{}/hooks/hook", ferry.port);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for s in 0..SENDERS {
-        let (client, url) = (client.clone(), url.clone());
+    for s in 0..senders {
+        let (client, url) = (client.clone(), url.to_string());
         tasks.spawn(async move {
-            let mut lat = Vec::with_capacity(EACH);
-            for i in 0..EACH {
+            let mut lat = Vec::with_capacity(each);
+            for i in 0..each {
                 let id = format!("msg_{s}_{i}");
                 let body = format!("{{\"n\":{i}}}");
                 let ts = chrono::Utc::now().timestamp();
@@ -152,16 +137,92 @@ async fn hooks(fake: &FakeOpenWebUi, receiver: &Receiver) {
     while let Some(l) = tasks.join_next().await {
         all.extend(l.unwrap());
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
     all.sort_by(f64::total_cmp);
+    (all, rate)
+}
+
+/// A server that answers every hook 202 at once and stores nothing: the
+/// floor a hook's latency is measured against. Its own process, as ferry
+/// is (`FERRY_BENCH_NOOP_PORT`, see `main`).
+fn noop_server(port: u16) -> ! {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let app = axum::Router::new().route(
+            "/hooks/{*path}",
+            axum::routing::post(|_body: axum::body::Bytes| async {
+                (axum::http::StatusCode::ACCEPTED, "{\"job_id\":\"noop\"}")
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        axum::serve(listener, app).await.unwrap();
+    });
+    std::process::exit(0)
+}
+
+async fn hooks(fake: &FakeOpenWebUi, receiver: &Receiver) {
+    const SENDERS: usize = 200;
+    const EACH: usize = 25;
+    // The floor first: the same load on a server that does nothing.
+    let noop_port = free_port();
+    let mut noop = Command::new(std::env::current_exe().unwrap())
+        .env("FERRY_BENCH_NOOP_PORT", noop_port.to_string())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::net::TcpStream::connect(("127.0.0.1", noop_port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (floor, floor_rate) = send_hooks(
+        &format!("http://127.0.0.1:{noop_port}/hooks/hook"),
+        SENDERS,
+        EACH,
+    )
+    .await;
+    let _ = noop.kill();
+    let _ = noop.wait();
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    config(
+        dir.path(),
+        fake,
+        receiver,
+        port,
+        &[(
+            "hook",
+            &format!(
+                "on:\n  webhook:\n    path: hook\n    rate_limit: 1000000/s\n    max_in_flight: 1000\n    auth: {{ scheme: standard-webhooks, secret: \"{SECRET}\" }}\nchat:\n  model: fake-model\n  prompt: \"{{{{ payload.n }}}}\"\n"
+            ),
+        )],
+    );
+    let ferry = start(dir, port);
+    let (all, rate) = send_hooks(
+        &format!("http://127.0.0.1:{}/hooks/hook", ferry.port),
+        SENDERS,
+        EACH,
+    )
+    .await;
     println!("hooks: {SENDERS} concurrent senders × {EACH} signed requests on loopback:");
     println!(
-        "  202 latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {:.0} requests/s ({} jobs committed)",
+        "  no-op server (202 at once, nothing stored): p50 {:.1} ms, p99 {:.1} ms; {floor_rate:.0} requests/s",
+        percentile(&floor, 0.5),
+        percentile(&floor, 0.99),
+    );
+    println!(
+        "  ferry (each 202 a committed job): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {rate:.0} requests/s",
         percentile(&all, 0.5),
         percentile(&all, 0.99),
         all.last().unwrap(),
-        all.len() as f64 / elapsed,
-        all.len()
+    );
+    println!(
+        "  ferry's p99 is {:.2}× the no-op server's",
+        percentile(&all, 0.99) / percentile(&floor, 0.99)
     );
 }
 
@@ -324,8 +385,18 @@ async fn deliveries(fake: &FakeOpenWebUi, receiver: &Receiver) {
     drop(ferry);
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    if let Ok(port) = std::env::var("FERRY_BENCH_NOOP_PORT") {
+        noop_server(port.parse().unwrap());
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run());
+}
+
+async fn run() {
     // `cargo bench` adds `--bench`.
     let args: Vec<String> = std::env::args()
         .skip(1)

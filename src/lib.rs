@@ -11,71 +11,91 @@
 //! ## Bird's-eye view
 //!
 //! ```text
-//!   ferry.yaml + rules/*.yaml ──► config, rules ──► validated Config + Vec<Rule>
-//!                                                           │
-//!   triggers (watch, schedule, webhook, ingested, manual)   ▼
-//!        └──► one enqueue path ──► store (SQLite jobs) ──► workers ──► openwebui::Client
-//!                                        │                               (only caller of Open WebUI)
-//!                                        └──► outbox (deliveries) ──► delivery (only caller of webhooks)
+//!  ferry.yaml + rules/*.yaml ──► setup (config + rules, all or nothing)
+//!
+//!  producers: triggers::watch, triggers::schedule,      ┌──────── Queue ────────┐
+//!             server::hooks, admin run, follow-ups ───► │ TriggerEvent → job    │──► store (one writer,
+//!                                                      └───────────────────────┘     group commit)
+//!                                                                                        │ claim
+//!  workers (worker::Workers: the only holder of openwebui::Client) ◄──────────────────────┘
+//!     │ outcome + effects (deliveries, follow-up chats) in one commit
+//!     ▼
+//!  outbox (deliveries) ──► deliver::run (the only caller of webhooks)
+//!  server: hooks, admin API, /readyz (reads health::Health), /metrics (metrics::Metrics)
 //! ```
 //!
-//! `ferry run` ([`app`]) starts one watcher per watch rule ([`watch`]),
-//! one timer per schedule rule ([`schedule`]), the worker pool
-//! ([`worker`]), the delivery loop ([`deliver`]) and the HTTP server
-//! ([`server`]: hooks and admin API). The one-shot commands drive the same
-//! pieces directly: `ferry ingest` runs [`ingest::Ingestor`] over files,
-//! `ferry ask` calls [`openwebui::Client::chat_stream`], `ferry render`
-//! fills a rule's templates with [`worker::chat::context`].
+//! `ferry run` ([`app`]) wires a [`clock::Clock`], the [`store::Store`],
+//! the [`triggers::Queue`], the [`worker::Workers`], the delivery loop,
+//! the producers of the rules and the HTTP server. The one-shot
+//! [`commands`] drive the same pieces directly.
 //!
 //! A day in the life of an event: `POST /hooks/alerts` is checked
-//! ([`server::hooks`]) and becomes a `chat` job (one transaction, then
-//! 202); a worker runs it ([`worker::chat`]) and completes it together
-//! with its delivery rows (the outbox, [`store::Effects`]); the delivery
-//! loop signs and sends them ([`deliver`]). A linked document does the same
-//! with `document.*` events and follow-up chats
-//! ([`worker::chat::after_ingest`]).
+//! ([`server::hooks`]), becomes a [`triggers::TriggerEvent::Hook`], and the
+//! queue commits its job ([`triggers::TriggerEvent::job`] decides kind,
+//! keys and input) before the 202; a worker claims it ([`worker::chat`]),
+//! fills the templates from [`worker::chat::run_context`], asks Open WebUI,
+//! and completes the job together with its delivery rows (the outbox,
+//! [`store::Effects`]); the delivery loop signs and sends them
+//! ([`deliver`], [`signing`]).
 //!
 //! ## Code map
 //!
+//! Where a change goes:
+//!
 //! - [`cli`]: clap definitions of every command; parsing only.
-//! - [`commands`]: the commands; exit codes; signals for `ferry run`;
-//!   errors printed once, on one line.
-//! - [`app`]: the daemon's wiring: instance lock, startup recovery (jobs
-//!   rescued, orphan uploads swept), tasks, reload, graceful shutdown.
+//! - [`commands`]: one file per command family (`run`, `check`, `owui`:
+//!   whoami/models/pull/chats/ask, `ingest`, `render`, `admin`: trigger,
+//!   `history`: docs/jobs/deliveries); exit codes; errors printed once, on
+//!   one line. The only user of `anyhow`.
+//! - [`app`]: the daemon's wiring: instance lock, rescue of leases, the
+//!   start-up sweep queued first, tasks, reload, shutdown in phases.
+//! - [`setup`]: config and rules loaded together, all or nothing.
 //! - [`config`]: `ferry.yaml`. [`config::yaml`] is a YAML tree that keeps
 //!   positions; [`config::decode`] reads typed values from it, collecting
 //!   every error as a [`config::Diagnostic`] (`file:line:col: message`);
 //!   `${VAR}` interpolation and `x_file:` secrets live there too.
 //!   [`config::Secret`] never prints its value.
-//! - [`rules`]: rule files: schema, validation, cross-rule checks;
-//!   [`rules::template`] compiles and renders minijinja templates.
-//! - [`store`]: the SQLite state database: documents, uploads, collections,
-//!   jobs (leases, coalescing, fencing, [`store::Effects`] written with the
-//!   outcome), deliveries (the outbox, batched attempt records), schedules,
-//!   rule pauses. Schema in `migrations/`.
-//! - [`openwebui`]: the typed client of the real Open WebUI API.
-//!   [`openwebui::error`] classifies responses (the one place that knows
-//!   Open WebUI's odd status codes), [`openwebui::sse`] parses completion
-//!   streams, [`openwebui::retry`] is the pure in-call retry policy,
+//! - [`rules`]: rule files: [`rules::model`] (what a rule is; the rule set
+//!   in force), [`rules::decode`] (schema, every problem at once),
+//!   [`rules::check`] (across rules; templates against their trigger),
+//!   [`rules::template`] (minijinja, compiled once at load and kept).
+//! - [`triggers`]: what makes work. A rule's `on:` ([`triggers::Trigger`]),
+//!   the events producers make ([`triggers::TriggerEvent`]), the job each
+//!   becomes and the template context it gives; [`triggers::Queue`], the
+//!   one enqueue path; the producers [`triggers::watch`] (events → settled
+//!   paths; [`triggers::watch::settle`] and [`triggers::watch::reconcile`]
+//!   are pure) and [`triggers::schedule`] (cron in a time zone; pure
+//!   [`triggers::schedule::next_fire`] and `missed_fire`).
+//!   Adding a trigger kind: the enums and context in `triggers/mod.rs`,
+//!   its producer in a file of its own, its `on:` key in
+//!   `rules/decode.rs`.
+//! - [`worker`]: claims jobs and runs them: [`worker::sync`] (a watched
+//!   path), [`worker::chat`] (a rule's chat; the full template context),
+//!   [`worker::ingest`] (verified ingestion of one file, moves, removals,
+//!   resuming interrupted uploads, orphan cleanup); the health probe.
+//! - [`openwebui`]: the typed client of the real Open WebUI API, by
+//!   section: `client` (transport, auth, retries), `server`, `knowledge`,
+//!   `files`, `chat`; [`openwebui::error`] classifies responses (the one
+//!   place that knows Open WebUI's odd status codes), [`openwebui::sse`]
+//!   parses streams, [`openwebui::retry`] is the pure in-call retry policy,
 //!   [`openwebui::types`] the JSON shapes and version differences.
-//! - [`ingest`]: verified ingestion of one file into one knowledge base,
-//!   moves, removals, resuming interrupted uploads, orphan cleanup.
-//! - [`watch`]: per watch rule, events → settled paths → `sync` jobs;
-//!   [`watch::settle`] (pure) decides when a file is written,
-//!   [`watch::reconcile`] compares tree and store and holds the safety valve.
-//! - [`schedule`]: cron (croner, optional seconds) in a time zone → chat
-//!   jobs; [`schedule::next_fire`] and [`schedule::missed_fire`] are pure
-//!   and carry the DST and catch-up policy.
-//! - [`worker`]: claims jobs and runs them; the only caller of Open WebUI
-//!   in the daemon. `sync` jobs (a watched path) are in `worker`,
-//!   [`worker::chat`] runs `chat` jobs and builds template contexts.
-//! - [`deliver`]: outgoing webhooks: event bodies, the delivery loop,
-//!   [`deliver::next_attempt`] (pure retry schedule), [`deliver::sign`]
-//!   (Standard Webhooks and hex HMAC, both directions), [`deliver::guard`]
-//!   (refuses private addresses).
+//! - [`store`]: the SQLite state database and the only code that speaks
+//!   SQL: documents, uploads, collections, jobs (leases, coalescing,
+//!   fencing, [`store::Effects`] written with the outcome), deliveries (the
+//!   outbox), schedules, rule pauses, retention, stats. All writes go
+//!   through its one writer task (`store/writer.rs`: group commit,
+//!   a savepoint per change). Schema in `migrations/`.
+//! - [`deliver`]: outgoing webhooks: event bodies ([`deliver::effects_for`],
+//!   time an argument), the delivery loop, [`deliver::next_attempt`] (pure
+//!   retry schedule), [`deliver::guard`] (refuses private addresses).
+//! - [`signing`]: Standard Webhooks and hex HMAC, both directions (used by
+//!   [`deliver`] and [`server::hooks`]).
 //! - [`server`]: HTTP on a hyper loop with a header-read timeout:
 //!   [`server::hooks`] (incoming webhooks), health, readiness, metrics,
-//!   admin API.
+//!   admin API; [`server::limits`] (rates, slots, connections).
+//! - [`clock`]: the wall clock (system or manual); RFC 3339 formatting.
+//! - [`health`]: what the workers last saw of Open WebUI, for `/readyz`.
+//! - [`metrics`]: counters code deep down bumps and `/metrics` reads.
 //! - [`safe_fs`]: the one way a file under a watched root is looked at
 //!   or read (no link followed, regular files only, bounded reads).
 //! - [`paths`]: file names as data: lossless store keys, escaped display,
@@ -84,44 +104,79 @@
 //!   logged, stored, served or printed.
 //! - [`supervise`]: restarts long-running tasks that panic or end, counts
 //!   it, and tells `/readyz`; failpoints for tests.
-//! - [`testing`]: an in-process fake of Open WebUI and a scripted webhook
-//!   receiver, for tests and benchmarks.
+//! - `testing` (cargo feature `testing`, on for tests and benches): an
+//!   in-process fake of Open WebUI and a scripted webhook receiver.
+//!
+//! Tests: `tests/it/` is the one integration-test binary; its `helpers`
+//! hold `TestApp` (ferry in-process on the fake, typed config, manual
+//! clock), `drain` and `until`. The `e2e*` modules run against real Open
+//! WebUI servers through `scripts/e2e.sh`.
 //!
 //! ## Architecture invariants
 //!
-//! - Every Open WebUI answer must be JSON; an HTML page (the web app's
-//!   answer to an unknown path) is an error naming the path, never data.
+//! Each names what guards it; `tests/it/architecture.rs` fails the build
+//! when a room's rule is broken (and shows each rule catching a planted
+//! violation).
+//!
+//! - Only the workers call Open WebUI in the daemon: [`worker::Workers`]
+//!   alone holds the client; the start-up recovery is their first job and
+//!   `/readyz` reads [`health::Health`]. *Guard*: architecture rule "hold
+//!   the Open WebUI client" (allowed in `worker/`, `commands/`, `app.rs`).
+//! - Triggers and the server reach the workers only through the queue, and
+//!   only [`triggers::TriggerEvent::job`] builds a job. *Guard*:
+//!   architecture rules "reach the workers only through the queue" and
+//!   "decided only by `TriggerEvent::job`"; `triggers::tests`.
+//! - Only the store speaks SQL; its pools are private. *Guard*:
+//!   architecture rule "only the store speaks SQL".
+//! - All database writes go through one writer task; changes that arrive
+//!   together share a commit, each in its own savepoint, each with its own
+//!   fencing and dedupe checks. *Guard*: `store::writer::tests`, the
+//!   store's lease tests (`store::jobs::tests`).
+//! - Time is an input: the wall clock is read only through
+//!   [`clock::Clock`]; template contexts and event bodies take `now`.
+//!   *Guard*: architecture rule "the wall clock"; the schedule tests run on
+//!   a manual clock (`tests/it/triggers.rs`).
+//! - No import cycles between top-level modules. *Guard*: architecture
+//!   rule "no import cycles".
+//! - Every Open WebUI answer must be JSON; an HTML page is an error naming
+//!   the path, never data. *Guard*: `openwebui::error` tests,
+//!   `client_faults::html_instead_of_json_names_the_path`.
 //! - Re-sign-in happens at most once per request, and only for token-type
-//!   401s; Open WebUI also answers 401 for "not found" and "forbidden".
+//!   401s. *Guard*: `client_faults::token_401_signs_in_again_exactly_once`,
+//!   `concurrent_401s_share_one_sign_in`, `not_found_401_does_not_sign_in_again`.
 //! - A call that may have acted on the server (upload, chat, create) is
 //!   repeated only when the server cannot have acted (429, no connection).
+//!   *Guard*: `client_faults::server_error_on_chat_is_not_repeated_but_on_get_it_is`.
 //! - An upload is recorded in the store before anything else happens to
 //!   it; ferry deletes only files it uploaded itself; a changed file's new
-//!   version is linked before the old one is unlinked.
-//! - All database writes go through one connection; read-then-write
-//!   transactions start with `BEGIN IMMEDIATE`.
-//! - Configuration is all-or-nothing: either every file is valid, or every
-//!   problem in every file is reported and nothing runs.
+//!   version is linked before the old one is unlinked. *Guard*:
+//!   `daemon::an_upload_a_crash_left_unrecorded_is_taken_up_not_repeated`,
+//!   `daemon::mirror_follows_the_folder`, the e2e kill -9 loop.
+//! - Configuration is all-or-nothing. *Guard*:
+//!   `check::five_mistakes_in_two_files_are_all_reported`,
+//!   `daemon::reload_keeps_the_old_rules_when_the_new_ones_are_invalid`.
 //! - Secrets are [`config::Secret`]s from the moment they are read; a URL
-//!   leaves ferry (logs, store, API, CLI) only through [`redact`].
+//!   leaves ferry only through [`redact`]. *Guard*:
+//!   `secrets::planted_secrets_reach_no_log_row_answer_or_output`.
 //! - A watched folder is a boundary: files under a root are stat'ed and
-//!   opened only through [`safe_fs`] (guarded by the tests of
-//!   `links_in_a_watched_folder_are_never_followed`); paths become text only
-//!   through [`paths`].
+//!   opened only through [`safe_fs`]; paths become text only through
+//!   [`paths`]. *Guard*: architecture rule "watched files go through
+//!   safe_fs", `daemon::links_in_a_watched_folder_are_never_followed`.
 //! - Every long-running task runs under [`supervise::supervised`].
+//!   *Guard*: `daemon::a_watcher_that_panics_is_reported_and_comes_back`.
 //! - The watcher is level-triggered: a job only says "look at this path";
 //!   removals always pass the reconcile's safety valve; only the lease
-//!   holder writes a job's outcome.
+//!   holder writes a job's outcome. *Guard*: `triggers::watch::reconcile`
+//!   tests, `daemon::vanished_root_pauses_and_comes_back`,
+//!   `store::jobs::tests::claim_counts_the_attempt_and_fences_completion`.
 //! - What a job brings about (deliveries, follow-up chats) is written in
-//!   the transaction that finishes it; a hook answers 202 only after its
-//!   job is committed. Nothing that succeeded is lost or redone by a crash.
-//! - Deliveries are at least once: marked delivered only after a 2xx, and
-//!   the same `webhook-id` on every attempt, redelivery and crash repeat.
-//! - Dedupe keys outlive their jobs: a fire time, a sender's webhook id or a
-//!   document version becomes at most one job; a pruned job leaves its key
-//!   as a hash for `retention.keys` (at least 72 h; [`store::Retention`]).
-//! - Workers are the only callers of Open WebUI, the delivery loop the only
-//!   caller of webhooks; both take time as an input in their pure parts.
+//!   the commit that finishes it; a hook answers 202 only after its job is
+//!   committed. *Guard*: `crash_deliveries::kill_9_during_deliveries_loses_nothing`.
+//! - Deliveries are at least once, with the same `webhook-id` on every
+//!   attempt. *Guard*: the same crash test, `deliver` tests.
+//! - Dedupe keys outlive their jobs (hashes kept for `retention.keys`).
+//!   *Guard*: `store::retention::tests`,
+//!   `store::jobs::tests::release_refunds_the_attempt_and_dedupe_is_forever`.
 
 #![forbid(unsafe_code)]
 

@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 
 use super::{EXIT_RUNTIME, outln};
 use crate::clock::Clock;
-use crate::rules::{Rule, Trigger};
+use crate::rules::Rule;
 use crate::setup::Loaded;
-use crate::triggers::TriggerEvent;
+use crate::triggers::{Sample, TriggerEvent};
 use crate::worker::chat;
 
 pub(super) fn vars_json(vars: &[(String, String)]) -> serde_json::Map<String, Value> {
@@ -28,56 +28,36 @@ pub(super) struct Given<'a> {
     pub answer: &'a str,
 }
 
-/// The event a run of `rule` would have, made from the command line: a
-/// file for a document rule, a body for a hook rule, this instant as the
-/// fire time of a schedule. `None` for a document rule without a file.
+/// The event a run of `rule` would have, made from the command line
+/// ([`crate::triggers::Trigger::sample_event`]). The file named there is
+/// read as given (links resolved): the admin chose it.
 pub(super) fn sample_event(
     rule: &Rule,
     given: &Given<'_>,
     now_ms: i64,
 ) -> anyhow::Result<Option<TriggerEvent>> {
-    Ok(Some(match &rule.trigger {
-        Trigger::Watch(_) | Trigger::Ingested { .. } => {
-            let Some(path) = given.file else {
-                return Ok(None);
-            };
-            // The file named on the command line is read as given (links
-            // resolved): the admin chose it.
+    let file = match given.file {
+        Some(path) => {
             let path = &std::fs::canonicalize(path).with_context(|| crate::paths::shown(path))?;
             let root = path.parent().unwrap_or(Path::new("/"));
             let bytes = std::fs::read(path).with_context(|| crate::paths::shown(path))?;
             let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-            let collection = rule
-                .ingest
-                .as_ref()
-                .map(|i| i.collection.to_string())
-                .unwrap_or_default();
-            TriggerEvent::Document {
-                kind: rule.trigger.kind(),
-                file: chat::file_context(root, path, Some(&sha), true),
-                collection: json!({ "name": collection, "id": null }),
-                sha256: sha,
-            }
+            Some((chat::file_context(root, path, Some(&sha), true), sha))
         }
-        Trigger::Schedule(_) => TriggerEvent::Fire {
-            at: crate::clock::from_ms(now_ms),
-            catch_up: false,
-            coalesce: false,
-        },
-        Trigger::Webhook(_) => {
-            let text = given.payload.unwrap_or("{}");
-            TriggerEvent::Hook {
-                payload: crate::triggers::payload_of(text.as_bytes()),
-                query: Default::default(),
-                headers: Default::default(),
-                delivery_id: None,
-            }
-        }
-        Trigger::Manual => TriggerEvent::Manual {
-            vars: vars_json(given.vars),
-            payload: None,
-        },
-    }))
+        None => None,
+    };
+    let collection = rule
+        .ingest
+        .as_ref()
+        .map(|i| i.collection.to_string())
+        .unwrap_or_default();
+    let sample = Sample {
+        vars: vars_json(given.vars),
+        file,
+        collection: json!({ "name": collection, "id": null }),
+        payload: given.payload,
+    };
+    Ok(rule.trigger.sample_event(sample, now_ms))
 }
 
 pub(super) async fn render(

@@ -34,6 +34,10 @@ use crate::store::{AttemptNext, AttemptRecord, Delivery, Effects, NewDelivery, S
 pub const RESPONSE_LIMIT: usize = 64 * 1024;
 /// Requests in flight over all destinations.
 const MAX_IN_FLIGHT: usize = 64;
+/// Deliveries claimed ahead of a free request slot, as a multiple of the
+/// slots: the next one is ready the moment a request ends, instead of
+/// after a claim's commit.
+const CLAIM_AHEAD: usize = 4;
 
 pub const USER_AGENT: &str = concat!("ferry/", env!("CARGO_PKG_VERSION"));
 
@@ -355,19 +359,24 @@ pub async fn run(
         .unwrap_or_default()
         .as_millis() as i64
         + 120_000;
+    // Claimed and not yet done, per destination (at most CLAIM_AHEAD ×
+    // its `max_in_flight`); requests under way are bounded by the slots.
     let in_flight: Arc<Mutex<HashMap<String, usize>>> = Default::default();
+    let slots: HashMap<String, Arc<tokio::sync::Semaphore>> = destinations
+        .iter()
+        .map(|(name, d)| {
+            let n = d.config.max_in_flight.max(1);
+            (name.clone(), Arc::new(tokio::sync::Semaphore::new(n)))
+        })
+        .collect();
+    let all_slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let finished = Arc::new(Notify::new());
     let (tx, mut rx) = mpsc::unbounded_channel::<(String, String, AttemptRecord)>();
 
-    // Group commit: every outcome that is ready goes into one transaction.
+    // Outcomes that are ready are recorded together (and share the store
+    // writer's commit with the claims that replace them).
     let writer = {
-        let (store, clock, owner, in_flight, finished) = (
-            store.clone(),
-            clock.clone(),
-            owner.clone(),
-            in_flight.clone(),
-            finished.clone(),
-        );
+        let (store, clock, owner) = (store.clone(), clock.clone(), owner.clone());
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
@@ -406,14 +415,6 @@ pub async fn run(
                 for (id, dest, r) in &batch {
                     log_attempt(id, dest, r, clock.now_ms());
                 }
-                let mut map = in_flight.lock().expect("not poisoned");
-                for (_, dest, _) in &batch {
-                    if let Some(n) = map.get_mut(dest) {
-                        *n = n.saturating_sub(1);
-                    }
-                }
-                drop(map);
-                finished.notify_one();
             }
         })
     };
@@ -442,15 +443,13 @@ pub async fn run(
                 .iter()
                 .map(|(name, d)| {
                     let used = map.get(name).copied().unwrap_or(0);
-                    (
-                        name.clone(),
-                        d.config.max_in_flight.saturating_sub(used) as i64,
-                    )
+                    let ahead = d.config.max_in_flight * CLAIM_AHEAD;
+                    (name.clone(), ahead.saturating_sub(used) as i64)
                 })
                 .collect();
             (total, rooms)
         };
-        let free = MAX_IN_FLIGHT.saturating_sub(total) as i64;
+        let free = (MAX_IN_FLIGHT * CLAIM_AHEAD).saturating_sub(total) as i64;
         // A full disk: an attempt's outcome could not be recorded; the
         // workers look for space, this loop waits for it.
         let claimed = if free > 0 && store.unwritable().is_none() {
@@ -495,8 +494,28 @@ pub async fn run(
         }
         for d in claimed {
             let (destinations, tx, clock) = (destinations.clone(), tx.clone(), clock.clone());
+            let (in_flight, finished) = (in_flight.clone(), finished.clone());
+            let (slot, all_slots) = (slots.get(&d.destination).cloned(), all_slots.clone());
             sends.spawn(async move {
+                // Claimed ahead: wait for the destination's slot.
+                let _slot = match slot {
+                    Some(s) => s.acquire_owned().await.ok(),
+                    None => None,
+                };
+                let _any = all_slots.acquire_owned().await.ok();
                 let record = attempt(destinations.get(&d.destination), &d, &clock).await;
+                // The destination has room again once the request is done:
+                // the row stays `delivering` (never claimed twice) until
+                // its outcome is recorded, which need not hold up the next
+                // claim.
+                if let Some(n) = in_flight
+                    .lock()
+                    .expect("not poisoned")
+                    .get_mut(&d.destination)
+                {
+                    *n = n.saturating_sub(1);
+                }
+                finished.notify_one();
                 let _ = tx.send((d.id, d.destination, record));
             });
         }

@@ -356,8 +356,19 @@ fn decode_webhook(node: &Node, d: &mut Decoder) -> Option<WebhookTrigger> {
     let f = d.fields(
         node,
         "on.webhook",
-        &["path", "auth", "max_body", "headers", "rate_limit"],
+        &[
+            "path",
+            "auth",
+            "max_body",
+            "headers",
+            "rate_limit",
+            "max_in_flight",
+        ],
     )?;
+    let max_in_flight = match f.get("max_in_flight") {
+        None => Some(DEFAULT_HOOK_IN_FLIGHT),
+        Some(n) => d.count(n, "on.webhook.max_in_flight", 1, 10_000),
+    };
     let rate_per_sec = match f.get("rate_limit") {
         None => Some(DEFAULT_HOOK_RATE),
         Some(n) => {
@@ -493,6 +504,7 @@ fn decode_webhook(node: &Node, d: &mut Decoder) -> Option<WebhookTrigger> {
         max_body: max_body?,
         headers: headers?,
         rate_per_sec: rate_per_sec?,
+        max_in_flight: max_in_flight?,
     })
 }
 

@@ -22,15 +22,8 @@ impl Rule {
     /// The producer this rule needs running (a watcher, a timer), if any:
     /// a watch rule that ingests or chats, a schedule that chats.
     pub fn producer(&self) -> Option<crate::triggers::Producer> {
-        let runs = match &self.trigger {
-            Trigger::Watch(_) => self.ingest.is_some() || self.chat.is_some(),
-            Trigger::Schedule(_) => self.chat.is_some(),
-            _ => false,
-        };
-        runs.then(|| crate::triggers::Producer {
-            rule: self.name.clone(),
-            trigger: self.trigger.clone(),
-        })
+        self.trigger
+            .producer(&self.name, self.ingest.is_some(), self.chat.is_some())
     }
 
     /// What [`crate::triggers::context`] needs of the rule.

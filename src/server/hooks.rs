@@ -254,7 +254,7 @@ pub(crate) async fn receive(
         linger(request.into_body());
         return too_big();
     }
-    let Some(_slot) = state.limits.slot(&rule.name, rate) else {
+    let Some(_slot) = state.limits.slot(&rule.name, rate, hook.max_in_flight) else {
         return too_many(
             Duration::from_secs(1),
             "too many requests to this hook at once; retry shortly",
@@ -342,6 +342,7 @@ mod tests {
             max_body: 1 << 20,
             headers: vec!["x-source".into()],
             rate_per_sec: 10.0,
+            max_in_flight: 64,
         }
     }
 

@@ -12,7 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Hook requests of one rule in progress at once (past the header checks,
 /// reading their body or being stored); more get 429.
-pub const HOOK_SLOTS_PER_RULE: usize = 64;
+pub const HOOK_SLOTS_PER_RULE: usize = crate::triggers::DEFAULT_HOOK_IN_FLIGHT;
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
 #[derive(Debug, Clone)]
@@ -78,6 +78,9 @@ pub struct HookLimits {
 
 struct RuleLimits {
     slots: Arc<Semaphore>,
+    /// The rule's `max_in_flight` the slots were made for (a reload may
+    /// change it: then new slots, the old permits run out on their own).
+    size: usize,
     bucket: TokenBucket,
 }
 
@@ -86,14 +89,26 @@ impl HookLimits {
         let mut rules = self.rules.lock().expect("not poisoned");
         let entry = rules.entry(rule.to_string()).or_insert_with(|| RuleLimits {
             slots: Arc::new(Semaphore::new(HOOK_SLOTS_PER_RULE)),
+            size: HOOK_SLOTS_PER_RULE,
             bucket: TokenBucket::new(burst_of(rate), Instant::now()),
         });
         f(entry)
     }
 
-    /// A slot of `rule`, if one is free.
-    pub fn slot(&self, rule: &str, rate: f64) -> Option<OwnedSemaphorePermit> {
-        self.with(rule, rate, |r| r.slots.clone().try_acquire_owned().ok())
+    /// One of `rule`'s `max_in_flight` slots, if one is free.
+    pub fn slot(
+        &self,
+        rule: &str,
+        rate: f64,
+        max_in_flight: usize,
+    ) -> Option<OwnedSemaphorePermit> {
+        self.with(rule, rate, |r| {
+            if r.size != max_in_flight {
+                r.slots = Arc::new(Semaphore::new(max_in_flight));
+                r.size = max_in_flight;
+            }
+            r.slots.clone().try_acquire_owned().ok()
+        })
     }
 
     /// Whether `rule` could accept a request now (nothing is taken).
@@ -212,11 +227,14 @@ mod tests {
     fn slots_are_per_rule() {
         let l = HookLimits::default();
         let held: Vec<_> = (0..HOOK_SLOTS_PER_RULE)
-            .map(|_| l.slot("a", 10.0).unwrap())
+            .map(|_| l.slot("a", 10.0, HOOK_SLOTS_PER_RULE).unwrap())
             .collect();
-        assert!(l.slot("a", 10.0).is_none());
-        assert!(l.slot("b", 10.0).is_some(), "another rule is not starved");
+        assert!(l.slot("a", 10.0, HOOK_SLOTS_PER_RULE).is_none());
+        assert!(
+            l.slot("b", 10.0, HOOK_SLOTS_PER_RULE).is_some(),
+            "another rule is not starved"
+        );
         drop(held);
-        assert!(l.slot("a", 10.0).is_some());
+        assert!(l.slot("a", 10.0, HOOK_SLOTS_PER_RULE).is_some());
     }
 }

@@ -122,6 +122,91 @@ pub struct DeliveryFilter {
     pub limit: Option<i64>,
 }
 
+/// Claims the deliveries `due` selects (its `?1`, `?2`, `?3` are `args`)
+/// in two statements whatever their number: one row of JSON with them all,
+/// then one update of them all (sqlx hands every result row across
+/// threads one by one: a claim of 50 rows cost 50 round trips). The
+/// writer's transaction holds the write lock between the two.
+async fn claim_in(
+    tx: &mut sqlx::SqliteConnection,
+    due: &str,
+    args: (String, i64, i64),
+    owner: &str,
+    lease_until: i64,
+    now_ms: i64,
+) -> Result<Vec<Delivery>, StoreError> {
+    let select = format!(
+        "SELECT json_group_array(json_object(
+            'id', id, 'job_id', job_id, 'rule', rule, 'destination', destination,
+            'event_type', event_type, 'body', hex(body), 'attempts', attempts + 1,
+            'next_attempt_at', next_attempt_at, 'last_status', last_status,
+            'last_error', last_error, 'last_response', last_response,
+            'created_at', created_at, 'delivered_at', delivered_at))
+         FROM (SELECT * FROM deliveries WHERE {due})"
+    );
+    let claimed: String = sqlx::query_scalar(&select)
+        .bind(&args.0)
+        .bind(args.1)
+        .bind(args.2)
+        .fetch_one(&mut *tx)
+        .await?;
+    #[derive(serde::Deserialize)]
+    struct Claimed {
+        id: String,
+        job_id: Option<String>,
+        rule: String,
+        destination: String,
+        event_type: String,
+        body: String,
+        attempts: i64,
+        next_attempt_at: i64,
+        last_status: Option<i64>,
+        last_error: Option<String>,
+        last_response: Option<String>,
+        created_at: i64,
+        delivered_at: Option<i64>,
+    }
+    let rows: Vec<Claimed> = serde_json::from_str(&claimed)
+        .map_err(|e| StoreError::Corrupt(format!("claimed deliveries: {e}")))?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = rows.iter().map(|c| c.id.as_str()).collect();
+    sqlx::query(
+        "UPDATE deliveries SET state = 'delivering', lease_owner = ?1, lease_until = ?2,
+                attempts = attempts + 1, updated_at = ?3
+         WHERE id IN (SELECT value FROM json_each(?4))",
+    )
+    .bind(owner)
+    .bind(lease_until)
+    .bind(now_ms)
+    .bind(serde_json::to_string(&ids).unwrap_or_default())
+    .execute(&mut *tx)
+    .await?;
+    rows.into_iter()
+        .map(|c| {
+            Ok(Delivery {
+                body: hex::decode(&c.body)
+                    .map_err(|e| StoreError::Corrupt(format!("delivery body: {e}")))?,
+                id: c.id,
+                job_id: c.job_id,
+                rule: c.rule,
+                destination: c.destination,
+                event_type: c.event_type,
+                state: DeliveryState::Delivering,
+                attempts: c.attempts,
+                next_attempt_at: c.next_attempt_at,
+                last_status: c.last_status,
+                last_error: c.last_error,
+                last_response: c.last_response,
+                created_at: c.created_at,
+                updated_at: now_ms,
+                delivered_at: c.delivered_at,
+            })
+        })
+        .collect()
+}
+
 pub(super) async fn insert(
     tx: &mut sqlx::SqliteConnection,
     deliveries: &[NewDelivery],
@@ -183,51 +268,23 @@ impl Store {
     ) -> Result<Vec<Delivery>, StoreError> {
         let owner = owner.to_owned();
         let rooms = rooms.to_owned();
+        let lease_until = now_ms + lease_ms;
         self.write(move |tx| {
             Box::pin(async move {
-            let owner = &owner;
-            let rooms = &rooms;
-            let mut out = Vec::new();
-                let claim = "UPDATE deliveries SET state = 'delivering', lease_owner = ?1, lease_until = ?2,
-                                    attempts = attempts + 1, updated_at = ?3
-                             WHERE id IN (SELECT id FROM deliveries
-                                          WHERE destination = ?4 AND state = 'pending' AND next_attempt_at <= ?3
-                                          ORDER BY next_attempt_at LIMIT ?5)
-                             RETURNING *";
+                let mut out = Vec::new();
                 for (destination, room) in rooms.iter().filter(|(_, r)| *r > 0) {
-                    let rows = sqlx::query(claim)
-                        .bind(owner)
-                        .bind(now_ms + lease_ms)
-                        .bind(now_ms)
-                        .bind(destination)
-                        .bind(room)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    for row in &rows {
-                        out.push(from_row(row)?);
-                    }
+                    let due = "destination = ?1 AND state = 'pending' AND next_attempt_at <= ?2
+                               ORDER BY next_attempt_at LIMIT ?3";
+                    let args = (destination.clone(), now_ms, *room);
+                    out.extend(claim_in(tx, due, args, &owner, lease_until, now_ms).await?);
                 }
                 if unknown_room > 0 {
                     let known: Vec<&str> = rooms.iter().map(|(d, _)| d.as_str()).collect();
-                    let rows = sqlx::query(
-                        "UPDATE deliveries SET state = 'delivering', lease_owner = ?1, lease_until = ?2,
-                                attempts = attempts + 1, updated_at = ?3
-                         WHERE id IN (SELECT id FROM deliveries
-                                      WHERE state = 'pending' AND next_attempt_at <= ?3
-                                        AND destination NOT IN (SELECT value FROM json_each(?4))
-                                      LIMIT ?5)
-                         RETURNING *",
-                    )
-                    .bind(owner)
-                    .bind(now_ms + lease_ms)
-                    .bind(now_ms)
-                    .bind(serde_json::to_string(&known).unwrap_or_default())
-                    .bind(unknown_room)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    for row in &rows {
-                        out.push(from_row(row)?);
-                    }
+                    let due = "destination NOT IN (SELECT value FROM json_each(?1))
+                               AND state = 'pending' AND next_attempt_at <= ?2 LIMIT ?3";
+                    let known = serde_json::to_string(&known).unwrap_or_default();
+                    let args = (known, now_ms, unknown_room);
+                    out.extend(claim_in(tx, due, args, &owner, lease_until, now_ms).await?);
                 }
                 Ok(out)
             })
@@ -243,54 +300,67 @@ impl Store {
         records: &[(String, AttemptRecord)],
         now_ms: i64,
     ) -> Result<usize, StoreError> {
+        // The batch travels as one JSON parameter, so a batch of any size
+        // is two statements (each a round trip to SQLite's thread), not two
+        // per delivery.
+        let rows: Vec<serde_json::Value> = records
+            .iter()
+            .map(|(id, r)| {
+                let (state, next_at, delivered_at) = match r.next {
+                    AttemptNext::Delivered => ("delivered", now_ms, Some(now_ms)),
+                    AttemptNext::RetryAt(at) => ("pending", at, None),
+                    AttemptNext::Dead => ("dead", now_ms, None),
+                };
+                serde_json::json!({
+                    "id": id, "state": state, "next_at": next_at, "delivered_at": delivered_at,
+                    "status": r.status, "error": r.error, "response": r.response,
+                    "started_at": r.started_at, "duration_ms": r.duration_ms,
+                })
+            })
+            .collect();
+        let batch = serde_json::Value::Array(rows).to_string();
         let owner = owner.to_owned();
-        let records = records.to_owned();
         self.write(move |tx| {
             Box::pin(async move {
-            let owner = &owner;
-            let records = &records;
-            let mut accepted = 0;
-                for (id, r) in records {
-                    let (state, next_at, delivered_at) = match r.next {
-                        AttemptNext::Delivered => ("delivered", now_ms, Some(now_ms)),
-                        AttemptNext::RetryAt(at) => ("pending", at, None),
-                        AttemptNext::Dead => ("dead", now_ms, None),
-                    };
-                    let done = sqlx::query(
-                        "UPDATE deliveries SET state = ?, next_attempt_at = ?, delivered_at = ?, lease_owner = NULL,
-                                lease_until = NULL, last_status = ?, last_error = ?, last_response = ?, updated_at = ?
-                         WHERE id = ? AND lease_owner = ? AND state = 'delivering'",
-                    )
-                    .bind(state)
-                    .bind(next_at)
-                    .bind(delivered_at)
-                    .bind(r.status.map(i64::from))
-                    .bind(&r.error)
-                    .bind(&r.response)
-                    .bind(now_ms)
-                    .bind(id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?;
-                    if done.rows_affected() != 1 {
-                        continue;
-                    }
-                    accepted += 1;
-                    sqlx::query(
-                        "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status, error, response)
-                         VALUES (?1, (SELECT COALESCE(MAX(attempt), 0) + 1 FROM delivery_attempts WHERE delivery_id = ?1),
-                                 ?2, ?3, ?4, ?5, ?6)",
-                    )
-                    .bind(id)
-                    .bind(r.started_at)
-                    .bind(r.duration_ms)
-                    .bind(r.status.map(i64::from))
-                    .bind(&r.error)
-                    .bind(&r.response)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Ok(accepted)
+                // Only outcomes of deliveries this process still holds
+                // (fencing): the attempt first, then the row.
+                // The batch, parsed once; deliveries found by id (`+` keeps
+                // the planner off the lease index, which would scan every
+                // leased row for each outcome).
+                let rows = "WITH r AS MATERIALIZED (
+                    SELECT value->>'id' AS id, value->>'state' AS state, value->>'next_at' AS next_at,
+                           value->>'delivered_at' AS delivered_at, value->>'status' AS status,
+                           value->>'error' AS error, value->>'response' AS response,
+                           value->>'started_at' AS started_at, value->>'duration_ms' AS duration_ms
+                    FROM json_each(?1)) ";
+                sqlx::query(&format!(
+                    "{rows} INSERT INTO delivery_attempts
+                            (delivery_id, attempt, started_at, duration_ms, status, error, response)
+                     SELECT r.id, (SELECT COALESCE(MAX(a.attempt), 0) + 1 FROM delivery_attempts a
+                                    WHERE a.delivery_id = r.id),
+                            r.started_at, r.duration_ms, r.status, r.error, r.response
+                     FROM r JOIN deliveries d ON d.id = r.id
+                     WHERE +d.lease_owner = ?2 AND +d.state = 'delivering'"
+                ))
+                .bind(&batch)
+                .bind(&owner)
+                .execute(&mut *tx)
+                .await?;
+                let done = sqlx::query(&format!(
+                    "{rows} UPDATE deliveries SET state = r.state, next_attempt_at = r.next_at,
+                            delivered_at = r.delivered_at, lease_owner = NULL, lease_until = NULL,
+                            last_status = r.status, last_error = r.error, last_response = r.response,
+                            updated_at = ?3
+                     FROM r
+                     WHERE deliveries.id = r.id AND +deliveries.lease_owner = ?2
+                       AND +deliveries.state = 'delivering'"
+                ))
+                .bind(&batch)
+                .bind(&owner)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                Ok(done.rows_affected() as usize)
             })
         })
         .await

@@ -30,10 +30,19 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writing task; it ends when every handle is dropped.
+    /// Starts the writing task on a thread of its own (its awaits on
+    /// SQLite's thread must not queue behind the daemon's busy workers:
+    /// every statement is one); it ends when every handle is dropped.
     pub(super) fn spawn(pool: SqlitePool) -> Writer {
         let (tx, rx) = mpsc::channel::<(Op, Reply)>(4096);
-        tokio::spawn(run(pool, rx));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the writer");
+        std::thread::Builder::new()
+            .name("ferry-writer".into())
+            .spawn(move || runtime.block_on(run(pool, rx)))
+            .expect("a thread for the writer");
         Writer { tx }
     }
 

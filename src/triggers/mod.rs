@@ -50,6 +50,54 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    /// The producer a rule with this trigger needs running, if any: a
+    /// watch rule that ingests or chats, a schedule that chats. (Hooks are
+    /// served by the server, `ingested` follow-ups made by the workers.)
+    pub fn producer(&self, rule: &str, ingests: bool, chats: bool) -> Option<Producer> {
+        let runs = match self {
+            Trigger::Watch(_) => ingests || chats,
+            Trigger::Schedule(_) => chats,
+            Trigger::Webhook(_) | Trigger::Ingested { .. } | Trigger::Manual => false,
+        };
+        runs.then(|| Producer {
+            rule: rule.to_string(),
+            trigger: self.clone(),
+        })
+    }
+
+    /// The event a run of this trigger would have, made from what `ferry
+    /// render` is given: the file (its `file` context and hash) for a
+    /// document rule, the body for a hook, this instant as a schedule's
+    /// fire time. `None` for a document rule without a file.
+    pub fn sample_event(&self, given: Sample, now_ms: i64) -> Option<TriggerEvent> {
+        Some(match self {
+            Trigger::Watch(_) | Trigger::Ingested { .. } => {
+                let (file, sha256) = given.file?;
+                TriggerEvent::Document {
+                    kind: self.kind(),
+                    file,
+                    collection: given.collection,
+                    sha256,
+                }
+            }
+            Trigger::Schedule(_) => TriggerEvent::Fire {
+                at: crate::clock::from_ms(now_ms),
+                catch_up: false,
+                coalesce: false,
+            },
+            Trigger::Webhook(_) => TriggerEvent::Hook {
+                payload: payload_of(given.payload.unwrap_or("{}").as_bytes()),
+                query: Default::default(),
+                headers: Default::default(),
+                delivery_id: None,
+            },
+            Trigger::Manual => TriggerEvent::Manual {
+                vars: given.vars,
+                payload: None,
+            },
+        })
+    }
+
     pub fn kind(&self) -> TriggerKind {
         match self {
             Trigger::Watch(_) => TriggerKind::Watch,
@@ -198,7 +246,13 @@ pub struct WebhookTrigger {
     /// `20/s`, `600/min`); a burst of one second's worth (at least 10)
     /// passes at once, more get 429 with `Retry-After`.
     pub rate_per_sec: f64,
+    /// Requests of this hook handled at once (`on.webhook.max_in_flight`);
+    /// more get 429 at once, so slow senders cannot hold every slot.
+    pub max_in_flight: usize,
 }
+
+/// `on.webhook.max_in_flight` when not given.
+pub const DEFAULT_HOOK_IN_FLIGHT: usize = 64;
 
 /// `on.webhook.rate_limit` when not given.
 pub const DEFAULT_HOOK_RATE: f64 = 100.0;
@@ -508,6 +562,17 @@ pub fn file_path(file: &Value) -> Option<PathBuf> {
         .or_else(|| file.get("path"))
         .and_then(Value::as_str)
         .map(paths::from_key)
+}
+
+/// What `ferry render` supplies in place of a real event.
+#[derive(Debug, Default)]
+pub struct Sample<'a> {
+    pub vars: Map<String, Value>,
+    /// The file's `file` context and content hash.
+    pub file: Option<(Value, String)>,
+    pub collection: Value,
+    /// A hook's body.
+    pub payload: Option<&'a str>,
 }
 
 /// One rule's producer to start: its name and trigger.

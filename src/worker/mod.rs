@@ -9,7 +9,7 @@
 
 pub mod chat;
 pub mod ingest;
-mod sync;
+pub mod sync;
 
 use std::collections::HashMap;
 use std::sync::Arc;
