@@ -508,12 +508,18 @@ pub(super) async fn enqueue_in(
     let id = uuid::Uuid::new_v4().to_string();
     let input = job.input.to_string();
     if let Some(key) = &job.dedupe_key {
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT id FROM jobs WHERE dedupe_key = ?")
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(existing) = existing.or(Store::pruned_key(tx, key).await?) {
+        // A live job with the key, else the hash a pruned one left: one
+        // statement (each is a round trip to SQLite's thread).
+        let existing: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE dedupe_key = ?1
+             UNION ALL SELECT job_id FROM pruned_keys WHERE key_hash = ?2
+             LIMIT 1",
+        )
+        .bind(key)
+        .bind(super::retention::key_hash(key))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(existing) = existing {
             return Ok(Enqueued {
                 id: existing,
                 created: false,

@@ -151,19 +151,6 @@ impl Store {
         })
         .await
     }
-
-    /// The job a pruned dedupe key belonged to.
-    pub(super) async fn pruned_key(
-        tx: &mut sqlx::SqliteConnection,
-        key: &str,
-    ) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT job_id FROM pruned_keys WHERE key_hash = ?")
-                .bind(key_hash(key))
-                .fetch_optional(&mut *tx)
-                .await?,
-        )
-    }
 }
 
 #[cfg(test)]

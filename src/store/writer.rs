@@ -89,25 +89,30 @@ async fn commit(pool: &SqlitePool, batch: Vec<(Op, Reply)>) {
         Ok(c) => c,
         Err(e) => return fail_all(batch, &StoreError::Query(e)),
     };
-    if let Err(e) = exec(&mut conn, "BEGIN IMMEDIATE").await {
-        return fail_all(batch, &StoreError::Query(e));
-    }
     // A batch of one needs no savepoint: its failure undoes the whole.
     let alone = batch.len() == 1;
-    let mut done: Vec<(Reply, Result<Value, StoreError>)> = Vec::with_capacity(batch.len());
-    for (op, reply) in batch {
-        if !alone && let Err(e) = exec(&mut conn, "SAVEPOINT op").await {
-            done.push((reply, Err(StoreError::Query(e))));
-            continue;
-        }
+    let begin = if alone {
+        "BEGIN IMMEDIATE"
+    } else {
+        "BEGIN IMMEDIATE; SAVEPOINT op"
+    };
+    if let Err(e) = sqlx::raw_sql(begin).execute(&mut *conn).await {
+        return fail_all(batch, &StoreError::Query(e));
+    }
+    let n = batch.len();
+    let mut done: Vec<(Reply, Result<Value, StoreError>)> = Vec::with_capacity(n);
+    for (i, (op, reply)) in batch.into_iter().enumerate() {
         let result = op(&mut conn).await;
         if !alone {
-            let undo = if result.is_ok() {
-                Ok(())
+            // Closing this op's savepoint and opening the next's is one
+            // round trip to SQLite's thread.
+            let next = if i + 1 < n { "; SAVEPOINT op" } else { "" };
+            let close = if result.is_ok() {
+                format!("RELEASE op{next}")
             } else {
-                exec(&mut conn, "ROLLBACK TO op").await
+                format!("ROLLBACK TO op; RELEASE op{next}")
             };
-            if let Err(e) = undo.and(exec(&mut conn, "RELEASE op").await) {
+            if let Err(e) = sqlx::raw_sql(&close).execute(&mut *conn).await {
                 // The transaction is in an unknown state: nothing commits.
                 done.push((reply, Err(StoreError::Query(e))));
                 let _ = exec(&mut conn, "ROLLBACK").await;
