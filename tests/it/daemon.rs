@@ -3,7 +3,7 @@
 //! scenarios against the real server are in `e2e_daemon.rs`.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry::app::Running;
 use ferry::testing::fake_openwebui::{API_KEY, FakeOpenWebUi};
@@ -132,14 +132,8 @@ async fn vanished_root_pauses_and_comes_back() {
     let away = s.dir.path().join("inbox-away");
     std::fs::rename(s.inbox(), &away).unwrap();
     let store = running.store.clone();
-    let started = Instant::now();
-    loop {
-        if store.paused_reason("mirror").await.unwrap().is_some() {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(15), "never paused");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let paused = async || store.paused_reason("mirror").await.unwrap().is_some();
+    eventually("paused", paused).await;
     // Two more looks at the missing folder, everything done: nothing
     // removed, and nothing waits to be.
     drain_after(&running, reconciles(&running) + 1).await;
@@ -151,11 +145,7 @@ async fn vanished_root_pauses_and_comes_back() {
     );
 
     std::fs::rename(&away, s.inbox()).unwrap();
-    let started = Instant::now();
-    while store.paused_reason("mirror").await.unwrap().is_some() {
-        assert!(started.elapsed() < Duration::from_secs(15), "never resumed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("resumed", async || !paused().await).await;
     // Watching again: a new file is picked up; nothing was uploaded twice.
     write(&s.inbox().join("after.md"), "after the pause");
     eventually("new file after resume", async || s.names().len() == 7).await;
@@ -165,14 +155,7 @@ async fn vanished_root_pauses_and_comes_back() {
     for i in 0..5 {
         std::fs::remove_file(s.inbox().join(format!("f{i}.md"))).unwrap();
     }
-    let started = Instant::now();
-    while store.paused_reason("mirror").await.unwrap().is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "mass delete did not pause"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("a mass delete pauses", paused).await;
     drain_after(&running, reconciles(&running) + 1).await;
     assert_nothing_queued(&running).await;
     assert_eq!(s.names().len(), 7, "nothing removed");
@@ -186,10 +169,8 @@ async fn failures_are_recorded_and_not_retried_forever() {
     write(&s.inbox().join("one.md"), "same content");
     write(&s.inbox().join("two.md"), "same content");
     let running = s.start().await;
-    let store = running.store.clone();
-    let started = Instant::now();
-    loop {
-        let docs = store.documents(&Default::default()).await.unwrap();
+    let states = eventually("two failures and a link", async || {
+        let docs = running.store.documents(&Default::default()).await.unwrap();
         let states: Vec<(String, Option<String>)> = docs
             .iter()
             .map(|d| {
@@ -199,19 +180,17 @@ async fn failures_are_recorded_and_not_retried_forever() {
                 )
             })
             .collect();
-        let failed: Vec<_> = states.iter().filter(|(s, _)| s == "failed").collect();
-        if failed.len() == 2 && states.iter().any(|(s, _)| s == "linked") {
-            assert!(failed.iter().any(|(_, r)| r.as_deref() == Some("empty")));
-            assert!(
-                failed
-                    .iter()
-                    .any(|(_, r)| r.as_deref() == Some("duplicate"))
-            );
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(15), "{states:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let failed = states.iter().filter(|(s, _)| s == "failed").count();
+        (failed == 2 && states.iter().any(|(s, _)| s == "linked")).then_some(states)
+    })
+    .await;
+    let reasons: Vec<_> = states
+        .iter()
+        .filter(|(s, _)| s == "failed")
+        .map(|(_, r)| r.as_deref())
+        .collect();
+    assert!(reasons.contains(&Some("empty")), "{states:?}");
+    assert!(reasons.contains(&Some("duplicate")), "{states:?}");
     // Permanent failures wait for a change: no upload on restart.
     stop(running).await;
     let uploads = s.uploads();
@@ -240,16 +219,11 @@ async fn transient_errors_back_off_with_a_stored_retry_time() {
     }
     write(&s.inbox().join("flaky.md"), "flaky");
     let running = s.start().await;
-    let store = running.store.clone();
-    let started = Instant::now();
-    let doc = loop {
-        let docs = store.documents(&Default::default()).await.unwrap();
-        if let Some(d) = docs.into_iter().find(|d| d.state.as_str() == "failed") {
-            break d;
-        }
-        assert!(started.elapsed() < Duration::from_secs(15));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let doc = eventually("the upload failed", async || {
+        let docs = running.store.documents(&Default::default()).await.unwrap();
+        docs.into_iter().find(|d| d.state.as_str() == "failed")
+    })
+    .await;
     assert_eq!(doc.reason.map(|r| r.as_str()), Some("http"));
     assert!(doc.error.unwrap().contains("storage hiccup"));
     let retry_at = doc.retry_at.expect("a stored retry time");
@@ -553,25 +527,17 @@ async fn an_upload_a_crash_left_unrecorded_is_taken_up_not_repeated() {
     let uploads = s.uploads();
 
     let running = s.start().await;
-    let store = running.store.clone();
     let path = b.to_string_lossy().to_string();
-    let mut linked = None;
-    let started = Instant::now();
-    while linked.is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "b.md never linked: {:?}; fake log {:?}",
-            store.document("mirror", &path).await.unwrap(),
-            s.fake.state.lock().unwrap().log
-        );
-        linked = store
+    let linked = eventually("b.md linked", async || {
+        running
+            .store
             .document("mirror", &path)
             .await
             .unwrap()
-            .filter(|d| d.state == ferry::store::DocumentState::Linked);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(linked.unwrap().file_id.as_deref(), Some(adopted.as_str()));
+            .filter(|d| d.state == ferry::store::DocumentState::Linked)
+    })
+    .await;
+    assert_eq!(linked.file_id.as_deref(), Some(adopted.as_str()));
     assert_eq!(s.uploads(), uploads, "nothing uploaded again");
     assert_eq!(
         s.names(),
@@ -636,14 +602,10 @@ async fn links_in_a_watched_folder_are_never_followed() {
             s.names() == expect(&["a.md", "b.md", "c.md"])
         })
         .await;
-        let started = Instant::now();
-        while skipped(&documents(&running).await) != ["leak.md", "linkdir", "pipe.md"] {
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "skips not recorded"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually("skips recorded", async || {
+            skipped(&documents(&running).await) == ["leak.md", "linkdir", "pipe.md"]
+        })
+        .await;
         let leak = documents(&running)
             .await
             .into_iter()
@@ -664,15 +626,13 @@ async fn links_in_a_watched_folder_are_never_followed() {
             s.names() == expect(&["b.md", "c.md"])
         })
         .await;
-        let started = Instant::now();
-        while skipped(&documents(&running).await)
-            != [
-                "a.md", "late.md", "latedir", "leak.md", "linkdir", "pipe.md",
-            ]
-        {
-            assert!(started.elapsed() < Duration::from_secs(15), "late skips");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually("late skips recorded", async || {
+            skipped(&documents(&running).await)
+                == [
+                    "a.md", "late.md", "latedir", "leak.md", "linkdir", "pipe.md",
+                ]
+        })
+        .await;
         stop(running).await;
 
         // After a restart, a new file behind the folder link stays outside.
@@ -772,15 +732,12 @@ async fn any_file_name_mirrors_and_the_watcher_keeps_going() {
                 .filter(|d| d.state.as_str() == "linked")
                 .count()
         };
-        let started = Instant::now();
-        while linked().await < names.len() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "{version}: {:?}",
-                documents(&running).await
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        until(
+            &format!("{version}: every name linked"),
+            Duration::from_secs(20),
+            async || linked().await >= names.len(),
+        )
+        .await;
         // Every upload's name is one header line, and the two names that
         // differ only in invalid bytes are two documents.
         for (name, _) in uploaded_contents(&s.fake) {
@@ -820,21 +777,14 @@ async fn a_watcher_that_panics_is_reported_and_comes_back() {
     ferry::supervise::failpoint::arm("watch:phoenix");
     write(&s.inbox().join("b.md"), "written as the watcher dies");
     // Down: not ready, and the answer names the task.
-    let started = Instant::now();
-    loop {
+    let body = eventually("not ready while the watcher is down", async || {
         let r = http.get(format!("{base}/readyz")).send().await.unwrap();
         let status = r.status();
         let body = r.text().await.unwrap();
-        if status == 503 {
-            assert!(body.contains("watch:phoenix"), "{body}");
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "never down: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (status == 503 && body.contains("watch:phoenix")).then_some(body)
+    })
+    .await;
+    assert!(body.contains("restarting"), "{body}");
     // Back: the file written as it died arrives, the restart is counted.
     eventually("b.md after the restart", async || {
         s.names() == expect(&["a.md", "b.md"])
