@@ -1,7 +1,7 @@
 //! URLs are credentials: a Slack, Teams or Discord webhook URL carries its
 //! secret in the path, others in the query or the userinfo. Nothing ferry
 //! logs, stores, serves or prints may hold more of a URL than
-//! `scheme://host[:port]/…` — [`url`] for a URL at hand, [`text`] for an
+//! `scheme://host[:port]/…` — [`url()`] for a URL at hand, [`text`] for an
 //! error message from a library (reqwest puts the whole URL in its
 //! `Display`). Neutral: no other module of ferry is needed here.
 
@@ -25,7 +25,7 @@ pub fn url(u: &url::Url) -> String {
     out
 }
 
-/// `s` with every `scheme://…` in it cut down as [`url`] does.
+/// `s` with every `scheme://…` in it cut down as [`url()`] does.
 pub fn text(s: &str) -> Cow<'_, str> {
     if !s.contains("://") {
         return Cow::Borrowed(s);

@@ -1,7 +1,7 @@
-//! The commands (DESIGN §1), one file per family: [`run`] (the daemon and
-//! its signals), [`check`], [`owui`] (whoami, models, pull, chats, ask),
-//! [`ingest`], [`render`], [`admin`] (the daemon's admin API: trigger) and
-//! [`history`] (docs, jobs, deliveries). Each returns the process exit
+//! The commands (DESIGN §1), one file per family: `run` (the daemon and
+//! its signals), `check`, `owui` (whoami, models, pull, chats, ask),
+//! `ingest`, `render`, `admin` (the daemon's admin API: trigger) and
+//! `history` (docs, jobs, deliveries). Each returns the process exit
 //! code: 0 ok, 1 runtime failure, 2 usage or config error. Errors are
 //! reported once, here, on one line; this is the only place `anyhow` is
 //! used.

@@ -1,8 +1,7 @@
-//! The main config file (`ferry.yaml`, DESIGN §2) and the loading of
-//! everything it points at, rules included.
-//!
-//! Loading is all-or-nothing: [`load`] returns the validated [`Loaded`] set,
-//! or every [`Diagnostic`] found in every file.
+//! The main config file (`ferry.yaml`, DESIGN §2): its format, decoder and
+//! diagnostics. [`crate::setup::load`] loads it together with the rules it
+//! points at, all or nothing: the validated set, or every [`Diagnostic`]
+//! found in every file.
 
 pub mod decode;
 pub mod secret;

@@ -1,9 +1,10 @@
 //! The state database (SQLite via sqlx, DESIGN §6).
 //!
-//! Architecture invariant: all writes go through [`Store::writer`], a pool of
-//! exactly one connection, and every read-then-write transaction starts with
-//! `BEGIN IMMEDIATE`, so two writers never deadlock on a lock upgrade.
-//! Reads use a separate pool and never block the writer (WAL).
+//! Architecture invariants: the store is the only code that speaks SQL
+//! (its pools are private); all writes go through its one writer task
+//! (`writer.rs`) on the one write connection, in `BEGIN IMMEDIATE`
+//! transactions that commit what is ready together, each change in its own
+//! savepoint. Reads use a separate pool and never block the writer (WAL).
 
 mod deliveries;
 mod documents;

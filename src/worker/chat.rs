@@ -4,7 +4,7 @@
 //!
 //! A chat job's `input` holds what the trigger supplied (the file, the
 //! webhook payload, the fire time, per-run `vars`); the template context is
-//! built from it when the job runs ([`context`]), so `ferry render` and the
+//! built from it when the job runs ([`run_context`]), so `ferry render` and the
 //! daemon fill templates the same way.
 
 use std::path::{Path, PathBuf};

@@ -269,7 +269,7 @@ impl Ingestor {
     }
 
     /// Brings one file into `collection` under `rule` (identity (rule, path)).
-    /// `file` was opened by [`safe_fs::open_beneath`]: what is hashed and
+    /// `file` was opened by [`crate::safe_fs::open_beneath`]: what is hashed and
     /// uploaded is that descriptor, never the path again. A file over
     /// `max_size` is recorded `too_large` without being read past it.
     pub async fn ingest(
