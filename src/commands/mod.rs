@@ -83,42 +83,23 @@ async fn dispatch(cli: Cli) -> ExitCode {
     }
     let config = || load_config(&path, &env);
     let all = || load_all(&path, &env);
-    let result = match cli.command {
-        Command::Run => return run::run_daemon(&cli.global, &path, env).await,
-        Command::Check { connect } => return check::check(&path, &env, connect).await,
-        Command::Ingest {
-            paths,
-            collection,
-            wait,
-        } => match config() {
-            Ok(mut c) => {
+    let global = &cli.global;
+    let result = async {
+        match cli.command {
+            Command::Run => Ok(run::run_daemon(global, &path, env.clone()).await),
+            Command::Check { connect } => Ok(check::check(&path, &env, connect).await),
+            Command::Ingest {
+                paths,
+                collection,
+                wait,
+            } => {
+                let mut c = config()?;
                 if let Some(w) = wait {
                     c.openwebui.processing_timeout = w;
                 }
                 ingest::ingest_command(&c, &paths, &collection).await
             }
-            Err(e) => Err(e),
-        },
-        Command::Ask {
-            model,
-            collections,
-            vars,
-            rule,
-            no_stream,
-            system,
-            save,
-            prompt,
-        } => {
-            // Only `--rule` needs the rules (and their files to be valid).
-            let loaded = if rule.is_some() {
-                all()
-            } else {
-                config().map(|config| Loaded {
-                    config,
-                    rules: vec![],
-                })
-            };
-            let args = owui::AskArgs {
+            Command::Ask {
                 model,
                 collections,
                 vars,
@@ -127,75 +108,90 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 system,
                 save,
                 prompt,
-            };
-            match loaded {
-                Ok(l) => owui::ask(&l, args).await,
-                Err(e) => Err(e),
+            } => {
+                // Only `--rule` needs the rules (and their files to be valid).
+                let loaded = if rule.is_some() {
+                    all()?
+                } else {
+                    Loaded {
+                        config: config()?,
+                        rules: vec![],
+                    }
+                };
+                let args = owui::AskArgs {
+                    model,
+                    collections,
+                    vars,
+                    rule,
+                    no_stream,
+                    system,
+                    save,
+                    prompt,
+                };
+                owui::ask(&loaded, args).await
             }
-        }
-        Command::Docs { state, rule, json } => match config() {
-            Ok(c) => history::docs(&c, state, rule, json).await,
-            Err(e) => Err(e),
-        },
-        Command::Render {
-            rule,
-            vars,
-            file,
-            payload,
-            answer,
-        } => match all() {
-            Ok(l) => {
+            Command::Docs { state, rule, json } => {
+                let c = config()?;
+                history::docs(&c, state, rule, json).await
+            }
+            Command::Render {
+                rule,
+                vars,
+                file,
+                payload,
+                answer,
+            } => {
                 let given = render::Given {
                     vars: &vars,
                     file: file.as_deref(),
                     payload: payload.as_deref(),
                     answer: &answer,
                 };
-                render::render(&l, &rule, given).await
+                render::render(&all()?, &rule, given).await
             }
-            Err(e) => Err(e),
-        },
-        Command::Trigger { rule, vars, wait } => match config() {
-            Ok(c) => admin::trigger(&c, &rule, &vars, wait).await,
-            Err(e) => Err(e),
-        },
-        Command::Jobs {
-            action,
-            state,
-            rule,
-            limit,
-            json,
-        } => match config() {
-            Ok(c) => history::jobs(&c, action, state, rule, limit, json).await,
-            Err(e) => Err(e),
-        },
-        Command::Deliveries {
-            action,
-            state,
-            rule,
-            limit,
-            json,
-        } => match config() {
-            Ok(c) => history::deliveries(&c, action, state, rule, limit, json).await,
-            Err(e) => Err(e),
-        },
-        Command::Models => match config() {
-            Ok(c) => owui::models(&c).await,
-            Err(e) => Err(e),
-        },
-        Command::Pull { model } => match config() {
-            Ok(c) => owui::pull(&c, &model).await,
-            Err(e) => Err(e),
-        },
-        Command::Whoami => match config() {
-            Ok(c) => owui::whoami(&c).await,
-            Err(e) => Err(e),
-        },
-        Command::Chats => match config() {
-            Ok(c) => owui::chats(&c).await,
-            Err(e) => Err(e),
-        },
-    };
+            Command::Trigger { rule, vars, wait } => {
+                let c = config()?;
+                admin::trigger(&c, &rule, &vars, wait).await
+            }
+            Command::Jobs {
+                action,
+                state,
+                rule,
+                limit,
+                json,
+            } => {
+                let c = config()?;
+                history::jobs(&c, action, state, rule, limit, json).await
+            }
+            Command::Deliveries {
+                action,
+                state,
+                rule,
+                limit,
+                json,
+            } => {
+                let c = config()?;
+                history::deliveries(&c, action, state, rule, limit, json).await
+            }
+            Command::Models => {
+                let c = config()?;
+                owui::models(&c).await
+            }
+            Command::Pull { model } => {
+                let c = config()?;
+                owui::pull(&c, &model).await
+            }
+            Command::Whoami => {
+                let c = config()?;
+                owui::whoami(&c).await
+            }
+            Command::Chats => {
+                let c = config()?;
+                owui::chats(&c).await
+            }
+        }
+    }
+    .await;
     match result {
         Ok(code) => code,
         Err(e) if e.is::<Invalid>() => ExitCode::from(EXIT_CONFIG),
