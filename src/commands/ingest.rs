@@ -17,11 +17,7 @@ use crate::worker::ingest::{self, Collection, Ingestor, Outcome};
 
 /// The files under the given paths, minus the names ferry never ingests.
 fn expand_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut builder = globset::GlobSetBuilder::new();
-    for g in rules::BUILTIN_EXCLUDES {
-        builder.add(globset::Glob::new(g)?);
-    }
-    let excluded = builder.build()?;
+    let ignores = crate::triggers::watch::reconcile::default_ignores();
     let mut out = Vec::new();
     let mut stack: Vec<PathBuf> = Vec::new();
     for p in paths {
@@ -35,14 +31,14 @@ fn expand_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         if meta.is_dir() {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(&p)
                 .with_context(|| crate::paths::shown(&p))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter_map(|e| e.ok())
                 .filter(|e| {
-                    let name = e
-                        .file_name()
-                        .map(|n| n.to_string_lossy().to_string())
-                        .unwrap_or_default();
-                    !excluded.is_match(Path::new("x").join(&name))
+                    let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                    !ignores
+                        .matched(Path::new(&e.file_name()), is_dir)
+                        .is_ignore()
                 })
+                .map(|e| e.path())
                 .collect();
             entries.sort();
             entries.reverse();

@@ -10,9 +10,9 @@ pub mod model;
 pub mod template;
 
 pub use crate::triggers::{
-    AuthScheme, BUILTIN_EXCLUDES, DEFAULT_HOOK_HEADERS, DEFAULT_HOOK_IN_FLIGHT, DEFAULT_HOOK_RATE,
-    DEFAULT_MAX_SIZE, Missed, OnDelete, Overlap, Schedule, Trigger, Watch, WebhookTrigger,
-    is_credential_header, parse_rate,
+    AuthScheme, DEFAULT_HOOK_HEADERS, DEFAULT_HOOK_IN_FLIGHT, DEFAULT_HOOK_RATE, DEFAULT_MAX_SIZE,
+    Missed, OnDelete, Overlap, Schedule, Trigger, Watch, WebhookTrigger, is_credential_header,
+    parse_rate,
 };
 pub use decode::load_all;
 pub use model::*;

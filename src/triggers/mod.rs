@@ -191,16 +191,21 @@ pub struct Watch {
     pub reconcile: Duration,
 }
 
-/// Names that are never ingested, whatever `include` says: editors' and
-/// office suites' temporary and lock files.
-pub const BUILTIN_EXCLUDES: &[&str] = &[
-    "**/.*",
-    "**/.*/**",
-    "**/~$*",
-    "**/*.part",
-    "**/*.tmp",
-    "**/*.swp",
-    "**/.~lock*",
+/// What a watch rule leaves out unless told otherwise, in gitignore
+/// syntax: hidden names (`.git/`, `.DS_Store`, the `.ferryignore` itself),
+/// dependency and cache folders, system litter, and editors' and office
+/// suites' temporary and lock files. A `!` line in the root's
+/// `.ferryignore` takes one back (`!node_modules/`).
+pub const DEFAULT_IGNORES: &[&str] = &[
+    ".*",
+    "node_modules/",
+    "__pycache__/",
+    "Thumbs.db",
+    "desktop.ini",
+    "~$*",
+    "*.part",
+    "*.tmp",
+    "*.swp",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

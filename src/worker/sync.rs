@@ -30,10 +30,11 @@ pub(super) async fn sync(workers: &Workers, job: &Job) -> Result<(Finish, Effect
     let Ok(relative) = path.strip_prefix(&watch.path) else {
         return done(json!({ "skipped": "outside the watched folder" }));
     };
-    let filter = PathFilter::new(watch).map_err(|e| IngestError::Io {
-        path: watch.path.display().to_string(),
-        source: std::io::Error::other(e),
-    })?;
+    let filter = match PathFilter::load(watch) {
+        Ok(f) => f,
+        // The watcher pauses the rule and looks again once it is fixed.
+        Err(problem) => return done(json!({ "deferred": problem.to_string() })),
+    };
     let opened = if filter.matches(relative) {
         safe_fs::open_beneath(&watch.path, &path)
     } else {

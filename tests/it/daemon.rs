@@ -163,6 +163,61 @@ async fn vanished_root_pauses_and_comes_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn default_ignores_and_the_ferryignore_decide_what_is_mirrored() {
+    let s = mirror("0.12.4").await;
+    let inbox = s.inbox();
+    for f in ["a.md", "b.md", "c.md", "d.md"] {
+        write(&inbox.join(f), &format!("text of {f}"));
+    }
+    write(&inbox.join("node_modules/dep/dep.md"), "a dependency");
+    write(&inbox.join("src/__pycache__/cache.md"), "a cache");
+    write(&inbox.join("Thumbs.db"), "thumbnails");
+    write(&inbox.join(".git/HEAD"), "ref: refs/heads/main");
+    write(&inbox.join("notes/plan.draft"), "a draft");
+    write(&inbox.join(".ferryignore"), "# drafts stay out\n*.draft\n");
+    let running = s.start().await;
+    let store = running.store.clone();
+    let paused = async || store.paused_reason("mirror").await.unwrap();
+    eventually("the four files, nothing ignored", async || {
+        s.names() == expect(&["a.md", "b.md", "c.md", "d.md"])
+    })
+    .await;
+    drain(&running).await;
+    assert_eq!(s.names(), expect(&["a.md", "b.md", "c.md", "d.md"]));
+
+    // The ignore file changes: what it now leaves out is removed, what it
+    // takes back (a default) comes in.
+    write(
+        &inbox.join(".ferryignore"),
+        "*.draft\nb.md\n!node_modules/\n",
+    );
+    eventually("b.md out, the dependency in", async || {
+        s.names() == expect(&["a.md", "c.md", "d.md", "dep.md"])
+    })
+    .await;
+
+    // An ignore file that cannot be read safely pauses the rule: nothing is
+    // added or removed on a guess.
+    std::fs::remove_file(inbox.join(".ferryignore")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", inbox.join(".ferryignore")).unwrap();
+    eventually("paused on the link", async || {
+        paused().await.is_some_and(|r| r.contains(".ferryignore"))
+    })
+    .await;
+    drain_after(&running, reconciles(&running) + 1).await;
+    assert_eq!(s.names(), expect(&["a.md", "c.md", "d.md", "dep.md"]));
+
+    // Gone: the defaults alone again.
+    std::fs::remove_file(inbox.join(".ferryignore")).unwrap();
+    eventually("resumed with the defaults", async || {
+        paused().await.is_none()
+            && s.names() == expect(&["a.md", "b.md", "c.md", "d.md", "plan.draft"])
+    })
+    .await;
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failures_are_recorded_and_not_retried_forever() {
     let s = mirror("0.12.4").await;
     write(&s.inbox().join("empty.md"), "");

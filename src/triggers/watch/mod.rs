@@ -62,6 +62,7 @@ pub async fn run(
         rule: rule.clone(),
         watch: watch.clone(),
         filter,
+        ignore_problem: None,
         settler: Settler::new(watch.settle),
         watcher: None,
         root_inode: None,
@@ -113,7 +114,11 @@ struct WatchTask {
     queue: Queue,
     rule: String,
     watch: Watch,
+    /// The last filter that could be built (the default ignores until the
+    /// root's `.ferryignore` was read).
     filter: PathFilter,
+    /// Why the root's `.ferryignore` cannot be used: the rule stays paused.
+    ignore_problem: Option<reconcile::RootProblem>,
     settler: Settler,
     watcher: Option<notify::RecommendedWatcher>,
     /// The root's inode when the watcher was set up: a root replaced by
@@ -132,7 +137,7 @@ impl WatchTask {
     }
 
     fn scan_folder(&mut self, folder: &std::path::Path, now: Instant) {
-        if let Ok(found) = reconcile::scan(folder, &self.permissive_filter()) {
+        if let Ok(found) = reconcile::scan_from(&self.watch.path, folder, &self.filter) {
             for file in found.files.into_keys().chain(found.skipped) {
                 self.settler.observe(file, now);
             }
@@ -181,6 +186,12 @@ impl WatchTask {
             let Ok(relative) = path.strip_prefix(&self.watch.path) else {
                 continue;
             };
+            if relative == std::path::Path::new(reconcile::IGNORE_FILE) {
+                // What the rule covers may have changed: the reconcile
+                // reads it again, and adds and removes what it says.
+                reconcile = true;
+                continue;
+            }
             if matches!(
                 event.kind,
                 EventKind::Create(_) | EventKind::Modify(notify::event::ModifyKind::Name(_))
@@ -199,18 +210,6 @@ impl WatchTask {
             }
         }
         reconcile
-    }
-
-    /// Built-in ignores only: scanning a subfolder makes paths relative to
-    /// it, so the rule's own globs are applied later, to root-relative
-    /// paths, in [`WatchTask::flush_settled`].
-    fn permissive_filter(&self) -> PathFilter {
-        PathFilter::new(&Watch {
-            include: Vec::new(),
-            exclude: Vec::new(),
-            ..self.watch.clone()
-        })
-        .unwrap_or_else(|_| self.filter.clone())
     }
 
     /// Enqueues settled files; true when some path vanished.
@@ -256,13 +255,19 @@ impl WatchTask {
         // dropped right at start while it was the other way round).
         let root_ok = std::fs::metadata(&self.watch.path).is_ok_and(|m| m.is_dir());
         self.keep_watcher(root_ok, tx);
+        if root_ok {
+            self.refresh_filter();
+        }
         let root = self.watch.path.clone();
         let filter = self.filter.clone();
-        let scanned = tokio::task::spawn_blocking(move || reconcile::scan(&root, &filter))
-            .await
-            .unwrap_or(Err(reconcile::RootProblem::Unreadable(
-                "scan failed".into(),
-            )));
+        let scanned = match (root_ok, &self.ignore_problem) {
+            (true, Some(problem)) => Err(problem.clone()),
+            _ => tokio::task::spawn_blocking(move || reconcile::scan(&root, &filter))
+                .await
+                .unwrap_or(Err(reconcile::RootProblem::Unreadable(
+                    "scan failed".into(),
+                ))),
+        };
         let known = match self.queue.known_files(&self.rule).await {
             Ok(k) => k,
             Err(e) => {
@@ -327,6 +332,29 @@ impl WatchTask {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "reconciled"
         );
+    }
+
+    /// Reads the root's `.ferryignore` again when it changed (or could not
+    /// be used last time).
+    fn refresh_filter(&mut self) {
+        if self.ignore_problem.is_none() && !self.filter.ignore_file_changed(&self.watch.path) {
+            return;
+        }
+        match PathFilter::load(&self.watch) {
+            Ok(filter) => {
+                if filter.ignore_file.is_some() || self.filter.ignore_file.is_some() {
+                    tracing::info!(rule = %self.rule, file = reconcile::IGNORE_FILE, "ignore file read");
+                }
+                self.filter = filter;
+                self.ignore_problem = None;
+            }
+            Err(problem) => {
+                if self.ignore_problem.as_ref() != Some(&problem) {
+                    tracing::debug!(rule = %self.rule, %problem, "ignore file unusable");
+                }
+                self.ignore_problem = Some(problem);
+            }
+        }
     }
 
     /// Sets up the inotify watch when the root is there (again), and drops

@@ -7,55 +7,175 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 use super::settle::FileStat;
 use crate::paths;
+use crate::safe_fs;
 use crate::store::{DocumentState, KnownFile};
-use crate::triggers::{BUILTIN_EXCLUDES, Watch};
+use crate::triggers::{DEFAULT_IGNORES, Watch};
 
-/// Which files under a root a rule covers (matched on the relative path).
+/// The ignore file a watched root may hold, in gitignore syntax.
+pub const IGNORE_FILE: &str = ".ferryignore";
+
+/// The most of an ignore file that is read: a bigger one is refused.
+const IGNORE_FILE_LIMIT: u64 = 1 << 20;
+
+/// Which files under a root a rule covers (matched on the path relative to
+/// the root): the rule's `include` and `exclude` globs, the default
+/// ignores ([`DEFAULT_IGNORES`]) and the root's `.ferryignore`, whose lines
+/// come after the defaults, so `!node_modules/` there takes one back.
 #[derive(Debug, Clone)]
 pub struct PathFilter {
     include: Option<GlobSet>,
     exclude: GlobSet,
+    ignores: Gitignore,
+    /// The `.ferryignore` these ignores were read from, by stats (`None`:
+    /// there is none); a different stat means it changed.
+    pub ignore_file: Option<FileStat>,
 }
 
 impl PathFilter {
-    pub fn new(watch: &Watch) -> Result<PathFilter, globset::Error> {
+    /// The rule's globs and the default ignores, without any ignore file.
+    pub fn new(watch: &Watch) -> Result<PathFilter, FilterError> {
+        Self::with_ignore_file(watch, None)
+    }
+
+    /// The rule's globs, the default ignores and the root's `.ferryignore`
+    /// (read without following a link). An ignore file that is there but
+    /// cannot be read, or has a line that is no pattern, is an error: going
+    /// on without it would take in what it keeps out.
+    pub fn load(watch: &Watch) -> Result<PathFilter, RootProblem> {
+        let path = watch.path.join(IGNORE_FILE);
+        let read = match safe_fs::open_beneath(&watch.path, &path) {
+            Ok(mut f) => match f.read_limited(IGNORE_FILE_LIMIT) {
+                Ok(Some(bytes)) => Some((f.stat, bytes)),
+                Ok(None) => {
+                    return Err(RootProblem::IgnoreFile(format!(
+                        "larger than {} KiB",
+                        IGNORE_FILE_LIMIT >> 10
+                    )));
+                }
+                Err(e) => return Err(RootProblem::IgnoreFile(e.to_string())),
+            },
+            Err(safe_fs::Refusal::Gone) => None,
+            Err(r) => return Err(RootProblem::IgnoreFile(r.to_string())),
+        };
+        let file = match &read {
+            Some((stat, bytes)) => {
+                let text = std::str::from_utf8(bytes)
+                    .map_err(|_| RootProblem::IgnoreFile("not UTF-8 text".into()))?;
+                Some((*stat, text))
+            }
+            None => None,
+        };
+        Self::with_ignore_file(watch, file).map_err(|e| RootProblem::IgnoreFile(e.to_string()))
+    }
+
+    fn with_ignore_file(
+        watch: &Watch,
+        file: Option<(FileStat, &str)>,
+    ) -> Result<PathFilter, FilterError> {
+        let glob = |g: &str| Glob::new(g).map_err(|e| FilterError(e.to_string()));
         let include = if watch.include.is_empty() {
             None
         } else {
             let mut b = GlobSetBuilder::new();
             for g in &watch.include {
-                b.add(Glob::new(g)?);
+                b.add(glob(g)?);
             }
-            Some(b.build()?)
+            Some(b.build().map_err(|e| FilterError(e.to_string()))?)
         };
         let mut b = GlobSetBuilder::new();
-        for g in BUILTIN_EXCLUDES
-            .iter()
-            .copied()
-            .chain(watch.exclude.iter().map(String::as_str))
-        {
-            b.add(Glob::new(g)?);
+        for g in &watch.exclude {
+            b.add(glob(g)?);
         }
+        let mut ignores = GitignoreBuilder::new(&watch.path);
+        for line in DEFAULT_IGNORES {
+            ignores
+                .add_line(None, line)
+                .map_err(|e| FilterError(e.to_string()))?;
+        }
+        if let Some((_, text)) = file {
+            for (n, line) in text.lines().enumerate() {
+                let line = if n == 0 {
+                    line.trim_start_matches('\u{feff}')
+                } else {
+                    line
+                };
+                ignores
+                    .add_line(None, line)
+                    .map_err(|e| FilterError(format!("line {}: {e}", n + 1)))?;
+            }
+        }
+        let ignores = ignores.build().map_err(|e| FilterError(e.to_string()))?;
         Ok(PathFilter {
             include,
-            exclude: b.build()?,
+            exclude: b.build().map_err(|e| FilterError(e.to_string()))?,
+            ignores,
+            ignore_file: file.map(|(stat, _)| stat),
         })
     }
 
+    /// Whether the regular file at `relative` is covered: not under an
+    /// ignored folder (as in git, a file in an ignored folder cannot be
+    /// taken back), not ignored itself, not excluded, and included.
     pub fn matches(&self, relative: &Path) -> bool {
-        !self.exclude.is_match(relative)
+        let folders_kept = relative
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+            .all(|folder| !self.ignores.matched(folder, true).is_ignore());
+        folders_kept
+            && !self.ignores.matched(relative, false).is_ignore()
+            && !self.exclude.is_match(relative)
             && self.include.as_ref().is_none_or(|i| i.is_match(relative))
+    }
+
+    /// Whether a scan goes into the folder at `relative` (its parents were
+    /// entered already).
+    fn enters(&self, relative: &Path) -> bool {
+        !self.ignores.matched(relative, true).is_ignore() && !self.exclude.is_match(relative)
+    }
+
+    /// Whether the root's ignore file is no longer the one read.
+    pub fn ignore_file_changed(&self, root: &Path) -> bool {
+        let now = match safe_fs::stat_beneath(root, &root.join(IGNORE_FILE)) {
+            Ok(stat) => Some(stat),
+            Err(safe_fs::Refusal::Gone) => None,
+            // A link or a FIFO there: changed, and `load` will say why.
+            Err(_) => return true,
+        };
+        now != self.ignore_file
     }
 }
 
+/// The default ignores alone, for names found outside any watched root
+/// (`ferry ingest FOLDER`).
+pub fn default_ignores() -> Gitignore {
+    let mut b = GitignoreBuilder::new("");
+    for line in DEFAULT_IGNORES {
+        b.add_line(None, line)
+            .expect("the default ignores are patterns");
+    }
+    b.build().expect("the default ignores are patterns")
+}
+
+/// A pattern of the rule or of its ignore file that is none.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FilterError(String);
+
 /// Why a root cannot be trusted right now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RootProblem {
+    #[error("the watched folder is missing")]
     Missing,
+    #[error("the watched folder is unreadable: {0}")]
     Unreadable(String),
+    /// The root's `.ferryignore` is there but cannot be used.
+    #[error("its .ferryignore cannot be used: {0}")]
+    IgnoreFile(String),
 }
 
 /// What a scan found under a root.
@@ -71,14 +191,28 @@ pub struct Scanned {
 /// Every covered file under `root`, by stats, without following links:
 /// a linked folder is not entered, a linked file is only named.
 pub fn scan(root: &Path, filter: &PathFilter) -> Result<Scanned, RootProblem> {
-    match std::fs::metadata(root) {
+    scan_from(root, root, filter)
+}
+
+/// Like [`scan`], from the folder `start` under `root` (a folder that just
+/// appeared); paths are still matched relative to `root`.
+pub fn scan_from(root: &Path, start: &Path, filter: &PathFilter) -> Result<Scanned, RootProblem> {
+    match std::fs::metadata(start) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(RootProblem::Unreadable("not a directory".into())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(RootProblem::Missing),
         Err(e) => return Err(RootProblem::Unreadable(e.to_string())),
     }
     let mut out = Scanned::default();
-    let mut stack = vec![root.to_path_buf()];
+    let inside_kept = start.strip_prefix(root).is_ok_and(|r| {
+        r.ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .all(|folder| filter.enters(folder))
+    });
+    if !inside_kept {
+        return Ok(out);
+    }
+    let mut stack = vec![start.to_path_buf()];
     let mut first = true;
     while let Some(dir) = stack.pop() {
         let entries = match std::fs::read_dir(&dir) {
@@ -98,7 +232,7 @@ pub fn scan(root: &Path, filter: &PathFilter) -> Result<Scanned, RootProblem> {
                 continue;
             };
             if file_type.is_dir() {
-                if !filter.exclude.is_match(relative) {
+                if filter.enters(relative) {
                     stack.push(path);
                 }
             } else if !filter.matches(relative) {
@@ -147,6 +281,10 @@ pub fn plan(
                     RootProblem::Unreadable(e) => {
                         format!("watched folder {} is unreadable: {e}", root.display())
                     }
+                    RootProblem::IgnoreFile(e) => format!(
+                        "{}: {e}; nothing is added or removed until it can be read",
+                        root.join(IGNORE_FILE).display()
+                    ),
                 }),
                 ..Plan::default()
             };
@@ -368,8 +506,112 @@ mod tests {
             "a.md.part",
             "a.tmp",
             ".~lock.a.md#",
+            "node_modules/pkg/README.md",
+            "x/__pycache__/m.md",
+            "Thumbs.db",
+            "x/.DS_Store",
         ] {
             assert!(!f.matches(Path::new(ignored)), "{ignored}");
         }
+    }
+
+    fn watch_of(root: &Path) -> Watch {
+        Watch {
+            path: root.into(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+            settle: std::time::Duration::from_secs(1),
+            poll: None,
+            max_size: 1,
+            on_delete: crate::triggers::OnDelete::Remove,
+            reconcile: std::time::Duration::from_secs(900),
+        }
+    }
+
+    #[test]
+    fn ferryignore_adds_patterns_and_takes_defaults_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let watch = watch_of(root);
+        assert_eq!(PathFilter::load(&watch).unwrap().ignore_file, None);
+        std::fs::write(
+            root.join(IGNORE_FILE),
+            "\u{feff}# drafts stay out\n*.draft\n/build/\nsecret/\n!node_modules/\n!keep.tmp\n",
+        )
+        .unwrap();
+        let f = PathFilter::load(&watch).unwrap();
+        assert!(f.ignore_file.is_some());
+        for kept in [
+            "a.md",
+            "node_modules/pkg/README.md",
+            "keep.tmp",
+            "x/build/a.md",
+        ] {
+            assert!(f.matches(Path::new(kept)), "{kept}");
+        }
+        for ignored in [
+            "a.draft",
+            "x/y.draft",
+            "build/a.md",
+            "secret/a.md",
+            "x/secret/deep/a.md",
+            "other.tmp",
+            "__pycache__/m.md",
+        ] {
+            assert!(!f.matches(Path::new(ignored)), "{ignored}");
+        }
+        // As in git, a file inside an ignored folder cannot be taken back.
+        std::fs::write(root.join(IGNORE_FILE), "secret/\n!secret/a.md\n").unwrap();
+        let f2 = PathFilter::load(&watch).unwrap();
+        assert!(!f2.matches(Path::new("secret/a.md")));
+        assert!(f.ignore_file_changed(root) && !f2.ignore_file_changed(root));
+        std::fs::remove_file(root.join(IGNORE_FILE)).unwrap();
+        assert!(f2.ignore_file_changed(root));
+    }
+
+    #[test]
+    fn an_ignore_file_that_cannot_be_used_is_an_error_not_a_blank() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let watch = watch_of(root);
+        let outside = dir.path().join("..").join("elsewhere-ignore");
+        std::os::unix::fs::symlink(&outside, root.join(IGNORE_FILE)).unwrap();
+        assert!(matches!(
+            PathFilter::load(&watch),
+            Err(RootProblem::IgnoreFile(_))
+        ));
+        std::fs::remove_file(root.join(IGNORE_FILE)).unwrap();
+        std::fs::write(root.join(IGNORE_FILE), b"\xff\xfe*.md\n").unwrap();
+        let e = PathFilter::load(&watch).unwrap_err();
+        assert!(e.to_string().contains("UTF-8"), "{e}");
+        std::fs::write(root.join(IGNORE_FILE), "ok\n[z-a\n").unwrap();
+        let e = PathFilter::load(&watch).unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+        // The plan pauses instead of taking in what the file kept out.
+        let known = vec![doc("/r/a", DocumentState::Linked, 10)];
+        let p = plan(Err(&e), Path::new("/r"), &known, 0, 0.5);
+        assert!(p.pause.unwrap().contains(".ferryignore") && p.remove.is_empty());
+    }
+
+    #[test]
+    fn a_scan_from_a_new_folder_keeps_the_roots_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for f in ["docs/a.md", "docs/node_modules/x.md", "node_modules/y.md"] {
+            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            std::fs::write(root.join(f), "x").unwrap();
+        }
+        std::fs::write(root.join(IGNORE_FILE), "/docs/a.md\n").unwrap();
+        let f = PathFilter::load(&watch_of(root)).unwrap();
+        let found = scan_from(root, &root.join("docs"), &f).unwrap();
+        assert!(found.files.is_empty(), "{found:?}");
+        let found = scan_from(root, &root.join("node_modules"), &f).unwrap();
+        assert!(found.files.is_empty(), "{found:?}");
+        std::fs::write(root.join("docs/b.md"), "x").unwrap();
+        let found = scan_from(root, &root.join("docs"), &f).unwrap();
+        assert_eq!(
+            found.files.keys().collect::<Vec<_>>(),
+            vec![&root.join("docs/b.md")]
+        );
     }
 }
