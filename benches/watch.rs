@@ -313,7 +313,7 @@ async fn fake_kb(fake: &FakeOpenWebUi) -> String {
     })
     .unwrap();
     client
-        .create_knowledge("Bench", "benchmark")
+        .create_knowledge("Bench", "benchmark", &Default::default())
         .await
         .unwrap()
         .id

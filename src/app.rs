@@ -104,6 +104,7 @@ pub async fn start_with_clock(
             },
         )
         .await?;
+    keep_collections(&queue, &loaded.rules).await?;
     let rules = Arc::new(RuleSet::new(loaded.rules.clone()));
     let (tasks, health, metrics) = (
         Arc::new(Tasks::default()),
@@ -305,6 +306,10 @@ async fn supervise(
                         producers.0.cancel();
                         while producers.1.join_next().await.is_some() {}
                         sup.rules.set(loaded.rules);
+                        // After the new rules are in place: the job reads them.
+                        if let Err(e) = keep_collections(&sup.queue, &sup.rules.all()).await {
+                            tracing::error!(error = %e, "cannot queue the collections' upkeep");
+                        }
                         producers = spawn_producers(&sup);
                         sup.metrics.reloaded(true);
                         tracing::info!(
@@ -387,4 +392,16 @@ fn spawn_producers(sup: &Supervisor) -> (CancellationToken, tokio::task::JoinSet
         .filter_map(|r| r.producer())
         .collect();
     triggers::spawn(producers, &sup.queue, &sup.tasks, &sup.metrics)
+}
+
+/// Queues the upkeep of every ingest rule's knowledge base (its sharing and
+/// description as the rule says), at start and after a reload.
+async fn keep_collections(
+    queue: &Queue,
+    rules: &[crate::rules::Rule],
+) -> Result<(), crate::store::StoreError> {
+    for rule in rules.iter().filter(|r| r.ingest.is_some()) {
+        queue.submit(&rule.name, TriggerEvent::Collection).await?;
+    }
+    Ok(())
 }

@@ -130,7 +130,7 @@ async fn check_connect(loaded: &Loaded) -> anyhow::Result<Vec<String>> {
                 ));
             }
             for c in &chat.collections {
-                match ingest::resolve_collection(&client, &store, c, false, now).await {
+                match ingest::resolve_collection(&client, &store, c, None, now).await {
                     Ok(_) => {}
                     Err(ingest::IngestError::UnknownCollection(_)) if created.contains(&c) => {}
                     Err(e) => problems.push(format!("rule `{}`: collection {c}: {e}", rule.name)),
@@ -138,8 +138,34 @@ async fn check_connect(loaded: &Loaded) -> anyhow::Result<Vec<String>> {
             }
         }
         if let Some(i) = &rule.ingest {
-            match ingest::resolve_collection(&client, &store, &i.collection, false, now).await {
-                Ok(_) => {}
+            match crate::worker::collection::resolve_sharing(&client, &i.access).await {
+                Ok((_, unknown)) => problems.extend(unknown.iter().map(|g| {
+                    format!(
+                        "{}:{}:{}: rule `{}`: ingest.access: {} in Open WebUI",
+                        rule.file.display(),
+                        g.pos.line,
+                        g.pos.col,
+                        rule.name,
+                        crate::worker::collection::shown(&g.to)
+                    )
+                })),
+                Err(e) => problems.push(format!(
+                    "rule `{}`: cannot look up ingest.access: {e}",
+                    rule.name
+                )),
+            }
+            match ingest::resolve_collection(&client, &store, &i.collection, None, now).await {
+                Ok(c) => match client.knowledge_settings(&c.id).await {
+                    Ok((k, _)) if k.is_external() => problems.push(format!(
+                        "rule `{}`: collection {} is an external knowledge base (read-only in Open WebUI); ferry cannot ingest into it",
+                        rule.name, i.collection
+                    )),
+                    Ok(_) => {}
+                    Err(e) => problems.push(format!(
+                        "rule `{}`: collection {}: {e}",
+                        rule.name, i.collection
+                    )),
+                },
                 Err(ingest::IngestError::UnknownCollection(_)) => {
                     outln!(
                         "  rule `{}`: collection {} will be created",

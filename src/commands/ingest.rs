@@ -69,7 +69,10 @@ pub(super) async fn ingest_command(
         &client,
         &store,
         &CollectionRef::Name(collection_name.to_string()),
-        true,
+        Some(&ingest::NewCollection {
+            description: crate::rules::DEFAULT_DESCRIPTION.into(),
+            ..Default::default()
+        }),
         clock.now_ms(),
     )
     .await?;

@@ -180,7 +180,7 @@ pub(super) async fn ask(loaded: &Loaded, args: AskArgs) -> anyhow::Result<ExitCo
                     &client,
                     &store,
                     c,
-                    false,
+                    None,
                     crate::clock::Clock::system().now_ms(),
                 )
                 .await?

@@ -58,13 +58,20 @@ impl Client {
         Ok(matches.into_iter().next())
     }
 
+    /// Creates a knowledge base shared as `sharing` (nobody else when it
+    /// is empty, on every version: 0.6 would otherwise make it public).
     pub async fn create_knowledge(
         &self,
         name: &str,
         description: &str,
+        sharing: &Sharing,
     ) -> Result<Knowledge, Error> {
         let path = "/api/v1/knowledge/create";
-        let body = json!({"name": name, "description": description});
+        let body = if self.version().await?.has_access_grants() {
+            json!({"name": name, "description": description, "access_grants": sharing.grants()})
+        } else {
+            json!({"name": name, "description": description, "access_control": sharing.access_control()})
+        };
         let v = self
             .json(Method::POST, path, Repeat::OnlyIfUnprocessed, |r| {
                 Ok(r.json(&body))
@@ -78,6 +85,97 @@ impl Client {
         self.json(Method::DELETE, &path, Repeat::Safe, Ok)
             .await
             .map(|_| ())
+    }
+
+    /// A knowledge base's description and sharing as the server holds them.
+    pub async fn knowledge_settings(&self, id: &str) -> Result<(Knowledge, Sharing), Error> {
+        let path = format!("/api/v1/knowledge/{id}");
+        let v = self.get(&path).await?;
+        let grants = self.version().await?.has_access_grants();
+        let sharing = Sharing::of_knowledge(&v, grants);
+        let k = serde_json::from_value(v).map_err(|e| unexpected(&path, e))?;
+        Ok((k, sharing))
+    }
+
+    /// Sets a knowledge base's description (re-embedded for search).
+    pub async fn set_knowledge_description(
+        &self,
+        id: &str,
+        name: &str,
+        description: &str,
+    ) -> Result<(), Error> {
+        if !self.version().await?.has_access_grants() {
+            let (_, sharing) = self.knowledge_settings(id).await?;
+            return self
+                .update_knowledge_06(id, name, description, &sharing)
+                .await;
+        }
+        let path = format!("/api/v1/knowledge/{id}/update");
+        let body = json!({"name": name, "description": description});
+        self.json_ignored(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body)))
+            .await
+    }
+
+    /// Replaces who may see a knowledge base.
+    pub async fn set_knowledge_sharing(&self, id: &str, sharing: &Sharing) -> Result<(), Error> {
+        if !self.version().await?.has_access_grants() {
+            let (k, _) = self.knowledge_settings(id).await?;
+            let description = k.description.unwrap_or_default();
+            return self
+                .update_knowledge_06(id, &k.name, &description, sharing)
+                .await;
+        }
+        let path = format!("/api/v1/knowledge/{id}/access/update");
+        let body = json!({"access_grants": sharing.grants()});
+        self.json_ignored(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body)))
+            .await
+    }
+
+    /// 0.6's one update call writes every column, `data` (its list of
+    /// linked files) included: it is read again and sent back under the
+    /// knowledge base's lock, or the files linked so far would be lost.
+    async fn update_knowledge_06(
+        &self,
+        id: &str,
+        name: &str,
+        description: &str,
+        sharing: &Sharing,
+    ) -> Result<(), Error> {
+        let _serialised = self.knowledge_guard(id).await?;
+        let path = format!("/api/v1/knowledge/{id}");
+        let current = self.get(&path).await?;
+        let body = json!({
+            "name": name,
+            "description": description,
+            "data": current.get("data").cloned().unwrap_or(Value::Null),
+            "access_control": sharing.access_control(),
+        });
+        let path = format!("/api/v1/knowledge/{id}/update");
+        self.json_ignored(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body)))
+            .await
+    }
+
+    /// Every group (an admin sees them all).
+    pub async fn groups(&self) -> Result<Vec<Group>, Error> {
+        let path = "/api/v1/groups/";
+        let v = self.get(path).await?;
+        parse_list(&v, path, "")
+    }
+
+    /// The id of the user with this email (case-insensitive), if any.
+    pub async fn user_id_by_email(&self, email: &str) -> Result<Option<String>, Error> {
+        let query: String = url::form_urlencoded::byte_serialize(email.as_bytes()).collect();
+        let path = format!("/api/v1/users/?query={query}");
+        let v = self.get(&path).await?;
+        let users: Vec<Value> = parse_list(&v, &path, "users")?;
+        Ok(users.into_iter().find_map(|u| {
+            let matches = u["email"]
+                .as_str()
+                .is_some_and(|e| e.eq_ignore_ascii_case(email));
+            matches
+                .then(|| u["id"].as_str().map(str::to_string))
+                .flatten()
+        }))
     }
 
     /// The files of a knowledge base, as Open WebUI itself lists them.

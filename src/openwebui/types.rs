@@ -48,6 +48,12 @@ impl Version {
         !self.at_least(0, 6, 41)
     }
 
+    /// Sharing is a list of `access_grants` (0.8); before, an
+    /// `access_control` mapping where `null` means readable by everyone.
+    pub fn has_access_grants(&self) -> bool {
+        self.at_least(0, 8, 0)
+    }
+
     /// Upload with `metadata.knowledge_id` links the file server-side.
     pub fn has_upload_auto_link(&self) -> bool {
         self.at_least(0, 9, 6)
@@ -86,6 +92,135 @@ pub struct Knowledge {
     pub user_id: Option<String>,
     #[serde(default)]
     pub created_at: Option<i64>,
+    #[serde(default)]
+    pub meta: Option<serde_json::Value>,
+}
+
+impl Knowledge {
+    /// A knowledge base over an external vector store (0.12): read-only,
+    /// every write answers 400.
+    pub fn is_external(&self) -> bool {
+        self.meta
+            .as_ref()
+            .and_then(|m| m.get("source"))
+            .and_then(serde_json::Value::as_str)
+            == Some("external")
+    }
+}
+
+/// Who may see and change a knowledge base besides its owner and the
+/// admins, by Open WebUI ids. Write implies read (Open WebUI checks each
+/// permission on its own, so both are sent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sharing {
+    pub public_read: bool,
+    pub read: Principals,
+    pub write: Principals,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Principals {
+    pub groups: std::collections::BTreeSet<String>,
+    pub users: std::collections::BTreeSet<String>,
+}
+
+impl Sharing {
+    /// Read as the server answers `GET /knowledge/{id}`.
+    pub fn of_knowledge(v: &serde_json::Value, grants: bool) -> Sharing {
+        let mut out = Sharing::default();
+        if grants {
+            for g in v["access_grants"].as_array().into_iter().flatten() {
+                let (kind, id, permission) = (
+                    g["principal_type"].as_str().unwrap_or_default(),
+                    g["principal_id"].as_str().unwrap_or_default().to_string(),
+                    g["permission"].as_str().unwrap_or_default(),
+                );
+                let to = match permission {
+                    "read" => &mut out.read,
+                    "write" => &mut out.write,
+                    _ => continue,
+                };
+                match (kind, id.as_str()) {
+                    ("user", "*") if permission == "read" => out.public_read = true,
+                    ("user", _) => {
+                        to.users.insert(id);
+                    }
+                    ("group", _) => {
+                        to.groups.insert(id);
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            match &v["access_control"] {
+                serde_json::Value::Null => out.public_read = true,
+                ac => {
+                    for (key, to) in [("read", &mut out.read), ("write", &mut out.write)] {
+                        for (list, set) in
+                            [("group_ids", &mut to.groups), ("user_ids", &mut to.users)]
+                        {
+                            set.extend(
+                                ac[key][list]
+                                    .as_array()
+                                    .into_iter()
+                                    .flatten()
+                                    .filter_map(|i| i.as_str().map(str::to_string)),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `access_grants` for 0.8 and later.
+    pub fn grants(&self) -> serde_json::Value {
+        let mut out = Vec::new();
+        if self.public_read {
+            out.push(serde_json::json!({"principal_type": "user", "principal_id": "*", "permission": "read"}));
+        }
+        for (permission, p) in [("read", &self.readers()), ("write", &self.write)] {
+            for (kind, ids) in [("group", &p.groups), ("user", &p.users)] {
+                for id in ids {
+                    out.push(serde_json::json!({"principal_type": kind, "principal_id": id, "permission": permission}));
+                }
+            }
+        }
+        serde_json::Value::Array(out)
+    }
+
+    /// `access_control` before 0.8: `null` is readable by everyone (then
+    /// only the owner and admins write: 0.6 has no way to say both).
+    pub fn access_control(&self) -> serde_json::Value {
+        if self.public_read {
+            return serde_json::Value::Null;
+        }
+        let ids = |p: &Principals| serde_json::json!({"group_ids": p.groups, "user_ids": p.users});
+        serde_json::json!({"read": ids(&self.readers()), "write": ids(&self.write)})
+    }
+
+    /// Those who may read: the readers and the writers.
+    pub fn readers(&self) -> Principals {
+        let mut r = self.read.clone();
+        r.groups.extend(self.write.groups.iter().cloned());
+        r.users.extend(self.write.users.iter().cloned());
+        r
+    }
+
+    /// The same sharing, whether or not write was also listed as read.
+    pub fn same_as(&self, other: &Sharing) -> bool {
+        self.public_read == other.public_read
+            && self.readers() == other.readers()
+            && self.write == other.write
+    }
+}
+
+/// A group, as `GET /groups/` lists it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Group {
+    pub id: String,
+    pub name: String,
 }
 
 /// A file as listed in a knowledge base.

@@ -530,15 +530,135 @@ fn decode_collection(node: &Node, what: &str, d: &mut Decoder) -> Option<Collect
 }
 
 fn decode_ingest(node: &Node, d: &mut Decoder) -> Option<Ingest> {
-    let f = d.fields(node, "ingest", &["collection"])?;
-    match f.get("collection") {
-        Some(n) => {
-            decode_collection(n, "ingest.collection", d).map(|collection| Ingest { collection })
-        }
+    let f = d.fields(node, "ingest", &["collection", "access", "description"])?;
+    let collection = match f.get("collection") {
+        Some(n) => decode_collection(n, "ingest.collection", d),
         None => {
             d.error(f.pos, "ingest: `collection` is required");
             None
         }
+    };
+    let access = f
+        .get("access")
+        .map_or(Some(Vec::new()), |n| decode_access(n, d));
+    let description = match f.get("description") {
+        Some(n) => d.string(n, "ingest.description").and_then(|source| {
+            match template::check(&source, DESCRIPTION_VARS)
+                .and_then(|()| template::Template::compile(&source))
+            {
+                Ok(t) => Some(Some(t)),
+                Err(e) => {
+                    d.error(n.pos, format!("ingest.description: {}", e.message));
+                    None
+                }
+            }
+        }),
+        None => Some(None),
+    };
+    Some(Ingest {
+        collection: collection?,
+        access: access?,
+        description: description?,
+    })
+}
+
+/// `ingest.access`: `- {group: NAME | user: EMAIL, permission: read|write}`
+/// or `- public: read`.
+fn decode_access(node: &Node, d: &mut Decoder) -> Option<Vec<Grant>> {
+    const WHAT: &str = "ingest.access";
+    let Value::Seq(items) = &node.value else {
+        d.error(
+            node.pos,
+            "ingest.access: expected a list like `- {group: Staff, permission: read}`",
+        );
+        return None;
+    };
+    let mut out: Vec<Grant> = Vec::new();
+    let mut ok = true;
+    for item in items {
+        let Some(f) = d.fields(item, WHAT, &["group", "user", "public", "permission"]) else {
+            ok = false;
+            continue;
+        };
+        let permission = |n: &Node, d: &mut Decoder| {
+            d.one_of(
+                n,
+                &format!("{WHAT}.permission"),
+                &[("read", Permission::Read), ("write", Permission::Write)],
+            )
+        };
+        let grant = match (f.get("group"), f.get("user"), f.get("public")) {
+            (Some(g), None, None) => d
+                .non_empty_string(g, &format!("{WHAT}.group"))
+                .map(Principal::Group),
+            (None, Some(u), None) => {
+                d.non_empty_string(u, &format!("{WHAT}.user"))
+                    .and_then(|email| {
+                        if email.contains('@') {
+                            Some(Principal::User(email.to_lowercase()))
+                        } else {
+                            d.error(u.pos, format!("{WHAT}.user: `{email}` is no email address"));
+                            None
+                        }
+                    })
+            }
+            (None, None, Some(p)) => {
+                if f.get("permission").is_some() {
+                    d.error(
+                        f.pos,
+                        format!("{WHAT}: `public` takes its permission itself: `- public: read`"),
+                    );
+                    None
+                } else if permission(p, d) == Some(Permission::Read) {
+                    Some(Principal::Public)
+                } else {
+                    d.error(
+                        p.pos,
+                        format!("{WHAT}.public: only `read` (Open WebUI 0.6 cannot give everyone write access)"),
+                    );
+                    None
+                }
+            }
+            _ => {
+                d.error(
+                    f.pos,
+                    format!("{WHAT}: each entry names one `group`, `user` or `public`"),
+                );
+                None
+            }
+        };
+        let perm = match (&grant, f.get("permission")) {
+            (Some(Principal::Public), _) => Some(Permission::Read),
+            (_, Some(n)) => permission(n, d),
+            (_, None) => Some(Permission::Read),
+        };
+        match (grant, perm) {
+            (Some(to), Some(permission)) => {
+                if out.iter().any(|g| g.to == to) {
+                    d.error(
+                        f.pos,
+                        format!("{WHAT}: {} is named twice", principal_shown(&to)),
+                    );
+                    ok = false;
+                } else {
+                    out.push(Grant {
+                        to,
+                        permission,
+                        pos: f.pos,
+                    });
+                }
+            }
+            _ => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn principal_shown(p: &Principal) -> String {
+    match p {
+        Principal::Group(g) => format!("group `{g}`"),
+        Principal::User(u) => format!("user `{u}`"),
+        Principal::Public => "`public`".into(),
     }
 }
 

@@ -78,7 +78,54 @@ impl std::fmt::Display for CollectionRef {
 #[derive(Debug, Clone)]
 pub struct Ingest {
     pub collection: CollectionRef,
+    /// Who may see the collection besides its owner (and admins): nobody
+    /// when empty. Applied to collections ferry created, on creation and
+    /// at every start and reload.
+    pub access: Vec<Grant>,
+    /// The collection's description, a template over `rule` and
+    /// `collection`.
+    pub description: Option<Template>,
 }
+
+/// One `ingest.access` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub to: Principal,
+    pub permission: Permission,
+    /// Where it is written, for `ferry check --connect`.
+    pub pos: crate::config::Pos,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Principal {
+    /// A group, by its name in Open WebUI.
+    Group(String),
+    /// A user, by email.
+    User(String),
+    /// Every user.
+    Public,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Permission {
+    Read,
+    Write,
+}
+
+impl Permission {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::Write => "write",
+        }
+    }
+}
+
+/// Names an `ingest.description` template may use.
+pub const DESCRIPTION_VARS: &[&str] = &["rule", "collection"];
+
+/// The description a rule's collection gets when none is configured.
+pub const DEFAULT_DESCRIPTION: &str = "Kept in sync by ferry";
 
 #[derive(Debug, Clone)]
 pub struct Chat {

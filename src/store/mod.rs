@@ -353,6 +353,18 @@ impl Store {
         )
     }
 
+    /// Whether ferry created the knowledge base with this id (only those
+    /// have their sharing and description kept in step with the rules).
+    pub async fn created_collection(&self, id: &str) -> Result<bool, StoreError> {
+        let created: Option<bool> = sqlx::query_scalar(
+            "SELECT created FROM collections WHERE id = ? ORDER BY created DESC",
+        )
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(created.unwrap_or(false))
+    }
+
     pub async fn remember_collection(
         &self,
         name: &str,

@@ -80,6 +80,10 @@ pub struct StoredKnowledge {
     pub name: String,
     pub files: Vec<String>,
     pub created_at: i64,
+    pub description: String,
+    /// As the version keeps it: the `access_grants` list (0.12) or the
+    /// `access_control` value (0.6, `null` = everyone reads).
+    pub access: Value,
 }
 
 #[derive(Default)]
@@ -104,6 +108,10 @@ pub struct FakeState {
     /// Chat completions running right now, and the most at once.
     pub chats_running: usize,
     pub chats_running_max: usize,
+    /// `GET /groups/`: (id, name).
+    pub groups: Vec<(String, String)>,
+    /// `GET /users/?query=`: (id, email).
+    pub users: Vec<(String, String)>,
     next_id: u64,
 }
 
@@ -157,6 +165,21 @@ impl FakeOpenWebUi {
             .route("/api/v1/knowledge/create", post(create_knowledge))
             .route("/api/v1/knowledge/{id}", get(knowledge))
             .route("/api/v1/knowledge/{id}/files", get(knowledge_files))
+            .route("/api/v1/knowledge/{id}/update", post(update_knowledge))
+            .route("/api/v1/knowledge/{id}/access/update", post(update_access))
+            .route(
+                "/api/v1/groups/",
+                get(|State(s): State<Shared>| async move {
+                    let st = s.lock().unwrap();
+                    let groups: Vec<Value> = st
+                        .groups
+                        .iter()
+                        .map(|(id, name)| json!({"id": id, "name": name, "description": ""}))
+                        .collect();
+                    Json(Value::Array(groups))
+                }),
+            )
+            .route("/api/v1/users/", get(users))
             .route("/api/v1/knowledge/{id}/file/add", post(add_file))
             .route("/api/v1/knowledge/{id}/file/remove", post(remove_file))
             .route(
@@ -463,8 +486,14 @@ async fn delete_file(State(s): State<Shared>, Path(id): Path<String>) -> Respons
     Json(json!(true)).into_response()
 }
 
-fn knowledge_json(k: &StoredKnowledge) -> Value {
-    json!({"id": k.id, "name": k.name, "description": "", "user_id": "u1", "created_at": k.created_at})
+fn knowledge_json(k: &StoredKnowledge, is_012: bool) -> Value {
+    let mut v = json!({"id": k.id, "name": k.name, "description": k.description, "user_id": "u1", "created_at": k.created_at});
+    v[if is_012 {
+        "access_grants"
+    } else {
+        "access_control"
+    }] = k.access.clone();
+    v
 }
 
 async fn list_knowledge(
@@ -472,7 +501,11 @@ async fn list_knowledge(
     Query(q): Query<HashMap<String, String>>,
 ) -> Json<Value> {
     let st = s.lock().unwrap();
-    let all: Vec<Value> = st.knowledge.iter().map(knowledge_json).collect();
+    let all: Vec<Value> = st
+        .knowledge
+        .iter()
+        .map(|k| knowledge_json(k, st.is_012()))
+        .collect();
     paged(&st, all, &q, 30)
 }
 
@@ -480,13 +513,21 @@ async fn create_knowledge(State(s): State<Shared>, Json(body): Json<Value>) -> J
     let mut st = s.lock().unwrap();
     let id = st.id("kb");
     let created_at = st.next_id as i64;
+    let access = if st.is_012() {
+        body.get("access_grants").cloned().unwrap_or(json!([]))
+    } else {
+        // A missing or null `access_control` is public on 0.6.
+        body.get("access_control").cloned().unwrap_or(Value::Null)
+    };
     let k = StoredKnowledge {
         id,
         name: body["name"].as_str().unwrap_or_default().to_string(),
         files: Vec::new(),
         created_at,
+        description: body["description"].as_str().unwrap_or_default().to_string(),
+        access,
     };
-    let answer = knowledge_json(&k);
+    let answer = knowledge_json(&k, st.is_012());
     st.knowledge.push(k);
     Json(answer)
 }
@@ -501,7 +542,7 @@ async fn knowledge(State(s): State<Shared>, Path(id): Path<String>) -> Response 
         };
         return detail(status, NOT_FOUND);
     };
-    let mut answer = knowledge_json(k);
+    let mut answer = knowledge_json(k, st.is_012());
     if !st.is_012() {
         answer["files"] = k
             .files
@@ -511,6 +552,56 @@ async fn knowledge(State(s): State<Shared>, Path(id): Path<String>) -> Response 
             .collect();
     }
     Json(answer).into_response()
+}
+
+/// 0.6: every column from the body (`data` too); 0.12: name and
+/// description only.
+async fn update_knowledge(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut st = s.lock().unwrap();
+    let is_012 = st.is_012();
+    let Some(k) = st.knowledge.iter_mut().find(|k| k.id == id) else {
+        return detail(StatusCode::BAD_REQUEST, NOT_FOUND);
+    };
+    k.name = body["name"].as_str().unwrap_or_default().to_string();
+    k.description = body["description"].as_str().unwrap_or_default().to_string();
+    if !is_012 {
+        k.access = body.get("access_control").cloned().unwrap_or(Value::Null);
+    }
+    let answer = knowledge_json(k, is_012);
+    Json(answer).into_response()
+}
+
+async fn update_access(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut st = s.lock().unwrap();
+    if !st.is_012() {
+        return detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    }
+    let Some(k) = st.knowledge.iter_mut().find(|k| k.id == id) else {
+        return detail(StatusCode::NOT_FOUND, NOT_FOUND);
+    };
+    k.access = body["access_grants"].clone();
+    let answer = knowledge_json(k, true);
+    Json(answer).into_response()
+}
+
+async fn users(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Json<Value> {
+    let st = s.lock().unwrap();
+    let query = q.get("query").map(|x| x.to_lowercase()).unwrap_or_default();
+    let users: Vec<Value> = st
+        .users
+        .iter()
+        .filter(|(_, email)| email.to_lowercase().contains(&query))
+        .map(|(id, email)| json!({"id": id, "email": email, "name": email}))
+        .collect();
+    Json(json!({"total": users.len(), "users": users}))
 }
 
 async fn knowledge_files(

@@ -320,6 +320,9 @@ pub const SYNC: &str = "sync";
 pub const CHAT: &str = "chat";
 /// Job kind: adopt or delete uploads whose answers were lost.
 pub const SWEEP: &str = "sweep";
+/// Job kind: a rule's knowledge base found or created, its sharing and
+/// description kept as the rule says.
+pub const COLLECTION: &str = "collection";
 /// The rule name of ferry's own upkeep jobs (no rule file can have it).
 pub const UPKEEP_RULE: &str = ":ferry";
 
@@ -368,6 +371,9 @@ pub enum TriggerEvent {
     /// start-up sweep: the process that made them is gone); without, those
     /// older than any upload still under way.
     Sweep { before_s: Option<i64>, at_ms: i64 },
+    /// Upkeep: the rule's knowledge base brought in step with the rule
+    /// (at start and after each reload).
+    Collection,
 }
 
 impl TriggerEvent {
@@ -378,7 +384,7 @@ impl TriggerEvent {
             TriggerEvent::Fire { .. } => TriggerKind::Schedule,
             TriggerEvent::Hook { .. } => TriggerKind::Webhook,
             TriggerEvent::Manual { .. } => TriggerKind::Manual,
-            TriggerEvent::Sweep { .. } => TriggerKind::Maintenance,
+            TriggerEvent::Sweep { .. } | TriggerEvent::Collection => TriggerKind::Maintenance,
         }
     }
 
@@ -470,6 +476,16 @@ impl TriggerEvent {
                 run_after: *at_ms,
                 max_attempts: SWEEP_ATTEMPTS,
                 coalesce_key: Some(SWEEP.into()),
+                dedupe_key: None,
+            },
+            TriggerEvent::Collection => NewJob {
+                rule: rule.to_string(),
+                kind: COLLECTION.into(),
+                trigger_kind: TriggerKind::Maintenance.as_str().into(),
+                input: json!({}),
+                run_after: now_ms,
+                max_attempts: SWEEP_ATTEMPTS,
+                coalesce_key: Some(format!("{COLLECTION}:{rule}")),
                 dedupe_key: None,
             },
         }

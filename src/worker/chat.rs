@@ -187,7 +187,7 @@ pub(super) async fn run(workers: &Workers, job: &Job) -> (Finish, Effects) {
     };
     let mut collections = Vec::new();
     for reference in &chat.collections {
-        match ingest::resolve_collection(&workers.client, &workers.store, reference, false, now)
+        match ingest::resolve_collection(&workers.client, &workers.store, reference, None, now)
             .await
         {
             Ok(c) => collections.push(c.id),

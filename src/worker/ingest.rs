@@ -80,13 +80,20 @@ pub enum Outcome {
     },
 }
 
+/// How a knowledge base that ferry creates starts out.
+#[derive(Debug, Clone, Default)]
+pub struct NewCollection {
+    pub description: String,
+    pub sharing: crate::openwebui::Sharing,
+}
+
 /// Finds a knowledge base by reference: the id remembered for the name,
-/// else the oldest of that name, else (with `create`) a new one.
+/// else the oldest of that name, else (given `create`) a new one.
 pub async fn resolve_collection(
     client: &Client,
     store: &Store,
     reference: &CollectionRef,
-    create: bool,
+    create: Option<&NewCollection>,
     now_ms: i64,
 ) -> Result<Collection, IngestError> {
     match reference {
@@ -121,11 +128,11 @@ pub async fn resolve_collection(
                     name: name.clone(),
                 });
             }
-            if !create {
+            let Some(new) = create else {
                 return Err(IngestError::UnknownCollection(name.clone()));
-            }
+            };
             let k = client
-                .create_knowledge(name, "Kept in sync by ferry")
+                .create_knowledge(name, &new.description, &new.sharing)
                 .await?;
             tracing::info!(collection = %name, id = %k.id, "created knowledge base");
             store.remember_collection(name, &k.id, true, now).await?;

@@ -8,6 +8,7 @@
 //! the process was stalled) writes nothing.
 
 pub mod chat;
+pub mod collection;
 pub mod ingest;
 pub mod sync;
 
@@ -24,7 +25,7 @@ use crate::openwebui::Client;
 use crate::rules::{Rule, RuleSet};
 use crate::store::{self, Effects, Job, Store};
 use crate::supervise::Tasks;
-use crate::triggers::{CHAT, Queue, SWEEP, SYNC};
+use crate::triggers::{CHAT, COLLECTION, Queue, SWEEP, SYNC};
 use ingest::{Collection, IngestError, Ingestor};
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -101,29 +102,40 @@ impl Workers {
         self.rules.get(name)
     }
 
-    /// The rule's knowledge base, created on first use, then cached.
+    /// The rule's knowledge base, created on first use (shared and
+    /// described as the rule says), then cached.
     pub async fn collection(&self, rule: &Rule) -> Result<Collection, IngestError> {
-        let reference = &rule
+        let ingest = rule
             .ingest
             .as_ref()
-            .expect("sync jobs belong to ingest rules")
-            .collection;
-        let key = format!("{}\u{0}{reference}", rule.name);
+            .expect("sync jobs belong to ingest rules");
+        let key = collection_key(rule);
         let mut cache = self.collections.lock().await;
         if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
         }
+        let new = collection::new_collection(self, rule, ingest).await;
         let c = ingest::resolve_collection(
             &self.client,
             &self.store,
-            reference,
-            true,
+            &ingest.collection,
+            Some(&new),
             self.clock.now_ms(),
         )
         .await?;
         cache.insert(key, c.clone());
         Ok(c)
     }
+
+    /// Drops the cached knowledge base of a rule: the next use looks again.
+    pub async fn forget_collection(&self, rule: &Rule) {
+        self.collections.lock().await.remove(&collection_key(rule));
+    }
+}
+
+fn collection_key(rule: &Rule) -> String {
+    let reference = rule.ingest.as_ref().map(|i| i.collection.to_string());
+    format!("{}\u{0}{}", rule.name, reference.unwrap_or_default())
 }
 
 /// Looks at Open WebUI now and then, for `/readyz` and the log: the one
@@ -380,6 +392,9 @@ async fn run(workers: &Workers, job: &Job) -> (Finish, Effects) {
         SYNC => sync::sync(workers, job).await.unwrap_or_else(later),
         CHAT => chat::run(workers, job).await,
         SWEEP => sweep(workers, job).await.unwrap_or_else(later),
+        COLLECTION => collection::keep_in_step(workers, job)
+            .await
+            .unwrap_or_else(later),
         other => (
             Finish::Fail(format!("unknown job kind `{other}`")),
             Effects::default(),

@@ -380,3 +380,32 @@ fn the_unit_is_hardened() {
         .unwrap_or_else(|| panic!("no exposure level in:\n{all}"));
     assert!(level <= 1.5, "exposure {level}:\n{all}");
 }
+
+#[test]
+fn sharing_and_description_mistakes_are_reported_with_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "ferry.yaml",
+        "openwebui:\n  url: http://127.0.0.1:1\n  api_key: k\nstate:\n  database: state/ferry.db\n",
+    );
+    std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
+    write(
+        dir.path(),
+        "rules/kb.yaml",
+        "on:\n  watch:\n    path: inbox\ningest:\n  collection: Handbook\n  description: \"{{ secret_thing }}\"\n  access:\n    - {group: Staff, user: bob@example.org}\n    - public: write\n    - {user: not-an-email}\n    - {group: Ops, permission: admin}\n    - {group: Ops}\n    - {group: Ops, permission: write}\n",
+    );
+    let out = ferry(dir.path(), &["check"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    for expected in [
+        "kb.yaml:6:16: ingest.description:",
+        "kb.yaml:8:7: ingest.access: each entry names one `group`, `user` or `public`",
+        "kb.yaml:9:15: ingest.access.public: only `read`",
+        "kb.yaml:10:14: ingest.access.user: `not-an-email` is no email address",
+        "kb.yaml:11:32: ingest.access.permission:",
+        "kb.yaml:13:7: ingest.access: group `Ops` is named twice",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    }
+}

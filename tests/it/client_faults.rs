@@ -259,7 +259,10 @@ async fn knowledge_files_on_both_versions() {
     for version in ["0.12.4", "0.6.40"] {
         let fake = FakeOpenWebUi::start(version).await;
         let client = api_key_client(&fake);
-        let kb = client.create_knowledge("Docs", "d").await.unwrap();
+        let kb = client
+            .create_knowledge("Docs", "d", &Default::default())
+            .await
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut ids = Vec::new();
         for i in 0..35 {
@@ -325,7 +328,10 @@ async fn streaming_answer_arrives_in_pieces() {
 async fn concurrent_links_on_0_6_are_not_lost() {
     let fake = FakeOpenWebUi::start("0.6.40").await;
     let client = api_key_client(&fake);
-    let kb = client.create_knowledge("Race", "d").await.unwrap();
+    let kb = client
+        .create_knowledge("Race", "d", &Default::default())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut ids = Vec::new();
     for i in 0..8 {

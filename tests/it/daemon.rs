@@ -217,6 +217,139 @@ async fn default_ignores_and_the_ferryignore_decide_what_is_mirrored() {
     stop(running).await;
 }
 
+/// The rule `mirror` with `ingest` as given (the inbox, settling 300 ms).
+fn shared_mirror(version: &'static str, ingest: &str) -> Options {
+    Options {
+        version,
+        rules: vec![(
+            "mirror".into(),
+            format!(
+                "on:\n  watch:\n    path: INBOX\n    settle: 300ms\ningest:\n  collection: {COLLECTION}\n{ingest}"
+            ),
+        )],
+        ..Default::default()
+    }
+}
+
+/// Who may read and who may write, as the fake holds it for `version`.
+fn sharing_of(s: &TestApp) -> (bool, Vec<String>, Vec<String>, String) {
+    let st = s.fake.state.lock().unwrap();
+    let k = st
+        .knowledge
+        .iter()
+        .find(|k| k.name == COLLECTION)
+        .expect("created");
+    let (mut read, mut write, mut public) = (Vec::new(), Vec::new(), false);
+    if st.version.starts_with("0.12") {
+        for g in k.access.as_array().unwrap() {
+            let who = format!(
+                "{}:{}",
+                g["principal_type"].as_str().unwrap(),
+                g["principal_id"].as_str().unwrap()
+            );
+            match g["permission"].as_str().unwrap() {
+                "read" if who == "user:*" => public = true,
+                "read" => read.push(who),
+                _ => write.push(who),
+            }
+        }
+    } else if k.access.is_null() {
+        public = true;
+    } else {
+        for (perm, out) in [("read", &mut read), ("write", &mut write)] {
+            for (kind, key) in [("group", "group_ids"), ("user", "user_ids")] {
+                for id in k.access[perm][key].as_array().unwrap() {
+                    out.push(format!("{kind}:{}", id.as_str().unwrap()));
+                }
+            }
+        }
+    }
+    read.sort();
+    write.sort();
+    (public, read, write, k.description.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_created_collection_is_shared_as_the_rule_says_and_kept_so() {
+    for version in ["0.12.4", "0.6.40"] {
+        // No `access`: private on both versions (0.6 makes it public
+        // unless told otherwise).
+        let s = TestApp::new(shared_mirror(version, "")).await;
+        {
+            let mut st = s.fake.state.lock().unwrap();
+            st.groups = vec![
+                ("g-staff".into(), "Staff".into()),
+                ("g-ops".into(), "Ops".into()),
+            ];
+            st.users = vec![("u-alice".into(), "alice@example.org".into())];
+        }
+        write(&s.inbox().join("a.md"), "alpha");
+        let running = s.start().await;
+        eventually("linked", async || s.names().len() == 1).await;
+        drain(&running).await;
+        assert_eq!(
+            sharing_of(&s),
+            (false, vec![], vec![], "Kept in sync by ferry".into()),
+            "{version}: private"
+        );
+        stop(running).await;
+
+        // Given at the next start: applied to the collection ferry made.
+        let rule = s.dir.path().join("rules/mirror.yaml");
+        let text = std::fs::read_to_string(&rule).unwrap();
+        std::fs::write(
+            &rule,
+            format!(
+                "{text}  description: \"{{{{ rule }}}}: the team handbook\"\n  access:\n    - {{group: Staff, permission: read}}\n    - {{user: Alice@Example.org, permission: write}}\n    - {{group: Nobody}}\n"
+            ),
+        )
+        .unwrap();
+        let running = s.start().await;
+        drain(&running).await;
+        assert_eq!(
+            sharing_of(&s),
+            (
+                false,
+                vec!["group:g-staff".into(), "user:u-alice".into()],
+                vec!["user:u-alice".into()],
+                "mirror: the team handbook".into()
+            ),
+            "{version}: shared"
+        );
+        // The unknown group is reported with where it is written.
+        let jobs = running.store.jobs(&Default::default()).await.unwrap();
+        let upkeep = jobs.iter().find(|j| j.kind == "collection").unwrap();
+        let error = upkeep.error.clone().unwrap_or_default();
+        assert!(
+            error.contains("no group named `Nobody`") && error.contains("mirror.yaml:"),
+            "{version}: {error}"
+        );
+
+        // A reload that narrows it: kept in step without a restart.
+        std::fs::write(
+            &rule,
+            format!("{text}  access:\n    - {{group: Ops}}\n    - public: read\n"),
+        )
+        .unwrap();
+        running.reload.send(()).await.unwrap();
+        // 0.6 says "everyone reads" with `null`, which names nobody else.
+        let readers = if version == "0.6.40" {
+            vec![]
+        } else {
+            vec!["group:g-ops".to_string()]
+        };
+        eventually("narrowed on reload", async || {
+            let (public, read, write, _) = sharing_of(&s);
+            public && read == readers && write.is_empty()
+        })
+        .await;
+        assert_eq!(sharing_of(&s).3, "Kept in sync by ferry");
+        // Sharing changes never touch the files (0.6 rewrites `data`).
+        assert_eq!(s.names().len(), 1, "{version}");
+        stop(running).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failures_are_recorded_and_not_retried_forever() {
     let s = mirror("0.12.4").await;

@@ -191,18 +191,30 @@ pub struct Scanned {
 /// Every covered file under `root`, by stats, without following links:
 /// a linked folder is not entered, a linked file is only named.
 pub fn scan(root: &Path, filter: &PathFilter) -> Result<Scanned, RootProblem> {
-    scan_from(root, root, filter)
-}
-
-/// Like [`scan`], from the folder `start` under `root` (a folder that just
-/// appeared); paths are still matched relative to `root`.
-pub fn scan_from(root: &Path, start: &Path, filter: &PathFilter) -> Result<Scanned, RootProblem> {
-    match std::fs::metadata(start) {
+    // The root is the admin's choice, and may be reached through a link.
+    match std::fs::metadata(root) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(RootProblem::Unreadable("not a directory".into())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(RootProblem::Missing),
         Err(e) => return Err(RootProblem::Unreadable(e.to_string())),
     }
+    walk(root, root, filter)
+}
+
+/// Like [`scan`], from the folder `start` under `root` (a folder that just
+/// appeared); paths are still matched relative to `root`. A `start` that is
+/// no folder (a link to one included) holds nothing.
+pub fn scan_from(root: &Path, start: &Path, filter: &PathFilter) -> Result<Scanned, RootProblem> {
+    if start == root {
+        return scan(root, filter);
+    }
+    if !std::fs::symlink_metadata(start).is_ok_and(|m| m.is_dir()) {
+        return Ok(Scanned::default());
+    }
+    walk(root, start, filter)
+}
+
+fn walk(root: &Path, start: &Path, filter: &PathFilter) -> Result<Scanned, RootProblem> {
     let mut out = Scanned::default();
     let inside_kept = start.strip_prefix(root).is_ok_and(|r| {
         r.ancestors()
