@@ -794,3 +794,180 @@ async fn a_damaged_or_missing_database_is_one_line_and_exit_1() {
     );
     daemon.stop();
 }
+
+/// An admin's call to Open WebUI with a JSON body (a plain client).
+async fn admin_post(s: &Server, path: &str, body: Value) -> Value {
+    let r = reqwest::Client::new()
+        .post(format!("{}{path}", s.url))
+        .bearer_auth(&s.api_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert!(status.is_success(), "POST {path}: {status} {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A `user` signed in: the names of the knowledge bases they can see.
+async fn visible_to(s: &Server, email: &str) -> BTreeSet<String> {
+    let http = reqwest::Client::new();
+    let signin: Value = http
+        .post(format!("{}/api/v1/auths/signin", s.url))
+        .json(&serde_json::json!({"email": email, "password": "E2e-user-password-1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = signin["token"].as_str().expect("signed in").to_string();
+    let mut out = BTreeSet::new();
+    for page in 1.. {
+        let v: Value = http
+            .get(format!("{}/api/v1/knowledge/?page={page}", s.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        // 0.6 answers the whole list at once.
+        let items = v.get("items").unwrap_or(&v).as_array().unwrap().clone();
+        out.extend(
+            items
+                .iter()
+                .map(|k| k["name"].as_str().unwrap().to_string()),
+        );
+        if v.get("items").is_none() || items.is_empty() {
+            break;
+        }
+    }
+    out
+}
+
+#[tokio::test]
+#[ignore = "needs a real Open WebUI: scripts/e2e.sh"]
+async fn a_collection_is_shared_with_the_group_the_rule_names_and_no_one_else() {
+    let s = server();
+    let api = Api::new(&s);
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let group = format!("e2e-staff-{tag}");
+    let g = admin_post(
+        &s,
+        "/api/v1/groups/create",
+        serde_json::json!({"name": group, "description": "e2e"}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for who in ["insider", "outsider"] {
+        let email = format!("{who}-{tag}@example.org");
+        admin_post(
+            &s,
+            "/api/v1/auths/add",
+            serde_json::json!({"name": who, "email": email, "password": "E2e-user-password-1", "role": "user"}),
+        )
+        .await;
+        let found = api.get(&format!("/api/v1/users/?query={who}-{tag}")).await;
+        ids.push(found["users"][0]["id"].as_str().unwrap().to_string());
+    }
+    admin_post(
+        &s,
+        &format!("/api/v1/groups/id/{}/users/add", g["id"].as_str().unwrap()),
+        serde_json::json!({"user_ids": [ids[0]]}),
+    )
+    .await;
+
+    // Two rules: one shared with the group (and naming a group that does
+    // not exist), one with no `access` at all.
+    let m = Mirror::new(&s, "500ms");
+    let (shared, private) = (format!("e2e-shared-{tag}"), format!("e2e-private-{tag}"));
+    let private_inbox = m.dir.path().join("private");
+    write(
+        &m.inbox().join("handbook.md"),
+        "Shared with the staff group.\n",
+    );
+    write(&private_inbox.join("secret.md"), "For the owner only.\n");
+    std::fs::write(
+        m.dir.path().join("rules/mirror.yaml"),
+        format!(
+            "name: mirror\non:\n  watch:\n    path: {}\n    settle: 500ms\ningest:\n  collection: {shared}\n  description: \"{{{{ rule }}}} keeps {{{{ collection }}}}\"\n  access:\n    - {{group: {group}, permission: read}}\n    - {{group: e2e-nobody-{tag}}}\n",
+            m.inbox().display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        m.dir.path().join("rules/private.yaml"),
+        format!(
+            "name: private\non:\n  watch:\n    path: {}\n    settle: 500ms\ningest:\n  collection: {private}\n",
+            private_inbox.display()
+        ),
+    )
+    .unwrap();
+
+    // check --connect names the unknown group and where it is written.
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["check", "--connect", "--config", "ferry.yaml"])
+        .current_dir(m.dir.path())
+        .env("E2E_API_KEY", &s.api_key)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "mirror.yaml:11:7: rule `mirror`: ingest.access: no group named `e2e-nobody-{tag}` in Open WebUI"
+        )),
+        "{said}"
+    );
+
+    let daemon = m.start(&s);
+    for (name, file) in [(&shared, "handbook.md"), (&private, "secret.md")] {
+        let kb = collection_id(&api, name, Duration::from_secs(60)).await;
+        until(file, Duration::from_secs(120), || async {
+            api.knowledge_file_names(&kb).await == vec![file.to_string()]
+        })
+        .await;
+    }
+    let insider = format!("insider-{tag}@example.org");
+    let outsider = format!("outsider-{tag}@example.org");
+    let seen_in = visible_to(&s, &insider).await;
+    let seen_out = visible_to(&s, &outsider).await;
+    assert!(seen_in.contains(&shared), "{}: {seen_in:?}", s.version);
+    assert!(!seen_in.contains(&private), "{}: {seen_in:?}", s.version);
+    assert!(!seen_out.contains(&shared), "{}: {seen_out:?}", s.version);
+    assert!(!seen_out.contains(&private), "{}: {seen_out:?}", s.version);
+    let kb = collection_id(&api, &shared, Duration::from_secs(1)).await;
+    let k = api.get(&format!("/api/v1/knowledge/{kb}")).await;
+    assert_eq!(k["description"], format!("mirror keeps {shared}"));
+
+    // The group loses its access on reload: the insider no longer sees it,
+    // and the files stay.
+    let rule = m.dir.path().join("rules/mirror.yaml");
+    let text = std::fs::read_to_string(&rule).unwrap();
+    let cut = text.find("  access:").unwrap();
+    std::fs::write(&rule, &text[..cut]).unwrap();
+    daemon.reload();
+    until(
+        "private after the reload",
+        Duration::from_secs(60),
+        || async { !visible_to(&s, &insider).await.contains(&shared) },
+    )
+    .await;
+    assert_eq!(
+        api.knowledge_file_names(&kb).await,
+        vec!["handbook.md".to_string()]
+    );
+    let log = m.log();
+    assert!(
+        log.contains(&format!("no group named `e2e-nobody-{tag}`")),
+        "{log}"
+    );
+    daemon.stop();
+}

@@ -107,6 +107,18 @@ impl Daemon {
         v["rules"][0]["paused"].as_str().map(str::to_string)
     }
 
+    /// SIGHUP: reload the rules.
+    pub fn reload(&self) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
     /// SIGTERM; must exit 0 within the grace.
     pub fn stop(mut self) {
         let pid = self.child.id().to_string();
