@@ -48,7 +48,8 @@
 //!   `history`: docs/jobs/deliveries); exit codes; errors printed once, on
 //!   one line. The only user of `anyhow`.
 //! - [`app`]: the daemon's wiring: instance lock, rescue of leases, the
-//!   start-up sweep queued first, tasks, reload, shutdown in phases.
+//!   start-up sweep queued first, the collections' upkeep queued at start
+//!   and reload, tasks, reload, shutdown in phases.
 //! - [`setup`]: config and rules loaded together, all or nothing.
 //! - [`config`]: `ferry.yaml`. [`config::yaml`] is a YAML tree that keeps
 //!   positions; [`config::decode`] reads typed values from it, collecting
@@ -64,7 +65,7 @@
 //!   becomes and the template context it gives; [`triggers::Queue`], the
 //!   one enqueue path; the producers [`triggers::watch`] (events → settled
 //!   paths; [`triggers::watch::settle`] and [`triggers::watch::reconcile`]
-//!   are pure) and [`triggers::schedule`] (cron in a time zone; pure
+//!   are pure, the latter with the default ignores and `.ferryignore`) and [`triggers::schedule`] (cron in a time zone; pure
 //!   [`triggers::schedule::next_fire`] and `missed_fire`).
 //!   Adding a trigger kind: the enums and context in `triggers/mod.rs`,
 //!   its producer in a file of its own, its `on:` key in
@@ -72,7 +73,9 @@
 //! - [`worker`]: claims jobs and runs them: [`worker::sync`] (a watched
 //!   path), [`worker::chat`] (a rule's chat; the full template context),
 //!   [`worker::ingest`] (verified ingestion of one file, moves, removals,
-//!   resuming interrupted uploads, orphan cleanup); the health probe.
+//!   resuming interrupted uploads, orphan cleanup), [`worker::collection`]
+//!   (a rule's knowledge base created, shared and described as the rule
+//!   says, kept so at start and reload); the health probe.
 //! - [`openwebui`]: the typed client of the real Open WebUI API, by
 //!   section: `client` (transport, auth, retries), `server`, `knowledge`,
 //!   `files`, `chat`; [`openwebui::error`] classifies responses (the one
