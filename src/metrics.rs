@@ -12,6 +12,10 @@ pub struct Metrics {
     watch: Mutex<BTreeMap<String, Watch>>,
     reloads_ok: AtomicU64,
     reloads_refused: AtomicU64,
+    /// Drift repaired: (rule, how) → documents restored.
+    restored: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Knowledge bases made again after they were deleted, by rule.
+    recreated: Mutex<BTreeMap<String, u64>>,
 }
 
 /// A watcher's progress.
@@ -58,6 +62,34 @@ impl Metrics {
             self.reloads_ok.load(Ordering::Relaxed),
             self.reloads_refused.load(Ordering::Relaxed),
         )
+    }
+
+    /// A document put back into its collection: `relinked` (its file was
+    /// still there) or `uploaded_again`.
+    pub fn restored(&self, rule: &str, how: &'static str) {
+        *self
+            .restored
+            .lock()
+            .expect("not poisoned")
+            .entry((rule.to_string(), how))
+            .or_default() += 1;
+    }
+
+    pub fn restored_counts(&self) -> BTreeMap<(String, &'static str), u64> {
+        self.restored.lock().expect("not poisoned").clone()
+    }
+
+    pub fn recreated(&self, rule: &str) {
+        *self
+            .recreated
+            .lock()
+            .expect("not poisoned")
+            .entry(rule.to_string())
+            .or_default() += 1;
+    }
+
+    pub fn recreated_counts(&self) -> BTreeMap<String, u64> {
+        self.recreated.lock().expect("not poisoned").clone()
     }
 
     pub fn watchers(&self) -> BTreeMap<String, Watch> {

@@ -47,6 +47,9 @@ pub fn wants(rule: &Rule, events: &[String], event_type: &str) -> bool {
     if !events.is_empty() {
         return events.iter().any(|e| e == event_type);
     }
+    if crate::rules::OPT_IN_EVENTS.contains(&event_type) {
+        return false;
+    }
     if rule.chat.is_some() {
         event_type.starts_with("chat.")
     } else {

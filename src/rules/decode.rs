@@ -530,7 +530,16 @@ fn decode_collection(node: &Node, what: &str, d: &mut Decoder) -> Option<Collect
 }
 
 fn decode_ingest(node: &Node, d: &mut Decoder) -> Option<Ingest> {
-    let f = d.fields(node, "ingest", &["collection", "access", "description"])?;
+    let f = d.fields(
+        node,
+        "ingest",
+        &[
+            "collection",
+            "access",
+            "description",
+            "on_missing_collection",
+        ],
+    )?;
     let collection = match f.get("collection") {
         Some(n) => decode_collection(n, "ingest.collection", d),
         None => {
@@ -555,10 +564,23 @@ fn decode_ingest(node: &Node, d: &mut Decoder) -> Option<Ingest> {
         }),
         None => Some(None),
     };
+    let on_missing_collection =
+        f.get("on_missing_collection")
+            .map_or(Some(OnMissingCollection::Recreate), |n| {
+                d.one_of(
+                    n,
+                    "ingest.on_missing_collection",
+                    &[
+                        ("recreate", OnMissingCollection::Recreate),
+                        ("pause", OnMissingCollection::Pause),
+                    ],
+                )
+            });
     Some(Ingest {
         collection: collection?,
         access: access?,
         description: description?,
+        on_missing_collection: on_missing_collection?,
     })
 }
 

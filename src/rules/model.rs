@@ -85,6 +85,17 @@ pub struct Ingest {
     /// The collection's description, a template over `rule` and
     /// `collection`.
     pub description: Option<Template>,
+    /// What happens when the collection is deleted in Open WebUI.
+    pub on_missing_collection: OnMissingCollection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMissingCollection {
+    /// Made again (shared and described as the rule says), every file
+    /// linked into it again.
+    Recreate,
+    /// The rule pauses until a collection of that name is there again.
+    Pause,
 }
 
 /// One `ingest.access` entry.
@@ -144,7 +155,13 @@ pub const EVENT_TYPES: &[&str] = &[
     "document.ingested",
     "document.failed",
     "document.removed",
+    "document.restored",
+    "rule.paused",
+    "rule.resumed",
 ];
+
+/// Events a rule gets only when its `deliver.events` names them.
+pub const OPT_IN_EVENTS: &[&str] = &["document.restored", "rule.paused", "rule.resumed"];
 
 #[derive(Debug, Clone)]
 pub struct Deliver {

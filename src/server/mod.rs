@@ -377,6 +377,20 @@ async fn metrics(State(state): State<AppState>) -> Response {
             w.settling
         );
     }
+    out.push_str("# HELP ferry_documents_restored_total Documents put back into a collection they had vanished from (drift repair), by how.\n# TYPE ferry_documents_restored_total counter\n");
+    for ((rule, how), n) in state.metrics.restored_counts() {
+        let _ = writeln!(
+            out,
+            "ferry_documents_restored_total{{rule=\"{rule}\",how=\"{how}\"}} {n}"
+        );
+    }
+    out.push_str("# HELP ferry_collections_recreated_total Knowledge bases made again after they were deleted in Open WebUI.\n# TYPE ferry_collections_recreated_total counter\n");
+    for (rule, n) in state.metrics.recreated_counts() {
+        let _ = writeln!(
+            out,
+            "ferry_collections_recreated_total{{rule=\"{rule}\"}} {n}"
+        );
+    }
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -134,6 +134,14 @@ pub struct Document {
     pub updated_at: i64,
 }
 
+/// A linked document and its file (see [`Store::linked_files`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LinkedFile {
+    pub id: i64,
+    pub path: String,
+    pub file_id: String,
+}
+
 /// What a reconcile knows of one file (see [`Store::known_files`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownFile {
@@ -568,6 +576,94 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
                 Ok(())
+            })
+        })
+        .await
+    }
+
+    /// The rule's linked documents in one knowledge base, with their files:
+    /// what the collection's own list must hold.
+    pub async fn linked_files(
+        &self,
+        rule: &str,
+        collection_id: &str,
+    ) -> Result<Vec<LinkedFile>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, path, file_id FROM documents
+             WHERE rule = ? AND collection_id = ? AND state = 'linked' AND file_id IS NOT NULL
+             ORDER BY path",
+        )
+        .bind(rule)
+        .bind(collection_id)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// A document whose file was linked again into `collection_id` (the
+    /// same one, or its recreation).
+    pub async fn relinked(
+        &self,
+        document_id: i64,
+        collection_id: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let collection_id = collection_id.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let collection_id = &collection_id;
+                sqlx::query("UPDATE documents SET collection_id = ?, updated_at = ? WHERE id = ?")
+                    .bind(collection_id)
+                    .bind(now_ms)
+                    .bind(document_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE uploads SET collection_id = ?, updated_at = ?
+                     WHERE file_id = (SELECT file_id FROM documents WHERE id = ?)",
+                )
+                .bind(collection_id)
+                .bind(now_ms)
+                .bind(document_id)
+                .execute(&mut *tx)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// A linked document whose file Open WebUI no longer has: forgotten,
+    /// so the next look at its path uploads it again. Only if it still
+    /// holds that file (a change that got there first wins).
+    pub async fn file_lost(
+        &self,
+        document_id: i64,
+        file_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let file_id = file_id.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let file_id = &file_id;
+                let n = sqlx::query(
+                    "UPDATE documents SET state = 'discovered', file_id = NULL, sha256 = NULL,
+                            reason = NULL, error = NULL, retry_at = NULL, updated_at = ?
+                     WHERE id = ? AND file_id = ? AND state = 'linked'",
+                )
+                .bind(now_ms)
+                .bind(document_id)
+                .bind(file_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                sqlx::query(
+                    "UPDATE uploads SET state = 'deleted', updated_at = ? WHERE file_id = ?",
+                )
+                .bind(now_ms)
+                .bind(file_id)
+                .execute(&mut *tx)
+                .await?;
+                Ok(n == 1)
             })
         })
         .await

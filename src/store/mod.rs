@@ -27,7 +27,9 @@ use sqlx::sqlite::{
 pub use deliveries::{
     AttemptNext, AttemptRecord, Delivery, DeliveryFilter, DeliveryState, NewDelivery,
 };
-pub use documents::{Document, DocumentFilter, DocumentState, FailureReason, KnownFile, NewUpload};
+pub use documents::{
+    Document, DocumentFilter, DocumentState, FailureReason, KnownFile, LinkedFile, NewUpload,
+};
 pub use jobs::{Effects, Enqueued, Job, JobFilter, JobState, NewJob};
 pub use retention::{Pruned, Retention};
 pub use schedules::ScheduleRow;
@@ -376,11 +378,12 @@ impl Store {
         let id = id.to_owned();
         self.write(move |tx| {
             Box::pin(async move {
-            let name = &name;
-            let id = &id;
-            sqlx::query(
+                let name = &name;
+                let id = &id;
+                sqlx::query(
                     "INSERT INTO collections (name, id, created, updated_at) VALUES (?, ?, ?, ?)
-                     ON CONFLICT (name) DO UPDATE SET id = excluded.id, updated_at = excluded.updated_at",
+                     ON CONFLICT (name) DO UPDATE SET id = excluded.id, created = excluded.created,
+                                                      updated_at = excluded.updated_at",
                 )
                 .bind(name)
                 .bind(id)
@@ -443,7 +446,20 @@ impl Store {
         .await
     }
 
+    /// Why the rule is paused, if it is: its folder (the watcher's safety
+    /// valve), else its missing knowledge base.
     pub async fn paused_reason(&self, rule: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar::<_, Option<String>>(
+            "SELECT COALESCE(paused_reason, collection_missing) FROM rule_state WHERE rule = ?",
+        )
+        .bind(rule)
+        .fetch_optional(&self.reader)
+        .await?
+        .flatten())
+    }
+
+    /// The watcher's own pause (the folder), without the collection's.
+    pub async fn folder_paused(&self, rule: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar::<_, Option<String>>(
             "SELECT paused_reason FROM rule_state WHERE rule = ?",
         )
@@ -453,11 +469,50 @@ impl Store {
         .flatten())
     }
 
+    /// The pause for a missing knowledge base (`None` clears it); the
+    /// previous reason.
+    pub async fn set_collection_missing(
+        &self,
+        rule: &str,
+        reason: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let rule = rule.to_owned();
+        let reason = reason.map(str::to_owned);
+        self.write(move |tx| {
+            Box::pin(async move {
+                let rule = &rule;
+                let before: Option<String> = sqlx::query_scalar::<_, Option<String>>(
+                    "SELECT collection_missing FROM rule_state WHERE rule = ?",
+                )
+                .bind(rule)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
+                sqlx::query(
+                    "INSERT INTO rule_state (rule, collection_missing, updated_at) VALUES (?, ?, ?)
+                     ON CONFLICT (rule) DO UPDATE SET collection_missing = excluded.collection_missing,
+                                                      updated_at = excluded.updated_at",
+                )
+                .bind(rule)
+                .bind(reason)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                Ok(before)
+            })
+        })
+        .await
+    }
+
     /// Every paused rule with its reason.
     pub async fn paused_rules(&self) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(sqlx::query_as("SELECT rule, paused_reason FROM rule_state WHERE paused_reason IS NOT NULL ORDER BY rule")
-            .fetch_all(&self.reader)
-            .await?)
+        Ok(sqlx::query_as(
+            "SELECT rule, COALESCE(paused_reason, collection_missing) FROM rule_state
+             WHERE paused_reason IS NOT NULL OR collection_missing IS NOT NULL ORDER BY rule",
+        )
+        .fetch_all(&self.reader)
+        .await?)
     }
 
     pub async fn forget_collection(&self, name: &str) -> Result<(), StoreError> {

@@ -62,6 +62,7 @@ impl Trigger {
         runs.then(|| Producer {
             rule: rule.to_string(),
             trigger: self.clone(),
+            ingests,
         })
     }
 
@@ -600,6 +601,9 @@ pub struct Sample<'a> {
 pub struct Producer {
     pub rule: String,
     pub trigger: Trigger,
+    /// The rule keeps a knowledge base: a watcher also has it checked
+    /// (drift repair) every `reconcile`.
+    pub ingests: bool,
 }
 
 /// Starts the producer of each rule that has one (watchers and timers;
@@ -613,7 +617,12 @@ pub fn spawn(
 ) -> (CancellationToken, tokio::task::JoinSet<()>) {
     let token = CancellationToken::new();
     let mut set = tokio::task::JoinSet::new();
-    for Producer { rule, trigger } in producers {
+    for Producer {
+        rule,
+        trigger,
+        ingests,
+    } in producers
+    {
         let (queue, cancel) = (queue.clone(), token.child_token());
         match trigger {
             Trigger::Watch(w) => {
@@ -624,7 +633,8 @@ pub fn spawn(
                     cancel.clone(),
                     move || {
                         let (queue, rule, w) = (queue.clone(), rule.clone(), w.clone());
-                        watch::run(queue, metrics.clone(), rule, w, cancel.clone())
+                        let check = ingests.then_some(w.reconcile);
+                        watch::run(queue, metrics.clone(), rule, w, check, cancel.clone())
                     },
                 ));
             }

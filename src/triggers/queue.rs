@@ -118,8 +118,9 @@ impl Queue {
         self.store.known_files(rule).await
     }
 
-    pub async fn paused_reason(&self, rule: &str) -> Result<Option<String>, StoreError> {
-        self.store.paused_reason(rule).await
+    /// The watcher's own pause of the rule (its folder).
+    pub async fn folder_paused(&self, rule: &str) -> Result<Option<String>, StoreError> {
+        self.store.folder_paused(rule).await
     }
 
     /// Records (or clears, with `None`) why a rule's removals are held.

@@ -4,13 +4,21 @@
 //! one a person made and named in a rule keeps whatever sharing they gave
 //! it.
 
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
 use serde_json::json;
 
 use super::ingest::{Collection, IngestError, NewCollection};
 use super::{Finish, Workers};
 use crate::openwebui::{Client, Error as OwuiError, Sharing};
-use crate::rules::{DEFAULT_DESCRIPTION, Grant, Ingest, Principal, Rule};
+use crate::paths;
+use crate::rules::{
+    CollectionRef, DEFAULT_DESCRIPTION, Grant, Ingest, OnMissingCollection, Principal, Rule,
+};
 use crate::store::{Effects, Job};
+use crate::triggers::TriggerEvent;
 
 /// `ingest.access` by Open WebUI ids, and the entries it does not know.
 pub async fn resolve_sharing<'g>(
@@ -84,51 +92,118 @@ pub(super) async fn new_collection(
     }
 }
 
-/// The `collection` job: the rule's knowledge base found or created, and
-/// (when ferry created it) its sharing and description made what the rule
-/// says.
+/// The `collection` job, at start, at every reload and every `reconcile`
+/// of a watch rule: the rule's knowledge base found (or made again, or the
+/// rule paused, as `on_missing_collection` says); when ferry created it,
+/// its sharing and description made what the rule says; and every linked
+/// document of the rule that the collection's own list lacks put back
+/// (linked again, or uploaded again when Open WebUI deleted its file).
 pub(super) async fn keep_in_step(
     workers: &Workers,
     job: &Job,
 ) -> Result<(Finish, Effects), IngestError> {
-    let done = |v| Ok((Finish::Done(v), Effects::default()));
+    let done = |v, effects| Ok((Finish::Done(v), effects));
     let Some(rule) = workers.rule(&job.rule) else {
-        return done(json!({ "skipped": "the rule no longer exists" }));
+        return done(
+            json!({ "skipped": "the rule no longer exists" }),
+            Effects::default(),
+        );
     };
     let Some(ingest) = &rule.ingest else {
-        return done(json!({ "skipped": "the rule no longer ingests" }));
+        return done(
+            json!({ "skipped": "the rule no longer ingests" }),
+            Effects::default(),
+        );
+    };
+    let now = workers.clock.now_ms();
+    let before = match &ingest.collection {
+        CollectionRef::Name(name) => workers.store.collection_id(name).await?,
+        CollectionRef::Id(id) => Some(id.clone()),
     };
     workers.forget_collection(&rule).await;
-    let Collection { id, .. } = workers.collection(&rule).await?;
-    let (k, current) = workers.client.knowledge_settings(&id).await?;
+    let mut effects = Effects::default();
+    let c = match workers.collection(&rule).await {
+        Ok(c) => c,
+        Err(
+            IngestError::UnknownCollection(_) | IngestError::OpenWebUi(OwuiError::NotFound { .. }),
+        ) => {
+            let reason = format!(
+                "knowledge base {} was deleted in Open WebUI (on_missing_collection: {})",
+                ingest.collection,
+                match (&ingest.collection, ingest.on_missing_collection) {
+                    (CollectionRef::Id(_), _) =>
+                        "pause; a collection named by id cannot be made again",
+                    (_, OnMissingCollection::Pause) => "pause",
+                    (_, OnMissingCollection::Recreate) => "recreate",
+                }
+            );
+            let previous = workers
+                .store
+                .set_collection_missing(&rule.name, Some(&reason), now)
+                .await?;
+            if previous.is_none() {
+                tracing::warn!(rule = %rule.name, reason, "rule paused");
+                effects = rule_event(&rule, "rule.paused", &job.id, &reason, now);
+            }
+            return done(json!({ "paused": reason }), effects);
+        }
+        Err(e) => return Err(e),
+    };
+    if workers
+        .store
+        .set_collection_missing(&rule.name, None, now)
+        .await?
+        .is_some()
+    {
+        tracing::info!(rule = %rule.name, collection = %ingest.collection, "rule resumed: its knowledge base is there again");
+        effects = rule_event(&rule, "rule.resumed", &job.id, "", now);
+    }
+    let replaced = before.as_ref().filter(|b| **b != c.id);
+    if replaced.is_some() {
+        tracing::warn!(rule = %rule.name, collection = %ingest.collection, id = %c.id, "knowledge base was deleted in Open WebUI; ferry made it again and links every file into it");
+        workers.metrics.recreated(&rule.name);
+    }
+    let (k, current) = workers.client.knowledge_settings(&c.id).await?;
     if k.is_external() {
         return Ok((
             Finish::Fail(format!(
                 "knowledge base {} is external (read-only in Open WebUI): ferry cannot write to it",
                 ingest.collection
             )),
-            Effects::default(),
+            effects,
         ));
     }
-    if !workers.store.created_collection(&id).await? {
-        return done(
-            json!({ "collection": id, "kept": "not created by ferry: its sharing and description are left alone" }),
-        );
+    let mut result = json!({ "collection": c.id });
+    let mut unknown = Vec::new();
+    if workers.store.created_collection(&c.id).await? {
+        let (wanted, missing) = resolve_sharing(&workers.client, &ingest.access).await?;
+        unknown = missing;
+        let sharing_changed = !wanted.same_as(&current);
+        if sharing_changed {
+            workers.client.set_knowledge_sharing(&c.id, &wanted).await?;
+            tracing::info!(rule = %rule.name, collection = %ingest.collection, "collection sharing set as the rule says");
+        }
+        let text = description(&rule, ingest);
+        let description_changed = k.description.as_deref() != Some(text.as_str());
+        if description_changed {
+            workers
+                .client
+                .set_knowledge_description(&c.id, &k.name, &text)
+                .await?;
+        }
+        result["sharing_changed"] = json!(sharing_changed);
+        result["description_changed"] = json!(description_changed);
     }
-    let (wanted, unknown) = resolve_sharing(&workers.client, &ingest.access).await?;
-    let sharing_changed = !wanted.same_as(&current);
-    if sharing_changed {
-        workers.client.set_knowledge_sharing(&id, &wanted).await?;
-        tracing::info!(rule = %rule.name, collection = %ingest.collection, "collection sharing set as the rule says");
-    }
-    let text = description(&rule, ingest);
-    let description_changed = k.description.as_deref() != Some(text.as_str());
-    if description_changed {
-        workers
-            .client
-            .set_knowledge_description(&id, &k.name, &text)
-            .await?;
-    }
+    let restored = repair(
+        workers,
+        &rule,
+        &c,
+        replaced.map(String::as_str),
+        job,
+        &mut effects,
+    )
+    .await?;
+    result["restored"] = json!(restored);
     if !unknown.is_empty() {
         let names = unknown
             .iter()
@@ -147,14 +222,98 @@ pub(super) async fn keep_in_step(
             Finish::Fail(format!(
                 "ingest.access names what Open WebUI does not know (left out): {names}"
             )),
-            Effects::default(),
+            effects,
         ));
     }
-    done(json!({
-        "collection": id,
-        "sharing_changed": sharing_changed,
-        "description_changed": description_changed,
-    }))
+    done(result, effects)
+}
+
+/// Drift repair: the rule's linked documents that the collection's own
+/// list lacks are put back. `replaced` is the id of the collection this
+/// one replaces (deleted in Open WebUI): its documents belong here now.
+async fn repair(
+    workers: &Workers,
+    rule: &Rule,
+    c: &Collection,
+    replaced: Option<&str>,
+    job: &Job,
+    effects: &mut Effects,
+) -> Result<usize, IngestError> {
+    let listed: HashSet<String> = workers
+        .client
+        .knowledge_files(&c.id)
+        .await?
+        .into_iter()
+        .map(|f| f.id)
+        .collect();
+    let mut docs = workers.store.linked_files(&rule.name, &c.id).await?;
+    if let Some(old) = replaced {
+        docs.extend(workers.store.linked_files(&rule.name, old).await?);
+    }
+    let mut restored = 0;
+    for doc in docs.iter().filter(|d| !listed.contains(&d.file_id)) {
+        let now = workers.clock.now_ms();
+        let path = paths::from_key(&doc.path);
+        let how = match workers.client.file(&doc.file_id).await {
+            Ok(_) => {
+                workers.client.add_file(&c.id, &doc.file_id).await?;
+                workers.store.relinked(doc.id, &c.id, now).await?;
+                "relinked"
+            }
+            Err(OwuiError::NotFound { .. }) => {
+                if !workers.store.file_lost(doc.id, &doc.file_id, now).await? {
+                    continue;
+                }
+                workers
+                    .queue
+                    .submit(
+                        &rule.name,
+                        TriggerEvent::Path {
+                            path: path.clone(),
+                            after: Duration::ZERO,
+                        },
+                    )
+                    .await?;
+                "uploaded_again"
+            }
+            Err(e) => return Err(e.into()),
+        };
+        restored += 1;
+        workers.metrics.restored(&rule.name, how);
+        tracing::warn!(rule = %rule.name, path = %paths::shown(&path), how, "document was missing from its collection; restored");
+        let ctx = json!({
+            "rule": rule.name,
+            "file": { "path": paths::shown(&path), "name": path.file_name().map(|n| paths::shown(Path::new(n))), "file_id": doc.file_id },
+            "collection": { "id": c.id, "name": c.name },
+        });
+        let e = crate::deliver::effects_for(
+            rule,
+            "document.restored",
+            &job.id,
+            &ctx,
+            json!({ "error": null, "how": how }),
+            now,
+        );
+        effects.deliveries.extend(e.deliveries);
+    }
+    Ok(restored)
+}
+
+/// A `rule.paused` or `rule.resumed` event (the reason as its `error`).
+fn rule_event(rule: &Rule, event_type: &str, job_id: &str, reason: &str, now_ms: i64) -> Effects {
+    let reason = if reason.is_empty() {
+        serde_json::Value::Null
+    } else {
+        json!(reason)
+    };
+    crate::deliver::effects_for(
+        rule,
+        event_type,
+        job_id,
+        &json!({ "rule": rule.name }),
+        json!({ "error": reason }),
+        now_ms,
+    )
 }
 
 /// An access entry as the admin wrote it.

@@ -113,9 +113,10 @@ pub async fn resolve_collection(
                             name: name.clone(),
                         });
                     }
+                    // Remembered until another is found or made: the
+                    // memory is how a deletion is told from a first use.
                     Err(OwuiError::NotFound { .. }) => {
                         tracing::warn!(collection = %name, id = %id, "remembered knowledge base is gone; looking it up again");
-                        store.forget_collection(name).await?;
                     }
                     Err(e) => return Err(e.into()),
                 }

@@ -52,6 +52,7 @@ pub struct Workers {
     pub(crate) owner: String,
     tasks: Arc<Tasks>,
     health: Arc<Health>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Set once the start-up recovery (the sweep queued first, due at
     /// once) has run: until then only worker 0 claims, so no document's
     /// job can race the adoption of its own unrecorded upload.
@@ -79,8 +80,9 @@ impl Workers {
                 p.store.clone(),
                 p.queue.clone(),
                 p.instance_id,
-                p.metrics,
+                p.metrics.clone(),
             ),
+            metrics: p.metrics,
             clock: p.queue.clock().clone(),
             store: p.store,
             client: p.client,
@@ -115,11 +117,21 @@ impl Workers {
             return Ok(c.clone());
         }
         let new = collection::new_collection(self, rule, ingest).await;
+        // Made on first use; made again after a deletion only when the
+        // rule says so (else the `collection` job pauses the rule).
+        let known_before = match &ingest.collection {
+            crate::rules::CollectionRef::Name(name) => {
+                self.store.collection_id(name).await?.is_some()
+            }
+            crate::rules::CollectionRef::Id(_) => true,
+        };
+        let may_create = !known_before
+            || ingest.on_missing_collection == crate::rules::OnMissingCollection::Recreate;
         let c = ingest::resolve_collection(
             &self.client,
             &self.store,
             &ingest.collection,
-            Some(&new),
+            may_create.then_some(&new),
             self.clock.now_ms(),
         )
         .await?;

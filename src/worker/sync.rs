@@ -54,7 +54,16 @@ pub(super) async fn sync(workers: &Workers, job: &Job) -> Result<(Finish, Effect
     if rule.ingest.is_none() {
         return chat_only(workers, &rule, &path, opened, watch).await;
     }
-    let collection = workers.collection(&rule).await?;
+    let collection = match workers.collection(&rule).await {
+        Ok(c) => c,
+        // Deleted in Open WebUI, and the rule says pause: the `collection`
+        // job holds the rule; the next reconcile after it clears looks
+        // again.
+        Err(IngestError::UnknownCollection(_)) => {
+            return done(json!({ "deferred": "the knowledge base is missing" }));
+        }
+        Err(e) => return Err(e),
+    };
     match opened {
         Some(file) => {
             let outcome = workers

@@ -350,6 +350,155 @@ async fn a_created_collection_is_shared_as_the_rule_says_and_kept_so() {
     }
 }
 
+/// Event types the receiver got, in order.
+fn events_received(s: &TestApp) -> Vec<String> {
+    s.receiver
+        .received("out")
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            v["type"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+fn kb_id(s: &TestApp) -> Option<String> {
+    let st = s.fake.state.lock().unwrap();
+    st.knowledge
+        .iter()
+        .find(|k| k.name == COLLECTION)
+        .map(|k| k.id.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drift_in_open_webui_is_repaired_at_the_next_check() {
+    for version in ["0.12.4", "0.6.40"] {
+        let s = TestApp::new(shared_mirror(
+            version,
+            "deliver:\n  - to: out\n    events: [document.restored, rule.paused, rule.resumed]\n",
+        ))
+        .await;
+        let rule = s.dir.path().join("rules/mirror.yaml");
+        let text = std::fs::read_to_string(&rule).unwrap();
+        std::fs::write(
+            &rule,
+            text.replace("settle: 300ms", "settle: 300ms\n    reconcile: 1s"),
+        )
+        .unwrap();
+        for f in ["a.md", "b.md", "c.md"] {
+            write(&s.inbox().join(f), &format!("text of {f}"));
+        }
+        let running = s.start().await;
+        eventually("three linked", async || s.names().len() == 3).await;
+        drain(&running).await;
+        let client = s.client();
+        let uploads = s.uploads();
+        let file_of = |name: &str| {
+            let st = s.fake.state.lock().unwrap();
+            st.files
+                .iter()
+                .find(|(_, f)| f.name.ends_with(name))
+                .map(|(id, _)| id.clone())
+                .unwrap()
+        };
+
+        // Unlinked in the UI (the file stays): linked again, no upload.
+        let kb = kb_id(&s).unwrap();
+        client
+            .remove_file(&kb, &file_of("a.md"), false)
+            .await
+            .unwrap();
+        assert_eq!(s.names().len(), 2);
+        eventually("a.md back", async || s.names().len() == 3).await;
+        assert_eq!(s.uploads(), uploads, "{version}: relinked, not uploaded");
+
+        // Deleted with its file: uploaded again.
+        client
+            .remove_file(&kb, &file_of("b.md"), true)
+            .await
+            .unwrap();
+        eventually("b.md back", async || s.names().len() == 3).await;
+        eventually("one upload more", async || s.uploads() == uploads + 1).await;
+
+        // The whole collection deleted: made again, every file in it.
+        client.delete_knowledge(&kb).await.unwrap();
+        eventually("made again, all three in it", async || {
+            kb_id(&s).is_some_and(|id| id != kb) && s.names().len() == 3
+        })
+        .await;
+        drain(&running).await;
+        let body = reqwest::get(format!("http://{}/metrics", running.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            body.contains("ferry_collections_recreated_total{rule=\"mirror\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("ferry_documents_restored_total{rule=\"mirror\",how=\"relinked\"}"),
+            "{body}"
+        );
+        let restored = events_received(&s)
+            .iter()
+            .filter(|e| *e == "document.restored")
+            .count();
+        assert!(restored >= 5, "{version}: {:?}", events_received(&s));
+        stop(running).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_collection_pauses_the_rule_when_it_says_so() {
+    for version in ["0.12.4", "0.6.40"] {
+        let s = TestApp::new(shared_mirror(
+            version,
+            "  on_missing_collection: pause\ndeliver:\n  - to: out\n    events: [rule.paused, rule.resumed]\n",
+        ))
+        .await;
+        let rule = s.dir.path().join("rules/mirror.yaml");
+        let text = std::fs::read_to_string(&rule).unwrap();
+        std::fs::write(
+            &rule,
+            text.replace("settle: 300ms", "settle: 300ms\n    reconcile: 1s"),
+        )
+        .unwrap();
+        write(&s.inbox().join("a.md"), "alpha");
+        let running = s.start().await;
+        eventually("linked", async || s.names().len() == 1).await;
+        drain(&running).await;
+        let client = s.client();
+        client.delete_knowledge(&kb_id(&s).unwrap()).await.unwrap();
+        let store = running.store.clone();
+        eventually("paused", async || {
+            store
+                .paused_reason("mirror")
+                .await
+                .unwrap()
+                .is_some_and(|r| r.contains("deleted in Open WebUI"))
+        })
+        .await;
+        // Nothing is made while paused, a new file waits, nothing is removed.
+        write(&s.inbox().join("b.md"), "bravo");
+        drain_after(&running, reconciles(&running) + 2).await;
+        assert_eq!(kb_id(&s), None, "{version}: not made again");
+        // Someone makes it again by hand: the rule resumes, both files land.
+        client
+            .create_knowledge(COLLECTION, "by hand", &Default::default())
+            .await
+            .unwrap();
+        eventually("resumed with both files", async || s.names().len() == 2).await;
+        assert_eq!(store.paused_reason("mirror").await.unwrap(), None);
+        eventually("both events", async || {
+            events_received(&s) == vec!["rule.paused".to_string(), "rule.resumed".to_string()]
+        })
+        .await;
+        stop(running).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failures_are_recorded_and_not_retried_forever() {
     let s = mirror("0.12.4").await;

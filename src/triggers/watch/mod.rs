@@ -42,12 +42,15 @@ const PAUSED_RECHECK: Duration = Duration::from_secs(2);
 /// first look and that watch has no event (a benchmark lost one of 1,000).
 const NEW_FOLDER_RESCAN: Duration = Duration::from_secs(1);
 
-/// Watches one rule's folder until `cancel`.
+/// Watches one rule's folder until `cancel`. With `check_collection`, the
+/// rule's knowledge base is also compared with the store that often (a
+/// `collection` job: drift repair), after a reconcile that did not pause.
 pub async fn run(
     queue: Queue,
     metrics: Arc<Metrics>,
     rule: String,
     watch: Watch,
+    check_collection: Option<Duration>,
     cancel: CancellationToken,
 ) {
     let filter = match PathFilter::new(&watch) {
@@ -69,14 +72,25 @@ pub async fn run(
         paused: None,
         rescans: Vec::new(),
     };
-    task.paused = task.queue.paused_reason(&task.rule).await.ok().flatten();
+    task.paused = task.queue.folder_paused(&task.rule).await.ok().flatten();
     let (tx, mut events) = mpsc::unbounded_channel();
     let interval = watch.poll.unwrap_or(watch.reconcile);
     let mut reconcile_at = Instant::now();
+    // The start queues the first check (and every reload one).
+    let mut checked_at = Instant::now();
     loop {
         let now = Instant::now();
         if now >= reconcile_at {
             task.reconcile(&tx).await;
+            if let Some(every) = check_collection
+                && task.paused.is_none()
+                && checked_at.elapsed() >= every
+            {
+                checked_at = Instant::now();
+                if let Err(e) = task.queue.submit(&rule, TriggerEvent::Collection).await {
+                    tracing::error!(rule = %rule, error = %e, "cannot queue the collection check");
+                }
+            }
             metrics.watch_progress(&rule, true, task.settling());
             reconcile_at = Instant::now()
                 + if task.paused.is_some() {
