@@ -971,3 +971,105 @@ async fn a_collection_is_shared_with_the_group_the_rule_names_and_no_one_else() 
     );
     daemon.stop();
 }
+
+#[tokio::test]
+#[ignore = "needs a real Open WebUI: scripts/e2e.sh"]
+async fn what_is_removed_in_open_webui_is_put_back_at_the_next_check() {
+    let s = server();
+    let api = Api::new(&s);
+    let m = Mirror::new(&s, "500ms");
+    let rule = m.dir.path().join("rules/mirror.yaml");
+    let text = std::fs::read_to_string(&rule).unwrap();
+    std::fs::write(
+        &rule,
+        text.replace("settle: 500ms", "settle: 500ms\n    reconcile: 2s"),
+    )
+    .unwrap();
+    for (f, body) in [
+        (
+            "unlinked.md",
+            "Unlinked by hand in the UI, the file kept.\n",
+        ),
+        ("deleted.md", "Deleted in the UI together with its file.\n"),
+        ("kept.md", "Never touched.\n"),
+    ] {
+        write(&m.inbox().join(f), body);
+    }
+    let daemon = m.start(&s);
+    let me = instance_of(&m.dir.path().join("state/ferry.db")).await;
+    let kb = collection_id(&api, &m.collection, Duration::from_secs(60)).await;
+    let all: BTreeSet<String> = ["deleted.md", "kept.md", "unlinked.md"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    until("three linked", Duration::from_secs(120), || async {
+        names(&api, &kb).await == all
+    })
+    .await;
+    let id_of = |files: &[Value], name: &str| {
+        files
+            .iter()
+            .find(|f| {
+                f["filename"].as_str() == Some(name) || f["meta"]["name"].as_str() == Some(name)
+            })
+            .and_then(|f| f["id"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("{name} not in {files:?}"))
+    };
+    let files = api.knowledge_files(&kb).await;
+    let (unlinked, deleted) = (id_of(&files, "unlinked.md"), id_of(&files, "deleted.md"));
+    let uploads = api.upload_ids_of(&me).await;
+    admin_post(
+        &s,
+        &format!("/api/v1/knowledge/{kb}/file/remove?delete_file=false"),
+        serde_json::json!({"file_id": unlinked}),
+    )
+    .await;
+    admin_post(
+        &s,
+        &format!("/api/v1/knowledge/{kb}/file/remove?delete_file=true"),
+        serde_json::json!({"file_id": deleted}),
+    )
+    .await;
+    until("both back", Duration::from_secs(120), || async {
+        names(&api, &kb).await == all
+    })
+    .await;
+    let files = api.knowledge_files(&kb).await;
+    assert_eq!(
+        id_of(&files, "unlinked.md"),
+        unlinked,
+        "linked again, not uploaded"
+    );
+    let new = uploads_since(&api, &me, &uploads).await;
+    assert_eq!(
+        new.len(),
+        1,
+        "only the deleted file is uploaded again: {new:?}"
+    );
+    assert_eq!(id_of(&files, "deleted.md"), new[0]);
+
+    // The collection deleted in the UI: made again, everything in it.
+    let r = reqwest::Client::new()
+        .delete(format!("{}/api/v1/knowledge/{kb}/delete", s.url))
+        .bearer_auth(&s.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    until(
+        "made again with all three",
+        Duration::from_secs(180),
+        || async {
+            let again = collection_id(&api, &m.collection, Duration::from_secs(60)).await;
+            again != kb && names(&api, &again).await == all
+        },
+    )
+    .await;
+    let metrics = daemon.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("ferry_collections_recreated_total{rule=\"mirror\"} 1"),
+        "{metrics}"
+    );
+    daemon.stop();
+}
