@@ -84,6 +84,8 @@ pub struct StoredKnowledge {
     /// As the version keeps it: the `access_grants` list (0.12) or the
     /// `access_control` value (0.6, `null` = everyone reads).
     pub access: Value,
+    /// `{"source": "external"}` for a read-only external one.
+    pub meta: Value,
 }
 
 #[derive(Default)]
@@ -487,7 +489,7 @@ async fn delete_file(State(s): State<Shared>, Path(id): Path<String>) -> Respons
 }
 
 fn knowledge_json(k: &StoredKnowledge, is_012: bool) -> Value {
-    let mut v = json!({"id": k.id, "name": k.name, "description": k.description, "user_id": "u1", "created_at": k.created_at});
+    let mut v = json!({"id": k.id, "name": k.name, "description": k.description, "user_id": "u1", "created_at": k.created_at, "meta": k.meta});
     v[if is_012 {
         "access_grants"
     } else {
@@ -526,6 +528,7 @@ async fn create_knowledge(State(s): State<Shared>, Json(body): Json<Value>) -> J
         created_at,
         description: body["description"].as_str().unwrap_or_default().to_string(),
         access,
+        meta: Value::Null,
     };
     let answer = knowledge_json(&k, st.is_012());
     st.knowledge.push(k);

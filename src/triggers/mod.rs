@@ -324,6 +324,9 @@ pub const SWEEP: &str = "sweep";
 /// Job kind: a rule's knowledge base found or created, its sharing and
 /// description kept as the rule says.
 pub const COLLECTION: &str = "collection";
+/// Job kind: a `rule.paused` or `rule.resumed` event for the rule's
+/// deliveries (the watcher's safety valve).
+pub const NOTIFY: &str = "notify";
 /// The rule name of ferry's own upkeep jobs (no rule file can have it).
 pub const UPKEEP_RULE: &str = ":ferry";
 
@@ -375,6 +378,8 @@ pub enum TriggerEvent {
     /// Upkeep: the rule's knowledge base brought in step with the rule
     /// (at start and after each reload).
     Collection,
+    /// The watcher paused the rule (with the reason) or resumed it.
+    RuleState { paused: Option<String> },
 }
 
 impl TriggerEvent {
@@ -385,7 +390,9 @@ impl TriggerEvent {
             TriggerEvent::Fire { .. } => TriggerKind::Schedule,
             TriggerEvent::Hook { .. } => TriggerKind::Webhook,
             TriggerEvent::Manual { .. } => TriggerKind::Manual,
-            TriggerEvent::Sweep { .. } | TriggerEvent::Collection => TriggerKind::Maintenance,
+            TriggerEvent::Sweep { .. }
+            | TriggerEvent::Collection
+            | TriggerEvent::RuleState { .. } => TriggerKind::Maintenance,
         }
     }
 
@@ -477,6 +484,16 @@ impl TriggerEvent {
                 run_after: *at_ms,
                 max_attempts: SWEEP_ATTEMPTS,
                 coalesce_key: Some(SWEEP.into()),
+                dedupe_key: None,
+            },
+            TriggerEvent::RuleState { paused } => NewJob {
+                rule: rule.to_string(),
+                kind: NOTIFY.into(),
+                trigger_kind: TriggerKind::Maintenance.as_str().into(),
+                input: json!({ "paused": paused }),
+                run_after: now_ms,
+                max_attempts: SWEEP_ATTEMPTS,
+                coalesce_key: None,
                 dedupe_key: None,
             },
             TriggerEvent::Collection => NewJob {

@@ -299,6 +299,25 @@ async fn repair(
     Ok(restored)
 }
 
+/// The `notify` job: the watcher paused or resumed the rule.
+pub(super) fn announce(workers: &Workers, job: &Job) -> (Finish, Effects) {
+    let Some(rule) = workers.rule(&job.rule) else {
+        return (
+            Finish::Done(json!({ "skipped": "the rule no longer exists" })),
+            Effects::default(),
+        );
+    };
+    let now = workers.clock.now_ms();
+    let effects = match job.input["paused"].as_str() {
+        Some(reason) => rule_event(&rule, "rule.paused", &job.id, reason, now),
+        None => rule_event(&rule, "rule.resumed", &job.id, "", now),
+    };
+    (
+        Finish::Done(json!({ "deliveries": effects.deliveries.len() })),
+        effects,
+    )
+}
+
 /// A `rule.paused` or `rule.resumed` event (the reason as its `error`).
 fn rule_event(rule: &Rule, event_type: &str, job_id: &str, reason: &str, now_ms: i64) -> Effects {
     let reason = if reason.is_empty() {

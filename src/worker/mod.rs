@@ -25,7 +25,7 @@ use crate::openwebui::Client;
 use crate::rules::{Rule, RuleSet};
 use crate::store::{self, Effects, Job, Store};
 use crate::supervise::Tasks;
-use crate::triggers::{CHAT, COLLECTION, Queue, SWEEP, SYNC};
+use crate::triggers::{CHAT, COLLECTION, NOTIFY, Queue, SWEEP, SYNC};
 use ingest::{Collection, IngestError, Ingestor};
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -407,6 +407,7 @@ async fn run(workers: &Workers, job: &Job) -> (Finish, Effects) {
         COLLECTION => collection::keep_in_step(workers, job)
             .await
             .unwrap_or_else(later),
+        NOTIFY => collection::announce(workers, job),
         other => (
             Finish::Fail(format!("unknown job kind `{other}`")),
             Effects::default(),

@@ -409,3 +409,49 @@ fn sharing_and_description_mistakes_are_reported_with_their_place() {
         assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connect_refuses_an_external_collection_and_unknown_principals() {
+    use ferry::testing::fake_openwebui::{API_KEY, FakeOpenWebUi, StoredKnowledge};
+    let fake = FakeOpenWebUi::start("0.12.4").await;
+    fake.state.lock().unwrap().knowledge.push(StoredKnowledge {
+        id: "kb-ext".into(),
+        name: "Vectors".into(),
+        files: Vec::new(),
+        created_at: 1,
+        description: String::new(),
+        access: serde_json::json!([]),
+        meta: serde_json::json!({"source": "external"}),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "ferry.yaml",
+        &format!(
+            "openwebui:\n  url: {}\n  api_key: {API_KEY}\nstate:\n  database: state/ferry.db\n",
+            fake.url()
+        ),
+    );
+    std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
+    write(
+        dir.path(),
+        "rules/kb.yaml",
+        "on:\n  watch:\n    path: inbox\ningest:\n  collection: Vectors\n  access:\n    - {user: ghost@example.org}\n",
+    );
+    let path = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || ferry(&path, &["check", "--connect"]))
+        .await
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("collection Vectors is an external knowledge base"),
+        "{all}"
+    );
+    assert!(
+        all.contains(
+            "kb.yaml:7:7: rule `kb`: ingest.access: no user with email `ghost@example.org`"
+        ),
+        "{all}"
+    );
+}

@@ -121,7 +121,11 @@ async fn restart_over_an_unchanged_tree_costs_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn vanished_root_pauses_and_comes_back() {
-    let s = mirror("0.12.4").await;
+    let s = TestApp::new(shared_mirror(
+        "0.12.4",
+        "deliver:\n  - to: out\n    events: [rule.paused, rule.resumed]\n",
+    ))
+    .await;
     for i in 0..6 {
         write(&s.inbox().join(format!("f{i}.md")), &format!("file {i}"));
     }
@@ -146,6 +150,18 @@ async fn vanished_root_pauses_and_comes_back() {
 
     std::fs::rename(&away, s.inbox()).unwrap();
     eventually("resumed", async || !paused().await).await;
+    eventually("paused, then resumed, told once each", async || {
+        events_received(&s) == vec!["rule.paused".to_string(), "rule.resumed".to_string()]
+    })
+    .await;
+    let paused_event: serde_json::Value =
+        serde_json::from_slice(&s.receiver.received("out")[0].body).unwrap();
+    assert!(
+        paused_event["data"]["error"]
+            .as_str()
+            .is_some_and(|r| r.contains("missing")),
+        "{paused_event}"
+    );
     // Watching again: a new file is picked up; nothing was uploaded twice.
     write(&s.inbox().join("after.md"), "after the pause");
     eventually("new file after resume", async || s.names().len() == 7).await;

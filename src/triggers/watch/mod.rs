@@ -307,6 +307,9 @@ impl WatchTask {
                     if let Err(e) = self.queue.set_paused(&self.rule, Some(reason)).await {
                         tracing::error!(rule = %self.rule, error = %e, "cannot record the pause");
                     }
+                    if previous.is_none() {
+                        self.announce(Some(reason.clone())).await;
+                    }
                 }
             }
             (None, Some(_)) => {
@@ -314,6 +317,7 @@ impl WatchTask {
                 if let Err(e) = self.queue.set_paused(&self.rule, None).await {
                     tracing::error!(rule = %self.rule, error = %e, "cannot record the resume");
                 }
+                self.announce(None).await;
             }
             (None, None) => {}
         }
@@ -346,6 +350,17 @@ impl WatchTask {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "reconciled"
         );
+    }
+
+    /// A `rule.paused` / `rule.resumed` event for the rule's deliveries.
+    async fn announce(&self, paused: Option<String>) {
+        if let Err(e) = self
+            .queue
+            .submit(&self.rule, TriggerEvent::RuleState { paused })
+            .await
+        {
+            tracing::error!(rule = %self.rule, error = %e, "cannot queue the pause event");
+        }
     }
 
     /// Reads the root's `.ferryignore` again when it changed (or could not
