@@ -115,6 +115,14 @@ pub enum Command {
         #[arg(long, default_value = "(the answer)")]
         answer: String,
     },
+    /// What a sync of a watch rule would do now (uploads, replacements,
+    /// moves, removals, restores, sharing); changes nothing
+    Plan {
+        rule: String,
+        /// One JSON object instead of lines
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the running daemon to run a rule now; prints the job id
     Trigger {
         rule: String,

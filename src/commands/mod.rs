@@ -11,6 +11,7 @@ mod check;
 mod history;
 mod ingest;
 mod owui;
+mod plan;
 mod render;
 mod run;
 
@@ -149,6 +150,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 };
                 render::render(&all()?, &rule, given).await
             }
+            Command::Plan { rule, json } => plan::plan(&all()?, &rule, json).await,
             Command::Trigger { rule, vars, wait } => {
                 let c = config()?;
                 admin::trigger(&c, &rule, &vars, wait).await

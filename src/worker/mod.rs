@@ -10,6 +10,7 @@
 pub mod chat;
 pub mod collection;
 pub mod ingest;
+pub mod plan;
 pub mod sync;
 
 use std::collections::HashMap;

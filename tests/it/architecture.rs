@@ -120,6 +120,7 @@ const WATCHED_FILE_ROOMS: &[&str] = &[
     "worker/sync.rs",
     "worker/chat.rs",
     "worker/ingest.rs",
+    "worker/plan.rs",
 ];
 const PATH_OPENS: &[&str] = &[
     "std::fs::read(",

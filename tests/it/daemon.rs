@@ -515,6 +515,121 @@ async fn a_deleted_collection_pauses_the_rule_when_it_says_so() {
     }
 }
 
+/// `ferry plan`'s engine for the rule `mirror`, on the stopped daemon's
+/// database.
+async fn plan_now(s: &TestApp) -> ferry::worker::plan::Plan {
+    let loaded = s.load();
+    let store = ferry::store::Store::open(&s.dir.path().join("state/ferry.db"))
+        .await
+        .unwrap();
+    let rule = loaded.rules.iter().find(|r| r.name == "mirror").unwrap();
+    let p = ferry::worker::plan::plan(
+        &s.client(),
+        &store,
+        rule,
+        ferry::clock::Clock::system().now_ms(),
+    )
+    .await
+    .unwrap();
+    drop(store);
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plan_lists_exactly_what_the_sync_then_does() {
+    use ferry::worker::plan::Action;
+    for version in ["0.12.4", "0.6.40"] {
+        let s = TestApp::new(shared_mirror(version, "")).await;
+        let inbox = s.inbox();
+        for f in ["a.md", "b.md", "c.md", "d.md"] {
+            write(&inbox.join(f), &format!("text of {f}"));
+        }
+        // Before the first start: the collection and all four are to come.
+        let p = plan_now(&s).await;
+        assert_eq!(p.actions.len(), 5, "{version}: {:?}", p.actions);
+        assert_eq!(
+            p.actions[0],
+            Action::CreateCollection {
+                name: COLLECTION.into()
+            }
+        );
+        let running = s.start().await;
+        eventually("four linked", async || s.names().len() == 4).await;
+        drain(&running).await;
+        stop(running).await;
+        let p = plan_now(&s).await;
+        assert_eq!(
+            (p.actions.clone(), p.unchanged),
+            (vec![], 4),
+            "{version}: in step"
+        );
+
+        // While ferry is stopped: one of each.
+        let shown = |p: &str| inbox.join(p).display().to_string();
+        write(&inbox.join("e.md"), "a new one");
+        write(&inbox.join("b.md"), "text of b.md, changed");
+        std::fs::create_dir_all(inbox.join("sub")).unwrap();
+        std::fs::rename(inbox.join("c.md"), inbox.join("sub/c2.md")).unwrap();
+        std::fs::remove_file(inbox.join("d.md")).unwrap();
+        write(&inbox.join("empty.md"), "");
+        let a_file = {
+            let st = s.fake.state.lock().unwrap();
+            st.files
+                .iter()
+                .find(|(_, f)| f.name.ends_with("a.md"))
+                .map(|(id, _)| id.clone())
+                .unwrap()
+        };
+        let kb = kb_id(&s).unwrap();
+        s.client().remove_file(&kb, &a_file, false).await.unwrap();
+        let uploads = s.uploads();
+
+        let p = plan_now(&s).await;
+        let mut got = p.actions.clone();
+        got.sort_by_key(|a| format!("{a:?}"));
+        let mut want = vec![
+            Action::Upload {
+                path: shown("e.md"),
+            },
+            Action::Replace {
+                path: shown("b.md"),
+            },
+            Action::Move {
+                from: shown("c.md"),
+                to: shown("sub/c2.md"),
+            },
+            Action::Remove {
+                path: shown("d.md"),
+            },
+            Action::Relink {
+                path: shown("a.md"),
+            },
+            Action::Refuse {
+                path: shown("empty.md"),
+                reason: "empty".into(),
+            },
+        ];
+        want.sort_by_key(|a| format!("{a:?}"));
+        assert_eq!(got, want, "{version}");
+        assert_eq!(s.uploads(), uploads, "{version}: planning changed nothing");
+        assert_eq!(s.names().len(), 3, "{version}: planning changed nothing");
+
+        // The sync does exactly that: two uploads (new, changed), the move
+        // and the relink upload nothing, d.md goes, empty.md is refused.
+        let running = s.start().await;
+        // The fake keeps a moved file's first name (as 0.6 does).
+        eventually("in step again", async || {
+            s.names() == expect(&["a.md", "b.md", "c.md", "e.md"])
+        })
+        .await;
+        drain(&running).await;
+        stop(running).await;
+        assert_eq!(s.uploads(), uploads + 2, "{version}");
+        let p = plan_now(&s).await;
+        assert_eq!(p.actions, vec![], "{version}: nothing left to do");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failures_are_recorded_and_not_retried_forever() {
     let s = mirror("0.12.4").await;

@@ -1,0 +1,320 @@
+//! What a sync of one watch rule would do now, worked out without changing
+//! anything (`ferry plan`): the same comparisons the watcher, the `sync`
+//! jobs and the `collection` job make, read-only. Each action names what
+//! the sync would change in Open WebUI or record; a file that is merely
+//! touched (same content) is no action.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::collection::{description, resolve_sharing};
+use super::ingest::{self, IngestError};
+use crate::openwebui::{Client, Error as OwuiError, Sharing};
+use crate::paths;
+use crate::rules::{OnDelete, Rule, Trigger};
+use crate::safe_fs;
+use crate::store::{DocumentState, Store};
+use crate::triggers::watch::MAX_REMOVE_SHARE;
+use crate::triggers::watch::reconcile::{self, PathFilter};
+
+/// One thing a sync would do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// The knowledge base does not exist: it is made.
+    CreateCollection { name: String },
+    /// Its sharing differs from the rule's (collections ferry made).
+    Share { sharing: String },
+    /// Its description differs from the rule's.
+    Describe { description: String },
+    /// A new file.
+    Upload { path: String },
+    /// A changed file: the new version linked, then the old one removed.
+    Replace { path: String },
+    /// The same content at a new path: followed, nothing uploaded.
+    Move { from: String, to: String },
+    /// A file that left the folder: unlinked and deleted.
+    Remove { path: String },
+    /// In the store but not in the collection, its file still in Open
+    /// WebUI: linked again.
+    Relink { path: String },
+    /// In the store but gone from Open WebUI: uploaded again.
+    UploadAgain { path: String },
+    /// Recorded as failed without an upload (`empty`, `too_large`,
+    /// `duplicate`), or skipped (a link, FIFO, …).
+    Refuse { path: String, reason: String },
+}
+
+/// What `ferry plan RULE` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub rule: String,
+    pub collection: String,
+    /// The collection's id, when it exists.
+    pub collection_id: Option<String>,
+    /// Why the sync would stop short (the safety valve): nothing is
+    /// removed then.
+    pub paused: Option<String>,
+    pub actions: Vec<Action>,
+    /// Files that need nothing.
+    pub unchanged: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("rule `{0}` does not exist")]
+    NoRule(String),
+    #[error("rule `{0}` is not a watch rule that ingests: there is nothing to plan")]
+    NotAMirror(String),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+}
+
+impl From<OwuiError> for PlanError {
+    fn from(e: OwuiError) -> Self {
+        PlanError::Ingest(e.into())
+    }
+}
+
+impl From<crate::store::StoreError> for PlanError {
+    fn from(e: crate::store::StoreError) -> Self {
+        PlanError::Ingest(e.into())
+    }
+}
+
+/// Works out what a sync of `rule` would do now. Reads the folder, the
+/// store and Open WebUI; writes nothing anywhere.
+pub async fn plan(
+    client: &Client,
+    store: &Store,
+    rule: &Rule,
+    now_ms: i64,
+) -> Result<Plan, PlanError> {
+    let (Trigger::Watch(watch), Some(ingest)) = (&rule.trigger, &rule.ingest) else {
+        return Err(PlanError::NotAMirror(rule.name.clone()));
+    };
+    let mut out = Plan {
+        rule: rule.name.clone(),
+        collection: ingest.collection.to_string(),
+        collection_id: None,
+        paused: None,
+        actions: Vec::new(),
+        unchanged: 0,
+    };
+    let collection =
+        match ingest::resolve_collection(client, store, &ingest.collection, None, now_ms).await {
+            Ok(c) => Some(c),
+            Err(IngestError::UnknownCollection(name)) => {
+                out.actions.push(Action::CreateCollection { name });
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+    out.collection_id = collection.as_ref().map(|c| c.id.clone());
+
+    // Sharing and description, where ferry keeps them.
+    let (wanted, _) = resolve_sharing(client, &ingest.access).await?;
+    let text = description(rule, ingest);
+    match &collection {
+        None => {
+            if wanted != Sharing::default() {
+                out.actions.push(Action::Share {
+                    sharing: shown_sharing(&wanted),
+                });
+            }
+        }
+        Some(c) if store.created_collection(&c.id).await? => {
+            let (k, current) = client.knowledge_settings(&c.id).await?;
+            if !wanted.same_as(&current) {
+                out.actions.push(Action::Share {
+                    sharing: shown_sharing(&wanted),
+                });
+            }
+            if k.description.as_deref() != Some(text.as_str()) {
+                out.actions.push(Action::Describe { description: text });
+            }
+        }
+        Some(_) => {}
+    }
+
+    // The folder against the store, as the watcher's reconcile sees it.
+    let filter = PathFilter::load(watch);
+    let scanned = match &filter {
+        Ok(f) => reconcile::scan(&watch.path, f),
+        Err(problem) => Err(problem.clone()),
+    };
+    let known = store.known_files(&rule.name).await?;
+    let folder = reconcile::plan(
+        scanned.as_ref(),
+        &watch.path,
+        &known,
+        now_ms,
+        MAX_REMOVE_SHARE,
+    );
+    out.paused = folder.pause.clone();
+    let (Ok(scanned), Ok(_)) = (&scanned, &filter) else {
+        return Ok(out);
+    };
+    out.unchanged = scanned.files.len().saturating_sub(folder.check.len());
+    let gone: BTreeSet<&Path> = folder.remove.iter().map(PathBuf::as_path).collect();
+    let mut moved_from: HashSet<String> = HashSet::new();
+    for path in &folder.check {
+        let key = paths::key(path).into_owned();
+        let shown = paths::shown(path);
+        let mut file = match safe_fs::open_beneath(&watch.path, path) {
+            Ok(f) => f,
+            Err(r) if r.is_skip() => {
+                out.actions.push(Action::Refuse {
+                    path: shown,
+                    reason: r.to_string(),
+                });
+                continue;
+            }
+            // Gone since the scan: the next look removes it.
+            Err(_) => continue,
+        };
+        let previous = store.document(&rule.name, &key).await?;
+        let same_place = |d: &crate::store::Document| {
+            collection
+                .as_ref()
+                .is_some_and(|c| d.collection_id.as_deref() == Some(c.id.as_str()))
+        };
+        if file.stat.size > watch.max_size {
+            out.actions.push(Action::Refuse {
+                path: shown,
+                reason: "too_large".into(),
+            });
+            continue;
+        }
+        let max = watch.max_size;
+        let (file, sha) = tokio::task::spawn_blocking(move || {
+            let sha = file.sha256_limited(max);
+            (file, sha)
+        })
+        .await
+        .map_err(|e| IngestError::Io {
+            path: shown.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        let Some(sha) = sha.map_err(|source| IngestError::Io {
+            path: shown.clone(),
+            source,
+        })?
+        else {
+            out.actions.push(Action::Refuse {
+                path: shown,
+                reason: "too_large".into(),
+            });
+            continue;
+        };
+        if let Some(d) = &previous
+            && same_place(d)
+            && d.sha256.as_deref() == Some(sha.as_str())
+            && d.state == DocumentState::Linked
+        {
+            out.unchanged += 1;
+            continue;
+        }
+        if let Some(c) = &collection
+            && let Some(other) = store.linked_with_content(&c.id, &sha).await?
+            && other.path != key
+        {
+            let from = paths::from_key(&other.path);
+            if other.rule == rule.name && !is_regular_file(&from) {
+                moved_from.insert(other.path.clone());
+                out.actions.push(Action::Move {
+                    from: paths::shown(&from),
+                    to: shown,
+                });
+            } else {
+                out.actions.push(Action::Refuse {
+                    path: shown,
+                    reason: "duplicate".into(),
+                });
+            }
+            continue;
+        }
+        if file.stat.size == 0 {
+            out.actions.push(Action::Refuse {
+                path: shown,
+                reason: "empty".into(),
+            });
+        } else if previous
+            .as_ref()
+            .is_some_and(|d| d.state == DocumentState::Linked && same_place(d))
+        {
+            out.actions.push(Action::Replace { path: shown });
+        } else {
+            out.actions.push(Action::Upload { path: shown });
+        }
+    }
+    if out.paused.is_none() && watch.on_delete == OnDelete::Remove {
+        for path in &folder.remove {
+            let key = paths::key(path);
+            if moved_from.contains(key.as_ref()) {
+                continue;
+            }
+            let linked = known
+                .iter()
+                .any(|d| *d.path == *key && d.state == DocumentState::Linked);
+            if linked {
+                out.actions.push(Action::Remove {
+                    path: paths::shown(path),
+                });
+            }
+        }
+    }
+
+    // Drift: linked in the store, missing from the collection's own list.
+    if let Some(c) = &collection {
+        let listed: HashSet<String> = client
+            .knowledge_files(&c.id)
+            .await?
+            .into_iter()
+            .map(|f| f.id)
+            .collect();
+        for doc in store.linked_files(&rule.name, &c.id).await? {
+            let path = paths::from_key(&doc.path);
+            if listed.contains(&doc.file_id) || gone.contains(path.as_path()) {
+                continue;
+            }
+            let shown = paths::shown(&path);
+            match client.file(&doc.file_id).await {
+                Ok(_) => out.actions.push(Action::Relink { path: shown }),
+                Err(OwuiError::NotFound { .. }) => {
+                    out.actions.push(Action::UploadAgain { path: shown })
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// As the ingest decides a move: the other path holds no file any more.
+fn is_regular_file(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+}
+
+/// Sharing in words, by Open WebUI ids.
+fn shown_sharing(s: &Sharing) -> String {
+    let mut parts = Vec::new();
+    if s.public_read {
+        parts.push("everyone reads".to_string());
+    }
+    for (what, p) in [("read", &s.read), ("write", &s.write)] {
+        for g in &p.groups {
+            parts.push(format!("group {g} {what}s"));
+        }
+        for u in &p.users {
+            parts.push(format!("user {u} {what}s"));
+        }
+    }
+    if parts.is_empty() {
+        "private (owner and admins)".into()
+    } else {
+        parts.join(", ")
+    }
+}
