@@ -1073,3 +1073,80 @@ async fn what_is_removed_in_open_webui_is_put_back_at_the_next_check() {
     );
     daemon.stop();
 }
+
+/// `ferry plan mirror --json` in the mirror's folder.
+fn plan_json(m: &Mirror, s: &Server) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["plan", "mirror", "--json", "--config", "ferry.yaml"])
+        .current_dir(m.dir.path())
+        .env("E2E_API_KEY", &s.api_key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs a real Open WebUI: scripts/e2e.sh"]
+async fn plan_then_sync_agree() {
+    let s = server();
+    let api = Api::new(&s);
+    let m = Mirror::new(&s, "500ms");
+    let inbox = m.inbox();
+    for f in ["a.md", "b.md", "c.md", "d.md"] {
+        write(&inbox.join(f), &format!("Plan test {f}: the word {f}x.\n"));
+    }
+    let daemon = m.start(&s);
+    let me = instance_of(&m.dir.path().join("state/ferry.db")).await;
+    let kb = collection_id(&api, &m.collection, Duration::from_secs(60)).await;
+    until("four linked", Duration::from_secs(120), || async {
+        names(&api, &kb).await.len() == 4
+    })
+    .await;
+    daemon.stop();
+    let p = plan_json(&m, &s);
+    assert_eq!(p["actions"], serde_json::json!([]), "{p}");
+
+    write(&inbox.join("e.md"), "Plan test: a new one, the word newx.\n");
+    write(&inbox.join("b.md"), "Plan test b.md, changed: the word changedx.\n");
+    std::fs::create_dir_all(inbox.join("sub")).unwrap();
+    std::fs::rename(inbox.join("c.md"), inbox.join("sub/c2.md")).unwrap();
+    std::fs::remove_file(inbox.join("d.md")).unwrap();
+    let uploads = api.upload_ids_of(&me).await;
+    let p = plan_json(&m, &s);
+    let mut kinds: Vec<String> = p["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap().to_string())
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["move", "remove", "replace", "upload"], "{p}");
+    assert_eq!(api.upload_ids_of(&me).await, uploads, "plan uploads nothing");
+
+    let daemon = m.start(&s);
+    let want: BTreeSet<String> = if s.version.starts_with("0.6") {
+        ["a.md", "b.md", "c.md", "e.md"]
+    } else {
+        ["a.md", "b.md", "c2.md", "e.md"]
+    }
+    .into_iter()
+    .map(String::from)
+    .collect();
+    until("the plan carried out", Duration::from_secs(120), || async {
+        names(&api, &kb).await == want
+    })
+    .await;
+    // Upload and replace: two uploads; the move and the removal none.
+    until("two uploads", Duration::from_secs(30), || async {
+        uploads_since(&api, &me, &uploads).await.len() == 2
+    })
+    .await;
+    daemon.stop();
+    let p = plan_json(&m, &s);
+    assert_eq!(p["actions"], serde_json::json!([]), "{p}");
+}
