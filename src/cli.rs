@@ -123,6 +123,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bring a watch rule's collection in line with its folder now, and
+    /// exit once it matches (asks the daemon instead while one runs)
+    Sync {
+        rule: String,
+        /// Give up after this long
+        #[arg(long, default_value = "10m", value_parser = parse_duration_arg)]
+        timeout: Duration,
+    },
     /// Ask the running daemon to run a rule now; prints the job id
     Trigger {
         rule: String,

@@ -1,4 +1,5 @@
-//! Commands that go through the running daemon's admin API: `trigger`.
+//! Commands that go through the running daemon's admin API: `trigger`,
+//! and `sync` when a daemon holds the database.
 
 use std::process::ExitCode;
 
@@ -46,6 +47,17 @@ async fn admin_json(request: reqwest::RequestBuilder) -> anyhow::Result<serde_js
         anyhow::bail!("the daemon refused: {status}: {message}");
     }
     Ok(body)
+}
+
+/// Asks the running daemon for a sync of `rule` (`POST …/sync`).
+pub(super) async fn ask_sync(config: &Config, rule: &str) -> anyhow::Result<()> {
+    admin_json(admin_request(
+        config,
+        reqwest::Method::POST,
+        &format!("/rules/{rule}/sync"),
+    )?)
+    .await
+    .map(|_| ())
 }
 
 pub(super) async fn trigger(

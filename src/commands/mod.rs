@@ -151,6 +151,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 render::render(&all()?, &rule, given).await
             }
             Command::Plan { rule, json } => plan::plan(&all()?, &rule, json).await,
+            Command::Sync { rule, timeout } => {
+                plan::sync(&all()?, env.clone(), &rule, timeout).await
+            }
             Command::Trigger { rule, vars, wait } => {
                 let c = config()?;
                 admin::trigger(&c, &rule, &vars, wait).await

@@ -96,6 +96,7 @@ pub fn router(
     let admin = Router::new()
         .route("/rules", get(rules))
         .route("/rules/{name}/run", post(run_rule))
+        .route("/rules/{name}/sync", post(sync_rule))
         .route("/documents", get(documents))
         .route("/jobs", get(jobs))
         .route("/jobs/{id}", get(job))
@@ -516,6 +517,33 @@ async fn run_rule(
         Ok(e) => (
             StatusCode::ACCEPTED,
             Json(json!({"job_id": e.id, "status_url": format!("/api/v1/jobs/{}", e.id)})),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+    }
+}
+
+/// A full reconcile of a watch rule now, and the check of its knowledge
+/// base (drift repair).
+async fn sync_rule(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    let Some(rule) = state.rules.get(&name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no rule named `{name}`"),
+        );
+    };
+    if !matches!(rule.trigger, crate::rules::Trigger::Watch(_)) || rule.ingest.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "not_a_mirror",
+            format!("rule `{name}` is not a watch rule that ingests"),
+        );
+    }
+    match state.queue.sync_now(&rule.name).await {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"rule": rule.name, "sync": "queued"})),
         )
             .into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),

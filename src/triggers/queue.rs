@@ -22,6 +22,8 @@ pub struct Queue {
     clock: Clock,
     jobs_ready: Arc<Notify>,
     deliveries_ready: Arc<Notify>,
+    /// Per watch rule: "reconcile now" (`ferry sync`, `POST …/sync`).
+    reconcile_now: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Notify>>>>,
 }
 
 impl Queue {
@@ -31,7 +33,28 @@ impl Queue {
             clock,
             jobs_ready: Default::default(),
             deliveries_ready: Default::default(),
+            reconcile_now: Default::default(),
         }
+    }
+
+    /// What a rule's watcher waits on for a reconcile out of turn.
+    pub fn reconcile_signal(&self, rule: &str) -> Arc<Notify> {
+        self.reconcile_now
+            .lock()
+            .expect("not poisoned")
+            .entry(rule.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Asks the rule's watcher for a full reconcile now, and queues the
+    /// check of its knowledge base (drift repair): a sync on demand.
+    pub async fn sync_now(&self, rule: &str) -> Result<(), StoreError> {
+        // A permit is kept if the watcher is busy: it reconciles when free.
+        self.reconcile_signal(rule).notify_one();
+        self.submit(rule, super::TriggerEvent::Collection)
+            .await
+            .map(|_| ())
     }
 
     pub fn clock(&self) -> &Clock {

@@ -631,6 +631,47 @@ async fn plan_lists_exactly_what_the_sync_then_does() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_on_demand_reconciles_now_and_checks_the_collection() {
+    let s = TestApp::new(Options::mirror("0.12.4", "    reconcile: 1h\n")).await;
+    write(&s.inbox().join("a.md"), "alpha");
+    let running = s.start().await;
+    eventually("linked", async || s.names().len() == 1).await;
+    drain(&running).await;
+    let http = reqwest::Client::new();
+    let post = async |rule: &str| {
+        http.post(format!("http://{}/api/v1/rules/{rule}/sync", running.addr))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(post("nope").await, 404);
+    // Unlinked behind ferry's back: with an hour between reconciles, only
+    // a sync on demand finds it now.
+    let kb = kb_id(&s).unwrap();
+    let file = s
+        .fake
+        .state
+        .lock()
+        .unwrap()
+        .files
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    s.client().remove_file(&kb, &file, false).await.unwrap();
+    let before = reconciles(&running);
+    assert_eq!(post("mirror").await, 202);
+    eventually("reconciled and relinked", async || {
+        reconciles(&running) > before && s.names().len() == 1
+    })
+    .await;
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failures_are_recorded_and_not_retried_forever() {
     let s = mirror("0.12.4").await;
     write(&s.inbox().join("empty.md"), "");

@@ -1111,8 +1111,14 @@ async fn plan_then_sync_agree() {
     let p = plan_json(&m, &s);
     assert_eq!(p["actions"], serde_json::json!([]), "{p}");
 
-    write(&inbox.join("e.md"), "Plan test: a new one, the word newx.\n");
-    write(&inbox.join("b.md"), "Plan test b.md, changed: the word changedx.\n");
+    write(
+        &inbox.join("e.md"),
+        "Plan test: a new one, the word newx.\n",
+    );
+    write(
+        &inbox.join("b.md"),
+        "Plan test b.md, changed: the word changedx.\n",
+    );
     std::fs::create_dir_all(inbox.join("sub")).unwrap();
     std::fs::rename(inbox.join("c.md"), inbox.join("sub/c2.md")).unwrap();
     std::fs::remove_file(inbox.join("d.md")).unwrap();
@@ -1126,9 +1132,34 @@ async fn plan_then_sync_agree() {
         .collect();
     kinds.sort();
     assert_eq!(kinds, ["move", "remove", "replace", "upload"], "{p}");
-    assert_eq!(api.upload_ids_of(&me).await, uploads, "plan uploads nothing");
+    assert_eq!(
+        api.upload_ids_of(&me).await,
+        uploads,
+        "plan uploads nothing"
+    );
 
-    let daemon = m.start(&s);
+    // `ferry sync` without a daemon: carries out what the plan said, and
+    // returns once the collection matches.
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "sync",
+            "mirror",
+            "--config",
+            "ferry.yaml",
+            "--timeout",
+            "3m",
+        ])
+        .current_dir(m.dir.path())
+        .env("E2E_API_KEY", &s.api_key)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("in step: 4 action(s) done"), "{said}");
     let want: BTreeSet<String> = if s.version.starts_with("0.6") {
         ["a.md", "b.md", "c.md", "e.md"]
     } else {
@@ -1137,16 +1168,30 @@ async fn plan_then_sync_agree() {
     .into_iter()
     .map(String::from)
     .collect();
-    until("the plan carried out", Duration::from_secs(120), || async {
-        names(&api, &kb).await == want
-    })
-    .await;
+    assert_eq!(names(&api, &kb).await, want);
     // Upload and replace: two uploads; the move and the removal none.
-    until("two uploads", Duration::from_secs(30), || async {
-        uploads_since(&api, &me, &uploads).await.len() == 2
+    assert_eq!(uploads_since(&api, &me, &uploads).await.len(), 2);
+    let p = plan_json(&m, &s);
+    assert_eq!(p["actions"], serde_json::json!([]), "{p}");
+
+    // With a daemon running, `ferry sync` asks it instead.
+    let daemon = m.start(&s);
+    write(
+        &inbox.join("f.md"),
+        "Plan test: one more, the word morex.\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["sync", "mirror", "--config", "ferry.yaml"])
+        .current_dir(m.dir.path())
+        .env("E2E_API_KEY", &s.api_key)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("a running daemon holds"), "{err}");
+    until("f.md", Duration::from_secs(120), || async {
+        names(&api, &kb).await.contains("f.md")
     })
     .await;
     daemon.stop();
-    let p = plan_json(&m, &s);
-    assert_eq!(p["actions"], serde_json::json!([]), "{p}");
 }

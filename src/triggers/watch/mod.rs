@@ -74,6 +74,7 @@ pub async fn run(
     };
     task.paused = task.queue.folder_paused(&task.rule).await.ok().flatten();
     let (tx, mut events) = mpsc::unbounded_channel();
+    let asked = task.queue.reconcile_signal(&rule);
     let interval = watch.poll.unwrap_or(watch.reconcile);
     let mut reconcile_at = Instant::now();
     // The start queues the first check (and every reload one).
@@ -110,6 +111,9 @@ pub async fn run(
                     reconcile_at = Instant::now();
                 }
             }
+            // A sync on demand: the whole folder looked at now (files still
+            // settle as usual: a half-written file is not taken).
+            _ = asked.notified() => reconcile_at = Instant::now(),
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
         crate::supervise::failpoint::hit("watch", &rule);
