@@ -44,7 +44,8 @@
 //!
 //! - [`cli`]: clap definitions of every command; parsing only.
 //! - [`commands`]: one file per command family (`run`, `check`, `owui`:
-//!   whoami/models/pull/chats/ask, `ingest`, `render`, `admin`: trigger,
+//!   whoami/models/pull/chats/ask, `ingest`, `render`, `plan`: plan and
+//!   sync, `admin`: trigger,
 //!   `history`: docs/jobs/deliveries); exit codes; errors printed once, on
 //!   one line. The only user of `anyhow`.
 //! - [`app`]: the daemon's wiring: instance lock, rescue of leases, the
@@ -75,7 +76,9 @@
 //!   [`worker::ingest`] (verified ingestion of one file, moves, removals,
 //!   resuming interrupted uploads, orphan cleanup), [`worker::collection`]
 //!   (a rule's knowledge base created, shared and described as the rule
-//!   says, kept so at start and reload); the health probe.
+//!   says, kept so at start and reload; drift repair), [`worker::plan`]
+//!   (what a sync would do, read-only: `ferry plan`, `ferry sync`); the
+//!   health probe.
 //! - [`openwebui`]: the typed client of the real Open WebUI API, by
 //!   section: `client` (transport, auth, retries), `server`, `knowledge`,
 //!   `files`, `chat`; [`openwebui::error`] classifies responses (the one
