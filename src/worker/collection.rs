@@ -160,7 +160,7 @@ pub(super) async fn keep_in_step(
     }
     let replaced = before.as_ref().filter(|b| **b != c.id);
     if replaced.is_some() {
-        tracing::warn!(rule = %rule.name, collection = %ingest.collection, id = %c.id, "knowledge base was deleted in Open WebUI; ferry made it again and links every file into it");
+        tracing::warn!(rule = %rule.name, collection = %ingest.collection, id = %c.id, "knowledge base was deleted in Open WebUI; every file goes into the one ferry found or made in its place");
         workers.metrics.recreated(&rule.name);
     }
     let (k, current) = workers.client.knowledge_settings(&c.id).await?;
@@ -174,14 +174,44 @@ pub(super) async fn keep_in_step(
         ));
     }
     let mut result = json!({ "collection": c.id });
-    let mut unknown = Vec::new();
+    let mut problems = Vec::new();
     if workers.store.created_collection(&c.id).await? {
-        let (wanted, missing) = resolve_sharing(&workers.client, &ingest.access).await?;
-        unknown = missing;
-        let sharing_changed = !wanted.same_as(&current);
-        if sharing_changed {
-            workers.client.set_knowledge_sharing(&c.id, &wanted).await?;
-            tracing::info!(rule = %rule.name, collection = %ingest.collection, "collection sharing set as the rule says");
+        // Sharing that cannot be resolved or set (a key that may not list
+        // users, say) is reported; it does not hold up the drift repair.
+        match resolve_sharing(&workers.client, &ingest.access).await {
+            Ok((wanted, unknown)) => {
+                if !unknown.is_empty() {
+                    let names = unknown
+                        .iter()
+                        .map(|g| {
+                            format!(
+                                "{}:{}:{}: {}",
+                                rule.file.display(),
+                                g.pos.line,
+                                g.pos.col,
+                                shown(&g.to)
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    problems.push(format!(
+                        "ingest.access names what Open WebUI does not know (left out): {names}"
+                    ));
+                }
+                let sharing_changed = !wanted.same_as(&current);
+                if sharing_changed {
+                    match workers.client.set_knowledge_sharing(&c.id, &wanted).await {
+                        Ok(()) => {
+                            tracing::info!(rule = %rule.name, collection = %ingest.collection, "collection sharing set as the rule says")
+                        }
+                        Err(e) => {
+                            problems.push(format!("cannot set the collection's sharing: {e}"))
+                        }
+                    }
+                }
+                result["sharing_changed"] = json!(sharing_changed);
+            }
+            Err(e) => problems.push(format!("cannot resolve ingest.access: {e}")),
         }
         let text = description(&rule, ingest);
         let description_changed = k.description.as_deref() != Some(text.as_str());
@@ -191,7 +221,6 @@ pub(super) async fn keep_in_step(
                 .set_knowledge_description(&c.id, &k.name, &text)
                 .await?;
         }
-        result["sharing_changed"] = json!(sharing_changed);
         result["description_changed"] = json!(description_changed);
     }
     let restored = repair(
@@ -204,26 +233,8 @@ pub(super) async fn keep_in_step(
     )
     .await?;
     result["restored"] = json!(restored);
-    if !unknown.is_empty() {
-        let names = unknown
-            .iter()
-            .map(|g| {
-                format!(
-                    "{}:{}:{}: {}",
-                    rule.file.display(),
-                    g.pos.line,
-                    g.pos.col,
-                    shown(&g.to)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Ok((
-            Finish::Fail(format!(
-                "ingest.access names what Open WebUI does not know (left out): {names}"
-            )),
-            effects,
-        ));
+    if !problems.is_empty() {
+        return Ok((Finish::Fail(problems.join("; ")), effects));
     }
     done(result, effects)
 }

@@ -247,6 +247,15 @@ fn shared_mirror(version: &'static str, ingest: &str) -> Options {
     }
 }
 
+/// [`shared_mirror`] whose collection is checked (drift) every second.
+fn checked_mirror(version: &'static str, ingest: &str) -> Options {
+    let mut o = shared_mirror(version, ingest);
+    o.rules[0].1 = o.rules[0]
+        .1
+        .replace("settle: 300ms", "settle: 300ms\n    reconcile: 1s");
+    o
+}
+
 /// Who may read and who may write, as the fake holds it for `version`.
 fn sharing_of(s: &TestApp) -> (bool, Vec<String>, Vec<String>, String) {
     let st = s.fake.state.lock().unwrap();
@@ -389,18 +398,11 @@ fn kb_id(s: &TestApp) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn drift_in_open_webui_is_repaired_at_the_next_check() {
     for version in ["0.12.4", "0.6.40"] {
-        let s = TestApp::new(shared_mirror(
+        let s = TestApp::new(checked_mirror(
             version,
             "deliver:\n  - to: out\n    events: [document.restored, rule.paused, rule.resumed]\n",
         ))
         .await;
-        let rule = s.dir.path().join("rules/mirror.yaml");
-        let text = std::fs::read_to_string(&rule).unwrap();
-        std::fs::write(
-            &rule,
-            text.replace("settle: 300ms", "settle: 300ms\n    reconcile: 1s"),
-        )
-        .unwrap();
         for f in ["a.md", "b.md", "c.md"] {
             write(&s.inbox().join(f), &format!("text of {f}"));
         }
@@ -469,18 +471,11 @@ async fn drift_in_open_webui_is_repaired_at_the_next_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deleted_collection_pauses_the_rule_when_it_says_so() {
     for version in ["0.12.4", "0.6.40"] {
-        let s = TestApp::new(shared_mirror(
+        let s = TestApp::new(checked_mirror(
             version,
             "  on_missing_collection: pause\ndeliver:\n  - to: out\n    events: [rule.paused, rule.resumed]\n",
         ))
         .await;
-        let rule = s.dir.path().join("rules/mirror.yaml");
-        let text = std::fs::read_to_string(&rule).unwrap();
-        std::fs::write(
-            &rule,
-            text.replace("settle: 300ms", "settle: 300ms\n    reconcile: 1s"),
-        )
-        .unwrap();
         write(&s.inbox().join("a.md"), "alpha");
         let running = s.start().await;
         eventually("linked", async || s.names().len() == 1).await;

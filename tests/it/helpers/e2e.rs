@@ -50,15 +50,25 @@ impl<'a> Api<'a> {
             .unwrap_or_else(|| panic!("GET {path}: 404 Not Found"))
     }
 
-    /// Like [`Api::get`], `None` for a 404 (a file deleted meanwhile).
+    /// Like [`Api::get`], `None` for a 404 (a file deleted meanwhile). The
+    /// observer asks again on a 5xx: right after an outage (SIGCONT) Open
+    /// WebUI answers a few with 500, and it is ferry under test, not it.
     pub async fn try_get(&self, path: &str) -> Option<Value> {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.s.url))
-            .bearer_auth(&self.s.api_key)
-            .send()
-            .await
-            .unwrap();
+        let mut tries = 0;
+        let r = loop {
+            let r = self
+                .http
+                .get(format!("{}{path}", self.s.url))
+                .bearer_auth(&self.s.api_key)
+                .send()
+                .await
+                .unwrap();
+            tries += 1;
+            if !r.status().is_server_error() || tries == 10 {
+                break r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        };
         if r.status() == reqwest::StatusCode::NOT_FOUND {
             return None;
         }
