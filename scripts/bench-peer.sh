@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 # Side by side on real Open WebUI 0.12.4 (started here, offline, with the
-# stand-in model; a fresh server for each tool, so neither inherits the
-# other's vectors): oikb (the official sync tool, from PyPI, into a venv in
-# the cache) and ferry, each putting 1,000 small files into a knowledge
-# base. Prints figures; not a test.
+# stand-in model): oikb (the official sync tool, from PyPI, into a venv in
+# the cache) and ferry, each putting N small files into a knowledge base of
+# its own. For each size, both orders on one fresh server each (oikb then
+# ferry, ferry then oikb: the second tool meets a server that holds more
+# vectors), and the ratio of ferry's files/s to oikb's. Prints figures;
+# not a test.
 #
 #   oikb: `oikb sync DIR --concurrency 4` under /usr/bin/time (wall, CPU,
-#   peak RSS), then the time until Open WebUI lists all 1,000 files in the
+#   peak RSS), then the time until Open WebUI lists all N files in the
 #   knowledge base as processed; then a second `oikb sync` of the unchanged
 #   tree (it hashes every file again).
 #   ferry: `cargo bench --bench watch -- real` (files/s end to end, latency,
-#   CPU, RSS).
-# usage: scripts/bench-peer.sh      FERRY_BENCH_FILES=1000
+#   CPU, RSS; every file verified linked).
+# usage: scripts/bench-peer.sh      FERRY_PEER_SIZES="200 1000" (default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/e2e/lib.sh
 trap e2e_stop EXIT
-count=${FERRY_BENCH_FILES:-1000}
+sizes=${FERRY_PEER_SIZES:-${FERRY_BENCH_FILES:-200 1000}}
 cache=${FERRY_E2E_CACHE:-$HOME/.cache/ferry-e2e}
 venv="$cache/oikb-venv"
 if [[ ! -f "$venv/.ferry-installed" ]]; then
@@ -27,24 +29,25 @@ if [[ ! -f "$venv/.ferry-installed" ]]; then
 fi
 cargo bench --no-run --quiet --bench watch
 work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-peer.XXXXXX")
-e2e_start 0.12.4 "$work/server"
 
-src="$work/oikb-src"
-for ((i = 0; i < count; i++)); do
-  mkdir -p "$src/s$((i % 10))"
-  printf '# Benchmark file %d\n\nUnique words: oikb%dalpha oikb%domega.\n' "$i" "$i" "$i" >"$src/s$((i % 10))/f$(printf %04d "$i").md"
-done
-kb=$(curl -fsS -X POST "$FERRY_E2E_URL/api/v1/knowledge/create" -H "authorization: Bearer $FERRY_E2E_API_KEY" \
-  -H 'content-type: application/json' -d '{"name":"oikb-bench","description":"bench"}' | e2e_json id)
+run_oikb() { # COUNT; prints figures, the last line ends in "= X files/s"
+  local count=$1
+  src="$work/oikb-src-$count"
+  for ((i = 0; i < count; i++)); do
+    mkdir -p "$src/s$((i % 10))"
+    printf '# Benchmark file %d\n\nUnique words: oikb%dalpha oikb%domega.\n' "$i" "$i" "$i" >"$src/s$((i % 10))/f$(printf %04d "$i").md"
+  done
+  kb=$(curl -fsS -X POST "$FERRY_E2E_URL/api/v1/knowledge/create" -H "authorization: Bearer $FERRY_E2E_API_KEY" \
+    -H 'content-type: application/json' -d "{\"name\":\"oikb-bench-$count\",\"description\":\"bench\"}" | e2e_json id)
 
-echo "oikb $("$venv/bin/oikb" --version 2>&1 | tail -1), $count files, concurrency 4:"
-start=$(date +%s.%N)
-/usr/bin/time -f "%e %U %S %M" -o "$work/oikb.time" \
-  "$venv/bin/oikb" -q sync "$src" --kb-id "$kb" --token "$FERRY_E2E_API_KEY" --url "$FERRY_E2E_URL" --concurrency 4 \
-  >"$work/oikb.log" 2>&1 || { echo "oikb sync failed:"; tail -20 "$work/oikb.log"; }
-read -r wall user sys rss_kib < <(tail -n 1 "$work/oikb.time")
-# Until Open WebUI lists every file in the knowledge base, processed.
-python3 - "$FERRY_E2E_URL" "$FERRY_E2E_API_KEY" "$kb" "$count" "$start" "$wall" "$user" "$sys" "$rss_kib" <<'PY'
+  echo "oikb $("$venv/bin/oikb" --version 2>&1 | tail -1), $count files, concurrency 4:"
+  start=$(date +%s.%N)
+  /usr/bin/time -f "%e %U %S %M" -o "$work/oikb-$count.time" \
+    "$venv/bin/oikb" -q sync "$src" --kb-id "$kb" --token "$FERRY_E2E_API_KEY" --url "$FERRY_E2E_URL" --concurrency 4 \
+    >"$work/oikb-$count.log" 2>&1 || { echo "oikb sync failed:"; tail -20 "$work/oikb-$count.log"; }
+  read -r wall user sys rss_kib < <(tail -n 1 "$work/oikb-$count.time")
+  # Until Open WebUI lists every file in the knowledge base, processed.
+  python3 - "$FERRY_E2E_URL" "$FERRY_E2E_API_KEY" "$kb" "$count" "$start" "$wall" "$user" "$sys" "$rss_kib" <<'PY'
 import json, sys, time, urllib.request
 url, key, kb, count, start, wall, user, sys_, rss = sys.argv[1:]
 count, start = int(count), float(start)
@@ -72,16 +75,38 @@ while True:
 end = best_at - start
 print(f"  oikb sync returned after {float(wall):.1f} s; CPU {float(user)+float(sys_):.2f} s "
       f"({(float(user)+float(sys_))*1000/count:.1f} ms per file); peak RSS {int(rss)/1024:.1f} MiB")
-print(f"  {len(done)} of {count} in the knowledge base and processed after {end:.1f} s = {len(done)/end:.1f} files/s"
+print(f"  {len(done)} of {count} in the knowledge base and processed after {end:.1f} s = {len(done)/end:.2f} files/s"
       + ("" if len(done) >= count else f" — {count - len(done)} never arrived (oikb does not retry them)"))
 PY
-/usr/bin/time -f "%e %U %S %M" -o "$work/oikb2.time" \
-  "$venv/bin/oikb" -q sync "$src" --kb-id "$kb" --token "$FERRY_E2E_API_KEY" --url "$FERRY_E2E_URL" --concurrency 4 \
-  >"$work/oikb2.log" 2>&1 || true
-read -r wall user sys rss_kib < <(tail -n 1 "$work/oikb2.time")
-echo "  second sync: $wall s, CPU $(python3 -c "print(round($user+$sys,2))") s (it hashes every file again, and uploads what failed)"
-e2e_stop
-echo
-e2e_start 0.12.4 "$work/server2"
-cargo bench --quiet --bench watch -- real
+  /usr/bin/time -f "%e %U %S %M" -o "$work/oikb2-$count.time" \
+    "$venv/bin/oikb" -q sync "$src" --kb-id "$kb" --token "$FERRY_E2E_API_KEY" --url "$FERRY_E2E_URL" --concurrency 4 \
+    >"$work/oikb2-$count.log" 2>&1 || true
+  read -r wall user sys rss_kib < <(tail -n 1 "$work/oikb2-$count.time")
+  echo "  second sync: $wall s, CPU $(python3 -c "print(round($user+$sys,2))") s (it hashes every file again, and uploads what failed)"
+}
+
+run_ferry() { # COUNT
+  FERRY_BENCH_FILES=$1 cargo bench --quiet --bench watch -- real
+}
+
+# The files/s figure of a tool's output.
+rate() { grep -oE '= [0-9.]+ files/s' | tail -1 | grep -oE '[0-9.]+'; }
+
+n=0
+for count in $sizes; do
+  for order in "oikb ferry" "ferry oikb"; do
+    n=$((n + 1))
+    e2e_start 0.12.4 "$work/server$n"
+    declare -A got=()
+    for tool in $order; do
+      out=$("run_$tool" "$count" | tee /dev/stderr)
+      got[$tool]=$(rate <<<"$out")
+      echo
+    done
+    e2e_stop
+    echo "== $count files, $order: ferry ${got[ferry]} files/s, oikb ${got[oikb]} files/s = $(python3 -c "print(round(${got[ferry]} / ${got[oikb]}, 2))")× oikb's speed"
+    echo
+    unset got
+  done
+done
 rm -rf "$work"
