@@ -99,8 +99,9 @@ for count in $sizes; do
     e2e_start 0.12.4 "$work/server$n"
     declare -A got=()
     for tool in $order; do
-      out=$("run_$tool" "$count" | tee /dev/stderr)
-      got[$tool]=$(rate <<<"$out")
+      "run_$tool" "$count" >"$work/$tool-$n.out"
+      cat "$work/$tool-$n.out"
+      got[$tool]=$(rate <"$work/$tool-$n.out")
       echo
     done
     e2e_stop
