@@ -141,10 +141,8 @@ async fn check_connect(loaded: &Loaded) -> anyhow::Result<Vec<String>> {
             match crate::worker::collection::resolve_sharing(&client, &i.access).await {
                 Ok((_, unknown)) => problems.extend(unknown.iter().map(|g| {
                     format!(
-                        "{}:{}:{}: rule `{}`: ingest.access: {} in Open WebUI",
-                        rule.file.display(),
-                        g.pos.line,
-                        g.pos.col,
+                        "{}: rule `{}`: ingest.access: {} in Open WebUI",
+                        crate::worker::collection::place(rule, g),
                         rule.name,
                         crate::worker::collection::shown(&g.to)
                     )

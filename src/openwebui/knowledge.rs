@@ -105,10 +105,7 @@ impl Client {
         description: &str,
     ) -> Result<(), Error> {
         if !self.version().await?.has_access_grants() {
-            let (_, sharing) = self.knowledge_settings(id).await?;
-            return self
-                .update_knowledge_06(id, name, description, &sharing)
-                .await;
+            return self.update_knowledge_06(id, Some(description), None).await;
         }
         let path = format!("/api/v1/knowledge/{id}/update");
         let body = json!({"name": name, "description": description});
@@ -119,11 +116,7 @@ impl Client {
     /// Replaces who may see a knowledge base.
     pub async fn set_knowledge_sharing(&self, id: &str, sharing: &Sharing) -> Result<(), Error> {
         if !self.version().await?.has_access_grants() {
-            let (k, _) = self.knowledge_settings(id).await?;
-            let description = k.description.unwrap_or_default();
-            return self
-                .update_knowledge_06(id, &k.name, &description, sharing)
-                .await;
+            return self.update_knowledge_06(id, None, Some(sharing)).await;
         }
         let path = format!("/api/v1/knowledge/{id}/access/update");
         let body = json!({"access_grants": sharing.grants()});
@@ -132,23 +125,24 @@ impl Client {
     }
 
     /// 0.6's one update call writes every column, `data` (its list of
-    /// linked files) included: it is read again and sent back under the
-    /// knowledge base's lock, or the files linked so far would be lost.
+    /// linked files) included: the row is read under the knowledge base's
+    /// lock and sent back with only the description or the sharing
+    /// changed, or the files linked so far would be lost.
     async fn update_knowledge_06(
         &self,
         id: &str,
-        name: &str,
-        description: &str,
-        sharing: &Sharing,
+        description: Option<&str>,
+        sharing: Option<&Sharing>,
     ) -> Result<(), Error> {
         let _serialised = self.knowledge_guard(id).await?;
         let path = format!("/api/v1/knowledge/{id}");
         let current = self.get(&path).await?;
+        let field = |k: &str| current.get(k).cloned().unwrap_or(Value::Null);
         let body = json!({
-            "name": name,
-            "description": description,
-            "data": current.get("data").cloned().unwrap_or(Value::Null),
-            "access_control": sharing.access_control(),
+            "name": field("name"),
+            "description": description.map_or_else(|| field("description"), |d| json!(d)),
+            "data": field("data"),
+            "access_control": sharing.map_or_else(|| field("access_control"), Sharing::access_control),
         });
         let path = format!("/api/v1/knowledge/{id}/update");
         self.json_ignored(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body)))

@@ -5,7 +5,6 @@
 //! it.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
@@ -183,15 +182,7 @@ pub(super) async fn keep_in_step(
                 if !unknown.is_empty() {
                     let names = unknown
                         .iter()
-                        .map(|g| {
-                            format!(
-                                "{}:{}:{}: {}",
-                                rule.file.display(),
-                                g.pos.line,
-                                g.pos.col,
-                                shown(&g.to)
-                            )
-                        })
+                        .map(|g| format!("{}: {}", place(&rule, g), shown(&g.to)))
                         .collect::<Vec<_>>()
                         .join("; ");
                     problems.push(format!(
@@ -292,11 +283,7 @@ async fn repair(
         restored += 1;
         workers.metrics.restored(&rule.name, how);
         tracing::warn!(rule = %rule.name, path = %paths::shown(&path), how, "document was missing from its collection; restored");
-        let ctx = json!({
-            "rule": rule.name,
-            "file": { "path": paths::shown(&path), "name": path.file_name().map(|n| paths::shown(Path::new(n))), "file_id": doc.file_id },
-            "collection": { "id": c.id, "name": c.name },
-        });
+        let ctx = super::sync::document_context(rule, &path, None, Some(&doc.file_id), c, now);
         let e = crate::deliver::effects_for(
             rule,
             "document.restored",
@@ -336,14 +323,25 @@ fn rule_event(rule: &Rule, event_type: &str, job_id: &str, reason: &str, now_ms:
     } else {
         json!(reason)
     };
+    let ctx = crate::triggers::context(
+        rule.view(),
+        crate::triggers::TriggerKind::Maintenance.as_str(),
+        &json!({}),
+        now_ms,
+    );
     crate::deliver::effects_for(
         rule,
         event_type,
         job_id,
-        &json!({ "rule": rule.name }),
+        &ctx,
         json!({ "error": reason }),
         now_ms,
     )
+}
+
+/// Where an access entry is written: `rules/kb.yaml:11:7`.
+pub fn place(rule: &Rule, g: &Grant) -> String {
+    format!("{}:{}:{}", rule.file.display(), g.pos.line, g.pos.col)
 }
 
 /// An access entry as the admin wrote it.

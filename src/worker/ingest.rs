@@ -182,7 +182,7 @@ pub fn later_sweep(min_age: Duration, now_ms: i64) -> TriggerEvent {
 }
 
 /// Whether a regular file (not a link) is at `path`.
-fn is_regular_file(path: &Path) -> bool {
+pub(super) fn is_regular_file(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
 }
 

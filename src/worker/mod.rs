@@ -117,25 +117,33 @@ impl Workers {
         if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
         }
-        let new = collection::new_collection(self, rule, ingest).await;
-        // Made on first use; made again after a deletion only when the
-        // rule says so (else the `collection` job pauses the rule).
-        let known_before = match &ingest.collection {
-            crate::rules::CollectionRef::Name(name) => {
-                self.store.collection_id(name).await?.is_some()
-            }
-            crate::rules::CollectionRef::Id(_) => true,
-        };
-        let may_create = !known_before
-            || ingest.on_missing_collection == crate::rules::OnMissingCollection::Recreate;
-        let c = ingest::resolve_collection(
+        let found = ingest::resolve_collection(
             &self.client,
             &self.store,
             &ingest.collection,
-            may_create.then_some(&new),
+            None,
             self.clock.now_ms(),
         )
-        .await?;
+        .await;
+        let c = match found {
+            // Made on first use; made again after a deletion only when the
+            // rule says so (else the `collection` job pauses the rule).
+            Err(IngestError::UnknownCollection(name))
+                if ingest.on_missing_collection == crate::rules::OnMissingCollection::Recreate
+                    || self.store.collection_id(&name).await?.is_none() =>
+            {
+                let new = collection::new_collection(self, rule, ingest).await;
+                ingest::resolve_collection(
+                    &self.client,
+                    &self.store,
+                    &ingest.collection,
+                    Some(&new),
+                    self.clock.now_ms(),
+                )
+                .await?
+            }
+            other => other?,
+        };
         cache.insert(key, c.clone());
         Ok(c)
     }

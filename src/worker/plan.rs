@@ -222,7 +222,7 @@ pub async fn plan(
             && other.path != key
         {
             let from = paths::from_key(&other.path);
-            if other.rule == rule.name && !is_regular_file(&from) {
+            if other.rule == rule.name && !ingest::is_regular_file(&from) {
                 moved_from.insert(other.path.clone());
                 out.actions.push(Action::Move {
                     from: paths::shown(&from),
@@ -291,11 +291,6 @@ pub async fn plan(
         }
     }
     Ok(out)
-}
-
-/// As the ingest decides a move: the other path holds no file any more.
-fn is_regular_file(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
 }
 
 /// Sharing in words, by Open WebUI ids.

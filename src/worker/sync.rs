@@ -233,7 +233,7 @@ async fn chat_only(
 }
 
 /// The template context of a document event of `rule`.
-fn document_context(
+pub(super) fn document_context(
     rule: &Rule,
     path: &Path,
     sha256: Option<&str>,
