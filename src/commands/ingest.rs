@@ -186,6 +186,7 @@ pub(super) async fn ingest_command(
                             FailureReason::Processing,
                             "linked, but missing from the collection's file list",
                             Some(clock.now_ms()),
+                            false,
                             clock.now_ms(),
                         )
                         .await?;

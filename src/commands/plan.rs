@@ -55,6 +55,7 @@ fn print_plan(p: &Plan) {
             Action::Share { sharing } => format!("share       {sharing}"),
             Action::Describe { description } => format!("describe    {description:?}"),
             Action::Upload { path } => format!("upload      {path}"),
+            Action::Finish { path } => format!("finish      {path}"),
             Action::Replace { path } => format!("replace     {path}"),
             Action::Move { from, to } => format!("move        {from} → {to}"),
             Action::Remove { path } => format!("remove      {path}"),

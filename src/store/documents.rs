@@ -288,9 +288,12 @@ impl Store {
     /// Streamed into a set, not loaded as whole documents.
     pub async fn current_file_ids(&self) -> Result<std::collections::HashSet<String>, StoreError> {
         use futures_util::TryStreamExt as _;
+        // A failed document's kept upload waits for its retry.
         let mut rows = sqlx::query_scalar::<_, String>(
-            "SELECT file_id FROM documents
-             WHERE file_id IS NOT NULL AND state IN ('uploading', 'processing', 'linked')",
+            "SELECT d.file_id FROM documents d
+             WHERE d.file_id IS NOT NULL AND (d.state IN ('uploading', 'processing', 'linked')
+                OR (d.state = 'failed' AND EXISTS (SELECT 1 FROM uploads u
+                      WHERE u.file_id = d.file_id AND u.state = 'uploaded' AND u.sha256 = d.sha256)))",
         )
         .fetch(&self.reader);
         let mut out = std::collections::HashSet::new();
@@ -450,12 +453,17 @@ impl Store {
         .await
     }
 
+    /// Records a failure. With `keep_upload`, the document's upload stays
+    /// `uploaded`: it may still finish (an answer cut off, not a refusal)
+    /// and the retry takes it up ([`Store::pending_upload_of`]) instead of
+    /// sending the file again; otherwise it is marked failed, to be deleted.
     pub async fn failed(
         &self,
         document_id: i64,
         reason: FailureReason,
         error: &str,
         retry_at: Option<i64>,
+        keep_upload: bool,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let error = error.to_owned();
@@ -477,7 +485,7 @@ impl Store {
                 .bind(document_id)
                 .execute(&mut *tx)
                 .await?;
-                if let Some(file_id) = file_id {
+                if let Some(file_id) = file_id.filter(|_| !keep_upload) {
                     sqlx::query("UPDATE uploads SET state = 'failed', updated_at = ? WHERE file_id = ? AND state = 'uploaded'")
                         .bind(now_ms)
                         .bind(file_id)
@@ -754,6 +762,18 @@ impl Store {
         .await?)
     }
 
+    /// The document's upload that a cut-off answer left unfinished: still
+    /// `uploaded`, of the content the document has now.
+    pub async fn pending_upload_of(&self, document_id: i64) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT u.file_id FROM uploads u JOIN documents d ON d.file_id = u.file_id
+             WHERE d.id = ? AND u.state = 'uploaded' AND u.sha256 = d.sha256",
+        )
+        .bind(document_id)
+        .fetch_optional(&self.reader)
+        .await?)
+    }
+
     /// The knowledge base an upload of ferry's was meant for.
     pub async fn upload_collection(&self, file_id: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar::<_, Option<String>>(
@@ -926,7 +946,14 @@ mod tests {
             .unwrap();
         store.uploaded(id2, "f2", 21).await.unwrap();
         store
-            .failed(id2, FailureReason::Duplicate, "Duplicate content", None, 22)
+            .failed(
+                id2,
+                FailureReason::Duplicate,
+                "Duplicate content",
+                None,
+                false,
+                22,
+            )
             .await
             .unwrap();
         let failed = store

@@ -377,6 +377,13 @@ impl Ingestor {
             {
                 return Ok(outcome);
             }
+            // Its last try lost an answer, not the upload: finish that one.
+            if d.state == DocumentState::Failed
+                && let Some(file_id) = self.store.pending_upload_of(d.id).await?
+                && let Some(outcome) = self.resume(d.id, &file_id, collection).await?
+            {
+                return Ok(outcome);
+            }
         }
 
         let same_content = self
@@ -523,10 +530,25 @@ impl Ingestor {
         detail: String,
         retry_at: Option<i64>,
     ) -> Result<Outcome, IngestError> {
+        // An answer cut off after the upload was taken (waiting for its
+        // processing, say) is no verdict on it: the server may finish and
+        // link it. Kept, the retry finishes it; deleted (which may fail
+        // too) and sent again, two copies raced through Open WebUI's
+        // duplicate check and both got linked (0.12.4, frozen and resumed).
+        let keep = retry_at.is_some() && self.store.pending_upload_of(document_id).await?.is_some();
         self.store
-            .failed(document_id, reason, &detail, retry_at, self.clock.now_ms())
+            .failed(
+                document_id,
+                reason,
+                &detail,
+                retry_at,
+                keep,
+                self.clock.now_ms(),
+            )
             .await?;
-        self.delete_failed_upload(document_id).await;
+        if !keep {
+            self.delete_failed_upload(document_id).await;
+        }
         Ok(Outcome::Failed {
             reason,
             detail,
@@ -578,7 +600,20 @@ impl Ingestor {
             .await
         {
             Ok(()) => {}
-            Err(OwuiError::NotFound { .. } | OwuiError::ProcessingFailed { .. }) => {
+            Err(OwuiError::NotFound { .. }) => {
+                self.store
+                    .upload_deleted(file_id, self.clock.now_ms())
+                    .await?;
+                return Ok(None);
+            }
+            Err(
+                OwuiError::ProcessingFailed { .. }
+                | OwuiError::DuplicateContent { .. }
+                | OwuiError::EmptyContent { .. },
+            ) => {
+                // Refused (duplicate, say): no use to anyone, and not to be
+                // left for a sweep that may be far off.
+                self.delete_own_upload(file_id, Some(&collection.id)).await;
                 return Ok(None);
             }
             Err(OwuiError::Timeout { .. }) => {
@@ -898,14 +933,23 @@ impl Ingestor {
             }
         }
         match self.client.delete_file(file_id).await {
-            Ok(()) => {
+            Ok(()) | Err(OwuiError::NotFound { .. }) => {
                 let _ = self
                     .store
                     .upload_deleted(file_id, self.clock.now_ms())
                     .await;
             }
+            Err(e) if e.is_transient() => {
+                // Not left until the next start: while it stays, a server
+                // that comes back may still finish and link it.
+                tracing::warn!(file_id, error = %e, "could not delete an upload; a sweep tries again");
+                let sweep = later_sweep(sweep_min_age(&self.client), self.clock.now_ms());
+                if let Err(se) = self.queue.submit(UPKEEP_RULE, sweep).await {
+                    tracing::warn!(error = %se, "cannot schedule the sweep of an upload left behind");
+                }
+            }
             Err(e) => {
-                tracing::warn!(file_id, error = %e, "could not delete an upload; will retry later")
+                tracing::warn!(file_id, error = %e, "could not delete an upload; the next start tries again")
             }
         }
     }

@@ -31,6 +31,9 @@ pub enum Action {
     Describe { description: String },
     /// A new file.
     Upload { path: String },
+    /// Its upload is in Open WebUI already, its answer lost (a cut-off
+    /// line, a crash): waited for and linked, not sent again.
+    Finish { path: String },
     /// A changed file: the new version linked, then the old one removed.
     Replace { path: String },
     /// The same content at a new path: followed, nothing uploaded.
@@ -246,6 +249,16 @@ pub async fn plan(
             .is_some_and(|d| d.state == DocumentState::Linked && same_place(d))
         {
             out.actions.push(Action::Replace { path: shown });
+        } else if let Some(d) = previous.as_ref().filter(|d| {
+            same_place(d)
+                && d.sha256.as_deref() == Some(sha.as_str())
+                && matches!(
+                    d.state,
+                    DocumentState::Uploading | DocumentState::Processing | DocumentState::Failed
+                )
+        }) && store.pending_upload_of(d.id).await?.is_some()
+        {
+            out.actions.push(Action::Finish { path: shown });
         } else {
             out.actions.push(Action::Upload { path: shown });
         }

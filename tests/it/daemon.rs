@@ -741,6 +741,164 @@ async fn transient_errors_back_off_with_a_stored_retry_time() {
     stop(running).await;
 }
 
+/// Seen in CI against 0.12.4 (frozen, then resumed): the upload was
+/// answered, the wait for its processing was cut off and so was the delete
+/// of it; the server then finished it and linked it. The retry must finish
+/// that upload, not send the file again: two uploads of one file racing
+/// through the server's duplicate check both got linked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_cut_off_while_processing_is_finished_not_sent_again() {
+    use ferry::testing::fake_openwebui::Fault;
+    let s = TestApp::new(Options {
+        manual_clock: true,
+        ..Options::mirror("0.12.4", "")
+    })
+    .await;
+    let cut = |method: Method, path: &str| {
+        Fault::new(method, path, 503, serde_json::json!({"detail": "cut off"}))
+    };
+    let running = s.start().await;
+    eventually("the collection made", async || kb_id(&s).is_some()).await;
+    let kb = kb_id(&s).unwrap();
+    // The fake's ids: the upload's is `file-` and a number; its status,
+    // its delete (alone or through the collection) are the requests cut,
+    // however often the client asks again.
+    for _ in 0..50 {
+        s.fake.inject(cut(Method::GET, "/api/v1/files/file-"));
+        s.fake.inject(cut(Method::DELETE, "/api/v1/files/file-"));
+        s.fake.inject(cut(
+            Method::POST,
+            &format!("/api/v1/knowledge/{kb}/file/remove"),
+        ));
+    }
+    write(&s.inbox().join("cut.md"), "processing when the line went");
+    let path = s.inbox().join("cut.md").to_string_lossy().to_string();
+    let failed = eventually("the first try failed", async || {
+        running
+            .store
+            .document("mirror", &path)
+            .await
+            .unwrap()
+            .filter(|d| d.state == ferry::store::DocumentState::Failed)
+    })
+    .await;
+    let first = failed.file_id.clone().expect("the upload was recorded");
+    assert!(
+        s.fake.state.lock().unwrap().files.contains_key(&first),
+        "the upload stays in Open WebUI (linked by the server itself)"
+    );
+    s.fake.state.lock().unwrap().faults.clear();
+    let loaded = s.load();
+    let plan = ferry::worker::plan::plan(
+        &s.client(),
+        &running.store,
+        &loaded.rules[0],
+        failed.retry_at.unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        plan.actions,
+        vec![ferry::worker::plan::Action::Finish {
+            path: ferry::paths::shown(&s.inbox().join("cut.md")).to_string()
+        }],
+        "the plan at the retry time says what the retry will do"
+    );
+    s.clock.advance(Duration::from_millis(
+        (failed.retry_at.unwrap() - s.clock.now_ms()).max(0) as u64 + 1000,
+    ));
+    let linked = eventually("linked at the retry", async || {
+        running
+            .store
+            .document("mirror", &path)
+            .await
+            .unwrap()
+            .filter(|d| d.state == ferry::store::DocumentState::Linked)
+    })
+    .await;
+    assert_eq!(linked.file_id.as_deref(), Some(first.as_str()));
+    assert_eq!(s.uploads(), 1, "finished, not sent again");
+    assert_eq!(s.names(), expect(&["cut.md"]));
+    // A later sweep leaves the linked upload alone.
+    s.clock.advance(Duration::from_secs(120));
+    drain(&running).await;
+    assert!(s.fake.state.lock().unwrap().files.contains_key(&first));
+    stop(running).await;
+}
+
+/// A refused upload whose delete is cut off too is not left in Open
+/// WebUI's file store until the next start: a sweep deletes it once the
+/// server answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_whose_delete_was_cut_off_is_deleted_by_a_later_sweep() {
+    use ferry::testing::fake_openwebui::Fault;
+    let s = TestApp::new(Options {
+        manual_clock: true,
+        ..Options::mirror("0.12.4", "")
+    })
+    .await;
+    let running = s.start().await;
+    eventually("the collection made", async || kb_id(&s).is_some()).await;
+    let kb = kb_id(&s).unwrap();
+    // Someone else's copy of the content is in the collection already:
+    // ferry's upload is refused as a duplicate and must go.
+    upload_marked(
+        &s.fake,
+        "theirs.md",
+        "said twice",
+        serde_json::json!({"knowledge_id": kb}),
+    )
+    .await;
+    let cut = |method: Method, path: &str| {
+        Fault::new(method, path, 503, serde_json::json!({"detail": "cut off"}))
+    };
+    for _ in 0..50 {
+        s.fake.inject(cut(Method::DELETE, "/api/v1/files/file-"));
+        s.fake.inject(cut(
+            Method::POST,
+            &format!("/api/v1/knowledge/{kb}/file/remove"),
+        ));
+    }
+    write(&s.inbox().join("mine.md"), "said twice");
+    let path = s.inbox().join("mine.md").to_string_lossy().to_string();
+    let failed = eventually("refused as a duplicate", async || {
+        running
+            .store
+            .document("mirror", &path)
+            .await
+            .unwrap()
+            .filter(|d| d.state == ferry::store::DocumentState::Failed)
+    })
+    .await;
+    assert_eq!(failed.reason.map(|r| r.as_str()), Some("duplicate"));
+    let refused = failed.file_id.expect("the upload was recorded");
+    // The delete's four tries are all cut off; then a sweep is due later
+    // (the one queued at start has run: it is the first job).
+    let delete = format!("/api/v1/files/{refused}");
+    eventually("the delete given up", async || {
+        s.fake.count("DELETE", &delete) >= 4
+    })
+    .await;
+    eventually("a later sweep queued", async || {
+        let jobs = running.store.jobs(&Default::default()).await.unwrap();
+        jobs.iter().any(|j| {
+            j.kind == "sweep"
+                && j.state == ferry::store::JobState::Queued
+                && j.run_after > s.clock.now_ms()
+        })
+    })
+    .await;
+    assert!(s.fake.state.lock().unwrap().files.contains_key(&refused));
+    s.fake.state.lock().unwrap().faults.clear();
+    s.clock.advance(Duration::from_secs(120));
+    eventually("the refused upload deleted", async || {
+        !s.fake.state.lock().unwrap().files.contains_key(&refused)
+    })
+    .await;
+    assert_eq!(s.names(), expect(&["theirs.md"]));
+    stop(running).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn second_daemon_on_the_same_database_is_refused() {
     let s = mirror("0.12.4").await;
