@@ -76,9 +76,11 @@
 //!   [`worker::ingest`] (verified ingestion of one file, moves, removals,
 //!   resuming interrupted uploads, orphan cleanup), [`worker::collection`]
 //!   (a rule's knowledge base created, shared and described as the rule
-//!   says, kept so at start and reload; drift repair), [`worker::plan`]
-//!   (what a sync would do, read-only: `ferry plan`, `ferry sync`); the
-//!   health probe.
+//!   says, kept so at start and reload; drift repair), [`worker::tree`]
+//!   (the folder tree in a collection: where a file goes, directories made,
+//!   renamed with their folder, removed when ferry's and empty),
+//!   [`worker::plan`] (what a sync would do, read-only: `ferry plan`,
+//!   `ferry sync`); the health probe.
 //! - [`openwebui`]: the typed client of the real Open WebUI API, by
 //!   section: `client` (transport, auth, retries), `server`, `knowledge`,
 //!   `files`, `chat`; [`openwebui::error`] classifies responses (the one

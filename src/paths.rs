@@ -93,20 +93,53 @@ pub const MAX_UPLOAD_NAME: usize = 200;
 /// header holds exactly one line; a long stem is shortened (on a character
 /// boundary, with `…`) to [`MAX_UPLOAD_NAME`], keeping the extension.
 pub fn upload_name(path: &Path) -> String {
-    let name = path
-        .file_name()
-        .map(|n| String::from_utf8_lossy(n.as_bytes()).into_owned())
-        .unwrap_or_default();
-    let name: String = name
+    fit_name(clean_component(path.file_name().unwrap_or_default()))
+}
+
+/// Stands for `/` in a name that carries a folder path: Open WebUI keeps
+/// only the last `/`-separated part of an upload's name.
+pub const PATH_SEPARATOR: char = '\u{2215}';
+
+/// The name for a file under a server without directories: its path
+/// relative to the watched root, each part cleaned as [`upload_name`]
+/// does, joined by [`PATH_SEPARATOR`] (`a∕b∕c.md`), so that same-named files
+/// in different folders never share a name.
+pub fn path_name(relative: &Path) -> String {
+    let parts: Vec<String> = relative
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(clean_component(n)),
+            _ => None,
+        })
+        .collect();
+    fit_name(parts.join(&PATH_SEPARATOR.to_string()))
+}
+
+/// A folder's name in Open WebUI, cleaned as [`upload_name`] cleans a
+/// file's.
+pub fn folder_name(name: &OsStr) -> String {
+    let name = clean_component(name);
+    if name.trim().is_empty() {
+        "folder".into()
+    } else {
+        name
+    }
+}
+
+fn clean_component(name: &OsStr) -> String {
+    String::from_utf8_lossy(name.as_bytes())
         .chars()
         .map(|c| {
-            if c.is_control() || c == '"' || is_invisible_format(c) {
+            if c.is_control() || c == '"' || is_invisible_format(c) || c == '/' {
                 '_'
             } else {
                 c
             }
         })
-        .collect();
+        .collect()
+}
+
+fn fit_name(name: String) -> String {
     if name.trim().is_empty() {
         return "file".into();
     }
@@ -133,6 +166,20 @@ mod tests {
 
     fn raw(bytes: &[u8]) -> PathBuf {
         PathBuf::from(std::ffi::OsString::from_vec(bytes.to_vec()))
+    }
+
+    #[test]
+    fn a_path_name_keeps_every_part_and_no_header_break() {
+        assert_eq!(path_name(Path::new("a/b/c.md")), "a\u{2215}b\u{2215}c.md");
+        let hostile = path_name(&raw(b"ev\nil/\"q\"/bad\xff.md"));
+        assert_eq!(hostile, "ev_il\u{2215}_q_\u{2215}bad\u{fffd}.md");
+        // Long paths are cut like long names: the extension stays.
+        let long = path_name(&Path::new(&"d".repeat(150)).join("e".repeat(150) + ".md"));
+        assert!(
+            long.len() <= MAX_UPLOAD_NAME && long.ends_with(".md"),
+            "{long}"
+        );
+        assert_eq!(folder_name(std::ffi::OsStr::new("\u{202e}x")), "_x");
     }
 
     #[test]

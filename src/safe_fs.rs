@@ -126,6 +126,28 @@ fn parent_beneath<'p>(root: &Path, path: &'p Path) -> Result<(OwnedFd, &'p Path)
     Ok((dir, name))
 }
 
+/// Whether `relative` names a real folder under `root`: every part a
+/// directory, none a link (a link to a folder is not the folder).
+pub fn is_folder_beneath(root: &Path, relative: &Path) -> bool {
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let Ok(mut dir) = rustix::fs::openat(rustix::fs::CWD, root, dir_flags, Mode::empty()) else {
+        return false;
+    };
+    for c in relative.components() {
+        match c {
+            Component::Normal(part) => {
+                match rustix::fs::openat(&dir, part, dir_flags | OFlags::NOFOLLOW, Mode::empty()) {
+                    Ok(d) => dir = d,
+                    Err(_) => return false,
+                }
+            }
+            Component::CurDir => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// The stat of the regular file at `path`, looked at without following
 /// links (for deciding whether a file settled; nothing is opened).
 pub fn stat_beneath(root: &Path, path: &Path) -> Result<FileStat, Refusal> {

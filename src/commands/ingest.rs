@@ -105,7 +105,14 @@ pub(super) async fn ingest_command(
             let result = match crate::safe_fs::open_beneath(parent, path) {
                 Ok(file) => {
                     ingestor
-                        .ingest(":cli", path, file, collection, rules::DEFAULT_MAX_SIZE)
+                        .ingest(
+                            ":cli",
+                            path,
+                            file,
+                            collection,
+                            rules::DEFAULT_MAX_SIZE,
+                            &crate::worker::tree::Layout::flat(),
+                        )
                         .await
                 }
                 Err(e) => Err(ingest::IngestError::Io {

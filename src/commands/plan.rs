@@ -62,6 +62,10 @@ fn print_plan(p: &Plan) {
             Action::Relink { path } => format!("relink      {path}"),
             Action::UploadAgain { path } => format!("upload again {path}"),
             Action::Refuse { path, reason } => format!("refuse      {path} ({reason})"),
+            Action::RenameDirectory { from, to } => format!("rename dir  {from} → {to}"),
+            Action::CreateDirectory { path } => format!("create dir  {path}"),
+            Action::Place { path, folder } => format!("place       {path} → {folder}/"),
+            Action::RemoveDirectory { path } => format!("remove dir  {path}"),
         };
         outln!("  {line}");
     }

@@ -215,8 +215,21 @@ impl Client {
     /// file succeeds on every version (0.6 answers 400 "[ERROR: file_id]",
     /// which is taken as "already there").
     pub async fn add_file(&self, knowledge_id: &str, file_id: &str) -> Result<(), Error> {
+        self.add_file_in(knowledge_id, file_id, None).await
+    }
+
+    /// [`Client::add_file`] into a directory (0.9.6+).
+    pub async fn add_file_in(
+        &self,
+        knowledge_id: &str,
+        file_id: &str,
+        directory_id: Option<&str>,
+    ) -> Result<(), Error> {
         let path = format!("/api/v1/knowledge/{knowledge_id}/file/add");
-        let body = json!({"file_id": file_id});
+        let mut body = json!({"file_id": file_id});
+        if let Some(d) = directory_id {
+            body["directory_id"] = d.into();
+        }
         let _serialised = self.knowledge_guard(knowledge_id).await?;
         match self
             .json_ignored(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body)))
@@ -240,6 +253,83 @@ impl Client {
             format!("/api/v1/knowledge/{knowledge_id}/file/remove?delete_file={delete_file}");
         let body = json!({"file_id": file_id});
         let _serialised = self.knowledge_guard(knowledge_id).await?;
+        self.json_ignored(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body)))
+            .await
+    }
+
+    /// The directories directly under `parent` (`None`: the top) of a
+    /// knowledge base, and how many files are directly in it (0.9.6+).
+    pub async fn directories(
+        &self,
+        knowledge_id: &str,
+        parent: Option<&str>,
+    ) -> Result<(Vec<Directory>, u64), Error> {
+        let path = format!(
+            "/api/v1/knowledge/{knowledge_id}/files?directory_id={}&limit=1",
+            parent.unwrap_or("")
+        );
+        let v = self.get(&path).await?;
+        let dirs = parse_list(&v, &path, "directories")?;
+        let files = v.get("total").and_then(Value::as_u64).unwrap_or(0);
+        Ok((dirs, files))
+    }
+
+    /// Makes a directory. A name already taken at that level is refused
+    /// (400): the caller looks it up with [`Client::directories`].
+    pub async fn create_directory(
+        &self,
+        knowledge_id: &str,
+        name: &str,
+        parent: Option<&str>,
+    ) -> Result<Directory, Error> {
+        let path = format!("/api/v1/knowledge/{knowledge_id}/dirs/create");
+        let body = json!({"name": name, "parent_id": parent});
+        let v = self
+            .json(Method::POST, &path, Repeat::OnlyIfUnprocessed, |r| {
+                Ok(r.json(&body))
+            })
+            .await?;
+        serde_json::from_value(v).map_err(|e| unexpected(&path, e))
+    }
+
+    /// Renames and re-parents a directory; its files keep their ids and
+    /// embeddings.
+    pub async fn update_directory(
+        &self,
+        knowledge_id: &str,
+        directory_id: &str,
+        name: &str,
+        parent: Option<&str>,
+    ) -> Result<(), Error> {
+        let path = format!("/api/v1/knowledge/{knowledge_id}/dirs/{directory_id}/update");
+        let body = json!({"name": name, "parent_id": parent});
+        self.json_ignored(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body)))
+            .await
+    }
+
+    /// Deletes an (empty) directory; anything in it would move up.
+    pub async fn delete_directory(
+        &self,
+        knowledge_id: &str,
+        directory_id: &str,
+    ) -> Result<(), Error> {
+        let path =
+            format!("/api/v1/knowledge/{knowledge_id}/dirs/{directory_id}/delete?move_files=true");
+        self.json(Method::DELETE, &path, Repeat::Safe, Ok)
+            .await
+            .map(|_| ())
+    }
+
+    /// Moves a linked file into a directory (`None`: the top), keeping its
+    /// id and embedding.
+    pub async fn move_file(
+        &self,
+        knowledge_id: &str,
+        file_id: &str,
+        directory_id: Option<&str>,
+    ) -> Result<(), Error> {
+        let path = format!("/api/v1/knowledge/{knowledge_id}/file/move");
+        let body = json!({"file_id": file_id, "directory_id": directory_id});
         self.json_ignored(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body)))
             .await
     }

@@ -59,6 +59,12 @@ impl Version {
         self.at_least(0, 9, 6)
     }
 
+    /// Knowledge bases hold a tree of directories (`dirs/create`,
+    /// `file/move`, `directory_id` on upload and in file lists).
+    pub fn has_directories(&self) -> bool {
+        self.at_least(0, 9, 6)
+    }
+
     /// `completed` after an upload with `metadata.knowledge_id` means
     /// linked, too (0.12.4, "Accurate upload status"); before, a failed
     /// link could still end `completed`.
@@ -235,6 +241,18 @@ pub struct KnowledgeFile {
     pub hash: Option<String>,
     #[serde(default)]
     pub meta: FileMeta,
+    /// The directory it is in (0.9.6+); `None` at the top.
+    #[serde(default)]
+    pub directory_id: Option<String>,
+}
+
+/// A knowledge base's directory (0.9.6+).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Directory {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub parent_id: Option<String>,
 }
 
 impl KnowledgeFile {

@@ -538,6 +538,7 @@ fn decode_ingest(node: &Node, d: &mut Decoder) -> Option<Ingest> {
             "access",
             "description",
             "on_missing_collection",
+            "tree",
         ],
     )?;
     let collection = match f.get("collection") {
@@ -576,11 +577,19 @@ fn decode_ingest(node: &Node, d: &mut Decoder) -> Option<Ingest> {
                     ],
                 )
             });
+    let tree = f.get("tree").map_or(Some(Tree::Mirror), |n| {
+        d.one_of(
+            n,
+            "ingest.tree",
+            &[("mirror", Tree::Mirror), ("flat", Tree::Flat)],
+        )
+    });
     Some(Ingest {
         collection: collection?,
         access: access?,
         description: description?,
         on_missing_collection: on_missing_collection?,
+        tree: tree?,
     })
 }
 

@@ -87,6 +87,18 @@ pub struct Ingest {
     pub description: Option<Template>,
     /// What happens when the collection is deleted in Open WebUI.
     pub on_missing_collection: OnMissingCollection,
+    /// How a watched folder's subfolders appear in the collection.
+    pub tree: Tree,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tree {
+    /// Subfolders become the collection's directories where the server
+    /// has them (0.9.6+); elsewhere a file's name carries its folder path.
+    #[default]
+    Mirror,
+    /// Every file at the collection's top under its own name.
+    Flat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,7 @@
 //! savepoint. Reads use a separate pool and never block the writer (WAL).
 
 mod deliveries;
+mod dirs;
 mod documents;
 mod jobs;
 mod retention;
@@ -27,6 +28,7 @@ use sqlx::sqlite::{
 pub use deliveries::{
     AttemptNext, AttemptRecord, Delivery, DeliveryFilter, DeliveryState, NewDelivery,
 };
+pub use dirs::KnownDir;
 pub use documents::{
     Document, DocumentFilter, DocumentState, FailureReason, KnownFile, LinkedFile, NewUpload,
 };

@@ -86,6 +86,52 @@ pub struct StoredKnowledge {
     pub access: Value,
     /// `{"source": "external"}` for a read-only external one.
     pub meta: Value,
+    /// Its directories (0.12).
+    pub dirs: Vec<StoredDir>,
+    /// file id → the directory it is in (absent: the top).
+    pub file_dirs: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredDir {
+    pub id: String,
+    pub parent: Option<String>,
+    pub name: String,
+}
+
+impl StoredKnowledge {
+    /// A directory's path (`a/b`), for tests.
+    pub fn dir_path(&self, id: &str) -> String {
+        let mut names = Vec::new();
+        let mut at = Some(id.to_string());
+        while let Some(d) = at.and_then(|i| self.dirs.iter().find(|d| d.id == i)) {
+            names.push(d.name.clone());
+            at = d.parent.clone();
+        }
+        names.reverse();
+        names.join("/")
+    }
+
+    /// Every linked file as `dir/path/name` (top-level files bare).
+    pub fn tree(&self, files: &HashMap<String, StoredFile>) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .files
+            .iter()
+            .filter_map(|f| {
+                let name = files.get(f)?.name.clone();
+                Some(match self.file_dirs.get(f) {
+                    Some(d) => format!("{}/{name}", self.dir_path(d)),
+                    None => name,
+                })
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn has_dir(&self, id: Option<&str>) -> bool {
+        id.is_none_or(|id| self.dirs.iter().any(|d| d.id == id))
+    }
 }
 
 #[derive(Default)]
@@ -163,6 +209,7 @@ impl FakeOpenWebUi {
             .route("/api/v1/files/", post(upload).get(list_files))
             .route("/api/v1/files/{id}", get(file).delete(delete_file))
             .route("/api/v1/files/{id}/process/status", get(file_status))
+            .route("/api/v1/files/{id}/rename", post(rename_file))
             .route("/api/v1/knowledge/", get(list_knowledge))
             .route("/api/v1/knowledge/create", post(create_knowledge))
             .route("/api/v1/knowledge/{id}", get(knowledge))
@@ -183,6 +230,13 @@ impl FakeOpenWebUi {
             )
             .route("/api/v1/users/", get(users))
             .route("/api/v1/knowledge/{id}/file/add", post(add_file))
+            .route("/api/v1/knowledge/{id}/file/move", post(move_file))
+            .route("/api/v1/knowledge/{id}/dirs/create", post(create_dir))
+            .route("/api/v1/knowledge/{id}/dirs/{dir}/update", post(update_dir))
+            .route(
+                "/api/v1/knowledge/{id}/dirs/{dir}/delete",
+                axum::routing::delete(delete_dir),
+            )
             .route("/api/v1/knowledge/{id}/file/remove", post(remove_file))
             .route(
                 "/api/v1/knowledge/{id}/delete",
@@ -255,6 +309,29 @@ impl FakeOpenWebUi {
                     .map(|f| s.files.get(f).map(|f| f.name.clone()).unwrap_or_default())
             })
             .collect()
+    }
+
+    /// The collection's linked files as `dir/path/name`, sorted.
+    pub fn knowledge_tree(&self, name: &str) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        s.knowledge
+            .iter()
+            .filter(|k| k.name == name)
+            .flat_map(|k| k.tree(&s.files))
+            .collect()
+    }
+
+    /// The collection's directories as paths, sorted.
+    pub fn knowledge_dirs(&self, name: &str) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        let mut out: Vec<String> = s
+            .knowledge
+            .iter()
+            .filter(|k| k.name == name)
+            .flat_map(|k| k.dirs.iter().map(|d| k.dir_path(&d.id)))
+            .collect();
+        out.sort();
+        out
     }
 }
 
@@ -420,6 +497,14 @@ async fn upload(State(s): State<Shared>, mut form: Multipart) -> Response {
                     "Duplicate content detected. Please provide unique content to proceed.".into(),
                 );
             } else {
+                // A directory not of this collection is ignored (the top).
+                let dir = files[&id].metadata["directory_id"]
+                    .as_str()
+                    .filter(|d| k.dirs.iter().any(|x| x.id == *d))
+                    .map(str::to_string);
+                if let Some(d) = dir {
+                    k.file_dirs.insert(id.clone(), d);
+                }
                 k.files.push(id);
             }
         }
@@ -477,6 +562,25 @@ async fn file_status(State(s): State<Shared>, Path(id): Path<String>) -> Respons
     }
 }
 
+/// `POST /files/{id}/rename` (0.12; 0.6 has no such route: 405).
+async fn rename_file(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut st = s.lock().unwrap();
+    if !st.is_012() {
+        return detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    }
+    match st.files.get_mut(&id) {
+        Some(f) => {
+            f.name = body["filename"].as_str().unwrap_or_default().to_string();
+            Json(file_json(f)).into_response()
+        }
+        None => detail(StatusCode::NOT_FOUND, NOT_FOUND),
+    }
+}
+
 async fn delete_file(State(s): State<Shared>, Path(id): Path<String>) -> Response {
     let mut st = s.lock().unwrap();
     if st.files.remove(&id).is_none() {
@@ -484,6 +588,7 @@ async fn delete_file(State(s): State<Shared>, Path(id): Path<String>) -> Respons
     }
     for k in &mut st.knowledge {
         k.files.retain(|f| f != &id);
+        k.file_dirs.remove(&id);
     }
     Json(json!(true)).into_response()
 }
@@ -529,6 +634,8 @@ async fn create_knowledge(State(s): State<Shared>, Json(body): Json<Value>) -> J
         description: body["description"].as_str().unwrap_or_default().to_string(),
         access,
         meta: Value::Null,
+        dirs: Vec::new(),
+        file_dirs: HashMap::new(),
     };
     let answer = knowledge_json(&k, st.is_012());
     st.knowledge.push(k);
@@ -624,15 +731,171 @@ async fn knowledge_files(
         .and_then(|p| p.parse().ok())
         .unwrap_or(1)
         .max(1);
-    let items: Vec<Value> = k
+    // `directory_id` scopes the list to one directory (`''`: the top).
+    let scope: Option<Option<&str>> = q
+        .get("directory_id")
+        .map(|d| (!d.is_empty()).then_some(d.as_str()));
+    let in_scope: Vec<&String> = k
         .files
+        .iter()
+        .filter(|f| scope.is_none_or(|d| k.file_dirs.get(*f).map(String::as_str) == d))
+        .collect();
+    let items: Vec<Value> = in_scope
         .iter()
         .skip((page - 1) * 30)
         .take(30)
-        .filter_map(|f| st.files.get(f))
-        .map(file_json)
+        .filter_map(|f| {
+            let mut v = file_json(st.files.get(*f)?);
+            let dir = k.file_dirs.get(*f);
+            v["directory_id"] = json!(dir);
+            v["directory_path"] = json!(dir.map(|d| k.dir_path(d)).unwrap_or_default());
+            Some(v)
+        })
         .collect();
-    Json(json!({"items": items, "total": k.files.len()})).into_response()
+    let parent = scope.flatten();
+    let directories: Vec<Value> = k
+        .dirs
+        .iter()
+        .filter(|d| d.parent.as_deref() == parent)
+        .map(|d| json!({"id": d.id, "knowledge_id": k.id, "parent_id": d.parent, "name": d.name, "user_id": "u1", "created_at": 0, "updated_at": 0}))
+        .collect();
+    Json(json!({"items": items, "directories": directories, "breadcrumbs": [], "total": in_scope.len()}))
+        .into_response()
+}
+
+fn dir_json(kb: &str, d: &StoredDir) -> Value {
+    json!({"id": d.id, "knowledge_id": kb, "parent_id": d.parent, "name": d.name,
+           "user_id": "u1", "created_at": 0, "updated_at": 0})
+}
+
+async fn create_dir(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut st = s.lock().unwrap();
+    let dir_id = st.id("dir");
+    let Some(k) = st.knowledge.iter_mut().find(|k| k.id == id) else {
+        return detail(StatusCode::NOT_FOUND, NOT_FOUND);
+    };
+    let parent = body["parent_id"].as_str().map(str::to_string);
+    let name = body["name"].as_str().unwrap_or_default().to_string();
+    if !k.has_dir(parent.as_deref()) {
+        return detail(StatusCode::NOT_FOUND, "Parent directory not found.");
+    }
+    if k.dirs.iter().any(|d| d.parent == parent && d.name == name) {
+        return detail(
+            StatusCode::BAD_REQUEST,
+            "Failed to create directory. A directory with this name may already exist at this level.",
+        );
+    }
+    let d = StoredDir {
+        id: dir_id,
+        parent,
+        name,
+    };
+    let answer = dir_json(&id, &d);
+    k.dirs.push(d);
+    Json(answer).into_response()
+}
+
+async fn update_dir(
+    State(s): State<Shared>,
+    Path((id, dir)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut st = s.lock().unwrap();
+    let Some(k) = st.knowledge.iter_mut().find(|k| k.id == id) else {
+        return detail(StatusCode::NOT_FOUND, NOT_FOUND);
+    };
+    if !k.has_dir(Some(&dir)) {
+        return detail(StatusCode::NOT_FOUND, NOT_FOUND);
+    }
+    let current = k.dirs.iter().find(|d| d.id == dir).cloned().unwrap();
+    let name = body["name"]
+        .as_str()
+        .map_or(current.name.clone(), str::to_string);
+    let parent = match &body["parent_id"] {
+        Value::String(p) if p == "__unset__" => current.parent.clone(),
+        Value::String(p) => Some(p.clone()),
+        Value::Null if body.get("parent_id").is_some() => None,
+        _ => current.parent.clone(),
+    };
+    if !k.has_dir(parent.as_deref())
+        || k.dirs
+            .iter()
+            .any(|d| d.id != dir && d.parent == parent && d.name == name)
+    {
+        return detail(
+            StatusCode::BAD_REQUEST,
+            "Failed to update directory. This may be caused by a naming conflict or circular move.",
+        );
+    }
+    let d = k.dirs.iter_mut().find(|d| d.id == dir).unwrap();
+    d.name = name;
+    d.parent = parent;
+    let answer = dir_json(&id, d);
+    Json(answer).into_response()
+}
+
+async fn delete_dir(State(s): State<Shared>, Path((id, dir)): Path<(String, String)>) -> Response {
+    let mut st = s.lock().unwrap();
+    let Some(k) = st.knowledge.iter_mut().find(|k| k.id == id) else {
+        return detail(StatusCode::NOT_FOUND, NOT_FOUND);
+    };
+    let Some(gone) = k.dirs.iter().find(|d| d.id == dir).cloned() else {
+        return detail(StatusCode::NOT_FOUND, NOT_FOUND);
+    };
+    // Files move up; subdirectories go (the real table cascades), their
+    // files to the top.
+    let mut doomed = vec![dir.clone()];
+    let mut i = 0;
+    while i < doomed.len() {
+        let under: Vec<String> = k
+            .dirs
+            .iter()
+            .filter(|d| d.parent.as_deref() == Some(doomed[i].as_str()))
+            .map(|d| d.id.clone())
+            .collect();
+        doomed.extend(under);
+        i += 1;
+    }
+    k.file_dirs.retain(|_, d| !doomed[1..].contains(d));
+    for d in k.file_dirs.values_mut() {
+        if *d == dir {
+            match &gone.parent {
+                Some(p) => *d = p.clone(),
+                None => d.clear(),
+            }
+        }
+    }
+    k.file_dirs.retain(|_, d| !d.is_empty());
+    k.dirs.retain(|d| !doomed.contains(&d.id));
+    Json(json!({"status": true, "file_ids": []})).into_response()
+}
+
+async fn move_file(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut st = s.lock().unwrap();
+    let Some(k) = st.knowledge.iter_mut().find(|k| k.id == id) else {
+        return detail(StatusCode::NOT_FOUND, NOT_FOUND);
+    };
+    let file_id = body["file_id"].as_str().unwrap_or_default().to_string();
+    let target = body["directory_id"].as_str().map(str::to_string);
+    if !k.files.contains(&file_id) {
+        return detail(StatusCode::NOT_FOUND, NOT_FOUND);
+    }
+    if !k.has_dir(target.as_deref()) {
+        return detail(StatusCode::NOT_FOUND, "Target directory not found.");
+    }
+    match target {
+        Some(d) => k.file_dirs.insert(file_id, d),
+        None => k.file_dirs.remove(&file_id),
+    };
+    Json(json!({"status": true})).into_response()
 }
 
 async fn add_file(
@@ -673,6 +936,12 @@ async fn add_file(
         );
     }
     if is_012 {
+        if let Some(d) = body["directory_id"]
+            .as_str()
+            .filter(|d| k.dirs.iter().any(|x| x.id == *d))
+        {
+            k.file_dirs.insert(file_id.clone(), d.to_string());
+        }
         k.files.push(file_id);
         return Json(json!({"id": id})).into_response();
     }
@@ -701,6 +970,7 @@ async fn remove_file(
         return detail(StatusCode::BAD_REQUEST, NOT_FOUND);
     };
     k.files.retain(|f| f != &file_id);
+    k.file_dirs.remove(&file_id);
     if q.get("delete_file").is_none_or(|v| v == "true") {
         st.files.remove(&file_id);
     }

@@ -4,12 +4,13 @@
 //! one a person made and named in a rule keeps whatever sharing they gave
 //! it.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::json;
 
 use super::ingest::{Collection, IngestError, NewCollection};
+use super::tree::Layout;
 use super::{Finish, Workers};
 use crate::openwebui::{Client, Error as OwuiError, Sharing};
 use crate::paths;
@@ -214,16 +215,26 @@ pub(super) async fn keep_in_step(
         }
         result["description_changed"] = json!(description_changed);
     }
-    let restored = repair(
+    let layout = workers.layout(&rule).await?;
+    let dirs = workers.ingestor.dirs(&c.id);
+    if layout.has_dirs() {
+        dirs.survey().await?;
+    }
+    let (restored, placed) = repair(
         workers,
         &rule,
         &c,
+        &layout,
         replaced.map(String::as_str),
         job,
         &mut effects,
     )
     .await?;
     result["restored"] = json!(restored);
+    if layout.has_dirs() {
+        result["placed"] = json!(placed);
+        result["directories_removed"] = json!(dirs.prune(&layout).await?);
+    }
     if !problems.is_empty() {
         return Ok((Finish::Fail(problems.join("; ")), effects));
     }
@@ -231,34 +242,60 @@ pub(super) async fn keep_in_step(
 }
 
 /// Drift repair: the rule's linked documents that the collection's own
-/// list lacks are put back. `replaced` is the id of the collection this
+/// list lacks are put back, and those in another directory than their
+/// folder's are moved into it. `replaced` is the id of the collection this
 /// one replaces (deleted in Open WebUI): its documents belong here now.
+/// Returns how many were put back and how many moved.
 async fn repair(
     workers: &Workers,
     rule: &Rule,
     c: &Collection,
+    layout: &Layout,
     replaced: Option<&str>,
     job: &Job,
     effects: &mut Effects,
-) -> Result<usize, IngestError> {
-    let listed: HashSet<String> = workers
+) -> Result<(usize, usize), IngestError> {
+    let listed: HashMap<String, Option<String>> = workers
         .client
         .knowledge_files(&c.id)
         .await?
         .into_iter()
-        .map(|f| f.id)
+        .map(|f| (f.id, f.directory_id))
         .collect();
     let mut docs = workers.store.linked_files(&rule.name, &c.id).await?;
     if let Some(old) = replaced {
         docs.extend(workers.store.linked_files(&rule.name, old).await?);
     }
+    let dirs = workers.ingestor.dirs(&c.id);
+    let mut placed = 0;
+    if layout.has_dirs() {
+        for doc in &docs {
+            let Some(current) = listed.get(&doc.file_id) else {
+                continue;
+            };
+            let wanted = dirs
+                .directory_of(&layout.place(&paths::from_key(&doc.path)))
+                .await?;
+            if *current != wanted {
+                workers
+                    .client
+                    .move_file(&c.id, &doc.file_id, wanted.as_deref())
+                    .await?;
+                placed += 1;
+            }
+        }
+    }
     let mut restored = 0;
-    for doc in docs.iter().filter(|d| !listed.contains(&d.file_id)) {
+    for doc in docs.iter().filter(|d| !listed.contains_key(&d.file_id)) {
         let now = workers.clock.now_ms();
         let path = paths::from_key(&doc.path);
         let how = match workers.client.file(&doc.file_id).await {
             Ok(_) => {
-                workers.client.add_file(&c.id, &doc.file_id).await?;
+                let directory = dirs.directory_of(&layout.place(&path)).await?;
+                workers
+                    .client
+                    .add_file_in(&c.id, &doc.file_id, directory.as_deref())
+                    .await?;
                 workers.store.relinked(doc.id, &c.id, now).await?;
                 "relinked"
             }
@@ -294,7 +331,7 @@ async fn repair(
         );
         effects.deliveries.extend(e.deliveries);
     }
-    Ok(restored)
+    Ok((restored, placed))
 }
 
 /// The `notify` job: the watcher paused or resumed the rule.

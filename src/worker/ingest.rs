@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use super::tree::{Dirs, Layout, Placement};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::openwebui::{Client, Error as OwuiError};
@@ -200,6 +201,8 @@ pub struct Ingestor {
     /// duplicate check is check-then-insert, and two identical files linked
     /// at once both pass it (seen on 0.12.4).
     content_locks: ContentLocks,
+    /// See [`Dirs::changing`].
+    tree_changing: tokio::sync::Mutex<()>,
 }
 
 /// Async locks by key, dropped from the map when no one holds them.
@@ -261,6 +264,7 @@ impl Ingestor {
             instance_id,
             metrics,
             content_locks: Default::default(),
+            tree_changing: Default::default(),
         }
     }
 
@@ -287,6 +291,7 @@ impl Ingestor {
         file: Opened,
         collection: &Collection,
         max_size: u64,
+        layout: &Layout,
     ) -> Result<Outcome, IngestError> {
         let shown = paths::shown(path);
         let io = |source| IngestError::Io {
@@ -397,7 +402,9 @@ impl Ingestor {
             if other.rule == rule && !is_regular_file(&paths::from_key(&other.path)) {
                 // The same file moved (or was brought in under another rule
                 // before): the document follows it, nothing is uploaded.
-                return self.moved(other, file_id, &upload, path).await;
+                return self
+                    .moved(other, file_id, &upload, path, collection, layout)
+                    .await;
             }
             let document_id = self
                 .store
@@ -444,7 +451,7 @@ impl Ingestor {
             .filter(|d| d.state == DocumentState::Linked && same_place(d))
             .and_then(|d| d.file_id.clone());
         match self
-            .upload_and_link(document_id, path, &file, collection, &sha256)
+            .upload_and_link(document_id, &layout.place(path), &file, collection, &sha256)
             .await
         {
             Ok(file_id) => {
@@ -562,12 +569,25 @@ impl Ingestor {
         file_id: String,
         upload: &NewUpload<'_>,
         path: &Path,
+        collection: &Collection,
+        layout: &Layout,
     ) -> Result<Outcome, IngestError> {
         self.store
             .move_document(other.id, upload, self.clock.now_ms())
             .await?;
-        let new_name = paths::upload_name(path);
-        let old_name = paths::upload_name(&paths::from_key(&other.path));
+        let new = layout.place(path);
+        let old = layout.place(&paths::from_key(&other.path));
+        // Into the new folder's directory first: a failure here is retried
+        // with the move (the document already follows the file).
+        self.dirs(&collection.id)
+            .follow_move(
+                layout,
+                &file_id,
+                old.folder.as_deref(),
+                new.folder.as_deref(),
+            )
+            .await?;
+        let (old_name, new_name) = (old.name, new.name);
         if old_name != new_name {
             match self.client.rename_file(&file_id, &new_name).await {
                 Ok(true) => {}
@@ -652,15 +672,27 @@ impl Ingestor {
         }
     }
 
+    /// The collection's directories, now.
+    pub fn dirs<'a>(&'a self, collection_id: &'a str) -> Dirs<'a> {
+        Dirs {
+            client: &self.client,
+            store: &self.store,
+            kb: collection_id,
+            now_ms: self.clock.now_ms(),
+            changing: &self.tree_changing,
+        }
+    }
+
     async fn upload_and_link(
         &self,
         document_id: i64,
-        path: &Path,
+        placement: &Placement,
         file: &Opened,
         collection: &Collection,
         sha256: &str,
     ) -> Result<String, IngestError> {
-        let name = paths::upload_name(path);
+        let name = &placement.name;
+        let directory = self.dirs(&collection.id).directory_of(placement).await?;
         // The marker names the document, so that an upload a crash left
         // unrecorded is adopted by it at the next start instead of being
         // deleted while Open WebUI may still be embedding it.
@@ -676,13 +708,16 @@ impl Ingestor {
         let links_itself = self.client.version().await?.upload_link_is_verified();
         let _slot = if links_itself {
             marker["knowledge_id"] = collection.id.clone().into();
+            if let Some(d) = &directory {
+                marker["directory_id"] = d.clone().into();
+            }
             Some(self.client.processing_slot().await)
         } else {
             None
         };
         let info = match self
             .client
-            .upload(&file.file, file.stat.size, &name, Some(&marker))
+            .upload(&file.file, file.stat.size, name, Some(&marker))
             .await
         {
             Ok(info) => info,
@@ -704,7 +739,9 @@ impl Ingestor {
             .await?;
         self.client.wait_processed(&info.id).await?;
         if !links_itself {
-            self.client.add_file(&collection.id, &info.id).await?;
+            self.client
+                .add_file_in(&collection.id, &info.id, directory.as_deref())
+                .await?;
         }
         self.store
             .linked(document_id, &info.id, self.clock.now_ms())

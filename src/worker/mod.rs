@@ -12,6 +12,7 @@ pub mod collection;
 pub mod ingest;
 pub mod plan;
 pub mod sync;
+pub mod tree;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -103,6 +104,13 @@ impl Workers {
 
     pub fn rule(&self, name: &str) -> Option<Rule> {
         self.rules.get(name)
+    }
+
+    /// How the rule's files are laid out in its collection on this
+    /// server.
+    pub async fn layout(&self, rule: &Rule) -> Result<tree::Layout, IngestError> {
+        let dirs = self.client.version().await?.has_directories();
+        Ok(tree::Layout::of(rule, dirs))
     }
 
     /// The rule's knowledge base, created on first use (shared and

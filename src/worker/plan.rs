@@ -4,13 +4,14 @@
 //! the sync would change in Open WebUI or record; a file that is merely
 //! touched (same content) is no action.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::collection::{description, resolve_sharing};
 use super::ingest::{self, IngestError};
+use super::tree::{self, Layout};
 use crate::openwebui::{Client, Error as OwuiError, Sharing};
 use crate::paths;
 use crate::rules::{OnDelete, Rule, Trigger};
@@ -45,6 +46,15 @@ pub enum Action {
     Relink { path: String },
     /// In the store but gone from Open WebUI: uploaded again.
     UploadAgain { path: String },
+    /// A folder renamed: its directory renamed (files keep ids and
+    /// embeddings).
+    RenameDirectory { from: String, to: String },
+    /// A directory made for a folder (relative path `a/b`).
+    CreateDirectory { path: String },
+    /// A linked file put into its folder's directory (it was elsewhere).
+    Place { path: String, folder: String },
+    /// A directory ferry made whose folder is gone, once empty.
+    RemoveDirectory { path: String },
     /// Recorded as failed without an upload (`empty`, `too_large`,
     /// `duplicate`), or skipped (a link, FIFO, …).
     Refuse { path: String, reason: String },
@@ -106,6 +116,7 @@ pub async fn plan(
         actions: Vec::new(),
         unchanged: 0,
     };
+    let layout = Layout::of(rule, client.version().await?.has_directories());
     let collection =
         match ingest::resolve_collection(client, store, &ingest.collection, None, now_ms).await {
             Ok(c) => Some(c),
@@ -163,6 +174,9 @@ pub async fn plan(
     out.unchanged = scanned.files.len().saturating_sub(folder.check.len());
     let gone: BTreeSet<&Path> = folder.remove.iter().map(PathBuf::as_path).collect();
     let mut moved_from: HashSet<String> = HashSet::new();
+    // Where files will be, for the directories they need.
+    let mut placed_at: Vec<PathBuf> = Vec::new();
+    let mut moves: Vec<(PathBuf, PathBuf)> = Vec::new();
     for path in &folder.check {
         let key = paths::key(path).into_owned();
         let shown = paths::shown(path);
@@ -227,6 +241,7 @@ pub async fn plan(
             let from = paths::from_key(&other.path);
             if other.rule == rule.name && !ingest::is_regular_file(&from) {
                 moved_from.insert(other.path.clone());
+                moves.push((from.clone(), path.clone()));
                 out.actions.push(Action::Move {
                     from: paths::shown(&from),
                     to: shown,
@@ -248,6 +263,7 @@ pub async fn plan(
             .as_ref()
             .is_some_and(|d| d.state == DocumentState::Linked && same_place(d))
         {
+            placed_at.push(path.clone());
             out.actions.push(Action::Replace { path: shown });
         } else if let Some(d) = previous.as_ref().filter(|d| {
             same_place(d)
@@ -258,8 +274,10 @@ pub async fn plan(
                 )
         }) && store.pending_upload_of(d.id).await?.is_some()
         {
+            placed_at.push(path.clone());
             out.actions.push(Action::Finish { path: shown });
         } else {
+            placed_at.push(path.clone());
             out.actions.push(Action::Upload { path: shown });
         }
     }
@@ -281,18 +299,36 @@ pub async fn plan(
     }
 
     // Drift: linked in the store, missing from the collection's own list.
+    let mut listed: HashMap<String, Option<String>> = HashMap::new();
+    let mut misplaced: Vec<PathBuf> = Vec::new();
     if let Some(c) = &collection {
-        let listed: HashSet<String> = client
+        listed = client
             .knowledge_files(&c.id)
             .await?
             .into_iter()
-            .map(|f| f.id)
+            .map(|f| (f.id, f.directory_id))
             .collect();
         for doc in store.linked_files(&rule.name, &c.id).await? {
             let path = paths::from_key(&doc.path);
-            if listed.contains(&doc.file_id) || gone.contains(path.as_path()) {
+            if gone.contains(path.as_path()) {
                 continue;
             }
+            if let Some(current) = listed.get(&doc.file_id) {
+                if layout.has_dirs() && !moved_from.contains(&doc.path) {
+                    let in_place = match layout.place(&path).folder {
+                        Some(f) => {
+                            let wanted = store.dir_id(&c.id, &f).await?;
+                            wanted.is_some() && *current == wanted
+                        }
+                        None => current.is_none(),
+                    };
+                    if !in_place {
+                        misplaced.push(path);
+                    }
+                }
+                continue;
+            }
+            placed_at.push(path.clone());
             let shown = paths::shown(&path);
             match client.file(&doc.file_id).await {
                 Ok(_) => out.actions.push(Action::Relink { path: shown }),
@@ -303,7 +339,133 @@ pub async fn plan(
             }
         }
     }
+    if layout.has_dirs() {
+        let c = collection.as_ref();
+        plan_tree(
+            &mut out, store, &layout, c, &listed, &placed_at, &moves, misplaced,
+        )
+        .await?;
+    }
     Ok(out)
+}
+
+/// The directory actions: folders renamed, made, files put into their
+/// folder's directory, directories removed, as a sync would do them.
+#[allow(clippy::too_many_arguments)]
+async fn plan_tree(
+    out: &mut Plan,
+    store: &Store,
+    layout: &Layout,
+    collection: Option<&ingest::Collection>,
+    listed: &HashMap<String, Option<String>>,
+    placed_at: &[PathBuf],
+    moves: &[(PathBuf, PathBuf)],
+    misplaced: Vec<PathBuf>,
+) -> Result<(), PlanError> {
+    let known_dirs = match collection {
+        Some(c) => store.known_dirs(&c.id).await?,
+        None => Vec::new(),
+    };
+    let mut known: BTreeSet<String> = known_dirs.iter().map(|d| d.path.clone()).collect();
+    let root = layout.root();
+    let mut renamed_from: Vec<String> = Vec::new();
+    for (from, to) in moves {
+        let (Some(old), Some(new), Some(root)) =
+            (layout.place(from).folder, layout.place(to).folder, root)
+        else {
+            continue;
+        };
+        if let Some((o, n)) = tree::renamed(&old, &new)
+            && known.contains(o)
+            && !known.contains(n)
+            && !tree::folder_exists(root, o)
+            && tree::folder_exists(root, n)
+        {
+            out.actions.push(Action::RenameDirectory {
+                from: o.to_string(),
+                to: n.to_string(),
+            });
+            renamed_from.push(o.to_string());
+            let under: Vec<String> = known
+                .iter()
+                .filter(|k| *k == o || k.starts_with(&format!("{o}/")))
+                .cloned()
+                .collect();
+            for k in under {
+                known.remove(&k);
+                known.insert(format!("{n}{}", &k[o.len()..]));
+            }
+        }
+    }
+    let needed = placed_at
+        .iter()
+        .chain(moves.iter().map(|(_, to)| to))
+        .chain(misplaced.iter())
+        .filter_map(|p| layout.place(p).folder);
+    for folder in needed {
+        let mut prefix = String::new();
+        for part in folder.split('/') {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(part);
+            if known.insert(prefix.clone()) {
+                out.actions.push(Action::CreateDirectory {
+                    path: prefix.clone(),
+                });
+            }
+        }
+    }
+    for path in misplaced {
+        out.actions.push(Action::Place {
+            path: paths::shown(&path),
+            folder: layout.place(&path).folder.unwrap_or_default(),
+        });
+    }
+    // Made by ferry, its folder gone: removed once what is left in it is
+    // only ferry's files that go too.
+    let leaving: HashSet<String> = out
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Remove { path } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    let Some(c) = collection else {
+        return Ok(());
+    };
+    let rule_files = store.linked_files(&out.rule, &c.id).await?;
+    for d in &known_dirs {
+        if !d.owned
+            || !tree::prunable(layout, &d.path)
+            || renamed_from
+                .iter()
+                .any(|r| d.path == *r || d.path.starts_with(&format!("{r}/")))
+        {
+            continue;
+        }
+        let staying = listed.iter().any(|(file, dir)| {
+            dir.as_deref() == Some(d.dir_id.as_str())
+                && !rule_files.iter().any(|f| {
+                    f.file_id == *file
+                        && (leaving.contains(&paths::shown(&paths::from_key(&f.path)))
+                            || moves
+                                .iter()
+                                .any(|(from, _)| *from == paths::from_key(&f.path)))
+                })
+        });
+        let child_stays = known_dirs.iter().any(|k| {
+            k.path.starts_with(&format!("{}/", d.path))
+                && !(k.owned && tree::prunable(layout, &k.path))
+        });
+        if !staying && !child_stays {
+            out.actions.push(Action::RemoveDirectory {
+                path: d.path.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Sharing in words, by Open WebUI ids.

@@ -68,10 +68,25 @@ pub(super) async fn sync(workers: &Workers, job: &Job) -> Result<(Finish, Effect
         Some(file) => {
             let outcome = workers
                 .ingestor
-                .ingest(&rule.name, &path, file, &collection, watch.max_size)
+                .ingest(
+                    &rule.name,
+                    &path,
+                    file,
+                    &collection,
+                    watch.max_size,
+                    &workers.layout(&rule).await?,
+                )
                 .await?;
             let finish = report(&rule, &path, &outcome, workers).await;
-            let effects = document_effects(workers, &rule, &path, &collection, &outcome, job).await;
+            let mut effects =
+                document_effects(workers, &rule, &path, &collection, &outcome, job).await;
+            if let Outcome::Moved { from, .. } = &outcome {
+                let from = paths::from_key(from);
+                let now = workers.clock.now_ms();
+                effects
+                    .jobs
+                    .extend(tidy_tree(workers, &rule, &collection, &from, now).await?);
+            }
             Ok((finish, effects))
         }
         None => gone(workers, &rule, watch, &path, &collection, job).await,
@@ -174,12 +189,36 @@ async fn gone(
         collection,
         now,
     );
-    let effects =
+    let mut effects =
         crate::deliver::effects_for(rule, "document.removed", &job.id, &ctx, json!({}), now);
+    effects
+        .jobs
+        .extend(tidy_tree(workers, rule, collection, path, now).await?);
     Ok((
         Finish::Done(json!({ "removed": true, "deleted_upload": deleted })),
         effects,
     ))
+}
+
+/// A check of the collection soon (coalesced: one for a whole folder's
+/// files), when the file left a directory ferry made whose folder is gone:
+/// the check removes it once it is empty.
+async fn tidy_tree(
+    workers: &Workers,
+    rule: &Rule,
+    collection: &Collection,
+    path: &Path,
+    now_ms: i64,
+) -> Result<Option<store::NewJob>, IngestError> {
+    let layout = workers.layout(rule).await?;
+    let Some(folder) = layout.place(path).folder else {
+        return Ok(None);
+    };
+    let known = workers.store.known_dirs(&collection.id).await?;
+    let stale = known
+        .iter()
+        .any(|d| d.owned && d.path == folder && super::tree::prunable(&layout, &d.path));
+    Ok(stale.then(|| crate::triggers::TriggerEvent::Collection.job(&rule.name, now_ms + 2_000)))
 }
 
 /// A watch rule without `ingest` chats about each file version itself.

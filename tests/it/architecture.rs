@@ -121,6 +121,7 @@ const WATCHED_FILE_ROOMS: &[&str] = &[
     "worker/chat.rs",
     "worker/ingest.rs",
     "worker/plan.rs",
+    "worker/tree.rs",
 ];
 const PATH_OPENS: &[&str] = &[
     "std::fs::read(",

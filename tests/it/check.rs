@@ -422,6 +422,8 @@ async fn check_connect_refuses_an_external_collection_and_unknown_principals() {
         description: String::new(),
         access: serde_json::json!([]),
         meta: serde_json::json!({"source": "external"}),
+        dirs: Vec::new(),
+        file_dirs: Default::default(),
     });
     let dir = tempfile::tempdir().unwrap();
     write(

@@ -43,8 +43,14 @@ async fn mirror_follows_the_folder() {
         write(&inbox.join(".a.md.swp"), "editor temp");
         write(&inbox.join("a.md.tmp"), "alpha, second version");
         std::fs::rename(inbox.join("a.md.tmp"), inbox.join("a.md")).unwrap();
+        // On 0.6 (no directories) the name carries the folder path.
+        let nested = if version == "0.6.40" {
+            "x\u{2215}y\u{2215}nested.md"
+        } else {
+            "nested.md"
+        };
         eventually("nested and new version", async || {
-            s.names() == expect(&["a.md", "b.md", "nested.md"])
+            s.names() == expect(&["a.md", "b.md", nested])
                 && s.fake
                     .state
                     .lock()
@@ -90,7 +96,7 @@ async fn mirror_follows_the_folder() {
         // A delete removes it from the collection.
         std::fs::remove_file(inbox.join("x/y/nested.md")).unwrap();
         eventually("deleted file unlinked", async || {
-            !s.names().contains(&"nested.md".to_string())
+            !s.names().contains(&nested.to_string())
         })
         .await;
         assert!(s.names().contains(&"manual.md".to_string()), "{version}");
@@ -604,6 +610,10 @@ async fn plan_lists_exactly_what_the_sync_then_does() {
                 reason: "empty".into(),
             },
         ];
+        if version == "0.12.4" {
+            // The moved file's new folder, as a directory.
+            want.push(Action::CreateDirectory { path: "sub".into() });
+        }
         want.sort_by_key(|a| format!("{a:?}"));
         assert_eq!(got, want, "{version}");
         assert_eq!(s.uploads(), uploads, "{version}: planning changed nothing");
@@ -612,9 +622,11 @@ async fn plan_lists_exactly_what_the_sync_then_does() {
         // The sync does exactly that: two uploads (new, changed), the move
         // and the relink upload nothing, d.md goes, empty.md is refused.
         let running = s.start().await;
-        // The fake keeps a moved file's first name (as 0.6 does).
+        // 0.12 renames a moved file; 0.6 cannot, so it keeps its first
+        // name.
+        let moved = if version == "0.6.40" { "c.md" } else { "c2.md" };
         eventually("in step again", async || {
-            s.names() == expect(&["a.md", "b.md", "c.md", "e.md"])
+            s.names() == expect(&["a.md", "b.md", moved, "e.md"])
         })
         .await;
         drain(&running).await;
@@ -1496,4 +1508,228 @@ fn skipped(docs: &[ferry::store::Document]) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// Asks the daemon for a sync of `rule` now (`POST …/sync`).
+async fn sync_now(running: &Running, rule: &str) {
+    let status = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/rules/{rule}/sync", running.addr))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 202);
+}
+
+fn file_ids(fake: &FakeOpenWebUi) -> Vec<String> {
+    let mut ids: Vec<String> = fake.state.lock().unwrap().knowledge[0].files.clone();
+    ids.sort();
+    ids
+}
+
+/// Subfolders become directories (0.12): same-named files in two folders
+/// both land; a renamed folder renames its directory and a file moved
+/// between folders is moved, neither uploading anything or changing a
+/// file id; a directory ferry made goes once its folder is gone and it is
+/// empty, one made by someone else stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subfolders_mirror_as_directories_and_moves_upload_nothing() {
+    let s = mirror("0.12.4").await;
+    for (p, text) in [
+        ("a/README.md", "about a"),
+        ("b/README.md", "about b"),
+        ("a/x/deep.md", "deep down"),
+        ("top.md", "at the top"),
+    ] {
+        let path = s.inbox().join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        write(&path, text);
+    }
+    let running = s.start().await;
+    eventually("the tree mirrored", async || {
+        s.fake.knowledge_tree(COLLECTION)
+            == expect(&["a/README.md", "a/x/deep.md", "b/README.md", "top.md"])
+    })
+    .await;
+    assert_eq!(
+        s.fake.knowledge_dirs(COLLECTION),
+        expect(&["a", "a/x", "b"])
+    );
+    drain(&running).await;
+    let (uploads, ids) = (s.uploads(), file_ids(&s.fake));
+    // Someone makes a directory of their own in the UI.
+    let kb = kb_id(&s).unwrap();
+    s.client()
+        .create_directory(&kb, "by hand", None)
+        .await
+        .unwrap();
+
+    // The folder `a` renamed: its directory is renamed, files stay put.
+    std::fs::rename(s.inbox().join("a"), s.inbox().join("c")).unwrap();
+    eventually("the folder rename followed", async || {
+        s.fake.knowledge_tree(COLLECTION)
+            == expect(&["b/README.md", "c/README.md", "c/x/deep.md", "top.md"])
+    })
+    .await;
+    let renames = s
+        .fake
+        .state
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .filter(|l| l.contains("/dirs/") && l.ends_with("/update"))
+        .count();
+    assert_eq!(renames, 1, "one directory renamed, not each file moved");
+    // A file moved (and renamed) into another folder.
+    std::fs::rename(
+        s.inbox().join("b/README.md"),
+        s.inbox().join("c/x/from-b.md"),
+    )
+    .unwrap();
+    eventually("the file move followed", async || {
+        s.fake.knowledge_tree(COLLECTION)
+            == expect(&["c/README.md", "c/x/deep.md", "c/x/from-b.md", "top.md"])
+    })
+    .await;
+    drain(&running).await;
+    assert_eq!(s.uploads(), uploads, "nothing uploaded again");
+    assert_eq!(file_ids(&s.fake), ids, "every file keeps its id");
+
+    // `b` is gone from the folder and empty: removed at the next check;
+    // the hand-made directory stays.
+    std::fs::remove_dir(s.inbox().join("b")).unwrap();
+    sync_now(&running, "mirror").await;
+    eventually("the empty directory removed", async || {
+        s.fake.knowledge_dirs(COLLECTION) == expect(&["by hand", "c", "c/x"])
+    })
+    .await;
+    stop(running).await;
+}
+
+/// Without directories (0.6), a file's name carries its folder path, so
+/// same-named files never collide; `tree: flat` keeps the bare names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_directories_names_carry_the_folder_path() {
+    for (version, extra, want) in [
+        (
+            "0.6.40",
+            "",
+            ["a\u{2215}README.md", "b\u{2215}README.md", "top.md"],
+        ),
+        (
+            "0.12.4",
+            "  tree: flat\n",
+            ["README.md", "README.md", "top.md"],
+        ),
+    ] {
+        let s = TestApp::new(Options::mirror(version, "")).await;
+        if !extra.is_empty() {
+            let rule = s.dir.path().join("rules/mirror.yaml");
+            let text = std::fs::read_to_string(&rule).unwrap();
+            std::fs::write(&rule, format!("{text}{extra}")).unwrap();
+        }
+        for (p, text) in [
+            ("a/README.md", "about a"),
+            ("b/README.md", "about b"),
+            ("top.md", "top"),
+        ] {
+            let path = s.inbox().join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            write(&path, text);
+        }
+        let running = s.start().await;
+        eventually("three linked", async || s.names().len() == 3).await;
+        assert_eq!(
+            s.fake.knowledge_tree(COLLECTION),
+            expect(&want),
+            "{version}"
+        );
+        assert!(s.fake.knowledge_dirs(COLLECTION).is_empty(), "{version}");
+        stop(running).await;
+    }
+}
+
+/// The plan names the directory work a sync then does: a folder renamed,
+/// one made, one removed once its files are gone; after the sync the plan
+/// is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plan_names_the_directory_work_and_the_sync_does_it() {
+    use ferry::worker::plan::Action;
+    let s = mirror("0.12.4").await;
+    for (p, text) in [
+        ("a/README.md", "about a"),
+        ("a/x/deep.md", "deep down"),
+        ("b/gone.md", "going"),
+    ] {
+        let path = s.inbox().join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        write(&path, text);
+    }
+    // Files that stay: a restart that finds most files gone pauses (the
+    // safety valve), and a folder renamed while ferry was stopped looks
+    // like its files gone.
+    for i in 0..4 {
+        write(&s.inbox().join(format!("keep{i}.md")), &format!("kept {i}"));
+    }
+    let running = s.start().await;
+    eventually("the tree mirrored", async || s.names().len() == 7).await;
+    drain(&running).await;
+    stop(running).await;
+    let uploads = s.uploads();
+
+    std::fs::rename(s.inbox().join("a"), s.inbox().join("c")).unwrap();
+    std::fs::remove_dir_all(s.inbox().join("b")).unwrap();
+    std::fs::create_dir_all(s.inbox().join("new")).unwrap();
+    write(&s.inbox().join("new/fresh.md"), "fresh");
+    let plan = plan_now(&s).await;
+    let shown = |p: &str| ferry::paths::shown(&s.inbox().join(p)).to_string();
+    let mut want = vec![
+        Action::Move {
+            from: shown("a/README.md"),
+            to: shown("c/README.md"),
+        },
+        Action::Move {
+            from: shown("a/x/deep.md"),
+            to: shown("c/x/deep.md"),
+        },
+        Action::Upload {
+            path: shown("new/fresh.md"),
+        },
+        Action::Remove {
+            path: shown("b/gone.md"),
+        },
+        Action::RenameDirectory {
+            from: "a".into(),
+            to: "c".into(),
+        },
+        Action::CreateDirectory { path: "new".into() },
+        Action::RemoveDirectory { path: "b".into() },
+    ];
+    let mut got = plan.actions.clone();
+    let key = |a: &Action| format!("{a:?}");
+    want.sort_by_key(key);
+    got.sort_by_key(key);
+    assert_eq!(got, want);
+
+    let running = s.start().await;
+    eventually("in step", async || {
+        s.fake.knowledge_dirs(COLLECTION) == expect(&["c", "c/x", "new"])
+            && s.fake.knowledge_tree(COLLECTION)
+                == expect(&[
+                    "c/README.md",
+                    "c/x/deep.md",
+                    "keep0.md",
+                    "keep1.md",
+                    "keep2.md",
+                    "keep3.md",
+                    "new/fresh.md",
+                ])
+    })
+    .await;
+    drain(&running).await;
+    stop(running).await;
+    assert_eq!(s.uploads(), uploads + 1, "only the new file uploaded");
+    assert!(plan_now(&s).await.actions.is_empty());
 }
