@@ -13,6 +13,15 @@ use reqwest::header::CONTENT_TYPE;
 use super::client::*;
 use super::*;
 
+/// When to look at a new upload's status before opening the status stream
+/// (0.1, 0.3, 0.6 and 1 s after it was taken).
+const QUICK_LOOKS: [Duration; 4] = [
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(300),
+    Duration::from_millis(400),
+];
+
 impl Client {
     /// Uploads a file, streamed from disk. Processing runs in the
     /// background on the server; see [`Client::wait_processed`].
@@ -132,7 +141,21 @@ impl Client {
     /// [`Client::wait_processed`] with its own limit.
     pub async fn wait_processed_within(&self, id: &str, limit: Duration) -> Result<(), Error> {
         let started = Instant::now();
-        match self.wait_processed_stream(id, limit).await {
+        // The server's stream looks once a second, so a small file done in
+        // 200 ms would wait out the second: a few quick looks come first.
+        for pause in QUICK_LOOKS {
+            tokio::time::sleep(pause).await;
+            if let Some(verdict) = self.verdict(id).await? {
+                return verdict;
+            }
+            if started.elapsed() >= limit {
+                break;
+            }
+        }
+        match self
+            .wait_processed_stream(id, limit.saturating_sub(started.elapsed()))
+            .await
+        {
             Ok(Some(result)) => return result,
             Ok(None) => {}
             Err(e) if e.is_transient() => {
@@ -142,18 +165,8 @@ impl Client {
         }
         let mut pause = Duration::from_millis(100);
         loop {
-            match self.processing_status(id).await? {
-                ProcessingStatus::Completed => return Ok(()),
-                ProcessingStatus::Failed => {
-                    let detail = self
-                        .file(id)
-                        .await
-                        .ok()
-                        .and_then(|f| f.data.and_then(|d| d.error))
-                        .unwrap_or_else(|| "processing failed (Open WebUI gave no reason)".into());
-                    return Err(processing_error(id, detail));
-                }
-                ProcessingStatus::Pending | ProcessingStatus::Processing => {}
+            if let Some(verdict) = self.verdict(id).await? {
+                return verdict;
             }
             if started.elapsed() >= limit {
                 return Err(Error::Timeout {
@@ -164,6 +177,24 @@ impl Client {
             tokio::time::sleep(pause).await;
             pause = (pause * 3 / 2).min(Duration::from_secs(2));
         }
+    }
+
+    /// One look at the status: `Some` once processing ended (with Open
+    /// WebUI's own reason for a failure).
+    async fn verdict(&self, id: &str) -> Result<Option<Result<(), Error>>, Error> {
+        Ok(match self.processing_status(id).await? {
+            ProcessingStatus::Completed => Some(Ok(())),
+            ProcessingStatus::Failed => {
+                let detail = self
+                    .file(id)
+                    .await
+                    .ok()
+                    .and_then(|f| f.data.and_then(|d| d.error))
+                    .unwrap_or_else(|| "processing failed (Open WebUI gave no reason)".into());
+                Some(Err(processing_error(id, detail)))
+            }
+            ProcessingStatus::Pending | ProcessingStatus::Processing => None,
+        })
     }
 
     /// `GET …/process/status?stream=true`: `Some(outcome)` when the stream

@@ -12,6 +12,10 @@ pub struct KnownDir {
     pub owned: bool,
 }
 
+/// The directory `?2` of collection `?1` and everything under it.
+const AT_OR_UNDER: &str =
+    "collection_id = ?1 AND (path = ?2 OR substr(path, 1, length(?2) + 1) = ?2 || '/')";
+
 impl Store {
     pub async fn dir_id(
         &self,
@@ -88,19 +92,14 @@ impl Store {
         self.write(move |tx| {
             Box::pin(async move {
                 // Anything already recorded under the new name is stale.
-                sqlx::query(
-                    "DELETE FROM knowledge_dirs WHERE collection_id = ?1
-                       AND (path = ?2 OR substr(path, 1, length(?2) + 1) = ?2 || '/')",
-                )
+                sqlx::query(&format!("DELETE FROM knowledge_dirs WHERE {AT_OR_UNDER}"))
                 .bind(&collection_id)
                 .bind(&to)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(
-                    "UPDATE knowledge_dirs SET path = ?3 || substr(path, length(?2) + 1)
-                     WHERE collection_id = ?1
-                       AND (path = ?2 OR substr(path, 1, length(?2) + 1) = ?2 || '/')",
-                )
+                sqlx::query(&format!(
+                    "UPDATE knowledge_dirs SET path = ?3 || substr(path, length(?2) + 1) WHERE {AT_OR_UNDER}"
+                ))
                 .bind(&collection_id)
                 .bind(&from)
                 .bind(&to)
@@ -118,14 +117,11 @@ impl Store {
         let (collection_id, path) = (collection_id.to_owned(), path.to_owned());
         self.write(move |tx| {
             Box::pin(async move {
-                sqlx::query(
-                    "DELETE FROM knowledge_dirs WHERE collection_id = ?1
-                       AND (path = ?2 OR substr(path, 1, length(?2) + 1) = ?2 || '/')",
-                )
-                .bind(&collection_id)
-                .bind(&path)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(&format!("DELETE FROM knowledge_dirs WHERE {AT_OR_UNDER}"))
+                    .bind(&collection_id)
+                    .bind(&path)
+                    .execute(&mut *tx)
+                    .await?;
                 Ok(())
             })
         })

@@ -753,6 +753,39 @@ async fn transient_errors_back_off_with_a_stored_retry_time() {
     stop(running).await;
 }
 
+/// Answers the next 50 of each of these requests (by method and path
+/// prefix) with 503, however often the client asks again.
+fn cut_off(s: &TestApp, requests: &[(Method, String)]) {
+    for _ in 0..50 {
+        for (method, path) in requests {
+            s.fake.inject(ferry::testing::fake_openwebui::Fault::new(
+                method.clone(),
+                path,
+                503,
+                serde_json::json!({"detail": "cut off"}),
+            ));
+        }
+    }
+}
+
+/// The document at `path` of the mirror rule, once it is in `state`.
+async fn document_once(
+    running: &Running,
+    path: &Path,
+    state: ferry::store::DocumentState,
+) -> ferry::store::Document {
+    let key = path.to_string_lossy().to_string();
+    eventually("the document's state", async || {
+        running
+            .store
+            .document("mirror", &key)
+            .await
+            .unwrap()
+            .filter(|d| d.state == state)
+    })
+    .await
+}
+
 /// Seen in CI against 0.12.4 (frozen, then resumed): the upload was
 /// answered, the wait for its processing was cut off and so was the delete
 /// of it; the server then finished it and linked it. The retry must finish
@@ -760,40 +793,27 @@ async fn transient_errors_back_off_with_a_stored_retry_time() {
 /// through the server's duplicate check both got linked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upload_cut_off_while_processing_is_finished_not_sent_again() {
-    use ferry::testing::fake_openwebui::Fault;
     let s = TestApp::new(Options {
         manual_clock: true,
         ..Options::mirror("0.12.4", "")
     })
     .await;
-    let cut = |method: Method, path: &str| {
-        Fault::new(method, path, 503, serde_json::json!({"detail": "cut off"}))
-    };
     let running = s.start().await;
     eventually("the collection made", async || kb_id(&s).is_some()).await;
     let kb = kb_id(&s).unwrap();
     // The fake's ids: the upload's is `file-` and a number; its status,
-    // its delete (alone or through the collection) are the requests cut,
-    // however often the client asks again.
-    for _ in 0..50 {
-        s.fake.inject(cut(Method::GET, "/api/v1/files/file-"));
-        s.fake.inject(cut(Method::DELETE, "/api/v1/files/file-"));
-        s.fake.inject(cut(
-            Method::POST,
-            &format!("/api/v1/knowledge/{kb}/file/remove"),
-        ));
-    }
+    // its delete (alone or through the collection) are the requests cut.
+    cut_off(
+        &s,
+        &[
+            (Method::GET, "/api/v1/files/file-".into()),
+            (Method::DELETE, "/api/v1/files/file-".into()),
+            (Method::POST, format!("/api/v1/knowledge/{kb}/file/remove")),
+        ],
+    );
     write(&s.inbox().join("cut.md"), "processing when the line went");
-    let path = s.inbox().join("cut.md").to_string_lossy().to_string();
-    let failed = eventually("the first try failed", async || {
-        running
-            .store
-            .document("mirror", &path)
-            .await
-            .unwrap()
-            .filter(|d| d.state == ferry::store::DocumentState::Failed)
-    })
-    .await;
+    let cut = s.inbox().join("cut.md");
+    let failed = document_once(&running, &cut, ferry::store::DocumentState::Failed).await;
     let first = failed.file_id.clone().expect("the upload was recorded");
     assert!(
         s.fake.state.lock().unwrap().files.contains_key(&first),
@@ -819,15 +839,7 @@ async fn an_upload_cut_off_while_processing_is_finished_not_sent_again() {
     s.clock.advance(Duration::from_millis(
         (failed.retry_at.unwrap() - s.clock.now_ms()).max(0) as u64 + 1000,
     ));
-    let linked = eventually("linked at the retry", async || {
-        running
-            .store
-            .document("mirror", &path)
-            .await
-            .unwrap()
-            .filter(|d| d.state == ferry::store::DocumentState::Linked)
-    })
-    .await;
+    let linked = document_once(&running, &cut, ferry::store::DocumentState::Linked).await;
     assert_eq!(linked.file_id.as_deref(), Some(first.as_str()));
     assert_eq!(s.uploads(), 1, "finished, not sent again");
     assert_eq!(s.names(), expect(&["cut.md"]));
@@ -843,7 +855,6 @@ async fn an_upload_cut_off_while_processing_is_finished_not_sent_again() {
 /// server answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upload_whose_delete_was_cut_off_is_deleted_by_a_later_sweep() {
-    use ferry::testing::fake_openwebui::Fault;
     let s = TestApp::new(Options {
         manual_clock: true,
         ..Options::mirror("0.12.4", "")
@@ -861,27 +872,16 @@ async fn an_upload_whose_delete_was_cut_off_is_deleted_by_a_later_sweep() {
         serde_json::json!({"knowledge_id": kb}),
     )
     .await;
-    let cut = |method: Method, path: &str| {
-        Fault::new(method, path, 503, serde_json::json!({"detail": "cut off"}))
-    };
-    for _ in 0..50 {
-        s.fake.inject(cut(Method::DELETE, "/api/v1/files/file-"));
-        s.fake.inject(cut(
-            Method::POST,
-            &format!("/api/v1/knowledge/{kb}/file/remove"),
-        ));
-    }
+    cut_off(
+        &s,
+        &[
+            (Method::DELETE, "/api/v1/files/file-".into()),
+            (Method::POST, format!("/api/v1/knowledge/{kb}/file/remove")),
+        ],
+    );
     write(&s.inbox().join("mine.md"), "said twice");
-    let path = s.inbox().join("mine.md").to_string_lossy().to_string();
-    let failed = eventually("refused as a duplicate", async || {
-        running
-            .store
-            .document("mirror", &path)
-            .await
-            .unwrap()
-            .filter(|d| d.state == ferry::store::DocumentState::Failed)
-    })
-    .await;
+    let mine = s.inbox().join("mine.md");
+    let failed = document_once(&running, &mine, ferry::store::DocumentState::Failed).await;
     assert_eq!(failed.reason.map(|r| r.as_str()), Some("duplicate"));
     let refused = failed.file_id.expect("the upload was recorded");
     // The delete's four tries are all cut off; then a sweep is due later
@@ -1653,7 +1653,9 @@ async fn without_directories_names_carry_the_folder_path() {
 
 /// The plan names the directory work a sync then does: a folder renamed,
 /// one made, one removed once its files are gone; after the sync the plan
-/// is empty.
+/// is empty. The rename happens while ferry is stopped: two of the three
+/// files are at new paths, which is a move (same inodes), not the mass
+/// deletion the safety valve stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn plan_names_the_directory_work_and_the_sync_does_it() {
     use ferry::worker::plan::Action;
@@ -1667,14 +1669,8 @@ async fn plan_names_the_directory_work_and_the_sync_does_it() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         write(&path, text);
     }
-    // Files that stay: a restart that finds most files gone pauses (the
-    // safety valve), and a folder renamed while ferry was stopped looks
-    // like its files gone.
-    for i in 0..4 {
-        write(&s.inbox().join(format!("keep{i}.md")), &format!("kept {i}"));
-    }
     let running = s.start().await;
-    eventually("the tree mirrored", async || s.names().len() == 7).await;
+    eventually("the tree mirrored", async || s.names().len() == 3).await;
     drain(&running).await;
     stop(running).await;
     let uploads = s.uploads();
@@ -1717,15 +1713,7 @@ async fn plan_names_the_directory_work_and_the_sync_does_it() {
     eventually("in step", async || {
         s.fake.knowledge_dirs(COLLECTION) == expect(&["c", "c/x", "new"])
             && s.fake.knowledge_tree(COLLECTION)
-                == expect(&[
-                    "c/README.md",
-                    "c/x/deep.md",
-                    "keep0.md",
-                    "keep1.md",
-                    "keep2.md",
-                    "keep3.md",
-                    "new/fresh.md",
-                ])
+                == expect(&["c/README.md", "c/x/deep.md", "new/fresh.md"])
     })
     .await;
     drain(&running).await;

@@ -328,8 +328,18 @@ impl WatchTask {
         self.paused = plan.pause.clone();
 
         let now = Instant::now();
+        // Files untouched for `settle` (by mtime) need no quiet time of
+        // their own: at start that is usually all of them.
+        let quiet_before_ns = (self.queue.clock().now_ms()
+            - self.settler.settle().as_millis() as i64)
+            .saturating_mul(1_000_000);
         for path in &plan.check {
-            self.settler.observe(path.clone(), now);
+            match scanned.as_ref().ok().and_then(|s| s.files.get(path)) {
+                Some(st) if st.mtime_ns <= quiet_before_ns => {
+                    self.settler.observe_quiet(path.clone(), *st, now)
+                }
+                _ => self.settler.observe(path.clone(), now),
+            }
         }
         // After the settle of any file that moved here, so a move is seen
         // as a move and not as a delete plus a new upload.

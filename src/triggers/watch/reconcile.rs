@@ -338,6 +338,16 @@ pub fn plan(
             plan.check.push(path.clone());
         }
     }
+    // A file at a path ferry does not know, with the inode and size of a
+    // linked one that is gone, is that file moved (a folder renamed while
+    // ferry was stopped): followed, not vanished, so the valve does not
+    // take a big folder's rename for a mass deletion.
+    let known_paths: std::collections::HashSet<&str> = known.iter().map(|d| &*d.path).collect();
+    let arrived: std::collections::HashSet<(u64, u64)> = tree
+        .iter()
+        .filter(|(p, _)| !known_paths.contains(paths::key(p).as_ref()))
+        .map(|(_, st)| (st.inode, st.size))
+        .collect();
     let mut gone_linked = 0;
     for d in known {
         let path = paths::from_key(&d.path);
@@ -348,7 +358,8 @@ pub fn plan(
         {
             continue;
         }
-        if d.state == DocumentState::Linked {
+        let moved = matches!((d.inode, d.size), (Some(i), Some(s)) if arrived.contains(&(i as u64, s as u64)));
+        if d.state == DocumentState::Linked && !moved {
             gone_linked += 1;
         }
         plan.remove.push(path);
@@ -405,6 +416,39 @@ mod tests {
             files,
             skipped: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_folder_renamed_while_stopped_is_no_mass_deletion() {
+        let known: Vec<_> = (0..4)
+            .map(|i| KnownFile {
+                inode: Some(100 + i),
+                ..doc(&format!("/r/a/{i}"), DocumentState::Linked, 10)
+            })
+            .collect();
+        let renamed = |inode: u64| Scanned {
+            files: (0..4)
+                .map(|i| {
+                    (
+                        PathBuf::from(format!("/r/c/{i}")),
+                        FileStat {
+                            size: 10,
+                            mtime_ns: 10,
+                            inode: inode + i,
+                        },
+                    )
+                })
+                .collect(),
+            skipped: Vec::new(),
+        };
+        // The same inodes at new paths: moves, not a pause.
+        let p = plan(Ok(&renamed(100)), Path::new("/r"), &known, 0, 0.5);
+        assert_eq!(p.pause, None);
+        assert_eq!((p.check.len(), p.remove.len()), (4, 4));
+        // New files, the old ones gone: the valve holds.
+        let p = plan(Ok(&renamed(900)), Path::new("/r"), &known, 0, 0.5);
+        assert!(p.pause.is_some());
+        assert!(p.remove.is_empty());
     }
 
     #[test]

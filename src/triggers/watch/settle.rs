@@ -52,6 +52,21 @@ impl Settler {
         }
     }
 
+    /// Like [`Settler::observe`], for a file a scan found already quiet
+    /// for `settle` by its mtime (at start, say): the scan's stat is its
+    /// first look, so one more identical stat, at once, settles it.
+    pub fn observe_quiet(&mut self, path: PathBuf, scanned: FileStat, now: Instant) {
+        self.pending.entry(path).or_insert(Pending {
+            due: now,
+            last: Some(Some(scanned)),
+        });
+    }
+
+    /// The quiet time a file needs.
+    pub fn settle(&self) -> Duration {
+        self.settle
+    }
+
     pub fn len(&self) -> usize {
         self.pending.len()
     }
@@ -117,6 +132,20 @@ mod tests {
         let ready = s.poll(t0 + Duration::from_millis(2500), |_| st(5));
         assert_eq!(ready, vec![(PathBuf::from("a"), st(5))]);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_file_quiet_before_the_scan_settles_at_the_next_look() {
+        let t0 = Instant::now();
+        let mut s = Settler::new(Duration::from_secs(2));
+        s.observe_quiet("old".into(), st(5).unwrap(), t0);
+        s.observe_quiet("touched".into(), st(5).unwrap(), t0);
+        let ready = s.poll(t0, |p| if p == Path::new("old") { st(5) } else { st(6) });
+        assert_eq!(ready, vec![(PathBuf::from("old"), st(5))]);
+        // Changed since the scan: the usual confirm follows.
+        assert_eq!(s.len(), 1);
+        assert!(s.poll(t0, |_| st(6)).is_empty());
+        assert_eq!(s.poll(t0 + Duration::from_millis(500), |_| st(6)).len(), 1);
     }
 
     #[test]
