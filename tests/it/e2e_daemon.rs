@@ -296,7 +296,12 @@ async fn daemon_keeps_a_collection_an_exact_mirror() {
     let new_uploads = uploads_since(&api, &me, &before_rename).await;
     assert!(
         new_uploads.is_empty(),
-        "a rename uploads nothing: {new_uploads:?}"
+        "a rename uploads nothing: {new_uploads:?}\nlog:\n{}",
+        m.log()
+            .lines()
+            .filter(|l| l.contains("renamed-") || new_uploads.iter().any(|u| l.contains(u.as_str())))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let n = names(&api, &kb_id).await;
     assert_eq!(n.len(), 199);
@@ -1248,7 +1253,8 @@ async fn tree_of(api: &Api<'_>, kb: &str) -> std::collections::BTreeMap<String, 
 /// path-carrying names (0.6); a folder rename and a file moved between
 /// folders upload nothing and keep every file id (0.12 follows them with
 /// `dirs/{id}/update` and `file/move`, 0.6 cannot rename); a folder that
-/// is gone leaves no directory behind.
+/// is gone leaves no directory behind. A `.ferryignore` and the default
+/// ignores keep their files (and folders) out.
 #[tokio::test]
 #[ignore = "needs a real Open WebUI: scripts/e2e.sh"]
 async fn a_folder_tree_mirrors_and_moves_upload_nothing() {
@@ -1261,9 +1267,14 @@ async fn a_folder_tree_mirrors_and_moves_upload_nothing() {
         ("b/README.md", "Folder b explains itself: bravo7q.\n"),
         ("a/x/deep.md", "Deep down in a: delta7q.\n"),
         ("top.md", "At the top: tango7q.\n"),
+        // Left out by the `.ferryignore` below, and by default.
+        ("private/secret.md", "Never sent: secret7q.\n"),
+        ("a/build.log", "Never sent either.\n"),
+        ("node_modules/pkg/README.md", "Left out by default.\n"),
     ] {
         write(&inbox.join(rel), text);
     }
+    write(&inbox.join(".ferryignore"), "private/\n*.log\n");
     let daemon = m.start(&s);
     let me = instance_of(&m.dir.path().join("state/ferry.db")).await;
     let kb = collection_id(&api, &m.collection, Duration::from_secs(60)).await;
