@@ -13,15 +13,6 @@ use reqwest::header::CONTENT_TYPE;
 use super::client::*;
 use super::*;
 
-/// When to look at a new upload's status before opening the status stream
-/// (0.1, 0.3, 0.6 and 1 s after it was taken).
-const QUICK_LOOKS: [Duration; 4] = [
-    Duration::from_millis(100),
-    Duration::from_millis(200),
-    Duration::from_millis(300),
-    Duration::from_millis(400),
-];
-
 impl Client {
     /// Uploads a file, streamed from disk. Processing runs in the
     /// background on the server; see [`Client::wait_processed`].
@@ -141,21 +132,11 @@ impl Client {
     /// [`Client::wait_processed`] with its own limit.
     pub async fn wait_processed_within(&self, id: &str, limit: Duration) -> Result<(), Error> {
         let started = Instant::now();
-        // The server's stream looks once a second, so a small file done in
-        // 200 ms would wait out the second: a few quick looks come first.
-        for pause in QUICK_LOOKS {
-            tokio::time::sleep(pause).await;
-            if let Some(verdict) = self.verdict(id).await? {
-                return verdict;
-            }
-            if started.elapsed() >= limit {
-                break;
-            }
-        }
-        match self
-            .wait_processed_stream(id, limit.saturating_sub(started.elapsed()))
-            .await
-        {
+        // No quick looks before the stream, though it answers only once a
+        // second: measured on 0.12.4 (200 files, two runs each), looks at
+        // 0.1–1 s cost 6.0 ms of CPU per file against 5.2 and made 6.1–6.4
+        // files/s against 6.6–6.8. The server, not the wait, is the limit.
+        match self.wait_processed_stream(id, limit).await {
             Ok(Some(result)) => return result,
             Ok(None) => {}
             Err(e) if e.is_transient() => {
