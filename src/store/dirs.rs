@@ -92,11 +92,7 @@ impl Store {
         self.write(move |tx| {
             Box::pin(async move {
                 // Anything already recorded under the new name is stale.
-                sqlx::query(&format!("DELETE FROM knowledge_dirs WHERE {AT_OR_UNDER}"))
-                .bind(&collection_id)
-                .bind(&to)
-                .execute(&mut *tx)
-                .await?;
+                delete_at_or_under(tx, &collection_id, &to).await?;
                 sqlx::query(&format!(
                     "UPDATE knowledge_dirs SET path = ?3 || substr(path, length(?2) + 1) WHERE {AT_OR_UNDER}"
                 ))
@@ -116,17 +112,23 @@ impl Store {
     pub async fn forget_dir(&self, collection_id: &str, path: &str) -> Result<(), StoreError> {
         let (collection_id, path) = (collection_id.to_owned(), path.to_owned());
         self.write(move |tx| {
-            Box::pin(async move {
-                sqlx::query(&format!("DELETE FROM knowledge_dirs WHERE {AT_OR_UNDER}"))
-                    .bind(&collection_id)
-                    .bind(&path)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok(())
-            })
+            Box::pin(async move { delete_at_or_under(tx, &collection_id, &path).await })
         })
         .await
     }
+}
+
+async fn delete_at_or_under(
+    tx: &mut sqlx::SqliteConnection,
+    collection_id: &str,
+    path: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(&format!("DELETE FROM knowledge_dirs WHERE {AT_OR_UNDER}"))
+        .bind(collection_id)
+        .bind(path)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -174,9 +174,7 @@ pub async fn plan(
     out.unchanged = scanned.files.len().saturating_sub(folder.check.len());
     let gone: BTreeSet<&Path> = folder.remove.iter().map(PathBuf::as_path).collect();
     let mut moved_from: HashSet<String> = HashSet::new();
-    // Where files will be, for the directories they need.
-    let mut placed_at: Vec<PathBuf> = Vec::new();
-    let mut moves: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut files = FileWork::default();
     for path in &folder.check {
         let key = paths::key(path).into_owned();
         let shown = paths::shown(path);
@@ -241,7 +239,7 @@ pub async fn plan(
             let from = paths::from_key(&other.path);
             if other.rule == rule.name && !ingest::is_regular_file(&from) {
                 moved_from.insert(other.path.clone());
-                moves.push((from.clone(), path.clone()));
+                files.moves.push((from.clone(), path.clone()));
                 out.actions.push(Action::Move {
                     from: paths::shown(&from),
                     to: shown,
@@ -263,7 +261,7 @@ pub async fn plan(
             .as_ref()
             .is_some_and(|d| d.state == DocumentState::Linked && same_place(d))
         {
-            placed_at.push(path.clone());
+            files.placed_at.push(path.clone());
             out.actions.push(Action::Replace { path: shown });
         } else if let Some(d) = previous.as_ref().filter(|d| {
             same_place(d)
@@ -274,10 +272,10 @@ pub async fn plan(
                 )
         }) && store.pending_upload_of(d.id).await?.is_some()
         {
-            placed_at.push(path.clone());
+            files.placed_at.push(path.clone());
             out.actions.push(Action::Finish { path: shown });
         } else {
-            placed_at.push(path.clone());
+            files.placed_at.push(path.clone());
             out.actions.push(Action::Upload { path: shown });
         }
     }
@@ -291,6 +289,7 @@ pub async fn plan(
                 .iter()
                 .any(|d| *d.path == *key && d.state == DocumentState::Linked);
             if linked {
+                files.removed.push(path.clone());
                 out.actions.push(Action::Remove {
                     path: paths::shown(path),
                 });
@@ -300,7 +299,6 @@ pub async fn plan(
 
     // Drift: linked in the store, missing from the collection's own list.
     let mut listed: HashMap<String, Option<String>> = HashMap::new();
-    let mut misplaced: Vec<PathBuf> = Vec::new();
     if let Some(c) = &collection {
         listed = client
             .knowledge_files(&c.id)
@@ -323,12 +321,12 @@ pub async fn plan(
                         None => current.is_none(),
                     };
                     if !in_place {
-                        misplaced.push(path);
+                        files.misplaced.push(path);
                     }
                 }
                 continue;
             }
-            placed_at.push(path.clone());
+            files.placed_at.push(path.clone());
             let shown = paths::shown(&path);
             match client.file(&doc.file_id).await {
                 Ok(_) => out.actions.push(Action::Relink { path: shown }),
@@ -341,45 +339,53 @@ pub async fn plan(
     }
     if layout.has_dirs() {
         let c = collection.as_ref();
-        plan_tree(
-            &mut out, store, &layout, c, &listed, &placed_at, &moves, misplaced,
-        )
-        .await?;
+        plan_tree(&mut out, store, &layout, c, &listed, files).await?;
     }
     Ok(out)
 }
 
+/// What the file actions do to the tree, for the directory actions.
+#[derive(Default)]
+struct FileWork {
+    /// Where files will be linked (uploaded, replaced, finished, put back).
+    placed_at: Vec<PathBuf>,
+    /// Files followed to a new path: (from, to).
+    moves: Vec<(PathBuf, PathBuf)>,
+    /// Linked files outside their folder's directory.
+    misplaced: Vec<PathBuf>,
+    /// Files that leave the collection.
+    removed: Vec<PathBuf>,
+}
+
 /// The directory actions: folders renamed, made, files put into their
 /// folder's directory, directories removed, as a sync would do them.
-#[allow(clippy::too_many_arguments)]
 async fn plan_tree(
     out: &mut Plan,
     store: &Store,
     layout: &Layout,
     collection: Option<&ingest::Collection>,
     listed: &HashMap<String, Option<String>>,
-    placed_at: &[PathBuf],
-    moves: &[(PathBuf, PathBuf)],
-    misplaced: Vec<PathBuf>,
+    files: FileWork,
 ) -> Result<(), PlanError> {
+    let FileWork {
+        placed_at,
+        moves,
+        misplaced,
+        removed,
+    } = files;
     let known_dirs = match collection {
         Some(c) => store.known_dirs(&c.id).await?,
         None => Vec::new(),
     };
     let mut known: BTreeSet<String> = known_dirs.iter().map(|d| d.path.clone()).collect();
-    let root = layout.root();
     let mut renamed_from: Vec<String> = Vec::new();
-    for (from, to) in moves {
-        let (Some(old), Some(new), Some(root)) =
-            (layout.place(from).folder, layout.place(to).folder, root)
-        else {
+    for (from, to) in &moves {
+        let (Some(old), Some(new)) = (layout.place(from).folder, layout.place(to).folder) else {
             continue;
         };
-        if let Some((o, n)) = tree::renamed(&old, &new)
+        if let Some((o, n)) = layout.folder_renamed(&old, &new)
             && known.contains(o)
             && !known.contains(n)
-            && !tree::folder_exists(root, o)
-            && tree::folder_exists(root, n)
         {
             out.actions.push(Action::RenameDirectory {
                 from: o.to_string(),
@@ -388,7 +394,7 @@ async fn plan_tree(
             renamed_from.push(o.to_string());
             let under: Vec<String> = known
                 .iter()
-                .filter(|k| *k == o || k.starts_with(&format!("{o}/")))
+                .filter(|k| tree::at_or_under(k, o))
                 .cloned()
                 .collect();
             for k in under {
@@ -423,40 +429,35 @@ async fn plan_tree(
         });
     }
     // Made by ferry, its folder gone: removed once what is left in it is
-    // only ferry's files that go too.
-    let leaving: HashSet<String> = out
-        .actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Remove { path } => Some(path.clone()),
-            _ => None,
-        })
-        .collect();
+    // only ferry's files that go too (removed, or moved away).
     let Some(c) = collection else {
         return Ok(());
     };
-    let rule_files = store.linked_files(&out.rule, &c.id).await?;
+    let going: HashSet<&Path> = removed
+        .iter()
+        .chain(moves.iter().map(|(from, _)| from))
+        .map(PathBuf::as_path)
+        .collect();
+    let leaving: HashSet<String> = store
+        .linked_files(&out.rule, &c.id)
+        .await?
+        .into_iter()
+        .filter(|f| going.contains(paths::from_key(&f.path).as_path()))
+        .map(|f| f.file_id)
+        .collect();
     for d in &known_dirs {
         if !d.owned
             || !tree::prunable(layout, &d.path)
-            || renamed_from
-                .iter()
-                .any(|r| d.path == *r || d.path.starts_with(&format!("{r}/")))
+            || renamed_from.iter().any(|r| tree::at_or_under(&d.path, r))
         {
             continue;
         }
         let staying = listed.iter().any(|(file, dir)| {
-            dir.as_deref() == Some(d.dir_id.as_str())
-                && !rule_files.iter().any(|f| {
-                    f.file_id == *file
-                        && (leaving.contains(&paths::shown(&paths::from_key(&f.path)))
-                            || moves
-                                .iter()
-                                .any(|(from, _)| *from == paths::from_key(&f.path)))
-                })
+            dir.as_deref() == Some(d.dir_id.as_str()) && !leaving.contains(file)
         });
         let child_stays = known_dirs.iter().any(|k| {
-            k.path.starts_with(&format!("{}/", d.path))
+            k.path != d.path
+                && tree::at_or_under(&k.path, &d.path)
                 && !(k.owned && tree::prunable(layout, &k.path))
         });
         if !staying && !child_stays {

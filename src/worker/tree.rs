@@ -66,6 +66,14 @@ impl Layout {
         self.root.as_deref()
     }
 
+    /// When a file moved from folder `from` to folder `to` because a folder
+    /// was renamed (the old one gone, the new one there): that folder's old
+    /// and new path (`a/x` → `b/x` is `a` → `b`).
+    pub fn folder_renamed<'a>(&self, from: &'a str, to: &'a str) -> Option<(&'a str, &'a str)> {
+        let root = self.root()?;
+        renamed(from, to).filter(|(old, new)| !folder_exists(root, old) && folder_exists(root, new))
+    }
+
     pub fn place(&self, path: &Path) -> Placement {
         let relative = self.root.as_ref().and_then(|r| path.strip_prefix(r).ok());
         let Some(relative) = relative else {
@@ -119,6 +127,14 @@ pub struct Dirs<'a> {
 }
 
 impl Dirs<'_> {
+    /// [`Dirs::ensure`] for a folder that may be the top (`None`).
+    async fn ensure_in(&self, folder: Option<&str>) -> Result<Option<String>, IngestError> {
+        match folder {
+            Some(f) => Ok(Some(Box::pin(self.ensure(f)).await?)),
+            None => Ok(None),
+        }
+    }
+
     /// The directory for `folder`, made (parents first) when missing.
     async fn ensure(&self, folder: &str) -> Result<String, IngestError> {
         let Dirs {
@@ -132,10 +148,7 @@ impl Dirs<'_> {
             return Ok(id);
         }
         let (parent_folder, name) = split(folder);
-        let parent = match parent_folder {
-            Some(p) => Some(Box::pin(self.ensure(p)).await?),
-            None => None,
-        };
+        let parent = self.ensure_in(parent_folder).await?;
         match client.create_directory(kb, name, parent.as_deref()).await {
             Ok(d) => {
                 store.remember_dir(kb, folder, &d.id, true, now_ms).await?;
@@ -197,18 +210,13 @@ impl Dirs<'_> {
             return Ok(());
         }
         let _changing = self.changing.lock().await;
-        if let (Some(from), Some(to), Some(root)) = (from, to, layout.root())
-            && let Some((old, new)) = renamed(from, to)
+        if let (Some(from), Some(to)) = (from, to)
+            && let Some((old, new)) = layout.folder_renamed(from, to)
             && let Some(id) = store.dir_id(kb, old).await?
             && store.dir_id(kb, new).await?.is_none()
-            && !folder_exists(root, old)
-            && folder_exists(root, new)
         {
             let (new_parent, new_name) = split(new);
-            let parent = match new_parent {
-                Some(p) => Some(self.ensure(p).await?),
-                None => None,
-            };
+            let parent = self.ensure_in(new_parent).await?;
             client
                 .update_directory(kb, &id, new_name, parent.as_deref())
                 .await?;
@@ -221,10 +229,7 @@ impl Dirs<'_> {
             );
             return Ok(());
         }
-        let target = match to {
-            Some(f) => Some(self.ensure(f).await?),
-            None => None,
-        };
+        let target = self.ensure_in(to).await?;
         let from_id = match from {
             Some(f) => store.dir_id(kb, f).await?,
             None => None,
@@ -240,8 +245,8 @@ impl Dirs<'_> {
     /// Reads the collection's directory tree (one request per directory) and
     /// makes `knowledge_dirs` match it: ids that are gone are forgotten,
     /// directories at a known path that ferry did not record are taken (not
-    /// owned). Returns directory id → path.
-    pub async fn survey(&self) -> Result<HashMap<String, String>, IngestError> {
+    /// owned).
+    pub async fn survey(&self) -> Result<(), IngestError> {
         let Dirs {
             client,
             store,
@@ -250,6 +255,7 @@ impl Dirs<'_> {
             ..
         } = *self;
         let _changing = self.changing.lock().await;
+        // Folder path → directory id, as the server has them.
         let mut found: HashMap<String, String> = HashMap::new();
         let mut queue: Vec<(Option<String>, String)> = vec![(None, String::new())];
         while let Some((id, path)) = queue.pop() {
@@ -260,16 +266,12 @@ impl Dirs<'_> {
                 } else {
                     format!("{path}/{}", d.name)
                 };
-                found.insert(d.id.clone(), child.clone());
+                found.insert(child.clone(), d.id.clone());
                 queue.push((Some(d.id), child));
             }
         }
-        let by_path: HashMap<&str, &str> = found
-            .iter()
-            .map(|(id, p)| (p.as_str(), id.as_str()))
-            .collect();
         for known in store.known_dirs(kb).await? {
-            match by_path.get(known.path.as_str()) {
+            match found.get(&known.path) {
                 Some(id) if *id == known.dir_id => {}
                 Some(id) => {
                     store
@@ -279,7 +281,7 @@ impl Dirs<'_> {
                 None => store.forget_dir(kb, &known.path).await?,
             }
         }
-        Ok(found)
+        Ok(())
     }
 
     /// Deletes the directories ferry made whose folder is gone (or that the
@@ -313,9 +315,16 @@ impl Dirs<'_> {
     }
 }
 
+/// Whether folder `path` is `dir` or lies under it (`a/b` is under `a`,
+/// `ab` is not).
+pub fn at_or_under(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// The folders that differ between `from` and `to` once their common
 /// trailing parts are set aside: `a/x` → `b/x` is `a` renamed to `b`.
-pub fn renamed<'a>(from: &'a str, to: &'a str) -> Option<(&'a str, &'a str)> {
+fn renamed<'a>(from: &'a str, to: &'a str) -> Option<(&'a str, &'a str)> {
     let (mut f, mut t) = (from, to);
     loop {
         let (fp, fname) = split(f);
@@ -341,7 +350,7 @@ pub fn prunable(layout: &Layout, folder: &str) -> bool {
 
 /// Whether a folder with this key exists under `root` (keys are cleaned
 /// names; a folder whose name needed cleaning is looked for by its key).
-pub fn folder_exists(root: &Path, folder: &str) -> bool {
+fn folder_exists(root: &Path, folder: &str) -> bool {
     crate::safe_fs::is_folder_beneath(root, Path::new(folder))
 }
 
@@ -357,6 +366,8 @@ mod tests {
         assert_eq!(renamed("a/x", "a/y"), Some(("a/x", "a/y")));
         assert_eq!(renamed("x", "a/x"), Some(("x", "a/x")));
         assert_eq!(renamed("a", "a"), None);
+        assert!(at_or_under("a", "a") && at_or_under("a/b", "a"));
+        assert!(!at_or_under("ab", "a") && !at_or_under("a", "a/b"));
     }
 
     #[test]

@@ -1522,6 +1522,13 @@ async fn sync_now(running: &Running, rule: &str) {
     assert_eq!(status, 202);
 }
 
+/// Writes files at paths relative to the inbox.
+fn write_tree(s: &TestApp, files: &[(&str, &str)]) {
+    for (p, text) in files {
+        write(&s.inbox().join(p), text);
+    }
+}
+
 fn file_ids(fake: &FakeOpenWebUi) -> Vec<String> {
     let mut ids: Vec<String> = fake.state.lock().unwrap().knowledge[0].files.clone();
     ids.sort();
@@ -1536,16 +1543,15 @@ fn file_ids(fake: &FakeOpenWebUi) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn subfolders_mirror_as_directories_and_moves_upload_nothing() {
     let s = mirror("0.12.4").await;
-    for (p, text) in [
-        ("a/README.md", "about a"),
-        ("b/README.md", "about b"),
-        ("a/x/deep.md", "deep down"),
-        ("top.md", "at the top"),
-    ] {
-        let path = s.inbox().join(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        write(&path, text);
-    }
+    write_tree(
+        &s,
+        &[
+            ("a/README.md", "about a"),
+            ("b/README.md", "about b"),
+            ("a/x/deep.md", "deep down"),
+            ("top.md", "at the top"),
+        ],
+    );
     let running = s.start().await;
     eventually("the tree mirrored", async || {
         s.fake.knowledge_tree(COLLECTION)
@@ -1630,15 +1636,14 @@ async fn without_directories_names_carry_the_folder_path() {
             let text = std::fs::read_to_string(&rule).unwrap();
             std::fs::write(&rule, format!("{text}{extra}")).unwrap();
         }
-        for (p, text) in [
-            ("a/README.md", "about a"),
-            ("b/README.md", "about b"),
-            ("top.md", "top"),
-        ] {
-            let path = s.inbox().join(p);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            write(&path, text);
-        }
+        write_tree(
+            &s,
+            &[
+                ("a/README.md", "about a"),
+                ("b/README.md", "about b"),
+                ("top.md", "top"),
+            ],
+        );
         let running = s.start().await;
         eventually("three linked", async || s.names().len() == 3).await;
         assert_eq!(
@@ -1660,15 +1665,14 @@ async fn without_directories_names_carry_the_folder_path() {
 async fn plan_names_the_directory_work_and_the_sync_does_it() {
     use ferry::worker::plan::Action;
     let s = mirror("0.12.4").await;
-    for (p, text) in [
-        ("a/README.md", "about a"),
-        ("a/x/deep.md", "deep down"),
-        ("b/gone.md", "going"),
-    ] {
-        let path = s.inbox().join(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        write(&path, text);
-    }
+    write_tree(
+        &s,
+        &[
+            ("a/README.md", "about a"),
+            ("a/x/deep.md", "deep down"),
+            ("b/gone.md", "going"),
+        ],
+    );
     let running = s.start().await;
     eventually("the tree mirrored", async || s.names().len() == 3).await;
     drain(&running).await;
