@@ -310,6 +310,7 @@ async fn fake_kb(fake: &FakeOpenWebUi) -> String {
         max_in_flight: 2,
         processing_timeout: Duration::from_secs(10),
         retry: Default::default(),
+        metrics: None,
     })
     .unwrap();
     client

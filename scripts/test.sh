@@ -15,6 +15,14 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --quiet --all-targets -- -D warnings
 step "cargo test"
 cargo test
+# The package as an admin installs it: built (from the test build, so CI
+# compiles once), dpkg -i, checked, purged. Needs root; CI is.
+if [ "$(id -u)" = 0 ] && [ -z "${FERRY_SKIP_DEB:-}" ]; then
+  step "Debian package: build, install, check, purge"
+  FERRY_DEB_PROFILE=dev scripts/check-deb.sh
+else
+  step "Debian package: skipped (needs root, or FERRY_SKIP_DEB is set)"
+fi
 if [ -z "${FERRY_SKIP_E2E:-}" ]; then
   step "end-to-end against real Open WebUI"
   scripts/e2e.sh

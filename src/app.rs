@@ -88,8 +88,20 @@ pub async fn start_with_clock(
             "deliveries of an earlier run will be sent again (same webhook-id)"
         );
     }
-    let destinations = Arc::new(deliver::destinations(&config.webhooks)?);
-    let client = Client::new(ClientOptions::from(&config.openwebui))?;
+    let destinations = Arc::new(deliver::Destinations::new(deliver::destinations(
+        &config.webhooks,
+    )?));
+    let metrics = Arc::new(Metrics::default());
+    for name in config.webhooks.keys() {
+        metrics.destination_known(name);
+    }
+    for class in crate::openwebui::error::CLASSES {
+        metrics.openwebui_error_known(class);
+    }
+    let client = Client::new(ClientOptions {
+        metrics: Some(metrics.clone()),
+        ..ClientOptions::from(&config.openwebui)
+    })?;
     tracing::info!(url = %crate::redact::url(&config.openwebui.url), "Open WebUI at");
     let queue = Queue::new(store.clone(), clock.clone());
     // Start-up recovery is the workers' first job: uploads of a run that
@@ -106,11 +118,7 @@ pub async fn start_with_clock(
         .await?;
     keep_collections(&queue, &loaded.rules).await?;
     let rules = Arc::new(RuleSet::new(loaded.rules.clone()));
-    let (tasks, health, metrics) = (
-        Arc::new(Tasks::default()),
-        Arc::new(Health::default()),
-        Arc::new(Metrics::default()),
-    );
+    let (tasks, health) = (Arc::new(Tasks::default()), Arc::new(Health::default()));
     let owner = format!("{instance_id}:{}", std::process::id());
     let workers = Arc::new(Workers::new(worker::Parts {
         store: store.clone(),
@@ -142,7 +150,7 @@ pub async fn start_with_clock(
         queue: queue.clone(),
         rules: rules.clone(),
         tasks: tasks.clone(),
-        health,
+        health: health.clone(),
         metrics: metrics.clone(),
     };
     let task = tokio::spawn(supervise(
@@ -150,6 +158,7 @@ pub async fn start_with_clock(
             workers,
             server_parts,
             queue,
+            health,
             store: store.clone(),
             clock: clock.clone(),
             rules: rules.clone(),
@@ -190,6 +199,7 @@ struct Supervisor {
     workers: Arc<Workers>,
     server_parts: server::Parts,
     queue: Queue,
+    health: Arc<Health>,
     store: Store,
     clock: Clock,
     rules: Arc<RuleSet>,
@@ -205,7 +215,7 @@ struct Supervisor {
     retention: store::Retention,
     /// The address the listener is bound to (its port when 0 was asked).
     addr: SocketAddr,
-    destinations: Arc<std::collections::HashMap<String, deliver::Destination>>,
+    destinations: Arc<deliver::Destinations>,
     _lock: store::InstanceLock,
 }
 
@@ -259,24 +269,33 @@ async fn supervise(
         "deliveries".into(),
         stop_claims.clone(),
         {
-            let (store, clock, destinations) = (
-                sup.store.clone(),
-                sup.clock.clone(),
-                sup.destinations.clone(),
-            );
-            let (wake, owner) = (sup.queue.deliveries_ready().clone(), sup.owner.clone());
+            let parts = deliver::Parts {
+                store: sup.store.clone(),
+                clock: sup.clock.clone(),
+                destinations: sup.destinations.clone(),
+                wake: sup.queue.deliveries_ready().clone(),
+                owner: sup.owner.clone(),
+                health: sup.health.clone(),
+                metrics: sup.metrics.clone(),
+            };
             let (stop, hard_stop) = (stop_claims.clone(), hard_stop.clone());
-            move || {
-                deliver::run(
-                    store.clone(),
-                    clock.clone(),
-                    destinations.clone(),
-                    wake.clone(),
-                    owner.clone(),
-                    stop.clone(),
-                    hard_stop.clone(),
-                )
-            }
+            move || deliver::run(parts.clone(), stop.clone(), hard_stop.clone())
+        },
+    ));
+    let service_stop = CancellationToken::new();
+    let service = tokio::spawn(supervised(
+        tasks.clone(),
+        "service".into(),
+        service_stop.clone(),
+        {
+            let parts = crate::service::Parts {
+                store: sup.store.clone(),
+                rules: sup.rules.clone(),
+                health: sup.health.clone(),
+                tasks: tasks.clone(),
+            };
+            let stop = service_stop.clone();
+            move || crate::service::run(parts.clone(), stop.clone())
         },
     ));
     let retention = tokio::spawn(supervised(
@@ -294,15 +313,32 @@ async fn supervise(
         },
     ));
     let mut producers = spawn_producers(&sup);
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    crate::service::ready();
 
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(()) = reload.recv() => {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                match crate::setup::load(&sup.config_path, &sup.env) {
-                    Ok(loaded) => {
+                crate::service::reloading();
+                // Webhook clients are built first: if one cannot be (a bad
+                // proxy), nothing of the reload is applied.
+                let loaded = match crate::setup::load(&sup.config_path, &sup.env) {
+                    Err(diags) => Err(diags.iter().map(ToString::to_string).collect()),
+                    Ok(loaded) => match deliver::destinations(&loaded.config.webhooks) {
+                        Ok(d) => Ok((loaded, d)),
+                        Err(e) => Err(vec![format!("webhooks: cannot set up a client: {e}")]),
+                    },
+                };
+                match loaded {
+                    Ok((loaded, destinations)) => {
+                        // Deliveries claimed from now on go by the new
+                        // destinations: added, changed, or removed (whose
+                        // pending deliveries end as dead letters saying
+                        // so, to be redelivered once it is back).
+                        for name in destinations.keys() {
+                            sup.metrics.destination_known(name);
+                        }
+                        sup.destinations.replace(destinations);
                         producers.0.cancel();
                         while producers.1.join_next().await.is_some() {}
                         sup.rules.set(loaded.rules);
@@ -314,10 +350,12 @@ async fn supervise(
                         sup.metrics.reloaded(true);
                         tracing::info!(
                             rules = sup.rules.all().len(),
-                            "reloaded rules (openwebui, state and server settings take effect at restart)"
+                            webhooks = sup.destinations.current().len(),
+                            "reloaded rules and webhooks (openwebui, state and server settings take effect at restart)"
                         );
                     }
                     Err(diags) => {
+                        let diags: Vec<String> = diags;
                         for d in &diags {
                             tracing::error!("{d}");
                         }
@@ -325,12 +363,14 @@ async fn supervise(
                         tracing::error!(errors = diags.len(), "reload refused; the current rules stay");
                     }
                 }
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                crate::service::ready();
             }
         }
     }
 
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    crate::service::stopping();
+    service_stop.cancel();
+    let _ = service.await;
     tracing::info!(
         grace_s = sup.grace.as_secs(),
         "stopping: finishing running jobs"

@@ -6,11 +6,38 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `ferry --version`: the commit it was built from and the Open WebUI
+/// versions it speaks ([`crate::openwebui::SUPPORTED`], checked by a test).
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FERRY_COMMIT"),
+    ")\nOpen WebUI 0.6.40 to 0.12.x"
+);
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
+Errors go to stderr, one line each; stdout carries only results.
+
+Environment:
+  FERRY_CONFIG            config file when --config is not given
+  RUST_LOG                log filter (as --log-level)
+  NO_COLOR                no colours in log lines
+  CREDENTIALS_DIRECTORY   where relative `*_file:` secrets are read (systemd)
+
+Examples:
+  ferry check --connect          is the config valid, and does Open WebUI answer?
+  ferry plan inbox               what a sync of rule `inbox` would do now
+  ferry jobs --state dead        jobs that ran out of attempts
+  ferry completions bash > /etc/bash_completion.d/ferry";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry",
     version,
-    about = "Keeps Open WebUI knowledge in sync with folders and runs templated chats"
+    long_version = LONG_VERSION,
+    about = "Keeps Open WebUI knowledge in sync with folders and runs templated chats",
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -91,8 +118,11 @@ pub enum Command {
     },
     /// Per-file ingestion state, with Open WebUI's error text for failures
     Docs {
+        /// Only documents in this state: discovered, uploading, processing,
+        /// linked, failed, removed, skipped
         #[arg(long)]
         state: Option<String>,
+        /// Only this rule's documents
         #[arg(long)]
         rule: Option<String>,
         /// One JSON object per line
@@ -146,10 +176,13 @@ pub enum Command {
     Jobs {
         #[command(subcommand)]
         action: Option<JobsAction>,
+        /// Only this state: queued, running, succeeded, dead
         #[arg(long)]
         state: Option<String>,
+        /// Only this rule's
         #[arg(long)]
         rule: Option<String>,
+        /// At most this many, newest first
         #[arg(long, default_value_t = 50)]
         limit: i64,
         /// One JSON object per line
@@ -161,10 +194,13 @@ pub enum Command {
     Deliveries {
         #[command(subcommand)]
         action: Option<DeliveriesAction>,
+        /// Only this state: pending, delivering, delivered, dead
         #[arg(long)]
         state: Option<String>,
+        /// Only this rule's
         #[arg(long)]
         rule: Option<String>,
+        /// At most this many, newest first
         #[arg(long, default_value_t = 50)]
         limit: i64,
         /// One JSON object per line
@@ -179,6 +215,11 @@ pub enum Command {
     Whoami,
     /// Chats of the account
     Chats,
+    /// Shell completions on stdout, e.g. `ferry completions bash >
+    /// /usr/share/bash-completion/completions/ferry`
+    Completions { shell: clap_complete::Shell },
+    /// The man page (roff) on stdout, e.g. `ferry man | man -l -`
+    Man,
 }
 
 #[derive(Debug, Subcommand)]

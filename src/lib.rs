@@ -102,8 +102,14 @@
 //!   [`server::hooks`] (incoming webhooks), health, readiness, metrics,
 //!   admin API; [`server::limits`] (rates, slots, connections).
 //! - [`clock`]: the wall clock (system or manual); RFC 3339 formatting.
-//! - [`health`]: what the workers last saw of Open WebUI, for `/readyz`.
-//! - [`metrics`]: counters code deep down bumps and `/metrics` reads.
+//! - [`health`]: what the workers last saw of Open WebUI, for `/readyz`,
+//!   and the job and delivery loops' progress beats.
+//! - [`service`]: what systemd sees (`Type=notify`): READY, RELOADING,
+//!   STOPPING, a one-line STATUS, and watchdog pings only while both loops
+//!   make progress.
+//! - [`metrics`]: the Prometheus registry (prometheus-client): events
+//!   counted where they happen, states read from the store per scrape and
+//!   zero-filled.
 //! - [`safe_fs`]: the one way a file under a watched root is looked at
 //!   or read (no link followed, regular files only, bounded reads).
 //! - [`paths`]: file names as data: lossless store keys, escaped display,
@@ -170,6 +176,9 @@
 //!   opened only through [`safe_fs`]; paths become text only through
 //!   [`paths`]. *Guard*: architecture rule "watched files go through
 //!   safe_fs", `daemon::links_in_a_watched_folder_are_never_followed`.
+//! - `READY=1` waits for the store and the listener only, never for Open
+//!   WebUI; `WATCHDOG=1` only while the job and delivery loops beat.
+//!   *Guard*: `systemd::ready_status_and_a_watchdog_that_follows_the_loops`.
 //! - Every long-running task runs under [`supervise::supervised`].
 //!   *Guard*: `daemon::a_watcher_that_panics_is_reported_and_comes_back`.
 //! - The watcher is level-triggered: a job only says "look at this path";
@@ -202,6 +211,7 @@ pub mod redact;
 pub mod rules;
 pub mod safe_fs;
 pub mod server;
+pub mod service;
 pub mod setup;
 pub mod signing;
 pub mod store;

@@ -43,6 +43,16 @@ impl Tasks {
         self.restarts.lock().expect("not poisoned").clone()
     }
 
+    /// A task under supervision, with no restart yet (so its series shows
+    /// 0 before the first).
+    fn known(&self, task: &str) {
+        self.restarts
+            .lock()
+            .expect("not poisoned")
+            .entry(task.to_string())
+            .or_default();
+    }
+
     fn failed(&self, task: &str, why: &str) {
         let mut down = self.down.lock().expect("not poisoned");
         down.insert(task.to_string(), why.to_string());
@@ -71,6 +81,7 @@ pub async fn supervised<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut backoff = FIRST_BACKOFF;
+    tasks.known(&name);
     loop {
         let started = Instant::now();
         let outcome = tokio::spawn(make()).await;

@@ -19,6 +19,8 @@ use std::io::{IsTerminal as _, Write as _};
 use std::path::Path;
 use std::process::ExitCode;
 
+use clap::CommandFactory as _;
+
 use crate::cli::{Cli, Command, Global, LogFormatArg};
 use crate::config::{self, Config, Environment, LogFormat};
 use crate::openwebui::{Client, ClientOptions};
@@ -194,6 +196,13 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 let c = config()?;
                 owui::chats(&c).await
             }
+            Command::Completions { shell } => Ok(generated(|out| {
+                clap_complete::generate(shell, &mut Cli::command(), "ferry", out);
+                Ok(())
+            })),
+            Command::Man => Ok(generated(|out| {
+                clap_mangen::Man::new(Cli::command()).render(out)
+            })),
         }
     }
     .await;
@@ -205,6 +214,18 @@ async fn dispatch(cli: Cli) -> ExitCode {
             ExitCode::from(EXIT_RUNTIME)
         }
     }
+}
+
+/// Writes generated text (completions, the man page) to stdout; a closed
+/// pipe is no failure.
+fn generated(write: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> ExitCode {
+    let mut text = Vec::new();
+    if let Err(e) = write(&mut text) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    out!("{}", String::from_utf8_lossy(&text));
+    ExitCode::SUCCESS
 }
 
 /// An error and its causes on one line, each cause once.
@@ -236,19 +257,88 @@ fn init_logging(global: &Global, config: Option<&Config>, default: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(colours(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ));
     let _ = if json {
-        builder.json().try_init()
+        // `message` at the top level, where Loki and ECS look for it.
+        builder.json().flatten_event(true).try_init()
+    } else if stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref()) {
+        // The journal stamps each line itself, and reads its priority from
+        // a `<N>` prefix: without one every line is "info", and
+        // `journalctl -p warning` would miss ferry's errors.
+        builder
+            .without_time()
+            .with_ansi(false)
+            .event_format(Journald(
+                tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_ansi(false),
+            ))
+            .try_init()
     } else {
         builder.try_init()
     };
 }
 
-fn print_diagnostics(diags: &[config::Diagnostic]) {
-    for d in diags {
-        outln!("{d}");
+/// systemd sets `JOURNAL_STREAM=dev:inode` of the stream it connected;
+/// only when stderr is still that stream do lines go to the journal.
+fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
+    let Some((dev, ino)) = journal_stream.and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let Ok(stat) = rustix::fs::fstat(std::io::stderr()) else {
+        return false;
+    };
+    // Their types differ between platforms (u64 here).
+    #[allow(clippy::unnecessary_cast)]
+    let (st_dev, st_ino) = (stat.st_dev as u64, stat.st_ino as u64);
+    dev.parse::<u64>().ok() == Some(st_dev) && ino.parse::<u64>().ok() == Some(st_ino)
+}
+
+/// Prefixes each line with its syslog priority for the journal.
+struct Journald<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for Journald<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
     }
-    outln!(
+}
+
+/// Colours only on a terminal, and never when `NO_COLOR` is set to
+/// anything but the empty string (no-color.org). An explicit `with_ansi`
+/// overrides tracing-subscriber's own `NO_COLOR` check, so it is made here.
+fn colours(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Config errors go to stderr: stdout carries only results (`--json`
+/// stays parseable).
+fn print_diagnostics(diags: &[config::Diagnostic]) {
+    let mut err = std::io::stderr().lock();
+    for d in diags {
+        let _ = writeln!(err, "{d}");
+    }
+    let _ = writeln!(
+        err,
         "{} error{} found; nothing was changed",
         diags.len(),
         if diags.len() == 1 { "" } else { "s" }
@@ -283,3 +373,26 @@ fn display_url(url: &url::Url) -> String {
 }
 
 // ----- run ---------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(colours(true, None));
+        assert!(colours(true, Some("".into())), "an empty NO_COLOR is unset");
+        assert!(!colours(true, Some("1".into())));
+        assert!(!colours(false, None));
+    }
+
+    #[test]
+    fn the_version_names_the_supported_open_webui_range() {
+        assert!(
+            crate::cli::LONG_VERSION
+                .ends_with(&format!("Open WebUI {}", crate::openwebui::SUPPORTED)),
+            "{}",
+            crate::cli::LONG_VERSION
+        );
+    }
+}

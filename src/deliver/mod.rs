@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::WebhookConfig;
+use crate::health::{Health, Loop};
 use crate::rules::Rule;
 use crate::store::{AttemptNext, AttemptRecord, Delivery, Effects, NewDelivery, Store};
 
@@ -169,6 +170,26 @@ pub struct Destination {
     client: reqwest::Client,
 }
 
+/// The destinations in force; a reload (SIGHUP) replaces them whole. A
+/// send keeps the destination it was claimed under; the next claim sees
+/// the new set.
+#[derive(Default)]
+pub struct Destinations(std::sync::RwLock<Arc<HashMap<String, Destination>>>);
+
+impl Destinations {
+    pub fn new(map: HashMap<String, Destination>) -> Destinations {
+        Destinations(std::sync::RwLock::new(Arc::new(map)))
+    }
+
+    pub fn current(&self) -> Arc<HashMap<String, Destination>> {
+        self.0.read().expect("not poisoned").clone()
+    }
+
+    pub fn replace(&self, map: HashMap<String, Destination>) {
+        *self.0.write().expect("not poisoned") = Arc::new(map);
+    }
+}
+
 pub fn destinations(
     webhooks: &BTreeMap<String, WebhookConfig>,
 ) -> Result<HashMap<String, Destination>, reqwest::Error> {
@@ -201,6 +222,26 @@ pub fn destinations(
 fn retry_after_of(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers.get("retry-after")?.to_str().ok()?.trim();
     v.parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Each destination's request slots (`max_in_flight`). A reload that
+/// changes the number starts a new set; sends under way keep the old
+/// permits until they finish.
+#[derive(Default)]
+struct Slots(HashMap<String, (usize, Arc<tokio::sync::Semaphore>)>);
+
+impl Slots {
+    fn of(&mut self, destination: &str, max_in_flight: usize) -> Arc<tokio::sync::Semaphore> {
+        let n = max_in_flight.max(1);
+        let entry = self
+            .0
+            .entry(destination.to_string())
+            .or_insert_with(|| (n, Arc::new(tokio::sync::Semaphore::new(n))));
+        if entry.0 != n {
+            *entry = (n, Arc::new(tokio::sync::Semaphore::new(n)));
+        }
+        entry.1.clone()
+    }
 }
 
 /// One attempt. Pure of the store: returns what to record.
@@ -344,34 +385,39 @@ async fn read_capped(response: reqwest::Response, limit: usize) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// What the delivery loop works with.
+#[derive(Clone)]
+pub struct Parts {
+    pub store: Store,
+    pub clock: Clock,
+    /// As the last reload left them.
+    pub destinations: Arc<Destinations>,
+    /// Notified when deliveries are written.
+    pub wake: Arc<Notify>,
+    /// This run's lease owner.
+    pub owner: String,
+    /// Where the loop's progress is recorded (the watchdog reads it).
+    pub health: Arc<Health>,
+    /// Where each attempt is counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
 /// Runs deliveries until `stop`; sends still running at `hard_stop` are
 /// abandoned and their rows released (attempt refunded).
-pub async fn run(
-    store: Store,
-    clock: Clock,
-    destinations: Arc<HashMap<String, Destination>>,
-    wake: Arc<Notify>,
-    owner: String,
-    stop: CancellationToken,
-    hard_stop: CancellationToken,
-) {
-    let lease_ms = destinations
-        .values()
-        .map(|d| d.config.timeout)
-        .max()
-        .unwrap_or_default()
-        .as_millis() as i64
-        + 120_000;
+pub async fn run(parts: Parts, stop: CancellationToken, hard_stop: CancellationToken) {
+    let Parts {
+        store,
+        clock,
+        destinations,
+        wake,
+        owner,
+        health,
+        metrics,
+    } = parts;
     // Claimed and not yet done, per destination (at most CLAIM_AHEAD ×
     // its `max_in_flight`); requests under way are bounded by the slots.
     let in_flight: Arc<Mutex<HashMap<String, usize>>> = Default::default();
-    let slots: HashMap<String, Arc<tokio::sync::Semaphore>> = destinations
-        .iter()
-        .map(|(name, d)| {
-            let n = d.config.max_in_flight.max(1);
-            (name.clone(), Arc::new(tokio::sync::Semaphore::new(n)))
-        })
-        .collect();
+    let mut slots = Slots::default();
     let all_slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let finished = Arc::new(Notify::new());
     let (tx, mut rx) = mpsc::unbounded_channel::<(String, String, AttemptRecord)>();
@@ -439,6 +485,15 @@ pub async fn run(
             }
         }
         while sends.try_join_next().is_some() {}
+        // As the last reload left them.
+        let destinations = destinations.current();
+        let lease_ms = destinations
+            .values()
+            .map(|d| d.config.timeout)
+            .max()
+            .unwrap_or_default()
+            .as_millis() as i64
+            + 120_000;
         let (total, rooms) = {
             let map = in_flight.lock().expect("not poisoned");
             let total: usize = map.values().sum();
@@ -464,7 +519,10 @@ pub async fn run(
                 .claim_deliveries(&owner, clock.now_ms(), lease_ms, &rooms, free.min(4))
                 .await
             {
-                Ok(c) => c,
+                Ok(c) => {
+                    health.beat(Loop::Deliveries);
+                    c
+                }
                 Err(e) => {
                     store.note_write_error(&e);
                     tracing::error!(error = %e, "cannot claim deliveries");
@@ -472,6 +530,8 @@ pub async fn run(
                 }
             }
         } else {
+            // Full, or waiting for space: claiming nothing on purpose.
+            health.beat(Loop::Deliveries);
             Vec::new()
         };
         if claimed.is_empty() {
@@ -497,8 +557,12 @@ pub async fn run(
         }
         for d in claimed {
             let (destinations, tx, clock) = (destinations.clone(), tx.clone(), clock.clone());
-            let (in_flight, finished) = (in_flight.clone(), finished.clone());
-            let (slot, all_slots) = (slots.get(&d.destination).cloned(), all_slots.clone());
+            let (in_flight, finished, metrics) =
+                (in_flight.clone(), finished.clone(), metrics.clone());
+            let slot = destinations
+                .get(&d.destination)
+                .map(|dest| slots.of(&d.destination, dest.config.max_in_flight));
+            let all_slots = all_slots.clone();
             sends.spawn(async move {
                 // Claimed ahead: wait for the destination's slot.
                 let _slot = match slot {
@@ -507,6 +571,15 @@ pub async fn run(
                 };
                 let _any = all_slots.acquire_owned().await.ok();
                 let record = attempt(destinations.get(&d.destination), &d, &clock).await;
+                metrics.delivery_attempt(
+                    &d.destination,
+                    match record.next {
+                        AttemptNext::Delivered => "delivered",
+                        AttemptNext::RetryAt(_) => "retry",
+                        AttemptNext::Dead => "dead",
+                    },
+                    Duration::from_millis(record.duration_ms.max(0) as u64),
+                );
                 // The destination has room again once the request is done:
                 // the row stays `delivering` (never claimed twice) until
                 // its outcome is recorded, which need not hold up the next

@@ -30,6 +30,8 @@ pub struct ClientOptions {
     pub max_in_flight: usize,
     pub processing_timeout: Duration,
     pub retry: RetryPolicy,
+    /// Where each request's time and failures are counted (the daemon's).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl From<&OpenWebUiConfig> for ClientOptions {
@@ -42,6 +44,7 @@ impl From<&OpenWebUiConfig> for ClientOptions {
             max_in_flight: c.max_in_flight,
             processing_timeout: c.processing_timeout,
             retry: RetryPolicy::default(),
+            metrics: None,
         }
     }
 }
@@ -67,6 +70,7 @@ pub(super) struct Inner {
     pub(super) timeout: Duration,
     pub(super) processing_timeout: Duration,
     pub(super) retry: RetryPolicy,
+    pub(super) metrics: Option<Arc<crate::metrics::Metrics>>,
     pub(super) version: OnceCell<Version>,
     /// Per knowledge base, for servers whose link list is racy (see
     /// [`Version::knowledge_links_are_racy`]).
@@ -113,6 +117,7 @@ impl Client {
                 timeout: options.timeout,
                 processing_timeout: options.processing_timeout,
                 retry: options.retry,
+                metrics: options.metrics,
                 clock: options.clock,
                 version: OnceCell::new(),
                 knowledge_locks: Default::default(),
@@ -275,8 +280,12 @@ impl Client {
                 .acquire_owned()
                 .await
                 .expect("never closed");
+            let started = std::time::Instant::now();
             let result = match request.send().await {
-                Ok(response) if response.status().is_success() => return Ok((response, permit)),
+                Ok(response) if response.status().is_success() => {
+                    self.observe(&method, path, started, None);
+                    return Ok((response, permit));
+                }
                 Ok(response) => {
                     read_json(path, response, timeout, self.inner.clock.now_system_time())
                         .await
@@ -286,6 +295,7 @@ impl Client {
             };
             drop(permit);
             let Err(error) = result;
+            self.observe(&method, path, started, Some(&error));
             match &error {
                 Error::Unauthorized { .. }
                     if matches!(self.inner.auth, Auth::Password { .. }) && !signed_in_again =>
@@ -311,6 +321,22 @@ impl Client {
                 }
                 _ => return Err(error),
             }
+        }
+    }
+
+    fn observe(
+        &self,
+        method: &Method,
+        path: &str,
+        started: std::time::Instant,
+        error: Option<&Error>,
+    ) {
+        if let Some(m) = &self.inner.metrics {
+            m.openwebui_call(
+                &call_label(method, path),
+                started.elapsed(),
+                error.map(Error::class),
+            );
         }
     }
 
@@ -429,5 +455,56 @@ pub(super) fn parse_list<T: serde::de::DeserializeOwned>(
                 }
             ),
         }),
+    }
+}
+
+/// A request as a metric label: method and path, with the query and every
+/// id-like segment taken out, so the series stay few
+/// (`POST /api/v1/knowledge/{id}/file/add`).
+fn call_label(method: &Method, path: &str) -> String {
+    let path = path.split('?').next().unwrap_or("");
+    let segments: Vec<&str> = path
+        .split('/')
+        .map(|seg| {
+            let digits = seg.chars().filter(char::is_ascii_digit).count();
+            if digits > 0 && (seg.len() >= 8 || digits == seg.len()) {
+                "{id}"
+            } else {
+                seg
+            }
+        })
+        .collect();
+    format!("{method} {}", segments.join("/"))
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn a_call_label_keeps_the_route_and_drops_ids_and_queries() {
+        assert_eq!(
+            call_label(
+                &Method::POST,
+                "/api/v1/knowledge/6f1c2a9e-0b7d-4c1e-9a1a-2f0e8d7c6b5a/file/add"
+            ),
+            "POST /api/v1/knowledge/{id}/file/add"
+        );
+        assert_eq!(
+            call_label(
+                &Method::GET,
+                "/api/v1/files/abc123def456/process/status?stream=true"
+            ),
+            "GET /api/v1/files/{id}/process/status"
+        );
+        assert_eq!(
+            call_label(&Method::GET, "/api/v1/chats/?page=2"),
+            "GET /api/v1/chats/"
+        );
+        assert_eq!(call_label(&Method::GET, "/api/version"), "GET /api/version");
+        assert_eq!(
+            call_label(&Method::GET, "/api/v1/files/42"),
+            "GET /api/v1/files/{id}"
+        );
     }
 }

@@ -77,7 +77,50 @@ pub enum Error {
     },
 }
 
+/// Every [`Error::class`], so the metric's series exist from the start.
+pub const CLASSES: [&str; 16] = [
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "duplicate",
+    "empty",
+    "too_large",
+    "unsupported",
+    "rate_limited",
+    "model_not_found",
+    "rejected",
+    "server",
+    "transport",
+    "timeout",
+    "unexpected_response",
+    "processing_failed",
+    "io",
+];
+
 impl Error {
+    /// A short name of the kind of failure (a metric label); one of
+    /// [`CLASSES`].
+    pub fn class(&self) -> &'static str {
+        match self {
+            Error::Unauthorized { .. } => "unauthorized",
+            Error::Forbidden { .. } => "forbidden",
+            Error::NotFound { .. } => "not_found",
+            Error::DuplicateContent { .. } => "duplicate",
+            Error::EmptyContent { .. } => "empty",
+            Error::TooLarge { .. } => "too_large",
+            Error::Unsupported { .. } => "unsupported",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::ModelNotFound { .. } => "model_not_found",
+            Error::Rejected { .. } => "rejected",
+            Error::Server { .. } => "server",
+            Error::Transport { .. } => "transport",
+            Error::Timeout { .. } => "timeout",
+            Error::UnexpectedResponse { .. } => "unexpected_response",
+            Error::ProcessingFailed { .. } => "processing_failed",
+            Error::Io { .. } => "io",
+        }
+    }
+
     /// Worth another try of an idempotent call.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -311,6 +354,18 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h
+    }
+
+    #[test]
+    fn every_class_is_listed_once() {
+        let mut classes = CLASSES.to_vec();
+        classes.sort_unstable();
+        classes.dedup();
+        assert_eq!(classes.len(), CLASSES.len());
+        for status in [401, 403, 404, 400, 413, 422, 429, 500, 502] {
+            let class = err(status, r#"{"detail":"x"}"#).class();
+            assert!(CLASSES.contains(&class), "{status}: {class}");
+        }
     }
 
     fn err(status: u16, body: &str) -> Error {

@@ -23,5 +23,8 @@ mod knowledge;
 mod server;
 
 pub use client::{Client, ClientOptions};
+
+/// The Open WebUI versions this client speaks (`ferry --version` says it).
+pub const SUPPORTED: &str = "0.6.40 to 0.12.x";
 pub use error::Error;
 pub use types::*;

@@ -194,7 +194,30 @@ fn delivery_id(hook: &WebhookTrigger, headers: &HeaderMap) -> Option<String> {
     (!id.is_empty() && id.len() <= 256).then(|| id.to_string())
 }
 
+/// Counts each answer and its time by rule ([`crate::metrics`]).
 pub(crate) async fn receive(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+    request: Request,
+) -> Response {
+    let started = std::time::Instant::now();
+    let trimmed = path.trim_matches('/');
+    let rule = state
+        .rules
+        .all()
+        .iter()
+        .find(|r| matches!(&r.trigger, Trigger::Webhook(w) if w.path == trimmed))
+        .map(|r| r.name.clone())
+        .unwrap_or_default();
+    let response = answer(State(state.clone()), Path(path), Query(query), request).await;
+    state
+        .metrics
+        .hook_answered(&rule, response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn answer(
     State(state): State<AppState>,
     Path(path): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,

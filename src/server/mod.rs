@@ -292,107 +292,80 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus text format.
+/// Prometheus text format: the events counted so far and the states read
+/// now, every known label value present (zero-filled). A state that
+/// cannot be read fails the scrape (500), rather than showing zeros.
 async fn metrics(State(state): State<AppState>) -> Response {
-    use std::fmt::Write as _;
+    match scrape(&state).await {
+        Ok(scraped) => (
+            [("content-type", crate::metrics::CONTENT_TYPE)],
+            state.metrics.encode(&scraped),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the state for /metrics");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store",
+                "cannot read the state database",
+            )
+        }
+    }
+}
+
+/// Job kinds and the states of jobs, documents and deliveries, for
+/// zero-filling.
+const JOB_KINDS: [&str; 5] = [
+    crate::triggers::SYNC,
+    crate::triggers::CHAT,
+    crate::triggers::SWEEP,
+    crate::triggers::COLLECTION,
+    crate::triggers::NOTIFY,
+];
+const JOB_STATES: [&str; 4] = ["queued", "running", "succeeded", "dead"];
+const DELIVERY_STATES: [&str; 4] = ["pending", "delivering", "delivered", "dead"];
+
+async fn scrape(state: &AppState) -> Result<crate::metrics::Scraped, crate::store::StoreError> {
+    use crate::metrics::Scraped;
     let store = &state.store;
-    let mut out = String::new();
-    let docs = store.document_counts().await.unwrap_or_default();
-    out.push_str(
-        "# HELP ferry_documents Documents by rule and state.\n# TYPE ferry_documents gauge\n",
-    );
-    for (rule, st, n) in docs {
-        let _ = writeln!(out, "ferry_documents{{rule=\"{rule}\",state=\"{st}\"}} {n}");
-    }
-    out.push_str("# HELP ferry_task_restarts_total Restarts of long-running tasks after a panic or an unexpected end.\n# TYPE ferry_task_restarts_total counter\n");
-    for (task, n) in state.tasks.restarts() {
-        let _ = writeln!(out, "ferry_task_restarts_total{{task=\"{task}\"}} {n}");
-    }
-    out.push_str("# HELP ferry_jobs Jobs by state.\n# TYPE ferry_jobs gauge\n");
-    for (st, n) in store.job_counts().await.unwrap_or_default() {
-        let _ = writeln!(out, "ferry_jobs{{state=\"{st}\"}} {n}");
-    }
-    out.push_str("# HELP ferry_deliveries Deliveries by state.\n# TYPE ferry_deliveries gauge\n");
-    for (st, n) in store.delivery_counts().await.unwrap_or_default() {
-        let _ = writeln!(out, "ferry_deliveries{{state=\"{st}\"}} {n}");
-    }
-    // Stage latencies over the last hour, as quantiles.
-    let hour_ago = state.clock.now_ms() - 3_600_000;
-    let quantiles = |mut v: Vec<i64>| -> Vec<(&'static str, f64)> {
-        v.sort_unstable();
-        if v.is_empty() {
-            return Vec::new();
-        }
-        let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
-        vec![("0.5", at(0.5)), ("0.9", at(0.9)), ("0.99", at(0.99))]
+    let rules = state.rules.all();
+    let mut scraped = Scraped {
+        rules: rules.len(),
+        rules_paused: store.paused_rules().await?.len(),
+        task_restarts: state.tasks.restarts(),
+        ..Scraped::default()
     };
-    out.push_str("# HELP ferry_job_seconds Queued to finished, jobs finished in the last hour.\n# TYPE ferry_job_seconds summary\n");
-    for kind in [crate::triggers::SYNC, crate::triggers::CHAT] {
-        let v = store.job_times(kind, hour_ago).await.unwrap_or_default();
-        let n = v.len();
-        for (q, value) in quantiles(v) {
-            let _ = writeln!(
-                out,
-                "ferry_job_seconds{{kind=\"{kind}\",quantile=\"{q}\"}} {value}"
-            );
+    for rule in rules.iter().filter(|r| r.ingest.is_some()) {
+        for st in crate::store::DocumentState::ALL {
+            scraped
+                .documents
+                .insert((rule.name.clone(), st.as_str().into()), 0);
         }
-        let _ = writeln!(out, "ferry_job_seconds_count{{kind=\"{kind}\"}} {n}");
     }
-    out.push_str("# HELP ferry_delivery_seconds Written to delivered, deliveries of the last hour.\n# TYPE ferry_delivery_seconds summary\n");
-    let v = store.delivery_times(hour_ago).await.unwrap_or_default();
-    let n = v.len();
-    for (q, value) in quantiles(v) {
-        let _ = writeln!(out, "ferry_delivery_seconds{{quantile=\"{q}\"}} {value}");
+    for (rule, st, n) in store.document_counts().await? {
+        scraped.documents.insert((rule, st), n);
     }
-    let _ = writeln!(out, "ferry_delivery_seconds_count {n}");
-    out.push_str("# HELP ferry_rules_paused Rules held by a safety valve.\n# TYPE ferry_rules_paused gauge\n");
-    let _ = writeln!(
-        out,
-        "ferry_rules_paused {}",
-        store.paused_rules().await.map(|p| p.len()).unwrap_or(0)
-    );
-    out.push_str("# HELP ferry_files_hashed_total Files read and hashed since start.\n# TYPE ferry_files_hashed_total counter\n");
-    let _ = writeln!(
-        out,
-        "ferry_files_hashed_total {}",
-        state.metrics.files_hashed()
-    );
-    let (applied, refused) = state.metrics.reloads();
-    out.push_str("# HELP ferry_reloads_total Reloads of config and rules (SIGHUP), by result.\n# TYPE ferry_reloads_total counter\n");
-    let _ = writeln!(out, "ferry_reloads_total{{result=\"applied\"}} {applied}");
-    let _ = writeln!(out, "ferry_reloads_total{{result=\"refused\"}} {refused}");
-    let watchers = state.metrics.watchers();
-    out.push_str("# HELP ferry_watch_reconciles_total Full comparisons of a watched folder with the state database.\n# TYPE ferry_watch_reconciles_total counter\n");
-    for (rule, w) in &watchers {
-        let _ = writeln!(
-            out,
-            "ferry_watch_reconciles_total{{rule=\"{rule}\"}} {}",
-            w.reconciles
-        );
+    for kind in JOB_KINDS {
+        for st in JOB_STATES {
+            scraped.jobs.insert((kind.into(), st.into()), 0);
+        }
     }
-    out.push_str("# HELP ferry_watch_settling Changed paths of a watched folder not yet settled and queued.\n# TYPE ferry_watch_settling gauge\n");
-    for (rule, w) in &watchers {
-        let _ = writeln!(
-            out,
-            "ferry_watch_settling{{rule=\"{rule}\"}} {}",
-            w.settling
-        );
+    for (kind, st, n) in store.job_counts_by_kind().await? {
+        scraped.jobs.insert((kind, st), n);
     }
-    out.push_str("# HELP ferry_documents_restored_total Documents put back into a collection they had vanished from (drift repair), by how.\n# TYPE ferry_documents_restored_total counter\n");
-    for ((rule, how), n) in state.metrics.restored_counts() {
-        let _ = writeln!(
-            out,
-            "ferry_documents_restored_total{{rule=\"{rule}\",how=\"{how}\"}} {n}"
-        );
+    for st in DELIVERY_STATES {
+        scraped.deliveries.insert(st.into(), 0);
     }
-    out.push_str("# HELP ferry_collections_recreated_total Knowledge bases made again after they were deleted in Open WebUI.\n# TYPE ferry_collections_recreated_total counter\n");
-    for (rule, n) in state.metrics.recreated_counts() {
-        let _ = writeln!(
-            out,
-            "ferry_collections_recreated_total{{rule=\"{rule}\"}} {n}"
-        );
+    for (st, n) in store.delivery_counts().await? {
+        scraped.deliveries.insert(st, n);
     }
-    ([("content-type", "text/plain; version=0.0.4")], out).into_response()
+    let now = state.clock.now_ms();
+    if let Some(due) = store.next_due().await?
+        && due < now
+    {
+        scraped.oldest_due_job = std::time::Duration::from_millis((now - due) as u64);
+    }
+    Ok(scraped)
 }
 
 async fn rules(State(state): State<AppState>) -> Response {

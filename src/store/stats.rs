@@ -18,27 +18,13 @@ impl Store {
         )
     }
 
-    /// Queued-to-finished times (ms) of the jobs of `kind` finished after
-    /// `since_ms`, at most 100,000.
-    pub async fn job_times(&self, kind: &str, since_ms: i64) -> Result<Vec<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT finished_at - created_at FROM jobs WHERE kind = ? AND finished_at > ? LIMIT 100000",
+    /// Jobs by (kind, state).
+    pub async fn job_counts_by_kind(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state")
+                .fetch_all(&self.reader)
+                .await?,
         )
-        .bind(kind)
-        .bind(since_ms)
-        .fetch_all(&self.reader)
-        .await?)
-    }
-
-    /// Written-to-delivered times (ms) of deliveries delivered after
-    /// `since_ms`, at most 100,000.
-    pub async fn delivery_times(&self, since_ms: i64) -> Result<Vec<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT delivered_at - created_at FROM deliveries WHERE delivered_at > ? LIMIT 100000",
-        )
-        .bind(since_ms)
-        .fetch_all(&self.reader)
-        .await?)
     }
 
     /// Deliveries marked delivered; with `of_jobs`, only those of jobs.

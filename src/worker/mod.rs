@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::health::Health;
+use crate::health::{Health, Loop};
 use crate::openwebui::Client;
 use crate::rules::{Rule, RuleSet};
 use crate::store::{self, Effects, Job, Store};
@@ -262,6 +262,8 @@ async fn worker(
                 workers.store.probe_space().await;
             }
             if workers.store.unwritable().is_some() {
+                // Waiting for space on purpose is not a wedge.
+                workers.health.beat(Loop::Jobs);
                 tokio::select! {
                     _ = tokio::time::sleep(SPACE_PROBE) => {}
                     _ = stop.cancelled() => {}
@@ -278,7 +280,10 @@ async fn worker(
             )
             .await
         {
-            Ok(job) => job,
+            Ok(job) => {
+                workers.health.beat(Loop::Jobs);
+                job
+            }
             Err(e) => {
                 workers.store.note_write_error(&e);
                 if !e.is_full() {
@@ -314,13 +319,18 @@ async fn worker(
                     ) {
                         break;
                     }
+                    workers.health.beat(Loop::Jobs);
                 }
             })
         };
+        let started = std::time::Instant::now();
         let finish = tokio::select! {
             f = run(&workers, &job) => Some(f),
             _ = hard_stop.cancelled() => None,
         };
+        if finish.is_some() {
+            workers.metrics.job_ran(&job.kind, started.elapsed());
+        }
         let (has_deliveries, has_jobs) = finish.as_ref().map_or((false, false), |(_, e)| {
             (!e.deliveries.is_empty(), !e.jobs.is_empty())
         });

@@ -366,6 +366,22 @@ fn root_problem(watch: &Watch) -> Option<String> {
 async fn report(rule: &Rule, path: &Path, outcome: &Outcome, workers: &Workers) -> Finish {
     let shown = paths::shown(path);
     let name = &rule.name;
+    let counted = match outcome {
+        Outcome::Linked { replaced: None, .. } => Some(("linked", "")),
+        Outcome::Linked {
+            replaced: Some(_), ..
+        } => Some(("replaced", "")),
+        Outcome::Moved { .. } => Some(("moved", "")),
+        Outcome::Failed {
+            known: false,
+            reason,
+            ..
+        } => Some(("failed", reason.as_str())),
+        Outcome::Unchanged { .. } | Outcome::Failed { known: true, .. } => None,
+    };
+    if let Some((what, reason)) = counted {
+        workers.metrics.file(name, what, reason);
+    }
     match outcome {
         Outcome::Linked {
             file_id,

@@ -457,3 +457,32 @@ async fn check_connect_refuses_an_external_collection_and_unknown_principals() {
         "{all}"
     );
 }
+
+/// `systemd-analyze verify` finds nothing wrong with the shipped unit (run
+/// on a copy whose ExecStart is this build's binary: verify insists that
+/// the command exists).
+#[test]
+fn the_unit_verifies_clean() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("systemd/ferry.service")).unwrap();
+    assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec=60s"));
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("ferry.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/ferry", env!("CARGO_BIN_EXE_ferry")),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&copy)
+        .output()
+        .expect("systemd-analyze (Debian package `systemd`; .ci/run installs it)");
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    let complaints: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("ferry.service"))
+        .collect();
+    assert!(complaints.is_empty(), "{all}");
+}

@@ -19,6 +19,7 @@ fn options(url: &str, auth: Auth) -> ClientOptions {
         max_in_flight: 4,
         processing_timeout: Duration::from_secs(5),
         retry: RetryPolicy::default(),
+        metrics: None,
     }
 }
 

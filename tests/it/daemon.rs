@@ -1725,3 +1725,140 @@ async fn plan_names_the_directory_work_and_the_sync_does_it() {
     assert_eq!(s.uploads(), uploads + 1, "only the new file uploaded");
     assert!(plan_now(&s).await.actions.is_empty());
 }
+
+/// Operations review finding 6: the summaries had no `_sum` and a
+/// `_count` that went down. Now: `promtool check metrics` (Debian's
+/// `prometheus` package; `.ci/run` installs it) is clean on two scrapes,
+/// every counter, `_count`, `_sum` and bucket is as high or higher in the
+/// second, and the event series are there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_pass_promtool_and_counters_never_go_down() {
+    let s = mirror("0.12.4").await;
+    write(&s.inbox().join("a.md"), "alpha");
+    let running = s.start().await;
+    eventually("a linked", async || s.names() == expect(&["a.md"])).await;
+    let scrape = async || {
+        reqwest::get(format!("http://{}/metrics", running.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let first = scrape().await;
+    write(&s.inbox().join("b.md"), "bravo");
+    write(&s.inbox().join("a.md"), "alpha, second version");
+    eventually("b linked, a replaced", async || {
+        s.names() == expect(&["a.md", "b.md"]) && s.uploads() == 3
+    })
+    .await;
+    drain(&running).await;
+    // A path no rule listens on: counted without a series of its own.
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/hooks/no-such-rule", running.addr))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let second = scrape().await;
+
+    for text in [&first, &second] {
+        let mut check = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool (Debian package `prometheus`; .ci/run installs it)");
+        use std::io::Write as _;
+        let mut stdin = check.stdin.take().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+        drop(stdin);
+        let out = check.wait_with_output().unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "promtool: {said}\n{text}"
+        );
+    }
+
+    let values = |text: &str| -> std::collections::BTreeMap<String, f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                Some((series.to_string(), value.parse().ok()?))
+            })
+            .collect()
+    };
+    let (before, after) = (values(&first), values(&second));
+    for (series, v) in &before {
+        let cumulative = ["_total", "_count", "_sum", "_bucket"]
+            .iter()
+            .any(|s| series.split('{').next().unwrap().ends_with(s));
+        if cumulative {
+            let later = after
+                .get(series)
+                .unwrap_or_else(|| panic!("{series} vanished"));
+            assert!(later >= v, "{series} went down: {v} → {later}");
+        }
+    }
+    for line in [
+        "ferry_files_total{rule=\"mirror\",outcome=\"linked\",reason=\"\"} 2",
+        "ferry_files_total{rule=\"mirror\",outcome=\"replaced\",reason=\"\"} 1",
+        "ferry_documents{rule=\"mirror\",state=\"failed\"} 0",
+        "ferry_hook_requests_total{rule=\"(none)\",status=\"404\"} 1",
+        "ferry_delivery_attempts_total{destination=\"out\",outcome=\"dead\"} 0",
+        "ferry_openwebui_request_duration_seconds_count{call=\"POST /api/v1/files/\"}",
+        "ferry_job_duration_seconds_bucket{kind=\"sync\",le=\"+Inf\"}",
+        "ferry_oldest_due_job_age_seconds ",
+        "ferry_task_restarts_total{task=\"server\"} 0",
+    ] {
+        assert!(second.contains(line), "{line} in:\n{second}");
+    }
+
+    // The shipped alerts and dashboard name only series ferry serves, and
+    // the alerts pass promtool's own check and their unit tests.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    for file in ["prometheus/alerts.yml", "grafana/ferry.json"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let mut named = 0;
+        for (i, _) in text.match_indices("ferry_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            named += 1;
+            assert!(
+                second
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{name}{{"))
+                        || l.starts_with(&format!("{name} "))),
+                "{file} names {name}, which /metrics does not serve"
+            );
+        }
+        assert!(named >= 5, "{file}: {named}");
+    }
+    for args in [
+        &["check", "rules", "alerts.yml"][..],
+        &["test", "rules", "alerts.test.yml"],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(root.join("prometheus"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    stop(running).await;
+}

@@ -6,6 +6,7 @@ mod helpers;
 
 mod architecture;
 mod check;
+mod cli;
 mod client_faults;
 mod crash_deliveries;
 mod daemon;
@@ -14,4 +15,5 @@ mod e2e_chat;
 mod e2e_daemon;
 mod fuzz;
 mod secrets;
+mod systemd;
 mod triggers;

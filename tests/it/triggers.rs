@@ -157,9 +157,15 @@ async fn signed_hook_runs_a_chat_whose_answer_is_delivered_signed() {
         .unwrap();
     for line in [
         // The chat, and the start-up sweep of lost uploads.
-        "ferry_jobs{state=\"succeeded\"} 2",
-        "ferry_job_seconds_count{kind=\"chat\"} 1",
-        "ferry_job_seconds{kind=\"chat\",quantile=\"0.5\"}",
+        "ferry_jobs{kind=\"chat\",state=\"succeeded\"} 1",
+        "ferry_jobs{kind=\"sweep\",state=\"succeeded\"} 1",
+        // Zero-filled: no series missing before its first event.
+        "ferry_jobs{kind=\"chat\",state=\"dead\"} 0",
+        "ferry_deliveries{state=\"dead\"} 0",
+        "ferry_job_duration_seconds_count{kind=\"chat\"} 1",
+        "ferry_hook_requests_total{rule=\"alerts\",status=\"202\"} 1",
+        "ferry_hook_duration_seconds_count{rule=\"alerts\"}",
+        "ferry_build_info{version=",
     ] {
         assert!(metrics.contains(line), "{line} in:\n{metrics}");
     }
@@ -1184,5 +1190,138 @@ async fn a_full_state_disk_pauses_work_and_loses_nothing() {
     .await;
     let r = reqwest::get(&readyz).await.unwrap();
     assert_eq!(r.status(), 200);
+    stop(running).await;
+}
+
+/// Operations review finding 2: a reload kept the webhook destinations of
+/// the start, so a destination added by reload went dead ("no webhook
+/// named"), and a changed url or secret was ignored until a restart.
+/// Now a reload replaces them: added, changed and removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reload_adds_changes_and_removes_webhook_destinations() {
+    const NEW_SECRET: &str = "whsec_bmV3LXNlY3JldC1hZnRlci10aGUtcmVsb2Fk";
+    let manual = "on:\n  manual: {}\nchat:\n  model: fake-model\n  prompt: \"ping\"\n";
+    let s = setup(
+        &[("first", &format!("{manual}deliver:\n  - to: out\n"))],
+        "",
+    )
+    .await;
+    let running = s.start().await;
+    let config_path = s.dir.path().join("ferry.yaml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+
+    // Added `extra`, with a rule that delivers to it; `out` moved to
+    // another path with another secret.
+    let changed = config
+        .replace(&s.receiver.url("out"), &s.receiver.url("moved"))
+        .replace(OUT_SECRET, NEW_SECRET)
+        + &format!(
+            "  extra:\n    url: {}\n    allow_private: true\n    retry: [0s, 1h]\n    timeout: 1s\n",
+            s.receiver.url("extra")
+        );
+    std::fs::write(&config_path, changed).unwrap();
+    std::fs::write(
+        s.dir.path().join("rules/second.yaml"),
+        format!("{manual}deliver:\n  - to: extra\n"),
+    )
+    .unwrap();
+    running.reload.send(()).await.unwrap();
+    until("the reload", Duration::from_secs(10), async || {
+        (running.rules.all().len() == 2).then_some(())
+    })
+    .await;
+
+    let job = run_rule(&running, "second", json!({})).await;
+    finished_job(&running, &job).await;
+    let got = until(
+        "a delivery to the added destination",
+        Duration::from_secs(10),
+        async || {
+            let r = s.receiver.received("extra");
+            (!r.is_empty()).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(got.len(), 1);
+
+    let job = run_rule(&running, "first", json!({})).await;
+    finished_job(&running, &job).await;
+    let got = until(
+        "a delivery to the changed url",
+        Duration::from_secs(10),
+        async || {
+            let r = s.receiver.received("moved");
+            (!r.is_empty()).then_some(r)
+        },
+    )
+    .await;
+    let r = &got[0];
+    ferry::signing::verify_standard(
+        NEW_SECRET,
+        r.header("webhook-id"),
+        r.header("webhook-timestamp"),
+        r.header("webhook-signature"),
+        &r.body,
+        now_secs(),
+    )
+    .expect("signed with the secret of the reload");
+    assert!(
+        s.receiver.received("out").is_empty(),
+        "the old url is not used"
+    );
+
+    // A delivery to `extra` waiting for its next attempt (an hour away)
+    // when `extra` is removed: it ends as a dead letter that says why.
+    s.receiver.script("extra", [Reply::status(503)]);
+    let job = run_rule(&running, "second", json!({})).await;
+    finished_job(&running, &job).await;
+    let pending = until(
+        "a failed first attempt",
+        Duration::from_secs(10),
+        async || {
+            let list = running
+                .store
+                .deliveries(&DeliveryFilter::default())
+                .await
+                .unwrap();
+            list.into_iter()
+                .find(|d| d.job_id.as_deref() == Some(&job) && d.attempts == 1)
+        },
+    )
+    .await;
+    assert_eq!(pending.state, DeliveryState::Pending);
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let without = &config[..config.find("  extra:").unwrap()];
+    std::fs::write(&config_path, without).unwrap();
+    std::fs::remove_file(s.dir.path().join("rules/second.yaml")).unwrap();
+    running.reload.send(()).await.unwrap();
+    until("the second reload", Duration::from_secs(10), async || {
+        (running.rules.all().len() == 1).then_some(())
+    })
+    .await;
+    // Due again now, not in an hour: redeliver puts it back in the queue.
+    running
+        .store
+        .redeliver(&pending.id, s.clock.now_ms())
+        .await
+        .unwrap();
+    let dead = until("the dead letter", Duration::from_secs(10), async || {
+        let d = running.store.delivery(&pending.id).await.unwrap()?;
+        (d.state == DeliveryState::Dead).then_some(d)
+    })
+    .await;
+    assert!(
+        dead.last_error
+            .as_deref()
+            .unwrap()
+            .contains("no webhook named `extra`"),
+        "{:?}",
+        dead.last_error
+    );
+    assert_eq!(
+        s.receiver.received("extra").len(),
+        2,
+        "nothing sent after removal"
+    );
     stop(running).await;
 }
