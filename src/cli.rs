@@ -215,6 +215,26 @@ pub enum Command {
     Whoami,
     /// Chats of the account
     Chats,
+    /// Write a starter config and watch rule for an Open WebUI and a
+    /// folder, then say what to do next
+    Init {
+        /// Open WebUI's address, e.g. http://localhost:3000
+        #[arg(long)]
+        url: String,
+        /// The folder to mirror into a knowledge base
+        #[arg(long)]
+        folder: PathBuf,
+        /// Where to write ferry.yaml, rules/ and credentials/
+        /// [default: /etc/ferry as root, else ./ferry]
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The knowledge base's name [default: the folder's name]
+        #[arg(long)]
+        collection: Option<String>,
+        /// Overwrite files that exist
+        #[arg(long)]
+        force: bool,
+    },
     /// Shell completions on stdout, e.g. `ferry completions bash >
     /// /usr/share/bash-completion/completions/ferry`
     Completions { shell: clap_complete::Shell },

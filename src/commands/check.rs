@@ -43,6 +43,9 @@ pub(super) async fn check(path: &Path, env: &Environment, connect: bool) -> Exit
         Ok(l) => l,
         Err(diags) => {
             print_diagnostics(&diags);
+            if let Some(next) = diags.iter().find_map(|d| next_step(&d.message)) {
+                eprintln!("next: {next}");
+            }
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -79,13 +82,55 @@ pub(super) async fn check(path: &Path, env: &Environment, connect: bool) -> Exit
             for p in &problems {
                 outln!("problem: {p}");
             }
+            if let Some(next) = problems.iter().find_map(|p| next_step(p)) {
+                outln!("next: {next}");
+            }
             ExitCode::from(EXIT_RUNTIME)
         }
         Err(e) => {
-            outln!("problem: {}", one_line(&e));
+            let problem = one_line(&e);
+            outln!("problem: {problem}");
+            if let Some(next) = next_step(&problem) {
+                outln!("next: {next}");
+            }
             ExitCode::from(EXIT_RUNTIME)
         }
     }
+}
+
+/// The one thing a new user should do about a problem, for the problems
+/// a first run meets.
+fn next_step(problem: &str) -> Option<&'static str> {
+    let steps: [(&[&str], &'static str); 6] = [
+        (
+            &["api_key_file", "cannot read"],
+            "put an Open WebUI API key into that file (Settings → Account → API keys), then run `ferry check --connect` again",
+        ),
+        (
+            &["is not reachable"],
+            "start Open WebUI, or correct `openwebui.url` to the address its web page opens at",
+        ),
+        (
+            &["credentials were refused"],
+            "make a new API key in Open WebUI (Settings → Account → API keys; the server needs ENABLE_API_KEYS=true) and put it in the key file",
+        ),
+        (
+            &["watched folder", "does not exist"],
+            "create the folder, or correct the rule's `on.watch.path`",
+        ),
+        (
+            &["model `", "is not offered"],
+            "set the rule's `chat.model` to one of the models listed",
+        ),
+        (
+            &["older than 0.6.40"],
+            "upgrade Open WebUI to 0.6.40 or newer",
+        ),
+    ];
+    steps
+        .iter()
+        .find(|(words, _)| words.iter().all(|w| problem.contains(w)))
+        .map(|(_, step)| *step)
 }
 
 async fn check_connect(loaded: &Loaded) -> anyhow::Result<Vec<String>> {

@@ -10,6 +10,7 @@ mod admin;
 mod check;
 mod history;
 mod ingest;
+mod init;
 mod owui;
 mod plan;
 mod render;
@@ -196,6 +197,13 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 let c = config()?;
                 owui::chats(&c).await
             }
+            Command::Init {
+                url,
+                folder,
+                dir,
+                collection,
+                force,
+            } => init::init(&url, &folder, dir, collection, force),
             Command::Completions { shell } => Ok(generated(|out| {
                 clap_complete::generate(shell, &mut Cli::command(), "ferry", out);
                 Ok(())

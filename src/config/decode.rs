@@ -60,17 +60,27 @@ pub fn interpolate(text: &str, env: &Environment) -> Result<String, String> {
                 .find('}')
                 .ok_or_else(|| "unclosed `${` (write `$$` for a literal `$`)".to_string())?;
             let inner = &after[..end];
-            let (name, default) = match inner.split_once(":-") {
-                Some((n, d)) => (n, Some(d)),
-                None => (inner, None),
+            let (name, default, alternative) = if let Some((n, d)) = inner.split_once(":-") {
+                (n, Some(d), None)
+            } else if let Some((n, a)) = inner.split_once(":+") {
+                (n, None, Some(a))
+            } else {
+                (inner, None, None)
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("`${{{inner}}}` is not a valid variable reference"));
             }
-            match (env.get(name).filter(|v| !v.is_empty()), default) {
-                (Some(v), _) => out.push_str(&v),
-                (None, Some(d)) => out.push_str(d),
-                (None, None) => {
+            let value = match env.get(name).filter(|v| !v.is_empty()) {
+                Some(v) => Some(v),
+                None => from_file(name, env)?,
+            };
+            match (value, default, alternative) {
+                // `${NAME:+word}`: `word` when NAME is set, else nothing.
+                (Some(_), _, Some(a)) => out.push_str(a),
+                (None, _, Some(_)) => {}
+                (Some(v), _, None) => out.push_str(&v),
+                (None, Some(d), None) => out.push_str(d),
+                (None, None, None) => {
                     return Err(format!("environment variable `{name}` is not set"));
                 }
             }
@@ -82,6 +92,19 @@ pub fn interpolate(text: &str, env: &Environment) -> Result<String, String> {
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// `${NAME}` with NAME unset reads the file `$NAME_FILE` names, if that
+/// is set (the convention of Docker and compose secrets), without its
+/// trailing newline.
+fn from_file(name: &str, env: &Environment) -> Result<Option<String>, String> {
+    let file_var = format!("{name}_FILE");
+    let Some(path) = env.get(&file_var).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    std::fs::read_to_string(&path)
+        .map(|text| Some(text.trim_end_matches(['\r', '\n']).to_string()))
+        .map_err(|e| format!("`{name}` is unset and `{file_var}` ({path}) cannot be read: {e}"))
 }
 
 pub struct Decoder<'e> {
@@ -151,9 +174,19 @@ impl<'e> Decoder<'e> {
             .ok()
     }
 
+    /// `true`/`false`, or a string that says one of them once interpolated
+    /// (`${ALLOW:-false}`; empty is false, so `${URL:+true}` works).
     pub fn bool(&mut self, node: &Node, what: &str) -> Option<bool> {
         match &node.value {
             Value::Bool(b) => Some(*b),
+            Value::Str(_) => match self.string(node, what)?.trim() {
+                "true" | "yes" | "on" | "1" => Some(true),
+                "false" | "no" | "off" | "0" | "" => Some(false),
+                other => {
+                    self.error(node.pos, format!("{what}: `{other}` is not true or false"));
+                    None
+                }
+            },
             _ => {
                 self.error(node.pos, format!("{what}: expected true or false"));
                 None
@@ -240,12 +273,21 @@ impl<'e> Decoder<'e> {
             (None, Some(node)) => {
                 let name = self.non_empty_string(node, &format!("{what}.{file_key}"))?;
                 let path = PathBuf::from(&name);
+                // A relative name: systemd's credentials (LoadCredential=),
+                // else `credentials/` beside the config (where the unit loads
+                // them from, so `ferry check` by hand finds them too), else
+                // beside the config.
                 let path = if path.is_absolute() {
                     path
                 } else if let Some(dir) = self.env.get("CREDENTIALS_DIRECTORY") {
                     PathBuf::from(dir).join(path)
                 } else {
-                    self.diags.dir().join(path)
+                    let credentials = self.diags.dir().join("credentials");
+                    if credentials.is_dir() {
+                        credentials.join(path)
+                    } else {
+                        self.diags.dir().join(path)
+                    }
                 };
                 match std::fs::read_to_string(&path) {
                     Ok(text) => {
@@ -291,5 +333,35 @@ mod tests {
         );
         assert!(interpolate("${A", &env).is_err());
         assert!(interpolate("${a b}", &env).is_err());
+        assert_eq!(interpolate("${A:+yes}", &env).unwrap(), "yes");
+        assert_eq!(interpolate("${B:+yes}", &env).unwrap(), "");
+        assert_eq!(interpolate("${EMPTY:+yes}", &env).unwrap(), "");
+    }
+
+    /// Docker secrets: `${KEY}` with KEY unset reads `$KEY_FILE`.
+    #[test]
+    fn an_unset_variable_falls_back_to_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("key");
+        std::fs::write(&secret, "sk-from-a-file\n").unwrap();
+        let path = secret.display().to_string();
+        let env = Environment::fixed([
+            ("KEY_FILE", path.as_str()),
+            ("SET", "direct"),
+            ("SET_FILE", path.as_str()),
+            ("GONE_FILE", "/nonexistent/secret"),
+        ]);
+        assert_eq!(interpolate("${KEY}", &env).unwrap(), "sk-from-a-file");
+        assert_eq!(
+            interpolate("${SET}", &env).unwrap(),
+            "direct",
+            "the variable wins"
+        );
+        assert_eq!(interpolate("${KEY:+on}", &env).unwrap(), "on");
+        let e = interpolate("${GONE}", &env).unwrap_err();
+        assert!(
+            e.contains("`GONE_FILE` (/nonexistent/secret) cannot be read"),
+            "{e}"
+        );
     }
 }

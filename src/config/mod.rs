@@ -527,6 +527,7 @@ fn decode_webhook(name: &str, node: &yaml::Node, d: &mut Decoder) -> Option<Webh
         node,
         &what,
         &[
+            "enabled",
             "url",
             "secret",
             "secret_file",
@@ -538,6 +539,14 @@ fn decode_webhook(name: &str, node: &yaml::Node, d: &mut Decoder) -> Option<Webh
             "proxy",
         ],
     )?;
+    // `enabled: ${HOOK_URL:+true}` leaves a destination out unless the
+    // environment configures it (the container's config); a rule that
+    // delivers to it then fails `check` with "no webhook named".
+    if let Some(n) = f.get("enabled")
+        && !d.bool(n, &format!("{what}.enabled"))?
+    {
+        return None;
+    }
     let url = match f.get("url") {
         Some(n) => decode_url(d, n, &format!("{what}.url")),
         None => {

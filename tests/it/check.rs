@@ -486,3 +486,79 @@ fn the_unit_verifies_clean() {
         .collect();
     assert!(complaints.is_empty(), "{all}");
 }
+
+/// The container's config takes everything from the environment, secrets
+/// as `*_FILE` (Docker secrets), and its webhook destination exists only
+/// when `FERRY_WEBHOOK_URL` is set.
+#[test]
+fn the_container_config_comes_from_the_environment() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "secrets/key", "sk-container-key-0123456789\n");
+    write(
+        dir.path(),
+        "secrets/hook",
+        "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\n",
+    );
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    let secrets = dir.path().join("secrets");
+    let run = |vars: &[(&str, String)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        c.args(["check", "--config"])
+            .arg(root.join("deploy/container/ferry.yaml"))
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("FERRY_DATABASE", dir.path().join("ferry.db"))
+            .env("FERRY_RULES", dir.path().join("rules"));
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let key_file = (
+        "OPENWEBUI_API_KEY_FILE",
+        secrets.join("key").display().to_string(),
+    );
+    let admin = ("FERRY_ADMIN_TOKEN", "admin-token-0123456789".to_string());
+
+    let out = run(&[key_file.clone(), admin.clone()]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("openwebui: http://open-webui:8080/"), "{all}");
+    assert!(all.contains("webhooks: 0"), "{all}");
+    assert!(!all.contains("sk-container-key"), "{all}");
+
+    let out = run(&[
+        key_file.clone(),
+        admin.clone(),
+        ("FERRY_WEBHOOK_URL", "https://chat.example.org/hook".into()),
+        (
+            "FERRY_WEBHOOK_SECRET_FILE",
+            secrets.join("hook").display().to_string(),
+        ),
+        ("OPENWEBUI_URL", "http://owui.internal:8080".into()),
+    ]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("webhooks: 1"), "{all}");
+    assert!(
+        all.contains("openwebui: http://owui.internal:8080/"),
+        "{all}"
+    );
+
+    // Nothing given: both required variables are named, at their lines.
+    let out = run(&[]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("`OPENWEBUI_API_KEY` is not set"), "{all}");
+    assert!(all.contains("`FERRY_ADMIN_TOKEN` is not set"), "{all}");
+    // A secret file that is not there says which variable named it.
+    let out = run(&[("OPENWEBUI_API_KEY_FILE", "/nonexistent/key".into()), admin]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("`OPENWEBUI_API_KEY_FILE` (/nonexistent/key) cannot be read"),
+        "{all}"
+    );
+}

@@ -135,3 +135,91 @@ fn the_help_lists_exit_codes_and_the_states_a_filter_takes() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("queued, running, succeeded, dead"), "{text}");
 }
+
+/// A new user's first run: `ferry init` writes a config and a rule, and
+/// `ferry check` then names the one next thing to fix until it passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_then_check_leads_a_new_user_to_a_working_config() {
+    use ferry::testing::fake_openwebui::{API_KEY, FakeOpenWebUi};
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf");
+    let config = conf.join("ferry.yaml").display().to_string();
+    let folder = dir.path().join("Team Docs");
+    let conf_arg = conf.display().to_string();
+    let folder_arg = folder.display().to_string();
+    let init = |url: &str, force: bool| {
+        let mut args = vec![
+            "init",
+            "--url",
+            url,
+            "--folder",
+            &folder_arg,
+            "--dir",
+            &conf_arg,
+        ];
+        if force {
+            args.push("--force");
+        }
+        ferry(dir.path(), &args)
+    };
+    let out = init("http://127.0.0.1:9", false);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("next: put an Open WebUI API key into"),
+        "{said}"
+    );
+    assert!(conf.join("rules/team-docs.yaml").exists(), "{said}");
+    let rule = std::fs::read_to_string(conf.join("rules/team-docs.yaml")).unwrap();
+    assert!(rule.contains("collection: Team Docs"), "{rule}");
+
+    let again = init("http://127.0.0.1:9", false);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("nothing was written"));
+
+    // 1: no key yet.
+    let out = ferry(dir.path(), &["check", "--config", &config]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("next: put an Open WebUI API key into that file"),
+        "{err}"
+    );
+    std::fs::write(
+        conf.join("credentials/openwebui_api_key"),
+        format!("{API_KEY}\n"),
+    )
+    .unwrap();
+    let out = ferry(dir.path(), &["check", "--config", &config]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // 2: Open WebUI is not there.
+    let out = ferry(dir.path(), &["check", "--connect", "--config", &config]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("next: start Open WebUI, or correct `openwebui.url`"),
+        "{said}"
+    );
+
+    // 3: Open WebUI answers; the folder is missing.
+    let fake = FakeOpenWebUi::start("0.12.4").await;
+    let out = init(&fake.url(), true);
+    assert_eq!(out.status.code(), Some(0));
+    let out = ferry(dir.path(), &["check", "--connect", "--config", &config]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("next: create the folder"), "{said}");
+
+    // 4: all there.
+    std::fs::create_dir_all(&folder).unwrap();
+    let out = ferry(dir.path(), &["check", "--connect", "--config", &config]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("connection: ok"), "{said}");
+}

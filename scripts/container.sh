@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Builds ferry's container image from Debian's packages alone (debootstrap
+# → podman import → podman build; no registry is reached) and proves it:
+# the image runs as a non-root user with /data as a volume and a health
+# check, and its ferry, configured only through the environment (secrets as
+# *_FILE), completes the demo flow against a local Open WebUI — a file
+# dropped into the mounted inbox is uploaded, processed and linked, a chat
+# summarises it, and the answer reaches a receiver that verifies its
+# Standard Webhooks signature.
+#
+# usage: scripts/container.sh          FERRY_IMAGE_PROFILE=dev packages the test build
+# Needs root (podman, debootstrap); installs them with apt when missing.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+say() { printf '\n== %s\n' "$*" >&2; }
+fail() { echo "container: $*" >&2; exit 1; }
+
+need=()
+command -v podman >/dev/null || need+=(podman)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+if ((${#need[@]})); then
+  [ "$(id -u)" = 0 ] || fail "needs ${need[*]} (apt-get install ${need[*]})"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+profile=${FERRY_IMAGE_PROFILE:-release}
+target=${CARGO_TARGET_DIR:-target}
+case "$profile" in
+  release) cargo build --release --locked --quiet; bin=$target/release/ferry ;;
+  dev) cargo build --locked --quiet; bin=$target/debug/ferry ;;
+  *) fail "FERRY_IMAGE_PROFILE: release or dev, not $profile" ;;
+esac
+
+cache=${FERRY_E2E_CACHE:-$HOME/.cache/ferry-e2e}/container
+mkdir -p "$cache"
+base_tar=$cache/bookworm-minbase.tar
+if [ ! -s "$base_tar" ]; then
+  say "the base: Debian bookworm (minbase) from Debian's packages, once"
+  rootfs=$(mktemp -d)
+  debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >"$cache/debootstrap.log" 2>&1 ||
+    { tail -20 "$cache/debootstrap.log"; fail "debootstrap failed"; }
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  tar -C "$rootfs" -cf "$base_tar.part" . && mv "$base_tar.part" "$base_tar"
+  rm -rf "$rootfs"
+fi
+if ! podman image exists localhost/ferry-base:bookworm; then
+  podman import "$base_tar" localhost/ferry-base:bookworm >/dev/null
+fi
+
+say "podman build (base: localhost/ferry-base:bookworm)"
+ctx=$(mktemp -d)
+work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-container.XXXXXX")
+source scripts/e2e/lib.sh
+cleanup() {
+  podman rm -f ferry-check >/dev/null 2>&1 || true
+  e2e_stop || true
+  rm -rf "$ctx"
+}
+trap cleanup EXIT
+cp "$bin" "$ctx/ferry"
+cp deploy/container/ferry.yaml Containerfile "$ctx/"
+podman build --quiet --format docker --build-arg BASE=localhost/ferry-base:bookworm \
+  -f "$ctx/Containerfile" -t localhost/ferry:latest "$ctx" >/dev/null
+image_size=$(podman image inspect localhost/ferry:latest --format '{{.Size}}')
+echo "localhost/ferry:latest: $((image_size / 1024 / 1024)) MiB"
+user=$(podman image inspect localhost/ferry:latest --format '{{.Config.User}}')
+[ "$user" = ferry ] || fail "the image runs as '$user', not ferry"
+podman image inspect localhost/ferry:latest --format '{{json .Config.Volumes}}' | grep -q '"/data"' ||
+  fail "no /data volume"
+podman image inspect localhost/ferry:latest --format '{{json .Config.Healthcheck}}' | grep -q healthz ||
+  fail "no health check on /healthz"
+
+say "Open WebUI ${FERRY_E2E_VERSION:-0.12.4}, the stand-in model and the receiver"
+e2e_start "${FERRY_E2E_VERSION:-0.12.4}" "$work/server"
+mkdir -p "$work/inbox" "$work/rules" "$work/secrets"
+chmod 0777 "$work/inbox"   # the image's user (uid 10001) reads it
+printf %s "$FERRY_E2E_API_KEY" >"$work/secrets/openwebui_api_key"
+printf %s "admin-$(python3 -c 'import secrets; print(secrets.token_hex(12))')" >"$work/secrets/ferry_admin_token"
+printf %s "$FERRY_E2E_RECEIVER_SECRET" >"$work/secrets/webhook_secret"
+chmod 0644 "$work"/secrets/*
+cat >"$work/rules/inbox.yaml" <<'YAML'
+on:
+  watch:
+    path: /srv/inbox
+    settle: 1s
+ingest:
+  collection: Container Inbox
+chat:
+  model: fake-model
+  collections: [Container Inbox]
+  prompt: "Summarise {{ file.name }}: {{ file.text }}"
+deliver:
+  - to: default
+YAML
+port=$(e2e_free_port)
+# The workaround this sandbox needs: crun cannot raise RLIMIT_NOFILE here
+# (`setrlimit RLIMIT_NOFILE: Operation not permitted`); `--ulimit host`
+# keeps the limits podman itself runs with.
+podman run -d --name ferry-check --network host --ulimit host \
+  -e OPENWEBUI_URL="$FERRY_E2E_URL" \
+  -e OPENWEBUI_API_KEY_FILE=/run/secrets/openwebui_api_key \
+  -e FERRY_ADMIN_TOKEN_FILE=/run/secrets/ferry_admin_token \
+  -e FERRY_WEBHOOK_URL="$FERRY_E2E_RECEIVER_URL/container" \
+  -e FERRY_WEBHOOK_SECRET_FILE=/run/secrets/webhook_secret \
+  -e FERRY_WEBHOOK_ALLOW_PRIVATE=true \
+  -e FERRY_LISTEN="127.0.0.1:$port" \
+  -v "$work/secrets:/run/secrets:ro" \
+  -v "$work/rules:/etc/ferry/rules:ro" \
+  -v "$work/inbox:/srv/inbox:ro" \
+  -v ferry-check-data:/data \
+  localhost/ferry:latest >/dev/null
+e2e_wait_http "http://127.0.0.1:$port/healthz" 30 /dev/null ||
+  { podman logs ferry-check; fail "ferry in the container did not answer /healthz"; }
+podman healthcheck run ferry-check || { podman logs ferry-check; fail "the image's health check failed"; }
+echo "health check: healthy"
+
+say "a file dropped into the mounted inbox"
+cat >"$work/inbox/timetable.md" <<'MD'
+# Harbour ferry timetable
+On Sundays the last ferry returns at 22:15.
+MD
+chmod 0644 "$work/inbox/timetable.md"
+delivered=""
+for _ in $(seq 1 240); do
+  if [ -s "$FERRY_E2E_RECEIVER_LOG" ] && grep -q timetable.md "$FERRY_E2E_RECEIVER_LOG"; then
+    delivered=$(grep timetable.md "$FERRY_E2E_RECEIVER_LOG" | head -1)
+    break
+  fi
+  sleep 0.5
+done
+[ -n "$delivered" ] || { podman logs ferry-check | tail -40; fail "no delivery within 120 s"; }
+python3 - "$delivered" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["verified"] is True, r
+body = json.loads(r["body"])
+assert body["type"] == "chat.completed", body
+assert "22:15" in body["data"]["answer"], body["data"]["answer"]
+print(f"delivered: webhook-id {r['webhook_id']}, signature verified, the answer quotes the file")
+PY
+podman exec ferry-check ferry docs | grep -q "linked.*timetable.md" ||
+  { podman exec ferry-check ferry docs; fail "the file is not linked"; }
+echo "ferry docs (in the container): timetable.md linked"
+podman exec ferry-check sh -c 'test -w /data && test ! -w /etc/ferry && id -u' | grep -qx 10001 ||
+  fail "the container does not run as uid 10001 with only /data writable"
+podman rm -f ferry-check >/dev/null
+podman volume rm ferry-check-data >/dev/null
+echo "container: built from Debian packages, ran as ferry, drop → linked → answer → signed delivery"
