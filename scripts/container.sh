@@ -19,6 +19,7 @@ fail() { echo "container: $*" >&2; exit 1; }
 need=()
 command -v podman >/dev/null || need+=(podman)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v runc >/dev/null || need+=(runc)
 if ((${#need[@]})); then
   [ "$(id -u)" = 0 ] || fail "needs ${need[*]} (apt-get install ${need[*]})"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -54,13 +55,14 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-container.XXXXXX")
 source scripts/e2e/lib.sh
 cleanup() {
   podman rm -f ferry-check >/dev/null 2>&1 || true
+  podman volume rm -f ferry-check-data >/dev/null 2>&1 || true
   e2e_stop || true
   rm -rf "$ctx"
 }
 trap cleanup EXIT
 cp "$bin" "$ctx/ferry"
 cp deploy/container/ferry.yaml Containerfile "$ctx/"
-podman build --quiet --format docker --build-arg BASE=localhost/ferry-base:bookworm \
+podman build --quiet --isolation chroot --format docker --build-arg BASE=localhost/ferry-base:bookworm \
   -f "$ctx/Containerfile" -t localhost/ferry:latest "$ctx" >/dev/null
 image_size=$(podman image inspect localhost/ferry:latest --format '{{.Size}}')
 echo "localhost/ferry:latest: $((image_size / 1024 / 1024)) MiB"
@@ -94,10 +96,12 @@ deliver:
   - to: default
 YAML
 port=$(e2e_free_port)
-# The workaround this sandbox needs: crun cannot raise RLIMIT_NOFILE here
-# (`setrlimit RLIMIT_NOFILE: Operation not permitted`); `--ulimit host`
-# keeps the limits podman itself runs with.
-podman run -d --name ferry-check --network host --ulimit host \
+# What this sandbox needs (no CAP_SYS_RESOURCE, cgroups v1+v2 "hybrid"):
+# crun fails at `setrlimit RLIMIT_NOFILE` and then at hybrid cgroups, so
+# runc runs it; and the limits podman sets by default (nofile and nproc
+# 1048576) are above this machine's, which only a lower value passes.
+podman --runtime runc run -d --name ferry-check --network host \
+  --ulimit nofile=8192:8192 --ulimit nproc=4096:4096 \
   -e OPENWEBUI_URL="$FERRY_E2E_URL" \
   -e OPENWEBUI_API_KEY_FILE=/run/secrets/openwebui_api_key \
   -e FERRY_ADMIN_TOKEN_FILE=/run/secrets/ferry_admin_token \
@@ -112,7 +116,7 @@ podman run -d --name ferry-check --network host --ulimit host \
   localhost/ferry:latest >/dev/null
 e2e_wait_http "http://127.0.0.1:$port/healthz" 30 /dev/null ||
   { podman logs ferry-check; fail "ferry in the container did not answer /healthz"; }
-podman healthcheck run ferry-check || { podman logs ferry-check; fail "the image's health check failed"; }
+podman --runtime runc healthcheck run ferry-check || { podman logs ferry-check; fail "the image's health check failed"; }
 echo "health check: healthy"
 
 say "a file dropped into the mounted inbox"
@@ -139,11 +143,9 @@ assert body["type"] == "chat.completed", body
 assert "22:15" in body["data"]["answer"], body["data"]["answer"]
 print(f"delivered: webhook-id {r['webhook_id']}, signature verified, the answer quotes the file")
 PY
-podman exec ferry-check ferry docs | grep -q "linked.*timetable.md" ||
-  { podman exec ferry-check ferry docs; fail "the file is not linked"; }
+podman --runtime runc exec ferry-check ferry docs | grep -q "linked.*timetable.md" ||
+  { podman --runtime runc exec ferry-check ferry docs; fail "the file is not linked"; }
 echo "ferry docs (in the container): timetable.md linked"
-podman exec ferry-check sh -c 'test -w /data && test ! -w /etc/ferry && id -u' | grep -qx 10001 ||
+podman --runtime runc exec ferry-check sh -c 'test -w /data && test ! -w /etc/ferry && id -u' | grep -qx 10001 ||
   fail "the container does not run as uid 10001 with only /data writable"
-podman rm -f ferry-check >/dev/null
-podman volume rm ferry-check-data >/dev/null
 echo "container: built from Debian packages, ran as ferry, drop → linked → answer → signed delivery"

@@ -26,4 +26,12 @@ fi
 if [ -z "${FERRY_SKIP_E2E:-}" ]; then
   step "end-to-end against real Open WebUI"
   scripts/e2e.sh
+  # The image, built from Debian packages, through the demo flow against
+  # the Open WebUI the e2e step installed. Needs root (podman).
+  if [ "$(id -u)" = 0 ] && [ -z "${FERRY_SKIP_CONTAINER:-}" ]; then
+    step "container image: build from Debian packages, run the demo flow"
+    FERRY_IMAGE_PROFILE=dev scripts/container.sh
+  else
+    step "container image: skipped (needs root, or FERRY_SKIP_CONTAINER is set)"
+  fi
 fi

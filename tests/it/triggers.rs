@@ -1285,11 +1285,16 @@ async fn a_reload_adds_changes_and_removes_webhook_destinations() {
                 .await
                 .unwrap();
             list.into_iter()
-                .find(|d| d.job_id.as_deref() == Some(&job) && d.attempts == 1)
+                // Counted at the claim; pending again once the 503 is in.
+                .find(|d| {
+                    d.job_id.as_deref() == Some(&job)
+                        && d.attempts == 1
+                        && d.state == DeliveryState::Pending
+                })
         },
     )
     .await;
-    assert_eq!(pending.state, DeliveryState::Pending);
+    assert_eq!(pending.last_status, Some(503));
     let config = std::fs::read_to_string(&config_path).unwrap();
     let without = &config[..config.find("  extra:").unwrap()];
     std::fs::write(&config_path, without).unwrap();
