@@ -61,9 +61,11 @@ cleanup() {
 }
 trap cleanup EXIT
 cp "$bin" "$ctx/ferry"
+if [ "$profile" = release ]; then strip "$ctx/ferry"; fi
 cp deploy/container/ferry.yaml Containerfile "$ctx/"
 podman build --quiet --isolation chroot --format docker --build-arg BASE=localhost/ferry-base:bookworm \
   -f "$ctx/Containerfile" -t localhost/ferry:latest "$ctx" >/dev/null
+podman image prune -f >/dev/null   # the images this replaced
 image_size=$(podman image inspect localhost/ferry:latest --format '{{.Size}}')
 echo "localhost/ferry:latest: $((image_size / 1024 / 1024)) MiB"
 user=$(podman image inspect localhost/ferry:latest --format '{{.Config.User}}')
