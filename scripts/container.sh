@@ -75,6 +75,29 @@ podman image inspect localhost/ferry:latest --format '{{json .Config.Volumes}}' 
 podman image inspect localhost/ferry:latest --format '{{json .Config.Healthcheck}}' | grep -q healthz ||
   fail "no health check on /healthz"
 
+say "deploy/compose.yaml agrees with the image"
+# Its registry images cannot be pulled here, so the stack itself is not
+# started; what it tells the image is checked against the image's config.
+python3 - deploy/compose.yaml deploy/container/ferry.yaml <<'PY'
+import re, sys, yaml
+compose = yaml.safe_load(open(sys.argv[1]))
+config = open(sys.argv[2]).read()
+known = set(re.findall(r"\$\{([A-Z0-9_]+)", config))
+ferry = compose["services"]["ferry"]
+assert ferry["image"].startswith("localhost/ferry:"), ferry["image"]
+for name in ferry["environment"]:
+    base = name[:-5] if name.endswith("_FILE") else name
+    assert base in known, f"compose sets {name}, which the image's config does not read"
+for required in ("OPENWEBUI_API_KEY", "FERRY_ADMIN_TOKEN"):
+    assert any(n.startswith(required) for n in ferry["environment"]), required
+targets = {v.split(":")[1] for v in ferry["volumes"]}
+assert {"/data", "/etc/ferry/rules"} <= targets, targets
+for s in ferry["secrets"]:
+    assert s in compose["secrets"], s
+assert "open-webui" in compose["services"] and "open-webui" in ferry["depends_on"]
+print("compose.yaml: the ferry service's environment, secrets and volumes match the image")
+PY
+
 say "Open WebUI ${FERRY_E2E_VERSION:-0.12.4}, the stand-in model and the receiver"
 e2e_start "${FERRY_E2E_VERSION:-0.12.4}" "$work/server"
 mkdir -p "$work/inbox" "$work/rules" "$work/secrets"

@@ -43,11 +43,12 @@
 //! Where a change goes:
 //!
 //! - [`cli`]: clap definitions of every command; parsing only.
-//! - [`commands`]: one file per command family (`run`, `check`, `owui`:
-//!   whoami/models/pull/chats/ask, `ingest`, `render`, `plan`: plan and
-//!   sync, `admin`: trigger,
-//!   `history`: docs/jobs/deliveries); exit codes; errors printed once, on
-//!   one line. The only user of `anyhow`.
+//! - [`commands`]: one file per command family (`run`, `check` with its
+//!   next-step hints, `init`, `owui`: whoami/models/pull/chats/ask,
+//!   `ingest`, `render`, `plan`: plan and sync, `admin`: trigger,
+//!   `history`: docs/jobs/deliveries; completions and the man page in
+//!   `mod.rs`); exit codes; errors printed once, on one line, on stderr;
+//!   log setup (colours, journald priorities). The only user of `anyhow`.
 //! - [`app`]: the daemon's wiring: instance lock, rescue of leases, the
 //!   start-up sweep queued first, the collections' upkeep queued at start
 //!   and reload, tasks, reload, shutdown in phases.
