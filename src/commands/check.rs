@@ -98,6 +98,28 @@ pub(super) async fn check(path: &Path, env: &Environment, connect: bool) -> Exit
     }
 }
 
+/// A private directory removed when the check ends.
+fn tempfile_dir() -> anyhow::Result<ScratchDir> {
+    let dir = std::env::temp_dir().join(format!("ferry-check-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir(&dir).context("cannot make a scratch directory")?;
+    Ok(ScratchDir(dir))
+}
+
+struct ScratchDir(std::path::PathBuf);
+
+impl std::ops::Deref for ScratchDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The one thing a new user should do about a problem, for the problems
 /// a first run meets.
 fn next_step(problem: &str) -> Option<&'static str> {
@@ -153,7 +175,16 @@ async fn check_connect(loaded: &Loaded) -> anyhow::Result<Vec<String>> {
         .context("the credentials were refused")?;
     outln!("  signed in: {}", identity_line(&who));
     let models = client.models().await.context("cannot list models")?;
-    let store = Store::open(&loaded.config.state.database).await?;
+    // A check makes no state database: one made by `sudo ferry check`
+    // would belong to root, not to the service's user. Without one, the
+    // collections are looked up in a throwaway store.
+    let scratch = tempfile_dir()?;
+    let database = if loaded.config.state.database.exists() {
+        loaded.config.state.database.clone()
+    } else {
+        scratch.join("ferry.db")
+    };
+    let store = Store::open(&database).await?;
     // Knowledge bases that ingestion creates on first use.
     let created: Vec<&CollectionRef> = loaded
         .rules

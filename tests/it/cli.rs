@@ -222,4 +222,7 @@ async fn init_then_check_leads_a_new_user_to_a_working_config() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{said}");
     assert!(said.contains("connection: ok"), "{said}");
+    // A check makes no state database (run as root, it would be root's).
+    assert!(!conf.join("state/ferry.db").exists());
+    assert!(!conf.join("state").exists());
 }
