@@ -369,12 +369,12 @@ async fn a_created_collection_is_shared_as_the_rule_says_and_kept_so() {
         } else {
             vec!["group:g-ops".to_string()]
         };
-        eventually("narrowed on reload", async || {
-            let (public, read, write, _) = sharing_of(&s);
-            public && read == readers && write.is_empty()
+        // Sharing and description are two requests: wait for both.
+        eventually("narrowed and described on reload", async || {
+            let (public, read, write, description) = sharing_of(&s);
+            public && read == readers && write.is_empty() && description == "Kept in sync by ferry"
         })
         .await;
-        assert_eq!(sharing_of(&s).3, "Kept in sync by ferry");
         // Sharing changes never touch the files (0.6 rewrites `data`).
         assert_eq!(s.names().len(), 1, "{version}");
         stop(running).await;
