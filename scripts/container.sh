@@ -26,12 +26,7 @@ if ((${#need[@]})); then
 fi
 
 profile=${FERRY_IMAGE_PROFILE:-release}
-target=${CARGO_TARGET_DIR:-target}
-case "$profile" in
-  release) cargo build --release --locked --quiet; bin=$target/release/ferry ;;
-  dev) cargo build --locked --quiet; bin=$target/debug/ferry ;;
-  *) fail "FERRY_IMAGE_PROFILE: release or dev, not $profile" ;;
-esac
+bin=$(scripts/build-ferry.sh "$profile")
 
 cache=${FERRY_E2E_CACHE:-$HOME/.cache/ferry-e2e}/container
 mkdir -p "$cache"

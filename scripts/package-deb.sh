@@ -11,12 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${FERRY_DEB_PROFILE:-release}
-target=${CARGO_TARGET_DIR:-target}
-case "$profile" in
-  release) cargo build --release --locked --quiet; bin=$target/release/ferry ;;
-  dev) cargo build --locked --quiet; bin=$target/debug/ferry ;;
-  *) echo "FERRY_DEB_PROFILE: release or dev, not $profile" >&2; exit 2 ;;
-esac
+bin=$(scripts/build-ferry.sh "$profile")
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 arch=$(dpkg --print-architecture)
 out=target/deb
