@@ -256,11 +256,13 @@ async fn schedule(fake: &FakeOpenWebUi, receiver: &Receiver) {
     let mut enqueued = Vec::new();
     let mut finished = Vec::new();
     for j in v["jobs"].as_array().unwrap() {
-        let fire = chrono::DateTime::parse_from_rfc3339(
-            j["input"]["schedule"]["fire_time"].as_str().unwrap(),
-        )
-        .unwrap()
-        .timestamp_millis();
+        // ferry's own upkeep (the start-up sweep) has no fire time.
+        let Some(fire) = j["input"]["schedule"]["fire_time"].as_str() else {
+            continue;
+        };
+        let fire = chrono::DateTime::parse_from_rfc3339(fire)
+            .unwrap()
+            .timestamp_millis();
         enqueued.push((j["created_at"].as_i64().unwrap() - fire) as f64);
         if let Some(f) = j["finished_at"].as_i64() {
             finished.push((f - fire) as f64);
