@@ -10,6 +10,27 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::store::Store;
+use crate::supervise::Tasks;
+
+/// Why ferry is not ready, most telling first; empty when it is. Read by
+/// `/readyz` and the systemd status line alike. Open WebUI as the workers
+/// last saw it: a probe never reaches Open WebUI.
+pub async fn problems(store: &Store, health: &Health, tasks: &Tasks) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(e) = store.ping().await {
+        problems.push(format!("database: {e}"));
+    }
+    problems.extend(health.openwebui_problem());
+    if let Some(why) = store.unwritable() {
+        problems.push(format!("database: {why}"));
+    }
+    for (task, why) in tasks.down() {
+        problems.push(format!("task {task} is down ({why}); restarting"));
+    }
+    problems
+}
+
 /// How Open WebUI answered the workers' last look, and the loops' beats.
 #[derive(Debug)]
 pub struct Health {

@@ -99,7 +99,7 @@ impl Metrics {
             "Files read and hashed since start",
             files_hashed.clone(),
         );
-        let m = Metrics {
+        let mut m = Metrics {
             registry,
             files_hashed,
             reloads: Family::default(),
@@ -121,7 +121,6 @@ impl Metrics {
         for result in ["applied", "refused"] {
             let _ = m.reloads.get_or_create(&labels([("result", result)]));
         }
-        let mut m = m;
         let r = &mut m.registry;
         r.register(
             "ferry_reloads",

@@ -134,13 +134,7 @@ impl Summary {
             Err(e) => problems.push(format!("database: {e}")),
         }
         let paused = parts.store.paused_rules().await.map_or(0, |p| p.len());
-        if let Some(why) = parts.store.unwritable() {
-            problems.push(format!("database: {why}"));
-        }
-        problems.extend(parts.health.openwebui_problem());
-        for (task, why) in parts.tasks.down() {
-            problems.push(format!("task {task} is down ({why})"));
-        }
+        problems.extend(crate::health::problems(&parts.store, &parts.health, &parts.tasks).await);
         Summary {
             rules: parts.rules.all().len(),
             paused,

@@ -277,7 +277,6 @@ fn init_logging(global: &Global, config: Option<&Config>, default: &str) {
         // a `<N>` prefix: without one every line is "info", and
         // `journalctl -p warning` would miss ferry's errors.
         builder
-            .without_time()
             .with_ansi(false)
             .event_format(Journald(
                 tracing_subscriber::fmt::format()

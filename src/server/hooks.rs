@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::rules::{self, AuthScheme, DEFAULT_HOOK_HEADERS, Trigger, WebhookTrigger};
+use crate::rules::{self, AuthScheme, DEFAULT_HOOK_HEADERS, Rule, Trigger, WebhookTrigger};
 use crate::signing::{self as sign, VerifyError};
 use crate::triggers::TriggerEvent;
 
@@ -194,6 +194,15 @@ fn delivery_id(hook: &WebhookTrigger, headers: &HeaderMap) -> Option<String> {
     (!id.is_empty() && id.len() <= 256).then(|| id.to_string())
 }
 
+/// The rule listening on a hook path, and its trigger.
+fn hook_of<'r>(rules: &'r [Rule], path: &str) -> Option<(&'r Rule, &'r WebhookTrigger)> {
+    let path = path.trim_matches('/');
+    rules.iter().find_map(|r| match &r.trigger {
+        Trigger::Webhook(w) if w.path == path => Some((r, w)),
+        _ => None,
+    })
+}
+
 /// Counts each answer and its time by rule ([`crate::metrics`]).
 pub(crate) async fn receive(
     State(state): State<AppState>,
@@ -202,13 +211,8 @@ pub(crate) async fn receive(
     request: Request,
 ) -> Response {
     let started = std::time::Instant::now();
-    let trimmed = path.trim_matches('/');
-    let rule = state
-        .rules
-        .all()
-        .iter()
-        .find(|r| matches!(&r.trigger, Trigger::Webhook(w) if w.path == trimmed))
-        .map(|r| r.name.clone())
+    let rule = hook_of(&state.rules.all(), &path)
+        .map(|(r, _)| r.name.clone())
         .unwrap_or_default();
     let response = answer(State(state.clone()), Path(path), Query(query), request).await;
     state
@@ -232,10 +236,7 @@ async fn answer(
     }
     let path = path.trim_matches('/').to_string();
     let rules = state.rules.all();
-    let Some((rule, hook)) = rules.iter().find_map(|r| match &r.trigger {
-        Trigger::Webhook(w) if w.path == path => Some((r, w)),
-        _ => None,
-    }) else {
+    let Some((rule, hook)) = hook_of(&rules, &path) else {
         return error(
             StatusCode::NOT_FOUND,
             "not_found",

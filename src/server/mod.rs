@@ -269,18 +269,7 @@ async fn require_admin(State(state): State<AppState>, request: Request, next: Ne
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let mut problems = Vec::new();
-    if let Err(e) = state.store.ping().await {
-        problems.push(format!("database: {e}"));
-    }
-    // As the workers last saw it: a probe never reaches Open WebUI.
-    problems.extend(state.health.openwebui_problem());
-    if let Some(why) = state.store.unwritable() {
-        problems.push(format!("database: {why}"));
-    }
-    for (task, why) in state.tasks.down() {
-        problems.push(format!("task {task} is down ({why}); restarting"));
-    }
+    let problems = crate::health::problems(&state.store, &state.health, &state.tasks).await;
     if problems.is_empty() {
         Json(json!({"ready": true})).into_response()
     } else {
@@ -313,18 +302,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Job kinds and the states of jobs, documents and deliveries, for
-/// zero-filling.
-const JOB_KINDS: [&str; 5] = [
-    crate::triggers::SYNC,
-    crate::triggers::CHAT,
-    crate::triggers::SWEEP,
-    crate::triggers::COLLECTION,
-    crate::triggers::NOTIFY,
-];
-const JOB_STATES: [&str; 4] = ["queued", "running", "succeeded", "dead"];
-const DELIVERY_STATES: [&str; 4] = ["pending", "delivering", "delivered", "dead"];
-
 async fn scrape(state: &AppState) -> Result<crate::metrics::Scraped, crate::store::StoreError> {
     use crate::metrics::Scraped;
     let store = &state.store;
@@ -336,7 +313,7 @@ async fn scrape(state: &AppState) -> Result<crate::metrics::Scraped, crate::stor
         ..Scraped::default()
     };
     for rule in rules.iter().filter(|r| r.ingest.is_some()) {
-        for st in crate::store::DocumentState::ALL {
+        for st in DocumentState::ALL {
             scraped
                 .documents
                 .insert((rule.name.clone(), st.as_str().into()), 0);
@@ -345,16 +322,16 @@ async fn scrape(state: &AppState) -> Result<crate::metrics::Scraped, crate::stor
     for (rule, st, n) in store.document_counts().await? {
         scraped.documents.insert((rule, st), n);
     }
-    for kind in JOB_KINDS {
-        for st in JOB_STATES {
-            scraped.jobs.insert((kind.into(), st.into()), 0);
+    for kind in crate::triggers::JOB_KINDS {
+        for st in JobState::ALL {
+            scraped.jobs.insert((kind.into(), st.as_str().into()), 0);
         }
     }
     for (kind, st, n) in store.job_counts_by_kind().await? {
         scraped.jobs.insert((kind, st), n);
     }
-    for st in DELIVERY_STATES {
-        scraped.deliveries.insert(st.into(), 0);
+    for st in DeliveryState::ALL {
+        scraped.deliveries.insert(st.as_str().into(), 0);
     }
     for (st, n) in store.delivery_counts().await? {
         scraped.deliveries.insert(st, n);

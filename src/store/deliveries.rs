@@ -20,6 +20,13 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
+    pub const ALL: [DeliveryState; 4] = [
+        DeliveryState::Pending,
+        DeliveryState::Delivering,
+        DeliveryState::Delivered,
+        DeliveryState::Dead,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryState::Pending => "pending",
@@ -30,14 +37,7 @@ impl DeliveryState {
     }
 
     pub fn parse(s: &str) -> Option<DeliveryState> {
-        [
-            DeliveryState::Pending,
-            DeliveryState::Delivering,
-            DeliveryState::Delivered,
-            DeliveryState::Dead,
-        ]
-        .into_iter()
-        .find(|v| v.as_str() == s)
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
 }
 

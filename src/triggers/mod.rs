@@ -327,6 +327,8 @@ pub const COLLECTION: &str = "collection";
 /// Job kind: a `rule.paused` or `rule.resumed` event for the rule's
 /// deliveries (the watcher's safety valve).
 pub const NOTIFY: &str = "notify";
+/// Every job kind (metrics show each, zero-filled).
+pub const JOB_KINDS: [&str; 5] = [SYNC, CHAT, SWEEP, COLLECTION, NOTIFY];
 /// The rule name of ferry's own upkeep jobs (no rule file can have it).
 pub const UPKEEP_RULE: &str = ":ferry";
 
