@@ -324,6 +324,12 @@ impl Ingestor {
             return Ok(outcome);
         }
 
+        tracing::debug!(
+            rule,
+            path = %shown,
+            why = why_hashed(previous.as_ref(), &collection.id, size, mtime_ns, inode),
+            "hashing"
+        );
         let (file, sha256) = tokio::task::spawn_blocking(move || {
             let mut file = file;
             let sha = file.sha256_limited(max_size);
@@ -1086,6 +1092,37 @@ impl Ingestor {
 
 /// The answer for a document that needs no new work: linked, or failed for
 /// good until the file changes.
+/// Why a file is read again: what a restart that re-hashes should explain.
+fn why_hashed(
+    previous: Option<&store::Document>,
+    collection_id: &str,
+    size: i64,
+    mtime_ns: i64,
+    inode: i64,
+) -> String {
+    let Some(d) = previous else {
+        return "new".into();
+    };
+    if d.collection_id.as_deref() != Some(collection_id) {
+        return "another collection".into();
+    }
+    let mut changed = Vec::new();
+    if d.size != Some(size) {
+        changed.push("size");
+    }
+    if d.mtime_ns != Some(mtime_ns) {
+        changed.push("mtime");
+    }
+    if d.inode != Some(inode) {
+        changed.push("inode");
+    }
+    if changed.is_empty() {
+        format!("state {} ({:?})", d.state.as_str(), d.reason)
+    } else {
+        changed.join("+") + " changed"
+    }
+}
+
 fn settled_outcome(d: &store::Document) -> Option<Outcome> {
     match (d.state, d.reason, &d.file_id) {
         (DocumentState::Linked, _, Some(file_id)) => Some(Outcome::Unchanged {

@@ -327,12 +327,22 @@ async fn daemon_keeps_a_collection_an_exact_mirror() {
     // Restart over the unchanged tree: no upload, nothing read again.
     daemon.stop();
     let uploads = api.upload_ids_of(&me).await;
-    let daemon = m.start(&s);
+    let log_before = m.log().len();
+    let daemon = Daemon::spawn(
+        m.dir.path(),
+        m.port,
+        &[
+            ("E2E_API_KEY", &s.api_key),
+            ("RUST_LOG", "ferry=info,ferry::worker::ingest=debug"),
+        ],
+    );
     tokio::time::sleep(Duration::from_secs(8)).await;
+    let hashed = daemon.metric("ferry_files_hashed_total").await;
     assert_eq!(
-        daemon.metric("ferry_files_hashed_total").await,
+        hashed,
         0.0,
-        "no re-hash"
+        "no re-hash; the restart's log:\n{}",
+        &m.log()[log_before..]
     );
     let new_uploads = uploads_since(&api, &me, &uploads).await;
     assert!(

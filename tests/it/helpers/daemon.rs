@@ -29,11 +29,13 @@ impl Daemon {
             .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
         command
-            .args(["run", "--config", "ferry.yaml", "--log-level", "ferry=info"])
+            .args(["run", "--config", "ferry.yaml"])
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        // A test may ask for more through its own RUST_LOG.
+        command.env("RUST_LOG", "ferry=info");
         for (k, v) in env {
             command.env(k, v);
         }
