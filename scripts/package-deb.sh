@@ -20,7 +20,6 @@ trap 'rm -rf "$work"' EXIT
 root=$work/ferry_${version}_${arch}
 
 install -D -m 755 "$bin" "$root/usr/bin/ferry"
-if [ "$profile" = release ]; then strip "$root/usr/bin/ferry"; fi
 install -d "$root/lib/systemd/system"
 sed 's#/usr/local/bin/ferry#/usr/bin/ferry#g' systemd/ferry.service >"$root/lib/systemd/system/ferry.service"
 # The config is readable by root and the ferry group only: it may name

@@ -172,6 +172,10 @@ pub async fn start_with_clock(
             // WebUI stay bounded by `max_in_flight` in the client.
             worker_count: config.openwebui.max_in_flight * 4,
             admin_token: config.server.admin_token.clone(),
+            pages: config.server.ui.then(|| server::ui::Settings {
+                password: config.server.ui_password.clone(),
+                collection_link: Some(config.openwebui.knowledge_page()),
+            }),
             server: config.server.clone(),
             retention: config.retention,
             addr,
@@ -211,6 +215,8 @@ struct Supervisor {
     grace: std::time::Duration,
     worker_count: usize,
     admin_token: Option<config::Secret>,
+    /// The status pages' settings, handed to the server once.
+    pages: Option<server::ui::Settings>,
     server: config::ServerConfig,
     retention: store::Retention,
     /// The address the listener is bound to (its port when 0 was asked).
@@ -220,7 +226,7 @@ struct Supervisor {
 }
 
 async fn supervise(
-    sup: Supervisor,
+    mut sup: Supervisor,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
     mut reload: mpsc::Receiver<()>,
@@ -232,6 +238,7 @@ async fn supervise(
     let router = server::router(
         sup.server_parts.clone(),
         sup.admin_token.clone(),
+        sup.pages.take(),
         draining.clone(),
         Arc::new(server::AllowedHosts::new(sup.addr, &sup.server.hosts)),
     );

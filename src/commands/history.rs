@@ -160,7 +160,7 @@ pub(super) async fn deliveries(
                 .delivery_attempts(&id)
                 .await?
                 .into_iter()
-                .map(|(n, at, ms, status, error)| serde_json::json!({"attempt": n, "started_at": when(at), "duration_ms": ms, "status": status, "error": error}))
+                .map(|a| serde_json::json!({"attempt": a.attempt, "started_at": when(a.started_at), "duration_ms": a.duration_ms, "status": a.status, "error": a.error, "response": a.response}))
                 .collect::<Vec<_>>()
                 .into();
             outln!("{}", serde_json::to_string_pretty(&v)?);

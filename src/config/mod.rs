@@ -41,6 +41,22 @@ pub struct OpenWebUiConfig {
     pub timeout: Duration,
     pub max_in_flight: usize,
     pub processing_timeout: Duration,
+    /// Where people reach Open WebUI, for links from the status pages
+    /// (`openwebui.public_url`; `url` without credentials when unset).
+    pub public_url: Option<Url>,
+}
+
+impl OpenWebUiConfig {
+    /// Open WebUI's page of a knowledge collection, without its id: for
+    /// links people follow, so never with credentials or a query.
+    pub fn knowledge_page(&self) -> String {
+        let mut u = self.public_url.clone().unwrap_or_else(|| self.url.clone());
+        let _ = u.set_username("");
+        let _ = u.set_password(None);
+        u.set_query(None);
+        u.set_fragment(None);
+        format!("{}/workspace/knowledge/", u.as_str().trim_end_matches('/'))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +80,11 @@ pub struct ServerConfig {
     /// Open connections at once, in all and from one peer address.
     pub max_connections: usize,
     pub max_connections_per_peer: usize,
+    /// The status pages under `/ui/` (`server.ui`, on by default; they
+    /// need a way to sign in: `admin_token` or `ui_password`).
+    pub ui: bool,
+    /// A password for the pages, instead of pasting the admin token.
+    pub ui_password: Option<Secret>,
 }
 
 impl ServerConfig {
@@ -73,7 +94,8 @@ impl ServerConfig {
 
 #[derive(Debug, Clone)]
 pub enum RulesSource {
-    Dir(PathBuf),
+    /// The directory, and where the config names it (for its errors).
+    Dir(PathBuf, Pos),
     Files(Vec<PathBuf>),
 }
 
@@ -150,7 +172,7 @@ pub fn peek_rules(
     };
     let dir = scratch.diags.dir();
     let source = match get("rules") {
-        None => Some(RulesSource::Dir(dir.join("rules"))),
+        None => Some(RulesSource::Dir(dir.join("rules"), Pos { line: 1, col: 1 })),
         Some(n) => match &n.value {
             yaml::Value::Seq(items) => items
                 .iter()
@@ -164,7 +186,7 @@ pub fn peek_rules(
             _ => n
                 .scalar_text()
                 .and_then(|t| decode::interpolate(&t, env).ok())
-                .map(|t| RulesSource::Dir(dir.join(t))),
+                .map(|t| RulesSource::Dir(dir.join(t), n.pos)),
         },
     };
     let webhooks = match get("webhooks").map(|n| &n.value) {
@@ -228,12 +250,15 @@ fn decode_config(root: &yaml::Node, path: &Path, d: &mut Decoder) -> Option<Conf
     let server = decode_server(top.get("server"), d);
 
     let rules = match top.get("rules") {
-        None => Some(RulesSource::Dir(d.diags.dir().join("rules"))),
+        None => Some(RulesSource::Dir(
+            d.diags.dir().join("rules"),
+            Pos { line: 1, col: 1 },
+        )),
         Some(n) => match &n.value {
             yaml::Value::Seq(_) => d.string_list(n, "rules").map(|l| {
                 RulesSource::Files(l.into_iter().map(|p| d.diags.dir().join(p)).collect())
             }),
-            _ => d.path(n, "rules").map(RulesSource::Dir),
+            _ => d.path(n, "rules").map(|p| RulesSource::Dir(p, n.pos)),
         },
     };
 
@@ -352,8 +377,13 @@ fn decode_openwebui(node: &yaml::Node, d: &mut Decoder) -> Option<OpenWebUiConfi
             "timeout",
             "max_in_flight",
             "processing_timeout",
+            "public_url",
         ],
     )?;
+    let public_url = match f.get("public_url") {
+        Some(n) => decode_url(d, n, "openwebui.public_url").map(Some),
+        None => Some(None),
+    };
     let url = match f.get("url") {
         Some(n) => decode_url(d, n, "openwebui.url").filter(|u| {
             // Request paths are appended to it: a query would end up in
@@ -427,6 +457,7 @@ fn decode_openwebui(node: &yaml::Node, d: &mut Decoder) -> Option<OpenWebUiConfi
         timeout: timeout?,
         max_in_flight: max_in_flight?,
         processing_timeout: processing_timeout?,
+        public_url: public_url?,
     })
 }
 
@@ -458,6 +489,8 @@ fn decode_server(node: Option<&yaml::Node>, d: &mut Decoder) -> Option<ServerCon
             hosts: Vec::new(),
             max_connections: ServerConfig::DEFAULT_MAX_CONNECTIONS,
             max_connections_per_peer: ServerConfig::DEFAULT_MAX_CONNECTIONS_PER_PEER,
+            ui: true,
+            ui_password: None,
         });
     };
     let f = d.fields(
@@ -470,6 +503,9 @@ fn decode_server(node: Option<&yaml::Node>, d: &mut Decoder) -> Option<ServerCon
             "hosts",
             "max_connections",
             "max_connections_per_peer",
+            "ui",
+            "ui_password",
+            "ui_password_file",
         ],
     )?;
     let hosts = match f.get("hosts") {
@@ -512,12 +548,24 @@ fn decode_server(node: Option<&yaml::Node>, d: &mut Decoder) -> Option<ServerCon
             "server.admin_token: use at least 16 characters (e.g. `openssl rand -hex 32`)",
         );
     }
+    let ui = match f.get("ui") {
+        Some(n) => d.bool(n, "server.ui"),
+        None => Some(true),
+    };
+    let ui_password = d.secret(&f, "ui_password", "server");
+    if let Some(p) = &ui_password
+        && p.expose().len() < 12
+    {
+        d.error(f.pos, "server.ui_password: use at least 12 characters");
+    }
     Some(ServerConfig {
         listen: listen?,
         admin_token,
         hosts: hosts?,
         max_connections: max_connections?,
         max_connections_per_peer: max_connections_per_peer?,
+        ui: ui?,
+        ui_password,
     })
 }
 
@@ -674,10 +722,10 @@ fn decode_log(node: Option<&yaml::Node>, d: &mut Decoder) -> Option<LogConfig> {
 pub fn rule_files(source: &RulesSource, config_path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
     match source {
         RulesSource::Files(files) => Ok(files.clone()),
-        RulesSource::Dir(dir) => {
+        RulesSource::Dir(dir, at) => {
             let entries = std::fs::read_dir(dir).map_err(|e| Diagnostic {
                 file: config_path.into(),
-                pos: Pos { line: 1, col: 1 },
+                pos: *at,
                 message: format!("rules: cannot read directory {}: {e}", dir.display()),
             })?;
             let mut files: Vec<PathBuf> = entries

@@ -56,7 +56,27 @@ impl Template {
     /// error, not an empty string.
     pub fn render(&self, context: &serde_json::Value) -> Result<String, TemplateProblem> {
         let template = self.env.get_template(NAME).map_err(problem)?;
-        template.render(context).map_err(problem)
+        template.render(context).map_err(|e| {
+            // minijinja does not name what was undefined; the span does.
+            let culprit = (e.kind() == minijinja::ErrorKind::UndefinedError)
+                .then(|| e.range())
+                .flatten()
+                .and_then(|r| {
+                    // The span starts at the failing lookup (`.topc.title`);
+                    // the name it hangs off comes before it.
+                    let before = self.source.get(..r.start)?;
+                    let start = before
+                        .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
+                        .map_or(0, |i| i + 1);
+                    self.source.get(start..r.end)
+                })
+                .map(str::to_owned);
+            let mut p = problem(e);
+            if let Some(c) = culprit {
+                p.message = format!("{}: `{}`", p.message, c.trim());
+            }
+            p
+        })
     }
 }
 
@@ -196,6 +216,16 @@ mod tests {
 
     fn render_body(source: &str, ctx: &serde_json::Value) -> Result<String, TemplateProblem> {
         Template::compile_body(source)?.render(ctx)
+    }
+
+    #[test]
+    fn an_undefined_value_is_named_at_render() {
+        let e = render(
+            "Hello {{ vars.who }}, {{ vars.topc.title }}!",
+            &serde_json::json!({"vars": {"who": "Ada", "topic": {"title": "x"}}}),
+        )
+        .unwrap_err();
+        assert!(e.message.ends_with("`vars.topc.title`"), "{}", e.message);
     }
 
     #[test]

@@ -136,7 +136,7 @@ pub fn precheck(hook: &WebhookTrigger, headers: &HeaderMap, now_secs: i64) -> Re
 /// page the admin opens must not be able to trigger a hook (a "simple"
 /// cross-origin POST needs no preflight). Senders of webhooks are servers
 /// and send neither header.
-fn cross_site(headers: &HeaderMap) -> Option<&'static str> {
+pub(crate) fn cross_site(headers: &HeaderMap) -> Option<&'static str> {
     if let Some(site) = header(headers, "sec-fetch-site")
         && !matches!(site, "same-origin" | "none")
     {

@@ -9,6 +9,7 @@
 
 pub mod hooks;
 pub mod limits;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,8 @@ pub(crate) struct AppState {
     /// Cancelled when shutdown begins: hooks answer 503 from then on.
     draining: CancellationToken,
     limits: Arc<limits::HookLimits>,
+    /// The status pages, unless `server.ui: false`.
+    ui: Option<Arc<ui::Ui>>,
 }
 
 pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -78,9 +81,11 @@ pub use crate::signing::constant_time_eq;
 pub fn router(
     parts: Parts,
     admin_token: Option<Secret>,
+    pages: Option<ui::Settings>,
     draining: CancellationToken,
     hosts: Arc<AllowedHosts>,
 ) -> Router {
+    let started_ms = parts.queue.clock().now_ms();
     let state = AppState {
         clock: parts.queue.clock().clone(),
         store: parts.store,
@@ -92,6 +97,7 @@ pub fn router(
         admin_token,
         draining,
         limits: Default::default(),
+        ui: pages.map(|p| Arc::new(ui::Ui::new(p, started_ms))),
     };
     let admin = Router::new()
         .route("/rules", get(rules))
@@ -106,13 +112,17 @@ pub fn router(
         .route("/deliveries/{id}/redeliver", post(redeliver))
         .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), require_admin));
-    Router::new()
+    let mut routes = Router::new()
         // The hook reads its own body, bounded by the rule's `max_body`.
         .route("/hooks/{*path}", post(hooks::receive))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .nest("/api/v1", admin)
+        .nest("/api/v1", admin);
+    if state.ui.is_some() {
+        routes = routes.merge(ui::routes(state.clone()));
+    }
+    routes
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(middleware::from_fn_with_state(hosts, check_host))
         .with_state(state)
@@ -549,9 +559,7 @@ async fn delivery(State(state): State<AppState>, Path(id): Path<String>) -> Resp
                 .await
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(n, at, ms, status, error)| {
-                    json!({"attempt": n, "started_at": at, "duration_ms": ms, "status": status, "error": error})
-                })
+                .map(|a| json!(a))
                 .collect();
             let mut v = json!(d);
             v["body"] = Value::String(String::from_utf8_lossy(&d.body).into_owned());

@@ -115,6 +115,19 @@ pub enum AttemptNext {
     Dead,
 }
 
+/// One try at sending a delivery, as recorded.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct Attempt {
+    pub attempt: i64,
+    pub started_at: i64,
+    pub duration_ms: Option<i64>,
+    /// The receiver's HTTP status, when it answered.
+    pub status: Option<i64>,
+    pub error: Option<String>,
+    /// The start of the receiver's answer (bounded when recorded).
+    pub response: Option<String>,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct DeliveryFilter {
     pub state: Option<DeliveryState>,
@@ -463,14 +476,11 @@ impl Store {
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
 
-    /// Every attempt of a delivery: (attempt, started_at, duration_ms, status, error).
-    pub async fn delivery_attempts(
-        &self,
-        id: &str,
-    ) -> Result<Vec<(i64, i64, Option<i64>, Option<i64>, Option<String>)>, StoreError> {
+    /// Every attempt of a delivery, first first.
+    pub async fn delivery_attempts(&self, id: &str) -> Result<Vec<Attempt>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT attempt, started_at, duration_ms, status, error FROM delivery_attempts
-             WHERE delivery_id = ? ORDER BY attempt",
+            "SELECT attempt, started_at, duration_ms, status, error, response
+             FROM delivery_attempts WHERE delivery_id = ? ORDER BY attempt",
         )
         .bind(id)
         .fetch_all(&self.reader)

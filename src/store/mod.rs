@@ -26,7 +26,7 @@ use sqlx::sqlite::{
 };
 
 pub use deliveries::{
-    AttemptNext, AttemptRecord, Delivery, DeliveryFilter, DeliveryState, NewDelivery,
+    Attempt, AttemptNext, AttemptRecord, Delivery, DeliveryFilter, DeliveryState, NewDelivery,
 };
 pub use dirs::KnownDir;
 pub use documents::{

@@ -1,4 +1,4 @@
-//! Reads for `/readyz` and `/metrics`.
+//! Reads for `/readyz`, `/metrics` and the status pages.
 
 use super::{Store, StoreError};
 
@@ -25,6 +25,29 @@ impl Store {
                 .fetch_all(&self.reader)
                 .await?,
         )
+    }
+
+    /// Jobs waiting, running or dead, by (rule, state): what a rule has
+    /// in hand. Read through the state index, so finished history (most
+    /// rows) is never scanned.
+    pub async fn open_job_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT rule, state, COUNT(*) FROM jobs
+             WHERE state IN ('queued', 'running', 'dead') GROUP BY rule, state",
+        )
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// Per rule, the newest error of a job that is dead or waiting for
+    /// its retry: (rule, error, when).
+    pub async fn last_errors(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT rule, error, MAX(updated_at) FROM jobs
+             WHERE state IN ('queued', 'dead') AND error IS NOT NULL GROUP BY rule",
+        )
+        .fetch_all(&self.reader)
+        .await?)
     }
 
     /// Deliveries marked delivered; with `of_jobs`, only those of jobs.

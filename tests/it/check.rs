@@ -562,3 +562,21 @@ fn the_container_config_comes_from_the_environment() {
         "{all}"
     );
 }
+
+#[test]
+fn a_missing_rules_directory_is_reported_where_the_config_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "ferry.yaml",
+        "openwebui:\n  url: http://127.0.0.1:1\n  api_key: ${TEST_API_KEY}\nserver:\n  admin_token: ${TEST_ADMIN_TOKEN}\nrules: /nonexistent/ferry-rules\n",
+    );
+    let out = ferry(dir.path(), &["check", "--config", "ferry.yaml"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.lines().any(|l| l.contains("ferry.yaml:6:8:")
+            && l.contains("rules: cannot read directory /nonexistent/ferry-rules")),
+        "{all}"
+    );
+}

@@ -620,7 +620,7 @@ impl Outage {
     }
 }
 
-/// Fault: Open WebUI stopped for two minutes while files are being
+/// Fault: Open WebUI stopped for 45 s while files are being
 /// ingested, chatted about and delivered (its process frozen, every
 /// connection cut mid-request, new ones refused), then back. Everything completes, nothing is doubled, and
 /// no orphan upload stays in Open WebUI's file store (before, the uploads
@@ -631,6 +631,7 @@ impl Outage {
 #[ignore = "needs a real Open WebUI: scripts/e2e.sh"]
 async fn an_open_webui_outage_loses_and_doubles_nothing() {
     const FILES: usize = 40;
+    const OUTAGE: Duration = Duration::from_secs(45);
     let s = server();
     let api = Api::new(&s);
     let outage = Outage::start(&s.url).await;
@@ -682,8 +683,9 @@ async fn an_open_webui_outage_loses_and_doubles_nothing() {
     )
     .await;
     // Stopped as well as cut off: the server process itself is frozen
-    // (SIGSTOP) and its connections to ferry are gone; after two minutes it
-    // continues (SIGCONT) and finishes what it had, answers nobody gets.
+    // (SIGSTOP) and its connections to ferry are gone; after three times
+    // ferry's request timeout (15 s) it continues (SIGCONT) and finishes
+    // what it had, answers nobody gets.
     let owui_port = s.url.rsplit(':').next().unwrap().trim_end_matches('/');
     let owui = crate::helpers::daemon::pid_listening_on(owui_port.parse().unwrap())
         .expect("the Open WebUI process");
@@ -691,12 +693,13 @@ async fn an_open_webui_outage_loses_and_doubles_nothing() {
     let at_cut = api.knowledge_file_names(&kb).await.len();
     let stopped = Frozen::stop(owui);
     outage.cut();
-    tokio::time::sleep(Duration::from_secs(120)).await;
+    tokio::time::sleep(OUTAGE).await;
     drop(stopped);
     outage.restore();
     eprintln!(
-        "e2e {}: outage of 120 s cut in at {at_cut}/{FILES} linked",
-        s.version
+        "e2e {}: outage of {} s cut in at {at_cut}/{FILES} linked",
+        s.version,
+        OUTAGE.as_secs()
     );
 
     let started = Instant::now();

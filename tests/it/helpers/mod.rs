@@ -14,6 +14,7 @@
 
 pub mod daemon;
 pub mod e2e;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
