@@ -238,6 +238,7 @@ async fn supervise(
     let router = server::router(
         sup.server_parts.clone(),
         sup.admin_token.clone(),
+        sup.server.tool_token.clone(),
         sup.pages.take(),
         draining.clone(),
         Arc::new(server::AllowedHosts::new(sup.addr, &sup.server.hosts)),

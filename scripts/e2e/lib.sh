@@ -8,7 +8,8 @@
 # FERRY_E2E_UPSTREAM_URL (the stand-in model; POST /control/models
 # {"add": NAME} makes a model appear, as one that finished loading), and the
 # webhook receiver that verifies signatures with the reference library:
-# FERRY_E2E_RECEIVER_URL, FERRY_E2E_RECEIVER_LOG, FERRY_E2E_RECEIVER_SECRET.
+# FERRY_E2E_RECEIVER_URL, FERRY_E2E_RECEIVER_LOG, FERRY_E2E_RECEIVER_SECRET;
+# and FERRY_E2E_OPENAPI_VALIDATOR (openapi-spec-validator's command).
 
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 E2E_PIDS=()
@@ -45,6 +46,10 @@ e2e_start() { # VERSION WORKDIR
   E2E_PIDS+=($!)
   e2e_wait_http "http://127.0.0.1:$up_port/v1/models" 20 "$work/upstream.log"
   export FERRY_E2E_UPSTREAM_URL="http://127.0.0.1:$up_port"
+
+  local validator
+  validator=$("$E2E_DIR/install-openapi-validator.sh")
+  export FERRY_E2E_OPENAPI_VALIDATOR="$validator/bin/openapi-spec-validator"
 
   local rx_venv rx_port
   rx_venv=$("$E2E_DIR/install-receiver.sh")

@@ -85,6 +85,9 @@ pub struct ServerConfig {
     pub ui: bool,
     /// A password for the pages, instead of pasting the admin token.
     pub ui_password: Option<Secret>,
+    /// A second bearer token that may only read and run rules: for Open
+    /// WebUI's tool servers (`server.tool_token`).
+    pub tool_token: Option<Secret>,
 }
 
 impl ServerConfig {
@@ -491,6 +494,7 @@ fn decode_server(node: Option<&yaml::Node>, d: &mut Decoder) -> Option<ServerCon
             max_connections_per_peer: ServerConfig::DEFAULT_MAX_CONNECTIONS_PER_PEER,
             ui: true,
             ui_password: None,
+            tool_token: None,
         });
     };
     let f = d.fields(
@@ -506,6 +510,8 @@ fn decode_server(node: Option<&yaml::Node>, d: &mut Decoder) -> Option<ServerCon
             "ui",
             "ui_password",
             "ui_password_file",
+            "tool_token",
+            "tool_token_file",
         ],
     )?;
     let hosts = match f.get("hosts") {
@@ -552,6 +558,23 @@ fn decode_server(node: Option<&yaml::Node>, d: &mut Decoder) -> Option<ServerCon
         Some(n) => d.bool(n, "server.ui"),
         None => Some(true),
     };
+    let tool_token = d.secret(&f, "tool_token", "server");
+    if let Some(t) = &tool_token {
+        if t.expose().len() < 16 {
+            d.error(
+                f.pos,
+                "server.tool_token: use at least 16 characters (e.g. `openssl rand -hex 32`)",
+            );
+        } else if admin_token
+            .as_ref()
+            .is_some_and(|a| a.expose() == t.expose())
+        {
+            d.error(
+                f.pos,
+                "server.tool_token: must differ from admin_token (it may do less)",
+            );
+        }
+    }
     let ui_password = d.secret(&f, "ui_password", "server");
     if let Some(p) = &ui_password
         && p.expose().len() < 12
@@ -566,6 +589,7 @@ fn decode_server(node: Option<&yaml::Node>, d: &mut Decoder) -> Option<ServerCon
         max_connections_per_peer: max_connections_per_peer?,
         ui: ui?,
         ui_password,
+        tool_token,
     })
 }
 

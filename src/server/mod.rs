@@ -7,6 +7,7 @@
 //! only that way hyper's header-read timeout is armed (it needs a timer):
 //! a client that trickles its headers is cut off after 10 s.
 
+pub mod api;
 pub mod hooks;
 pub mod limits;
 pub mod ui;
@@ -14,14 +15,13 @@ pub mod ui;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -29,11 +29,9 @@ use crate::config::Secret;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::rules::RuleSet;
-use crate::store::{
-    DeliveryFilter, DeliveryState, DocumentFilter, DocumentState, JobFilter, JobState, Store,
-};
+use crate::store::{DeliveryState, DocumentState, JobState, Store};
 use crate::supervise::Tasks;
-use crate::triggers::{Queue, TriggerEvent};
+use crate::triggers::Queue;
 
 /// Admin and health bodies are small.
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
@@ -61,6 +59,8 @@ pub(crate) struct AppState {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     admin_token: Option<Secret>,
+    /// May only read and run rules (`server.tool_token`).
+    tool_token: Option<Secret>,
     /// Cancelled when shutdown begins: hooks answer 503 from then on.
     draining: CancellationToken,
     limits: Arc<limits::HookLimits>,
@@ -68,19 +68,14 @@ pub(crate) struct AppState {
     ui: Option<Arc<ui::Ui>>,
 }
 
-pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message.into()}})),
-    )
-        .into_response()
-}
+pub(crate) use api::error;
 
 pub use crate::signing::constant_time_eq;
 
 pub fn router(
     parts: Parts,
     admin_token: Option<Secret>,
+    tool_token: Option<Secret>,
     pages: Option<ui::Settings>,
     draining: CancellationToken,
     hosts: Arc<AllowedHosts>,
@@ -95,29 +90,36 @@ pub fn router(
         health: parts.health,
         metrics: parts.metrics,
         admin_token,
+        tool_token,
         draining,
         limits: Default::default(),
         ui: pages.map(|p| Arc::new(ui::Ui::new(p, started_ms))),
     };
-    let admin = Router::new()
-        .route("/rules", get(rules))
-        .route("/rules/{name}/run", post(run_rule))
-        .route("/rules/{name}/sync", post(sync_rule))
-        .route("/documents", get(documents))
-        .route("/jobs", get(jobs))
-        .route("/jobs/{id}", get(job))
-        .route("/jobs/{id}/retry", post(retry_job))
-        .route("/deliveries", get(deliveries))
-        .route("/deliveries/{id}", get(delivery))
-        .route("/deliveries/{id}/redeliver", post(redeliver))
+    let (admin, description) = api::routes();
+    let admin = admin
         .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    // Public: it holds no secret, and a tool server (Open WebUI) reads it
+    // before it calls anything.
+    let description: Arc<str> = description
+        .to_pretty_json()
+        .expect("the description serialises")
+        .into();
     let mut routes = Router::new()
         // The hook reads its own body, bounded by the rule's `max_body`.
         .route("/hooks/{*path}", post(hooks::receive))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move {
+                (
+                    [("content-type", "application/json")],
+                    description.to_string(),
+                )
+            }),
+        )
         .nest("/api/v1", admin);
     if state.ui.is_some() {
         routes = routes.merge(ui::routes(state.clone()));
@@ -254,28 +256,50 @@ async fn refuse_connection(mut stream: tokio::net::TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
 }
 
+/// The admin token may call everything; the tool token only
+/// [`api::TOOL_ROUTES`].
 async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(token) = &state.admin_token else {
+    if state.admin_token.is_none() && state.tool_token.is_none() {
         return error(
             StatusCode::FORBIDDEN,
             "admin_disabled",
             "the admin API is off: set server.admin_token",
         );
-    };
+    }
     let given = request
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+    let is = |token: &Option<Secret>| {
+        token
+            .as_ref()
+            .is_some_and(|t| constant_time_eq(given.as_bytes(), t.expose().as_bytes()))
+    };
+    if is(&state.admin_token) {
+        return next.run(request).await;
+    }
+    if is(&state.tool_token) {
+        let route = request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(|p| p.as_str());
+        let method = request.method().as_str();
+        if route.is_some_and(|r| api::TOOL_ROUTES.contains(&(method, r))) {
+            return next.run(request).await;
+        }
         return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid admin Bearer token is required",
+            StatusCode::FORBIDDEN,
+            "outside_tool_scope",
+            "the tool token may only read and run rules",
         );
     }
-    next.run(request).await
+    error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid admin Bearer token is required",
+    )
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -353,235 +377,6 @@ async fn scrape(state: &AppState) -> Result<crate::metrics::Scraped, crate::stor
         scraped.oldest_due_job = std::time::Duration::from_millis((now - due) as u64);
     }
     Ok(scraped)
-}
-
-async fn rules(State(state): State<AppState>) -> Response {
-    let paused: std::collections::HashMap<String, String> = state
-        .store
-        .paused_rules()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    let list: Vec<Value> = state
-        .rules
-        .all()
-        .iter()
-        .map(|r| {
-            json!({
-                "name": r.name,
-                "trigger": r.trigger.kind().as_str(),
-                "file": r.file,
-                "collection": r.ingest.as_ref().map(|i| i.collection.to_string()),
-                "model": r.chat.as_ref().map(|c| c.model.clone()),
-                "hook": match &r.trigger { crate::rules::Trigger::Webhook(w) => Some(format!("/hooks/{}", w.path)), _ => None },
-                "schedule": match &r.trigger { crate::rules::Trigger::Schedule(s) => Some(s.cron.clone()), _ => None },
-                "deliver": r.deliver.iter().map(|d| d.to.clone()).collect::<Vec<_>>(),
-                "paused": paused.get(&r.name),
-            })
-        })
-        .collect();
-    Json(json!({ "rules": list })).into_response()
-}
-
-#[derive(Deserialize)]
-struct ListQuery {
-    state: Option<String>,
-    rule: Option<String>,
-    limit: Option<i64>,
-}
-
-async fn documents(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Response {
-    let doc_state = match q.state.as_deref().map(DocumentState::parse) {
-        Some(None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_state",
-                "unknown document state",
-            );
-        }
-        Some(s) => s,
-        None => None,
-    };
-    let filter = DocumentFilter {
-        state: doc_state,
-        rule: q.rule,
-        limit: Some(q.limit.unwrap_or(1000).clamp(1, 10_000)),
-    };
-    match state.store.documents(&filter).await {
-        Ok(docs) => Json(json!({ "documents": docs })).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
-    }
-}
-
-async fn jobs(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Response {
-    let job_state = match q.state.as_deref().map(JobState::parse) {
-        Some(None) => return error(StatusCode::BAD_REQUEST, "bad_state", "unknown job state"),
-        Some(s) => s,
-        None => None,
-    };
-    let filter = JobFilter {
-        state: job_state,
-        rule: q.rule,
-        kind: None,
-        limit: Some(q.limit.unwrap_or(100).clamp(1, 10_000)),
-    };
-    match state.store.jobs(&filter).await {
-        Ok(list) => Json(json!({ "jobs": list })).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
-    }
-}
-
-async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match state.store.job(&id).await {
-        Ok(Some(j)) => Json(json!(j)).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such job"),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
-    }
-}
-
-#[derive(Deserialize, Default)]
-struct RunBody {
-    #[serde(default)]
-    vars: serde_json::Map<String, Value>,
-    /// For a hook rule run by hand: the request body it would have had.
-    #[serde(default)]
-    payload: Option<Value>,
-}
-
-async fn run_rule(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    body: Option<Json<RunBody>>,
-) -> Response {
-    let Some(rule) = state.rules.get(&name) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no rule named `{name}`"),
-        );
-    };
-    if rule.chat.is_none() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "no_chat",
-            format!("rule `{name}` has no `chat` to run"),
-        );
-    }
-    let body = body.map(|Json(b)| b).unwrap_or_default();
-    let event = TriggerEvent::Manual {
-        vars: body.vars,
-        payload: body.payload,
-    };
-    match state.queue.submit(&rule.name, event).await {
-        Ok(e) => (
-            StatusCode::ACCEPTED,
-            Json(json!({"job_id": e.id, "status_url": format!("/api/v1/jobs/{}", e.id)})),
-        )
-            .into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
-    }
-}
-
-/// A full reconcile of a watch rule now, and the check of its knowledge
-/// base (drift repair).
-async fn sync_rule(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    let Some(rule) = state.rules.get(&name) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no rule named `{name}`"),
-        );
-    };
-    if !matches!(rule.trigger, crate::rules::Trigger::Watch(_)) || rule.ingest.is_none() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "not_a_mirror",
-            format!("rule `{name}` is not a watch rule that ingests"),
-        );
-    }
-    match state.queue.sync_now(&rule.name).await {
-        Ok(()) => (
-            StatusCode::ACCEPTED,
-            Json(json!({"rule": rule.name, "sync": "queued"})),
-        )
-            .into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
-    }
-}
-
-async fn retry_job(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match state.queue.retry_dead(&id).await {
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such job"),
-        Ok(Some(JobState::Dead)) => (
-            StatusCode::ACCEPTED,
-            Json(json!({"job_id": id, "status_url": format!("/api/v1/jobs/{id}")})),
-        )
-            .into_response(),
-        Ok(Some(other)) => error(
-            StatusCode::CONFLICT,
-            "not_dead",
-            format!("the job is {}; only dead jobs are retried", other.as_str()),
-        ),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
-    }
-}
-
-async fn deliveries(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Response {
-    let delivery_state = match q.state.as_deref().map(DeliveryState::parse) {
-        Some(None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_state",
-                "unknown delivery state",
-            );
-        }
-        Some(s) => s,
-        None => None,
-    };
-    let filter = DeliveryFilter {
-        state: delivery_state,
-        rule: q.rule,
-        limit: Some(q.limit.unwrap_or(100).clamp(1, 10_000)),
-    };
-    match state.store.deliveries(&filter).await {
-        Ok(list) => Json(json!({ "deliveries": list })).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
-    }
-}
-
-async fn delivery(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match state.store.delivery(&id).await {
-        Ok(Some(d)) => {
-            let attempts: Vec<Value> = state
-                .store
-                .delivery_attempts(&id)
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .map(|a| json!(a))
-                .collect();
-            let mut v = json!(d);
-            v["body"] = Value::String(String::from_utf8_lossy(&d.body).into_owned());
-            v["attempt_log"] = Value::Array(attempts);
-            Json(v).into_response()
-        }
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such delivery"),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
-    }
-}
-
-async fn redeliver(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match state.queue.redeliver(&id).await {
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such delivery"),
-        Ok(Some(false)) => error(
-            StatusCode::CONFLICT,
-            "in_flight",
-            "the delivery is being sent right now",
-        ),
-        Ok(Some(true)) => (StatusCode::ACCEPTED, Json(json!({"delivery_id": id}))).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
-    }
 }
 
 #[cfg(test)]

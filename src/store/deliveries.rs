@@ -10,7 +10,7 @@ use sqlx::Row;
 
 use super::{Store, StoreError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryState {
     Pending,
@@ -54,7 +54,7 @@ pub struct NewDelivery {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: String,
     pub job_id: Option<String>,
@@ -116,7 +116,7 @@ pub enum AttemptNext {
 }
 
 /// One try at sending a delivery, as recorded.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Attempt {
     pub attempt: i64,
     pub started_at: i64,

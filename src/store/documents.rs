@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::{Store, StoreError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DocumentState {
     Discovered,
@@ -47,7 +47,7 @@ impl DocumentState {
 }
 
 /// Why a document failed; DESIGN §6 fixes the words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureReason {
     Duplicate,
@@ -113,7 +113,7 @@ impl std::fmt::Display for FailureReason {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Document {
     pub id: i64,
     pub rule: String,

@@ -113,6 +113,32 @@ const CONFINED: &[Confined] = &[
     },
 ];
 
+/// A rule: these words must not appear in these files (a line holding
+/// one of `except` is allowed).
+struct Forbidden {
+    what: &'static str,
+    words: &'static [&'static str],
+    files: &'static [&'static str],
+    except: &'static [&'static str],
+}
+
+const ROUTES_DESCRIBED: &str = "admin routes are registered with their description (`routes!`), so /api/v1/openapi.json lists every one";
+
+const FORBIDDEN: &[Forbidden] = &[
+    Forbidden {
+        what: ROUTES_DESCRIBED,
+        words: &[".route(", ".route_service(", ".nest(", ".merge("],
+        files: &["server/api.rs"],
+        except: &[],
+    },
+    Forbidden {
+        what: ROUTES_DESCRIBED,
+        words: &["\"/api/"],
+        files: &["server/mod.rs", "server/ui/mod.rs"],
+        except: &["\"/api/v1/openapi.json\"", ".nest(\"/api/v1\", admin)"],
+    },
+];
+
 /// The code that handles watched files stats and opens them only through
 /// `safe_fs` (no link followed, regular files only).
 const WATCHED_FILE_ROOMS: &[&str] = &[
@@ -139,6 +165,25 @@ fn violations(src: &Path) -> Vec<String> {
         for s in sources.iter().filter(|s| !s.under(rule.rooms)) {
             for (n, line) in s.lines.iter().enumerate() {
                 if rule.words.iter().any(|w| line.contains(w)) {
+                    out.push(format!(
+                        "{}: src/{}:{}: {}",
+                        rule.what,
+                        s.path,
+                        n + 1,
+                        line.trim()
+                    ));
+                }
+            }
+        }
+    }
+    for rule in FORBIDDEN {
+        for s in sources
+            .iter()
+            .filter(|s| rule.files.contains(&s.path.as_str()))
+        {
+            for (n, line) in s.lines.iter().enumerate() {
+                let hit = rule.words.iter().any(|w| line.contains(w));
+                if hit && !rule.except.iter().any(|e| line.contains(e)) {
                     out.push(format!(
                         "{}: src/{}:{}: {}",
                         rule.what,
@@ -318,6 +363,16 @@ fn each_rule_catches_a_planted_violation() {
             "store/mod.rs",
             "fn stray() { let _ = crate::server::router; }",
             "no import cycles",
+        ),
+        (
+            "server/api.rs",
+            "fn stray(r: axum::Router<AppState>) -> axum::Router<AppState> { r.route(\"/x\", axum::routing::get(|| async {})) }",
+            "lists every one",
+        ),
+        (
+            "server/mod.rs",
+            "fn stray(r: Router) -> Router { r.route(\"/api/v1/secret\", get(|| async {})) }",
+            "lists every one",
         ),
     ];
     for (file, line, rule) in plants {

@@ -406,3 +406,80 @@ async fn saved_exchange_shows_as_a_chat_with_both_messages() {
     assert_eq!(history["messages"][parent]["role"], "user");
     assert_eq!(history["messages"][parent]["content"], question.as_str());
 }
+
+/// The admin API's description passes an independent validator
+/// (openapi-spec-validator), and Open WebUI reads it as a tool server with
+/// the tool token — the way the README tells admins to add ferry.
+#[tokio::test]
+#[ignore = "needs a real Open WebUI: scripts/e2e.sh"]
+async fn the_api_description_validates_and_open_webui_takes_it_as_a_tool_server() {
+    use crate::helpers::daemon::{ADMIN, Daemon, free_port};
+    const TOOL: &str = "tool-token-for-open-webui-0123";
+    let s = server();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("ferry.yaml"),
+        format!(
+            "openwebui:\n  url: {}\n  api_key: ${{E2E_API_KEY}}\nstate:\n  database: state/ferry.db\n\
+             server:\n  listen: 127.0.0.1:{port}\n  admin_token: {ADMIN}\n  tool_token: {TOOL}\n",
+            s.url
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules/greet.yaml"),
+        "chat:\n  model: fake-model\n  prompt: Hello\n",
+    )
+    .unwrap();
+    let daemon = Daemon::spawn(dir.path(), port, &[("E2E_API_KEY", &s.api_key)]);
+    let base = format!("http://127.0.0.1:{port}");
+    let spec = reqwest::get(format!("{base}/api/v1/openapi.json"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, &spec).unwrap();
+    let validator = std::env::var("FERRY_E2E_OPENAPI_VALIDATOR")
+        .expect("FERRY_E2E_OPENAPI_VALIDATOR: run with scripts/e2e.sh");
+    let out = Command::new(&validator).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", all(&out));
+    assert!(stdout(&out).contains("OK"), "{}", all(&out));
+
+    // Open WebUI's own check of a tool server connection, as its admin
+    // settings page makes it: URL {ferry}/api/v1, spec path openapi.json,
+    // bearer auth with the tool token.
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/configs/tool_servers/verify", s.url))
+        .bearer_auth(&s.api_key)
+        .json(&serde_json::json!({
+            "url": format!("{base}/api/v1"),
+            "path": "openapi.json",
+            "type": "openapi",
+            "auth_type": "bearer",
+            "key": TOOL,
+            "config": {},
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let seen: serde_json::Value = r.json().await.unwrap_or_default();
+    assert_eq!(status, 200, "Open WebUI refused the tool server: {seen}");
+    let ops: Vec<&str> = seen["paths"]
+        .as_object()
+        .map(|p| {
+            p.values()
+                .flat_map(|m| m.as_object().unwrap().values())
+                .filter_map(|op| op["operationId"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    for id in ["list_documents", "run_rule", "list_jobs"] {
+        assert!(ops.contains(&id), "{id} not among {ops:?}");
+    }
+    daemon.stop();
+}

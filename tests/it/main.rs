@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod api;
 mod architecture;
 mod check;
 mod cli;
