@@ -1,10 +1,13 @@
 //! Stamps the commit into `ferry --version`: from `FERRY_COMMIT` when a
-//! package build sets it (no `.git` there), else from git, else "unknown".
+//! package build sets it (no `.git` there), else from git, else "unknown";
+//! and rebuilds when a migration is added.
 
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=FERRY_COMMIT");
+    // `sqlx::migrate!` embeds migrations/: a new file must rebuild.
+    println!("cargo:rerun-if-changed=migrations");
     // Only paths that exist: cargo reruns a script that names a missing
     // one on every build. A worktree keeps HEAD and refs apart.
     for (flag, leaf) in [("--git-dir", "HEAD"), ("--git-common-dir", "refs/heads")] {

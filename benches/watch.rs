@@ -9,7 +9,7 @@
 //!   the in-process fake Open WebUI: time of the startup reconcile, RSS,
 //!   and CPU while idle.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -198,7 +198,11 @@ async fn real() {
     }
 }
 
-async fn fake() {
+/// A fake Open WebUI with the `Bench` collection, a config, and a watched
+/// tree of `FERRY_BENCH_TREE` files (default 100,000) that the state
+/// database already knows as linked. Returns the fake, the directory (its
+/// store closed again), the port, the file count and the setup time.
+async fn in_sync_tree() -> (FakeOpenWebUi, tempfile::TempDir, u16, usize, Duration) {
     let count: usize = std::env::var("FERRY_BENCH_TREE")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -209,43 +213,38 @@ async fn fake() {
     let inbox = dir.path().join("inbox");
     let port = free_port();
     write_config(dir.path(), &fake.url(), "BENCH_KEY", port, &inbox, "2s");
-
-    // The tree, and a state DB that already knows every file as linked.
     let made = Instant::now();
-    let mut files: Vec<(PathBuf, FileStat)> = Vec::with_capacity(count);
+    let mut seeded = Vec::with_capacity(count);
     for i in 0..count {
         let p = inbox.join(format!("a{}/b{}/f{i}.md", i % 100, (i / 100) % 10));
         if i < 1000 {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         }
         std::fs::write(&p, format!("file {i}")).unwrap();
-        files.push((p.clone(), FileStat::of(&std::fs::metadata(&p).unwrap())));
+        let st = FileStat::of(&std::fs::metadata(&p).unwrap());
+        seeded.push((
+            p.to_string_lossy().into_owned(),
+            st.size as i64,
+            st.mtime_ns,
+            st.inode as i64,
+            format!("f{i}"),
+        ));
     }
     let store = Store::open(&dir.path().join("state/ferry.db"))
         .await
         .unwrap();
-    let seeded: Vec<_> = files
-        .iter()
-        .enumerate()
-        .map(|(i, (p, st))| {
-            let path = p.to_string_lossy().into_owned();
-            (
-                path,
-                st.size as i64,
-                st.mtime_ns,
-                st.inode as i64,
-                format!("f{i}"),
-            )
-        })
-        .collect();
     store
         .seed_linked("bench", (&kb, "Bench"), &seeded, now_ms())
         .await
         .unwrap();
-    drop(store);
+    (fake, dir, port, count, made.elapsed())
+}
+
+async fn fake() {
+    let (fake, dir, port, count, made) = in_sync_tree().await;
     println!(
         "fake Open WebUI, {count} files already in sync (set up in {:.1} s):",
-        made.elapsed().as_secs_f64()
+        made.as_secs_f64()
     );
 
     let spawned = Instant::now();
@@ -320,6 +319,101 @@ async fn fake_kb(fake: &FakeOpenWebUi) -> String {
         .id
 }
 
+/// The status pages of a large installation: 100,000 documents (an
+/// unchanged tree, as in `fake`) and 100,000 finished jobs → server time
+/// of the overview, a rule's documents page and the jobs page (loopback,
+/// signed in), and their weight.
+async fn ui() {
+    let jobs: usize = std::env::var("FERRY_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let (_fake, dir, port, count, _) = in_sync_tree().await;
+    let store = Store::open(&dir.path().join("state/ferry.db"))
+        .await
+        .unwrap();
+    store.seed_jobs("bench", jobs, now_ms()).await.unwrap();
+    drop(store);
+    let mut child = spawn_ferry(dir.path(), "BENCH_KEY", API_KEY, port, "warn");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let signed = http
+        .post(format!("{base}/ui/login"))
+        .form(&[("secret", ADMIN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 303, "signed in");
+    let cookie = signed.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    // Settled first: the start-up sweep reads the whole tree.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    println!("status pages with {count} documents and {jobs} jobs in the store:");
+    let mut weights = Vec::new();
+    for (name, path, rounds) in [
+        ("overview", "/ui/", 200),
+        ("a rule's documents (500 shown)", "/ui/rules/bench", 50),
+        (
+            "failed documents (none)",
+            "/ui/rules/bench?state=failed",
+            50,
+        ),
+        ("jobs (200 shown)", "/ui/jobs", 50),
+        ("dead jobs", "/ui/jobs?state=dead", 50),
+    ] {
+        let mut times = Vec::with_capacity(rounds);
+        let mut bytes = 0;
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let r = http
+                .get(format!("{base}{path}"))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            bytes = r.bytes().await.unwrap().len();
+            times.push(t.elapsed().as_micros() as i64);
+        }
+        times.sort();
+        println!(
+            "  {name}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {:.1} KB of HTML",
+            percentile(&times, 0.5) as f64 / 1000.0,
+            percentile(&times, 0.99) as f64 / 1000.0,
+            *times.last().unwrap() as f64 / 1000.0,
+            bytes as f64 / 1024.0
+        );
+        weights.push((name, bytes));
+    }
+    let mut assets = 0;
+    for path in ["/ui/style.css", "/ui/refresh.js"] {
+        assets += http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .len();
+    }
+    println!(
+        "  page weight of the overview: {:.1} KB HTML + {:.1} KB stylesheet and script (cached), no images or fonts",
+        weights[0].1 as f64 / 1024.0,
+        assets as f64 / 1024.0
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[tokio::main]
 async fn main() {
     let which: Vec<String> = std::env::args()
@@ -332,5 +426,8 @@ async fn main() {
     }
     if which.iter().any(|w| w == "real") {
         real().await;
+    }
+    if which.iter().any(|w| w == "ui") {
+        ui().await;
     }
 }

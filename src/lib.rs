@@ -100,8 +100,12 @@
 //! - [`signing`]: Standard Webhooks and hex HMAC, both directions (used by
 //!   [`deliver`] and [`server::hooks`]).
 //! - [`server`]: HTTP on a hyper loop with a header-read timeout:
-//!   [`server::hooks`] (incoming webhooks), health, readiness, metrics,
-//!   admin API; [`server::limits`] (rates, slots, connections).
+//!   [`server::hooks`] (incoming webhooks), health, readiness, metrics;
+//!   [`server::api`] (the admin API, typed, and its OpenAPI description;
+//!   the tool token's scope); [`server::ui`] (the status pages: sessions,
+//!   CSRF, the handlers gathering data) with [`server::ui::pages`] (the
+//!   markup, pure functions of plain data); [`server::limits`] (rates,
+//!   slots, connections).
 //! - [`clock`]: the wall clock (system or manual); RFC 3339 formatting.
 //! - [`health`]: what the workers last saw of Open WebUI, for `/readyz`,
 //!   and the job and delivery loops' progress beats.
@@ -180,6 +184,14 @@
 //! - `READY=1` waits for the store and the listener only, never for Open
 //!   WebUI; `WATCHDOG=1` only while the job and delivery loops beat.
 //!   *Guard*: `systemd::ready_status_and_a_watchdog_that_follows_the_loops`.
+//! - The admin API's description cannot miss a route: routes are added
+//!   only with `utoipa_axum::routes!`, which registers the handler and its
+//!   description together. *Guard*: architecture rule "lists every one",
+//!   `api::every_described_operation_is_served`.
+//! - The status pages change nothing without a session and its CSRF token,
+//!   and render every value escaped. *Guard*:
+//!   `ui::pages_need_a_session_and_actions_need_its_token`,
+//!   `server::ui::pages::tests`, `e2e_ui` in a real browser.
 //! - Every long-running task runs under [`supervise::supervised`].
 //!   *Guard*: `daemon::a_watcher_that_panics_is_reported_and_comes_back`.
 //! - The watcher is level-triggered: a job only says "look at this path";

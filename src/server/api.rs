@@ -294,12 +294,26 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
-fn bad_state(what: &str, all: &[&str]) -> Response {
-    error(
-        StatusCode::BAD_REQUEST,
-        "bad_state",
-        format!("unknown {what} state (one of {})", all.join(", ")),
-    )
+/// A list's `?state=`: none, one of `all`, or the 400 that names them.
+fn state_filter<T: Copy>(
+    given: Option<&str>,
+    all: &[T],
+    name: fn(T) -> &'static str,
+    what: &str,
+) -> Result<Option<T>, Box<Response>> {
+    let Some(given) = given else { return Ok(None) };
+    all.iter()
+        .copied()
+        .find(|s| name(*s) == given)
+        .map(Some)
+        .ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(|s| name(*s)).collect();
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "bad_state",
+                format!("unknown {what} state (one of {})", names.join(", ")),
+            ))
+        })
 }
 
 #[derive(Serialize, ToSchema)]
@@ -312,13 +326,14 @@ pub struct DocumentList {
     params(ListQuery),
     responses((status = 200, description = "Found", body = DocumentList), (status = 400, description = "The request cannot be done", body = ApiError)))]
 async fn list_documents(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Response {
-    let doc_state = match q.state.as_deref().map(DocumentState::parse) {
-        Some(None) => {
-            let all: Vec<&str> = DocumentState::ALL.iter().map(|s| s.as_str()).collect();
-            return bad_state("document", &all);
-        }
-        Some(s) => s,
-        None => None,
+    let doc_state = match state_filter(
+        q.state.as_deref(),
+        &DocumentState::ALL,
+        DocumentState::as_str,
+        "document",
+    ) {
+        Ok(s) => s,
+        Err(bad) => return *bad,
     };
     let filter = DocumentFilter {
         state: doc_state,
@@ -341,13 +356,10 @@ pub struct JobList {
     params(ListQuery),
     responses((status = 200, description = "Found", body = JobList), (status = 400, description = "The request cannot be done", body = ApiError)))]
 async fn list_jobs(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Response {
-    let job_state = match q.state.as_deref().map(JobState::parse) {
-        Some(None) => {
-            let all: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
-            return bad_state("job", &all);
-        }
-        Some(s) => s,
-        None => None,
+    let job_state = match state_filter(q.state.as_deref(), &JobState::ALL, JobState::as_str, "job")
+    {
+        Ok(s) => s,
+        Err(bad) => return *bad,
     };
     let filter = JobFilter {
         state: job_state,
@@ -411,13 +423,14 @@ pub struct DeliveryList {
     params(ListQuery),
     responses((status = 200, description = "Found", body = DeliveryList), (status = 400, description = "The request cannot be done", body = ApiError)))]
 async fn list_deliveries(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Response {
-    let delivery_state = match q.state.as_deref().map(DeliveryState::parse) {
-        Some(None) => {
-            let all: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
-            return bad_state("delivery", &all);
-        }
-        Some(s) => s,
-        None => None,
+    let delivery_state = match state_filter(
+        q.state.as_deref(),
+        &DeliveryState::ALL,
+        DeliveryState::as_str,
+        "delivery",
+    ) {
+        Ok(s) => s,
+        Err(bad) => return *bad,
     };
     let filter = DeliveryFilter {
         state: delivery_state,

@@ -464,15 +464,26 @@ impl Store {
     }
 
     pub async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM deliveries WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR rule = ?2)
-             ORDER BY created_at DESC LIMIT ?3",
-        )
-        .bind(filter.state.map(DeliveryState::as_str))
-        .bind(filter.rule.as_deref())
-        .bind(filter.limit.unwrap_or(i64::MAX))
-        .fetch_all(&self.reader)
-        .await?;
+        // Only the filters given (see `documents`).
+        let state = if filter.state.is_some() {
+            "state = ?1"
+        } else {
+            "?1 IS NULL"
+        };
+        let rule = if filter.rule.is_some() {
+            "rule = ?2"
+        } else {
+            "?2 IS NULL"
+        };
+        let sql = format!(
+            "SELECT * FROM deliveries WHERE {state} AND {rule} ORDER BY created_at DESC LIMIT ?3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(filter.state.map(DeliveryState::as_str))
+            .bind(filter.rule.as_deref())
+            .bind(filter.limit.unwrap_or(i64::MAX))
+            .fetch_all(&self.reader)
+            .await?;
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
 

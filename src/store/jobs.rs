@@ -452,18 +452,75 @@ impl Store {
     }
 
     pub async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM jobs
-             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR rule = ?2) AND (?3 IS NULL OR kind = ?3)
-             ORDER BY created_at DESC LIMIT ?4",
-        )
-        .bind(filter.state.map(JobState::as_str))
-        .bind(filter.rule.as_deref())
-        .bind(filter.kind.as_deref())
-        .bind(filter.limit.unwrap_or(i64::MAX))
-        .fetch_all(&self.reader)
-        .await?;
+        // Only the filters given (see `documents`).
+        let state = if filter.state.is_some() {
+            "state = ?1"
+        } else {
+            "?1 IS NULL"
+        };
+        let rule = if filter.rule.is_some() {
+            "rule = ?2"
+        } else {
+            "?2 IS NULL"
+        };
+        let kind = if filter.kind.is_some() {
+            "kind = ?3"
+        } else {
+            "?3 IS NULL"
+        };
+        let sql = format!(
+            "SELECT * FROM jobs WHERE {state} AND {rule} AND {kind} ORDER BY created_at DESC LIMIT ?4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(filter.state.map(JobState::as_str))
+            .bind(filter.rule.as_deref())
+            .bind(filter.kind.as_deref())
+            .bind(filter.limit.unwrap_or(i64::MAX))
+            .fetch_all(&self.reader)
+            .await?;
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Test support: `n` finished chat jobs of `rule` (every hundredth
+    /// dead, with an error; the others succeeded, with a prompt and an
+    /// answer), one a second back from `now_ms`, in one transaction.
+    #[cfg(feature = "testing")]
+    pub async fn seed_jobs(&self, rule: &str, n: usize, now_ms: i64) -> Result<(), StoreError> {
+        let rule = rule.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                for i in 0..n {
+                    let at = now_ms - (n - i) as i64 * 1000;
+                    let dead = i % 100 == 0;
+                    let result = (!dead).then(|| {
+                        serde_json::json!({
+                            "prompt": format!("Summarise document {i} for the weekly digest."),
+                            "answer": format!("Document {i} says what documents say, at some length. ").repeat(6),
+                            "model": "bench-model",
+                        })
+                        .to_string()
+                    });
+                    sqlx::query(
+                        "INSERT INTO jobs (id, rule, kind, state, trigger_kind, input, result, error,
+                                           attempts, max_attempts, run_after, created_at, updated_at, finished_at)
+                         VALUES (?, ?, 'chat', ?, 'watch', '{}', ?, ?, 1, 5, ?, ?, ?, ?)",
+                    )
+                    .bind(uuid::Uuid::new_v4().to_string())
+                    .bind(&rule)
+                    .bind(if dead { "dead" } else { "succeeded" })
+                    .bind(result)
+                    .bind(dead.then_some("Open WebUI answered 500: upstream model timed out"))
+                    .bind(at)
+                    .bind(at)
+                    .bind(at + 800)
+                    .bind(at + 800)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Jobs by state, for metrics and tests.

@@ -131,7 +131,7 @@ async fn the_status_pages_in_a_real_browser() {
     b.goto(&format!("{base}/ui/")).await;
     b.click("form[action='/ui/rules/digest/run'] button").await;
     let job_url = b.wait_for_url("/ui/jobs/", LONG).await;
-    let dead = b.wait_for_text("dead after 1 of", LONG).await;
+    let dead = b.wait_for_text("dead — try 1 of", LONG).await;
     assert!(
         dead.contains("`vars.topc.title`"),
         "the template's error: {dead}"

@@ -1,7 +1,8 @@
 //! No secret leaves (security review M2, L1, I1): after failing deliveries
 //! to a webhook whose URL holds credentials, and a hook request carrying
 //! credential-like headers and query parameters, none of them is in the
-//! log, the database file, any admin API answer or CLI output.
+//! log, the database file, any admin API answer, status page or CLI
+//! output.
 
 use std::process::Command;
 use std::time::Duration;
@@ -84,6 +85,47 @@ async fn planted_secrets_reach_no_log_row_answer_or_output() {
         let text = daemon.get(&path).await.text().await.unwrap();
         seen.push((path, text));
     }
+    // The status pages, signed in, show the same things to people.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let signed = http
+        .post(format!("{base}/ui/login"))
+        .form(&[("secret", ADMIN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 303, "signed in");
+    let cookie = signed.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    for path in [
+        "/ui/".to_string(),
+        "/ui/jobs".into(),
+        format!("/ui/jobs/{job_id}"),
+        "/ui/deliveries".into(),
+        format!("/ui/deliveries/{delivery_id}"),
+    ] {
+        let r = http
+            .get(format!("{base}{path}"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        seen.push((path, r.text().await.unwrap()));
+    }
+    assert!(
+        seen.iter()
+            .any(|(p, t)| p.starts_with("/ui/deliveries/") && t.contains("127.0.0.1:9")),
+        "the page names the host of the failed attempt"
+    );
     // The query parameter that is no credential did reach the template.
     let job = &seen
         .iter()

@@ -793,6 +793,59 @@ mod tests {
         assert_eq!(s.csrf_of(&first, 1), None);
     }
 
+    /// The palette of `style.css`, per colour scheme: (name, #rrggbb).
+    fn palettes() -> Vec<Vec<(String, [f64; 3])>> {
+        STYLE
+            .split("--fg:")
+            .skip(1)
+            .map(|block| {
+                let block = format!("--fg:{}", &block[..block.find('}').unwrap()]);
+                block
+                    .split(';')
+                    .filter_map(|decl| {
+                        let (name, value) = decl.trim().split_once(':')?;
+                        let hex = value.trim().strip_prefix('#')?;
+                        let c = |i: usize| {
+                            u8::from_str_radix(&hex[i..i + 2], 16).unwrap() as f64 / 255.0
+                        };
+                        Some((name.trim().to_string(), [c(0), c(2), c(4)]))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// WCAG 2 contrast ratio of two sRGB colours.
+    fn contrast(a: [f64; 3], b: [f64; 3]) -> f64 {
+        let lum = |c: [f64; 3]| {
+            let l = |v: f64| {
+                if v <= 0.03928 {
+                    v / 12.92
+                } else {
+                    ((v + 0.055) / 1.055).powf(2.4)
+                }
+            };
+            0.2126 * l(c[0]) + 0.7152 * l(c[1]) + 0.0722 * l(c[2])
+        };
+        let (x, y) = (lum(a), lum(b));
+        (x.max(y) + 0.05) / (x.min(y) + 0.05)
+    }
+
+    #[test]
+    fn every_text_colour_meets_wcag_aa_on_every_background() {
+        let schemes = palettes();
+        assert_eq!(schemes.len(), 2, "light and dark");
+        for palette in schemes {
+            let get = |n: &str| palette.iter().find(|(k, _)| k == n).unwrap().1;
+            for bg in ["--bg", "--head"] {
+                for fg in ["--fg", "--muted", "--link", "--ok", "--bad", "--warn"] {
+                    let ratio = contrast(get(fg), get(bg));
+                    assert!(ratio >= 4.5, "{fg} on {bg}: {ratio:.2} < 4.5");
+                }
+            }
+        }
+    }
+
     #[test]
     fn tokens_are_long_and_distinct() {
         let (a, b) = (random_token(), random_token());

@@ -352,7 +352,7 @@ pub fn rule_documents(frame: &Frame, d: &RuleDocuments) -> Markup {
             p { "No documents." }
         } @else {
             @if (d.documents.len() as i64) < shown_of {
-                p { "The " (d.documents.len()) " most recently changed of " (shown_of) "." }
+                p { "The first " (d.documents.len()) " of " (shown_of) ", by path." }
             }
             div.scroll {
                 table {
