@@ -183,9 +183,17 @@ async fn the_status_pages_in_a_real_browser() {
     // At phone width: nothing wider than the screen but the tables' own
     // scrolling boxes.
     let phone = Browser::phone(390, 844).await;
+    // Signed in with the keyboard alone: the field has focus on arrival,
+    // Enter submits.
     phone.goto(&format!("{base}/ui/login")).await;
-    phone.type_into("#secret", ADMIN).await;
-    phone.click("button[type=submit]").await;
+    assert_eq!(
+        phone.script("return document.activeElement.id;").await,
+        "secret",
+        "the secret field has focus"
+    );
+    phone
+        .type_into("#secret", &format!("{ADMIN}\u{E007}"))
+        .await;
     phone.wait_for_text("Rules", LONG).await;
     assert_eq!(
         phone.script("return String(window.innerWidth);").await,
