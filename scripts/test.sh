@@ -52,6 +52,8 @@ if [ "$(id -u)" = 0 ] && [ -z "${FERRY_SKIP_DEB:-}" ]; then
   prefetch_apt=""
   step "Debian package: build, install, check, purge"
   FERRY_DEB_PROFILE=dev scripts/check-deb.sh
+  step "the package's unit under a real systemd (PID 1 in podman)"
+  FERRY_DEB_PROFILE=dev scripts/check-systemd.sh
 else
   step "Debian package: skipped (needs root, or FERRY_SKIP_DEB is set)"
 fi
