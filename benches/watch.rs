@@ -340,20 +340,7 @@ async fn ui() {
         .build()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let signed = http
-        .post(format!("{base}/ui/login"))
-        .form(&[("secret", ADMIN)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed.status(), 303, "signed in");
-    let cookie = signed.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = ferry::testing::ui_session(&http, &base, ADMIN).await;
     // Settled first: the start-up sweep reads the whole tree.
     tokio::time::sleep(Duration::from_secs(5)).await;
     println!("status pages with {count} documents and {jobs} jobs in the store:");

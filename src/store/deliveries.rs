@@ -464,19 +464,12 @@ impl Store {
     }
 
     pub async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {
-        // Only the filters given (see `documents`).
-        let state = if filter.state.is_some() {
-            "state = ?1"
-        } else {
-            "?1 IS NULL"
-        };
-        let rule = if filter.rule.is_some() {
-            "rule = ?2"
-        } else {
-            "?2 IS NULL"
-        };
         let sql = format!(
-            "SELECT * FROM deliveries WHERE {state} AND {rule} ORDER BY created_at DESC LIMIT ?3"
+            "SELECT * FROM deliveries WHERE {} ORDER BY created_at DESC LIMIT ?3",
+            super::where_given(&[
+                ("state", filter.state.is_some()),
+                ("rule", filter.rule.is_some())
+            ])
         );
         let rows = sqlx::query(&sql)
             .bind(filter.state.map(DeliveryState::as_str))

@@ -452,24 +452,13 @@ impl Store {
     }
 
     pub async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
-        // Only the filters given (see `documents`).
-        let state = if filter.state.is_some() {
-            "state = ?1"
-        } else {
-            "?1 IS NULL"
-        };
-        let rule = if filter.rule.is_some() {
-            "rule = ?2"
-        } else {
-            "?2 IS NULL"
-        };
-        let kind = if filter.kind.is_some() {
-            "kind = ?3"
-        } else {
-            "?3 IS NULL"
-        };
         let sql = format!(
-            "SELECT * FROM jobs WHERE {state} AND {rule} AND {kind} ORDER BY created_at DESC LIMIT ?4"
+            "SELECT * FROM jobs WHERE {} ORDER BY created_at DESC LIMIT ?4",
+            super::where_given(&[
+                ("state", filter.state.is_some()),
+                ("rule", filter.rule.is_some()),
+                ("kind", filter.kind.is_some()),
+            ])
         );
         let rows = sqlx::query(&sql)
             .bind(filter.state.map(JobState::as_str))

@@ -113,6 +113,26 @@ pub struct InstanceLock {
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// A list's `WHERE` from its filters, in bind order: `column = ?n` for a
+/// filter given, `?n IS NULL` (bound to NULL, so true) for one not. Not
+/// `(?n IS NULL OR column = ?n)`: with that SQLite cannot use an index for
+/// the column, and walked every document of a rule to find its few failed
+/// ones (234 ms at 100,000 documents).
+fn where_given(filters: &[(&str, bool)]) -> String {
+    filters
+        .iter()
+        .enumerate()
+        .map(|(i, (column, given))| {
+            if *given {
+                format!("{column} = ?{}", i + 1)
+            } else {
+                format!("?{} IS NULL", i + 1)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
 impl Store {
     /// Opens (creating if needed) and migrates the database.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {

@@ -40,3 +40,23 @@ pub async fn upload_path(
     let length = file.metadata().map_err(io)?.len();
     client.upload(&file, length, name, None).await
 }
+
+/// Signs in to the status pages at `base` (`http://host:port`) with the
+/// admin token or the UI password: the session cookie as `name=value`, for
+/// a `Cookie:` header. `http` must not follow redirects.
+pub async fn ui_session(http: &reqwest::Client, base: &str, secret: &str) -> String {
+    let signed = http
+        .post(format!("{base}/ui/login"))
+        .form(&[("secret", secret)])
+        .send()
+        .await
+        .expect("the sign-in request");
+    assert_eq!(signed.status(), 303, "signed in");
+    signed.headers()["set-cookie"]
+        .to_str()
+        .expect("an ASCII cookie")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}

@@ -91,20 +91,7 @@ async fn planted_secrets_reach_no_log_row_answer_or_output() {
         .build()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let signed = http
-        .post(format!("{base}/ui/login"))
-        .form(&[("secret", ADMIN)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed.status(), 303, "signed in");
-    let cookie = signed.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = ferry::testing::ui_session(&http, &base, ADMIN).await;
     for path in [
         "/ui/".to_string(),
         "/ui/jobs".into(),
