@@ -16,26 +16,73 @@ impl Client {
 
     /// Pages 1, 2, … of a list answered as `{items, total}` (0.12), or the
     /// whole list at once as a plain array (0.6).
+    ///
+    /// 0.12 pages by offset over a list ordered by last change, so a file
+    /// deleted or changed between two pages shifts the rest: one item is
+    /// read twice or never. Ferry acts on absence (repair re-links, the
+    /// sweep deletes), so a reading whose `total` moved, or that holds an
+    /// id twice, is read again; after a few tries the last one stands (a
+    /// list that never holds still is being changed by someone anyway).
     pub(super) async fn all_pages<T: serde::de::DeserializeOwned>(
         &self,
         path_of: impl Fn(usize) -> String,
     ) -> Result<Vec<T>, Error> {
-        let mut out: Vec<T> = Vec::new();
+        const READINGS: usize = 4;
+        let mut reading = 1;
+        loop {
+            let (items, steady) = self.pages_once(&path_of).await?;
+            if steady || reading == READINGS {
+                if !steady {
+                    tracing::debug!(path = %path_of(1), "list still changing after {READINGS} readings");
+                }
+                let path = path_of(1);
+                return parse_list(&Value::Array(items), &path, "");
+            }
+            reading += 1;
+        }
+    }
+
+    /// One reading of every page, and whether it is whole: one answer, or
+    /// pages that agree on `total` and name no id twice.
+    async fn pages_once(
+        &self,
+        path_of: &impl Fn(usize) -> String,
+    ) -> Result<(Vec<Value>, bool), Error> {
+        let mut out: Vec<Value> = Vec::new();
+        let mut first_total = None;
         for page in 1.. {
             let path = path_of(page);
             let v = self.get(&path).await?;
-            if v.is_array() {
-                return parse_list(&v, &path, "");
+            if let Value::Array(items) = v {
+                return Ok((items, true));
             }
-            let items: Vec<T> = parse_list(&v, &path, "items")?;
+            let items = match v.get("items") {
+                Some(Value::Array(items)) => items.clone(),
+                Some(Value::Null) | None => Vec::new(),
+                Some(_) => {
+                    return Err(Error::UnexpectedResponse {
+                        path,
+                        message: "expected a list in `items`".into(),
+                    });
+                }
+            };
             let total = v.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let moved = *first_total.get_or_insert(total) != total;
             let empty = items.is_empty();
             out.extend(items);
+            if moved {
+                return Ok((out, false));
+            }
             if empty || out.len() >= total {
                 break;
             }
         }
-        Ok(out)
+        let mut seen = std::collections::HashSet::new();
+        let once = out
+            .iter()
+            .filter_map(|i| i.get("id").and_then(Value::as_str))
+            .all(|id| seen.insert(id));
+        Ok((out, once))
     }
 
     /// The knowledge base by id; `NotFound` when it is gone.

@@ -160,6 +160,9 @@ pub struct FakeState {
     pub groups: Vec<(String, String)>,
     /// `GET /users/?query=`: (id, email).
     pub users: Vec<(String, String)>,
+    /// Files deleted the moment the first page of `GET /files/` has been
+    /// answered, once: a concurrent change under an offset-paged listing.
+    pub delete_after_first_page: Vec<String>,
     next_id: u64,
 }
 
@@ -517,11 +520,17 @@ async fn list_files(
     State(s): State<Shared>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Json<Value> {
-    let st = s.lock().unwrap();
+    let mut st = s.lock().unwrap();
     let mut all: Vec<&StoredFile> = st.files.values().collect();
     all.sort_by(|a, b| a.id.cmp(&b.id));
     let all: Vec<Value> = all.into_iter().map(file_json).collect();
-    paged(&st, all, &q, 50)
+    let answer = paged(&st, all, &q, 50);
+    if q.get("page").is_none_or(|p| p == "1") {
+        for id in std::mem::take(&mut st.delete_after_first_page) {
+            st.files.remove(&id);
+        }
+    }
+    answer
 }
 
 /// A list as the version answers it: whole in 0.6, `{items, total}` pages

@@ -422,3 +422,46 @@ async fn saved_chat_has_a_proper_history() {
     assert_eq!(history["messages"][parent]["content"], "question?");
     assert_eq!(history["messages"][parent]["childrenIds"][0], current);
 }
+
+/// 0.12 pages its file list by offset: a file deleted while the pages are
+/// read moves the next page's first file onto the page already read, and a
+/// single pass never sees it. A file ferry does not see is a stray the
+/// sweep leaves, or a linked file that repair takes for lost.
+#[tokio::test]
+async fn a_file_list_that_shifts_while_it_is_read_is_read_again() {
+    let fake = FakeOpenWebUi::start("0.12.4").await;
+    {
+        let mut st = fake.state.lock().unwrap();
+        for i in 0..120 {
+            let id = format!("f-{i:03}");
+            st.files.insert(
+                id.clone(),
+                ferry::testing::fake_openwebui::StoredFile {
+                    uploaded: Instant::now(),
+                    id,
+                    name: format!("n{i}.md"),
+                    content: Vec::new(),
+                    sha256: String::new(),
+                    status: "completed".into(),
+                    error: None,
+                    user_id: "u1".into(),
+                    metadata: json!({}),
+                    created_at: 0,
+                },
+            );
+        }
+        st.delete_after_first_page = vec!["f-000".into()];
+    }
+    let client = api_key_client(&fake);
+    let mut ids: Vec<String> = client
+        .files()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.id)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let want: Vec<String> = (1..120).map(|i| format!("f-{i:03}")).collect();
+    assert_eq!(ids, want, "every file still there, once");
+}

@@ -171,11 +171,13 @@ impl<'a> Api<'a> {
         id
     }
 
-    /// Every file of the account, as Open WebUI lists them.
-    pub async fn files(&self) -> Vec<Value> {
+    /// One reading of the file list, page by page.
+    async fn files_once(&self) -> Vec<Value> {
         let mut out = Vec::new();
         for page in 1.. {
-            let v = self.get(&format!("/api/v1/files/?page={page}")).await;
+            let v = self
+                .get(&format!("/api/v1/files/?page={page}&content=false"))
+                .await;
             match v.get("items") {
                 Some(items) => {
                     let items = items.as_array().unwrap();
@@ -211,11 +213,29 @@ impl Api<'_> {
 
     /// The ids of the files in Open WebUI that `instance` uploaded.
     pub async fn upload_ids_of(&self, instance: &str) -> std::collections::BTreeSet<String> {
-        self.files()
-            .await
-            .iter()
-            .filter(|f| f["meta"]["data"]["ferry"] == instance)
-            .filter_map(|f| f["id"].as_str().map(str::to_string))
-            .collect()
+        // 0.12 pages by `updated_at` with an offset, so a file deleted or
+        // updated while the pages are read shifts the rest and one goes
+        // unseen (a CI run once missed two that way). A reading counts only
+        // when the next one names the same files (other tests' churn on the
+        // shared account does not matter: only this instance's files count).
+        let mine = async || -> std::collections::BTreeSet<String> {
+            self.files_once()
+                .await
+                .iter()
+                .filter(|f| f["meta"]["data"]["ferry"] == instance)
+                .filter_map(|f| f["id"].as_str().map(str::to_string))
+                .collect()
+        };
+        let mut last = mine().await;
+        for _ in 0..50 {
+            let next = mine().await;
+            if next == last {
+                return next;
+            }
+            last = next;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        // Still uploading: the newest reading is as good as any.
+        last
     }
 }
