@@ -46,6 +46,9 @@ impl Drop for Ferry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Ok(keep) = std::env::var("FERRY_BENCH_KEEP_LOG") {
+            let _ = std::fs::copy(self._dir.path().join("ferry.log"), keep);
+        }
     }
 }
 
@@ -73,8 +76,11 @@ fn config(
 
 fn start(dir: tempfile::TempDir, port: u16) -> Ferry {
     let log = std::fs::File::create(dir.path().join("ferry.log")).unwrap();
+    // FERRY_BENCH_LOG=warn,sqlx::query=debug FERRY_BENCH_KEEP_LOG=/tmp/t.log
+    // to see what each statement costs.
+    let level = std::env::var("FERRY_BENCH_LOG").unwrap_or_else(|_| "warn".into());
     let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["run", "--config", "ferry.yaml", "--log-level", "warn"])
+        .args(["run", "--config", "ferry.yaml", "--log-level", &level])
         .current_dir(dir.path())
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())

@@ -285,19 +285,40 @@ impl Store {
         self.write(move |tx| {
             Box::pin(async move {
                 let mut out = Vec::new();
+                let due = "destination = ?1 AND state = 'pending' AND next_attempt_at <= ?2
+                           ORDER BY next_attempt_at LIMIT ?3";
                 for (destination, room) in rooms.iter().filter(|(_, r)| *r > 0) {
-                    let due = "destination = ?1 AND state = 'pending' AND next_attempt_at <= ?2
-                               ORDER BY next_attempt_at LIMIT ?3";
                     let args = (destination.clone(), now_ms, *room);
                     out.extend(claim_in(tx, due, args, &owner, lease_until, now_ms).await?);
                 }
                 if unknown_room > 0 {
-                    let known: Vec<&str> = rooms.iter().map(|(d, _)| d.as_str()).collect();
-                    let due = "destination NOT IN (SELECT value FROM json_each(?1))
-                               AND state = 'pending' AND next_attempt_at <= ?2 LIMIT ?3";
-                    let known = serde_json::to_string(&known).unwrap_or_default();
-                    let args = (known, now_ms, unknown_room);
-                    out.extend(claim_in(tx, due, args, &owner, lease_until, now_ms).await?);
+                    // The destinations the table names, one index seek
+                    // each: asking for due rows whose destination is not
+                    // known instead scans every due row, and a backlog of
+                    // 20,000 made each claim cost 2 ms.
+                    let named: Vec<String> = sqlx::query_scalar(
+                        "WITH RECURSIVE d(name) AS (
+                             SELECT MIN(destination) FROM deliveries
+                             UNION ALL
+                             SELECT (SELECT MIN(destination) FROM deliveries WHERE destination > d.name)
+                             FROM d WHERE d.name IS NOT NULL)
+                         SELECT name FROM d WHERE name IS NOT NULL",
+                    )
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let mut room = unknown_room;
+                    for destination in named
+                        .into_iter()
+                        .filter(|n| !rooms.iter().any(|(d, _)| d == n))
+                    {
+                        if room == 0 {
+                            break;
+                        }
+                        let args = (destination, now_ms, room);
+                        let claimed = claim_in(tx, due, args, &owner, lease_until, now_ms).await?;
+                        room -= claimed.len() as i64;
+                        out.extend(claimed);
+                    }
                 }
                 Ok(out)
             })
@@ -589,10 +610,28 @@ mod tests {
         let lost = s.claim_deliveries("me", 9, 1000, &rooms, 4).await.unwrap();
         assert_eq!(lost.len(), 1);
         assert_eq!(lost[0].destination, "removed-from-config");
-        // Still held: two of the first claim, all but one of the second, the lost one.
+        // Several unknown destinations share the room between them.
+        s.insert_deliveries(
+            &[
+                new("g1", "gone-a"),
+                new("g2", "gone-a"),
+                new("g3", "gone-b"),
+            ],
+            8,
+        )
+        .await
+        .unwrap();
+        let some = s.claim_deliveries("me", 9, 1000, &rooms, 2).await.unwrap();
+        assert_eq!(some.len(), 2, "no more than the room");
+        let rest = s.claim_deliveries("me", 9, 1000, &rooms, 4).await.unwrap();
+        let mut ids: Vec<&str> = some.iter().chain(&rest).map(|d| d.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["g1", "g2", "g3"]);
+        // Still held: two of the first claim, all but one of the second,
+        // the lost one and the three gone ones.
         assert_eq!(
             s.release_deliveries("me", 7).await.unwrap() as usize,
-            2 + again.len() - 1 + 1
+            2 + again.len() - 1 + 1 + 3
         );
     }
 }

@@ -55,6 +55,8 @@ pub struct Workers {
     tasks: Arc<Tasks>,
     health: Arc<Health>,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Each watched root's path filter, compiled once per change.
+    pub(crate) filters: crate::triggers::watch::reconcile::FilterCache,
     /// Set once the start-up recovery (the sweep queued first, due at
     /// once) has run: until then only worker 0 claims, so no document's
     /// job can race the adoption of its own unrecorded upload.
@@ -94,6 +96,7 @@ impl Workers {
             owner: p.owner,
             tasks: p.tasks,
             health: p.health,
+            filters: Default::default(),
             recovered: tokio::sync::watch::channel(false).0,
         }
     }

@@ -13,7 +13,6 @@ use crate::rules::{OnDelete, Rule, Trigger, Watch};
 use crate::safe_fs::{self, Refusal};
 use crate::store::{self, Effects, Job};
 use crate::triggers::TriggerKind;
-use crate::triggers::watch::reconcile::PathFilter;
 
 /// Brings one path in line: ingest it if it is a regular file under the
 /// root, take it down if it is gone, record it skipped (after taking down
@@ -30,7 +29,7 @@ pub(super) async fn sync(workers: &Workers, job: &Job) -> Result<(Finish, Effect
     let Ok(relative) = path.strip_prefix(&watch.path) else {
         return done(json!({ "skipped": "outside the watched folder" }));
     };
-    let filter = match PathFilter::load(watch) {
+    let filter = match workers.filters.load(watch) {
         Ok(f) => f,
         // The watcher pauses the rule and looks again once it is fixed.
         Err(problem) => return done(json!({ "deferred": problem.to_string() })),
