@@ -257,10 +257,12 @@ async fn worker(
             _ = stop.cancelled() => return,
         }
     }
+    // The next job, claimed while the last one's outcome was recorded.
+    let mut ahead: Option<Result<Option<Job>, store::StoreError>> = None;
     while !stop.is_cancelled() {
         // A full disk: claim nothing (its outcome could not be recorded);
         // look for space every few seconds, one worker at a time.
-        if workers.store.unwritable().is_some() {
+        if ahead.is_none() && workers.store.unwritable().is_some() {
             if n == 0 {
                 workers.store.probe_space().await;
             }
@@ -274,15 +276,11 @@ async fn worker(
                 continue;
             }
         }
-        let job = match workers
-            .store
-            .claim(
-                &workers.owner,
-                workers.clock.now_ms(),
-                LEASE.as_millis() as i64,
-            )
-            .await
-        {
+        let claimed = match ahead.take() {
+            Some(claimed) => claimed,
+            None => claim(&workers).await,
+        };
+        let job = match claimed {
             Ok(job) => {
                 workers.health.beat(Loop::Jobs);
                 job
@@ -340,7 +338,17 @@ async fn worker(
         // A full disk: the outcome (an answer that cost a model call, say)
         // is kept here and written once space returns, the lease renewed
         // meanwhile; the job is not done twice.
-        let mut written = record(&workers, &job, finish.as_ref()).await;
+        // The next claim rides in the same group commit as this outcome:
+        // one fsync fewer per job (the writer takes what is queued).
+        let claim_next = finish.is_some() && !stop.is_cancelled();
+        let (mut written, next) = tokio::join!(record(&workers, &job, finish.as_ref()), async {
+            if claim_next {
+                Some(claim(&workers).await)
+            } else {
+                None
+            }
+        });
+        ahead = next;
         while let Err(e) = &written
             && e.is_full()
             && !hard_stop.is_cancelled()
@@ -369,6 +377,27 @@ async fn worker(
             tracing::error!(job = %id, error = %e, "cannot record the job's outcome; it runs again when its lease ends");
         }
     }
+    // Stopped with a job claimed ahead: it goes back untouched.
+    if let Some(Ok(Some(job))) = ahead
+        && let Err(e) = workers
+            .store
+            .release(&job.id, &workers.owner, workers.clock.now_ms())
+            .await
+    {
+        tracing::warn!(job = %job.id, error = %e, "cannot give back a job claimed ahead; it runs when its lease ends");
+    }
+}
+
+/// Claims the next due job for this process.
+async fn claim(workers: &Workers) -> Result<Option<Job>, store::StoreError> {
+    workers
+        .store
+        .claim(
+            &workers.owner,
+            workers.clock.now_ms(),
+            LEASE.as_millis() as i64,
+        )
+        .await
 }
 
 /// Lets the other workers claim when dropped.

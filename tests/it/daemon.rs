@@ -941,15 +941,19 @@ async fn documents_api_needs_the_admin_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let r = http
-        .get(&url)
-        .bearer_auth("admin-token-0123456789")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["documents"].as_array().unwrap().len(), 1);
+    // The server lists the file a moment before ferry records it linked.
+    let body: serde_json::Value = eventually("the document recorded linked", async || {
+        let r = http
+            .get(&url)
+            .bearer_auth("admin-token-0123456789")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        (body["documents"].as_array().unwrap().len() == 1).then_some(body)
+    })
+    .await;
     assert!(
         body["documents"][0]["path"]
             .as_str()
