@@ -72,7 +72,8 @@
 //!   Adding a trigger kind: the enums and context in `triggers/mod.rs`,
 //!   its producer in a file of its own, its `on:` key in
 //!   `rules/decode.rs`.
-//! - [`worker`]: claims jobs and runs them: [`worker::sync`] (a watched
+//! - [`worker`]: claims jobs (the next one in the same group commit as the
+//!   last one's outcome) and runs them: [`worker::sync`] (a watched
 //!   path), [`worker::chat`] (a rule's chat; the full template context),
 //!   [`worker::ingest`] (verified ingestion of one file, moves, removals,
 //!   resuming interrupted uploads, orphan cleanup), [`worker::collection`]
@@ -83,8 +84,9 @@
 //!   [`worker::plan`] (what a sync would do, read-only: `ferry plan`,
 //!   `ferry sync`); the health probe.
 //! - [`openwebui`]: the typed client of the real Open WebUI API, by
-//!   section: `client` (transport, auth, retries), `server`, `knowledge`,
-//!   `files`, `chat`; [`openwebui::error`] classifies responses (the one
+//!   section: `client` (transport, auth, retries), `server`, `knowledge`
+//!   (and every paged list: one that shifts while it is read is read
+//!   again), `files`, `chat`; [`openwebui::error`] classifies responses (the one
 //!   place that knows Open WebUI's odd status codes), [`openwebui::sse`]
 //!   parses streams, [`openwebui::retry`] is the pure in-call retry policy,
 //!   [`openwebui::types`] the JSON shapes and version differences.
