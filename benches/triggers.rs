@@ -39,7 +39,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 struct Ferry {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Ferry {
@@ -47,7 +47,7 @@ impl Drop for Ferry {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Ok(keep) = std::env::var("FERRY_BENCH_KEEP_LOG") {
-            let _ = std::fs::copy(self._dir.path().join("ferry.log"), keep);
+            let _ = std::fs::copy(self.dir.path().join("ferry.log"), keep);
         }
     }
 }
@@ -95,11 +95,7 @@ fn start(dir: tempfile::TempDir, port: u16) -> Ferry {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ferry {
-        child,
-        port,
-        _dir: dir,
-    }
+    Ferry { child, port, dir }
 }
 
 /// `SENDERS` concurrent senders, `EACH` signed requests each, to `url`:

@@ -32,10 +32,10 @@ impl Client {
         loop {
             let (items, steady) = self.pages_once(&path_of).await?;
             if steady || reading == READINGS {
-                if !steady {
-                    tracing::debug!(path = %path_of(1), "list still changing after {READINGS} readings");
-                }
                 let path = path_of(1);
+                if !steady {
+                    tracing::debug!(%path, "list still changing after {READINGS} readings");
+                }
                 return parse_list(&Value::Array(items), &path, "");
             }
             reading += 1;
@@ -56,16 +56,7 @@ impl Client {
             if let Value::Array(items) = v {
                 return Ok((items, true));
             }
-            let items = match v.get("items") {
-                Some(Value::Array(items)) => items.clone(),
-                Some(Value::Null) | None => Vec::new(),
-                Some(_) => {
-                    return Err(Error::UnexpectedResponse {
-                        path,
-                        message: "expected a list in `items`".into(),
-                    });
-                }
-            };
+            let items: Vec<Value> = parse_list(&v, &path, "items")?;
             let total = v.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
             let moved = *first_total.get_or_insert(total) != total;
             let empty = items.is_empty();
