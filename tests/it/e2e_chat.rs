@@ -527,6 +527,8 @@ async fn a_full_state_disk_pauses_and_loses_nothing() {
         let status = r.status();
         let body = r.text().await.unwrap();
         assert!(!body.contains("disk full"), "{body}\n{}", d.log());
+        // A full disk is waited out, never a reason for a task to die.
+        assert!(!d.log().contains("task died"), "{}", d.log());
         if status == 200 {
             break;
         }
