@@ -54,7 +54,8 @@ impl Default for Health {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loop {
     /// The workers: a claim, a lease renewal or a recorded outcome went
-    /// through the store. An idle worker claims at least once a second; a
+    /// through the store. An idle pool claims at least once a second (the
+    /// worker whose turn it is to wake on the clock); a
     /// busy one renews its lease every 20 s.
     Jobs,
     /// The delivery loop: it looked for due deliveries (at least once a

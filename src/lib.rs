@@ -73,7 +73,8 @@
 //!   its producer in a file of its own, its `on:` key in
 //!   `rules/decode.rs`.
 //! - [`worker`]: claims jobs (the next one in the same group commit as the
-//!   last one's outcome) and runs them: [`worker::sync`] (a watched
+//!   last one's outcome; idle, one worker wakes on the clock and the others
+//!   when rung, each that claims ringing for the next) and runs them: [`worker::sync`] (a watched
 //!   path), [`worker::chat`] (a rule's chat; the full template context),
 //!   [`worker::ingest`] (verified ingestion of one file, moves, removals,
 //!   resuming interrupted uploads, orphan cleanup), [`worker::collection`]
@@ -204,6 +205,9 @@
 //! - What a job brings about (deliveries, follow-up chats) is written in
 //!   the commit that finishes it; a hook answers 202 only after its job is
 //!   committed. *Guard*: `crash_deliveries::kill_9_during_deliveries_loses_nothing`.
+//! - No due job waits while a worker is idle: the bell that wakes one idle
+//!   worker is passed on by each claim that finds a job. *Guard*:
+//!   `triggers::jobs_due_together_wake_idle_workers_until_every_request_slot_is_busy`.
 //! - Deliveries are at least once, with the same `webhook-id` on every
 //!   attempt. *Guard*: the same crash test, `deliver` tests.
 //! - Dedupe keys outlive their jobs (hashes kept for `retention.keys`).

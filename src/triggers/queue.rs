@@ -66,7 +66,7 @@ impl Queue {
         let now = self.clock.now_ms();
         let done = self.store.enqueue(&event.job(rule, now), now).await;
         match &done {
-            Ok(_) => self.jobs_ready.notify_waiters(),
+            Ok(_) => self.jobs_ready.notify_one(),
             Err(e) => self.store.note_write_error(e),
         }
         done
@@ -93,7 +93,7 @@ impl Queue {
             }
         }
         if !out.is_empty() {
-            self.jobs_ready.notify_waiters();
+            self.jobs_ready.notify_one();
         }
         match first_error {
             Some(e) => Err(e),
@@ -105,7 +105,7 @@ impl Queue {
     pub async fn retry_dead(&self, job_id: &str) -> Result<Option<JobState>, StoreError> {
         let state = self.store.retry_dead(job_id, self.clock.now_ms()).await?;
         if state == Some(JobState::Dead) {
-            self.jobs_ready.notify_waiters();
+            self.jobs_ready.notify_one();
         }
         Ok(state)
     }
@@ -124,7 +124,8 @@ impl Queue {
 
     // What the workers and the delivery loop wait on.
 
-    /// Rung when jobs became runnable.
+    /// Rung (`notify_one`) when jobs became runnable: it wakes one idle
+    /// worker, which rings again if it claimed one (a chain, not a herd).
     pub fn jobs_ready(&self) -> &Arc<Notify> {
         &self.jobs_ready
     }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use ferry::app::Running;
 use ferry::signing::standard_signature;
 use ferry::store::{DeliveryFilter, DeliveryState, JobFilter, JobState};
+use ferry::testing::fake_openwebui::Fault;
 use ferry::testing::receiver::Reply;
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -575,6 +577,67 @@ async fn overlap_skip_never_runs_two_at_once() {
     assert_eq!(all_jobs(&running).await.len(), 2);
     let most = s.fake.state.lock().unwrap().chats_running_max;
     assert_eq!(most, 1, "never two chats of the rule at once");
+    stop(running).await;
+}
+
+/// Jobs that fall due together wake idle workers one after another (the
+/// one that wakes on the clock claims, and rings for the next, which does
+/// the same) until every request slot (`max_in_flight`, 4) is busy: idle
+/// workers no longer all wake each second, but none is left asleep while
+/// work is due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_due_together_wake_idle_workers_until_every_request_slot_is_busy() {
+    let s = TestApp::new(Options {
+        manual_clock: true,
+        ..Options::rules(&[("open", OPEN_RULE)])
+    })
+    .await;
+    // Each first try is told to come back in two minutes: all eight are
+    // then due at the same instant of the manual clock.
+    for _ in 0..8 {
+        s.fake.inject(
+            Fault::new(
+                Method::POST,
+                "/api/chat/completions",
+                429,
+                json!({ "detail": "busy" }),
+            )
+            .header("retry-after", "120"),
+        );
+    }
+    let running = s.start().await;
+    let client = reqwest::Client::new();
+    for n in 0..8 {
+        let r = client
+            .post(format!("http://{}/hooks/open", running.addr))
+            .body(format!("burst {n}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    eventually("eight jobs waiting to retry", async || {
+        let jobs = all_jobs(&running).await;
+        jobs.len() == 8
+            && jobs
+                .iter()
+                .all(|j| j.state == JobState::Queued && j.attempts == 1)
+    })
+    .await;
+    assert_eq!(s.fake.state.lock().unwrap().chats_running_max, 0);
+    s.fake.state.lock().unwrap().chat_delay = Duration::from_secs(2);
+    s.clock.advance(Duration::from_secs(121));
+    eventually("four chats at once", async || {
+        s.fake.state.lock().unwrap().chats_running_max >= 4
+    })
+    .await;
+    drain(&running).await;
+    let jobs = all_jobs(&running).await;
+    assert!(
+        jobs.iter().all(|j| j.state == JobState::Succeeded),
+        "{jobs:?}"
+    );
+    assert_eq!(s.fake.state.lock().unwrap().chats_running_max, 4);
     stop(running).await;
 }
 
