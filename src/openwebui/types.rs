@@ -308,6 +308,10 @@ pub struct FileData {
     pub status: Option<String>,
     #[serde(default)]
     pub error: Option<String>,
+    /// The text the server extracted (absent from lists read with
+    /// `content=false`).
+    #[serde(default)]
+    pub content: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -72,6 +72,9 @@ pub struct StoredFile {
     pub metadata: Value,
     /// Unix seconds, as Open WebUI lists it.
     pub created_at: i64,
+    /// Its text as the server extracted it (`data.content`); `None`: the
+    /// bytes as UTF-8.
+    pub text: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +154,10 @@ pub struct FakeState {
     pub max_in_flight: usize,
     /// How long an upload stays `processing` (default: done at once).
     pub processing: Duration,
+    /// The next this many uploads that link themselves (0.12) are read as
+    /// empty text and refused as "duplicate" of other empty text, as
+    /// 0.12.4 did under load.
+    pub read_as_empty: usize,
     /// How long a chat completion takes (a slow model).
     pub chat_delay: Duration,
     /// Chat completions running right now, and the most at once.
@@ -433,7 +440,8 @@ async fn whoami() -> Json<Value> {
 
 fn file_json(f: &StoredFile) -> Value {
     json!({"id": f.id, "filename": f.name, "user_id": f.user_id,
-           "data": {"status": f.status, "error": f.error},
+           "data": {"status": f.status, "error": f.error,
+                    "content": f.text.clone().unwrap_or_else(|| String::from_utf8_lossy(&f.content).into_owned())},
            "created_at": f.created_at,
            "meta": {"name": f.name, "size": f.content.len(), "file_hash": f.sha256, "data": f.metadata}})
 }
@@ -476,6 +484,7 @@ async fn upload(State(s): State<Shared>, mut form: Multipart) -> Response {
         created_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
+        text: None,
     };
     let mut answer = file_json(&f);
     answer["data"]["status"] = "pending".into();
@@ -489,7 +498,16 @@ async fn upload(State(s): State<Shared>, mut form: Multipart) -> Response {
     {
         let sha = st.files[&id].sha256.clone();
         let files = st.files.clone();
-        if let Some(k) = st.knowledge.iter_mut().find(|k| k.id == kb) {
+        let read_as_empty = st.read_as_empty > 0;
+        st.read_as_empty = st.read_as_empty.saturating_sub(1);
+        if read_as_empty {
+            let f = st.files.get_mut(&id).expect("just stored");
+            f.text = Some(String::new());
+            f.status = "failed".into();
+            f.error = Some(
+                "Duplicate content detected. Please provide unique content to proceed.".into(),
+            );
+        } else if let Some(k) = st.knowledge.iter_mut().find(|k| k.id == kb) {
             if k.files
                 .iter()
                 .any(|other| files.get(other).is_some_and(|o| o.sha256 == sha))

@@ -53,7 +53,18 @@ pub enum IngestError {
     },
     #[error("no knowledge base named `{0}` (ferry creates it only for ingestion)")]
     UnknownCollection(String),
+    /// Open WebUI refused a file that is not empty as "duplicate", having
+    /// read it as empty text ([`Ingestor::read_as_empty`]).
+    #[error(
+        "Open WebUI read upload {file_id} as empty text and refused it as a duplicate of other empty text"
+    )]
+    ReadAsEmpty { file_id: String },
 }
+
+/// How often a file may be read as empty text ([`IngestError::ReadAsEmpty`])
+/// before that is taken for what Open WebUI makes of it (`empty`, which
+/// waits for a change) rather than a fault of the moment.
+const READ_AS_EMPTY_TRIES: i64 = 3;
 
 /// How long an upload that a crash interrupted may stay unprocessed before
 /// it is taken for abandoned by Open WebUI and done again.
@@ -480,6 +491,35 @@ impl Ingestor {
                     replaced: None,
                 })
             }
+            Err(IngestError::ReadAsEmpty { file_id }) => {
+                let attempts = self
+                    .store
+                    .document(rule, &key)
+                    .await?
+                    .map_or(1, |d| d.attempts);
+                let (reason, retry_at, detail) = if attempts >= READ_AS_EMPTY_TRIES {
+                    (
+                        FailureReason::Empty,
+                        None,
+                        format!(
+                            "Open WebUI read this file as empty text {attempts} times (the last: upload {file_id}, refused as a duplicate of other empty text)"
+                        ),
+                    )
+                } else {
+                    (
+                        FailureReason::Processing,
+                        Some(
+                            self.clock.now_ms() + document_retry_delay(attempts).as_millis() as i64,
+                        ),
+                        format!(
+                            "Open WebUI read this file as empty text (upload {file_id}) and refused it as a duplicate of other empty text; tried again later"
+                        ),
+                    )
+                };
+                // The refused upload is no use to a retry: dropped now.
+                self.record_failure(document_id, reason, detail, retry_at, false)
+                    .await
+            }
             Err(IngestError::OpenWebUi(e)) => {
                 let reason = failure_reason(&e);
                 let attempts = self
@@ -549,6 +589,20 @@ impl Ingestor {
         // too) and sent again, two copies raced through Open WebUI's
         // duplicate check and both got linked (0.12.4, frozen and resumed).
         let keep = retry_at.is_some() && self.store.pending_upload_of(document_id).await?.is_some();
+        self.record_failure(document_id, reason, detail, retry_at, keep)
+            .await
+    }
+
+    /// Records a failure; unless `keep`, ferry's upload of the document is
+    /// deleted.
+    async fn record_failure(
+        &self,
+        document_id: i64,
+        reason: FailureReason,
+        detail: String,
+        retry_at: Option<i64>,
+        keep: bool,
+    ) -> Result<Outcome, IngestError> {
         self.store
             .failed(
                 document_id,
@@ -743,16 +797,50 @@ impl Ingestor {
         self.store
             .uploaded(document_id, &info.id, self.clock.now_ms())
             .await?;
-        self.client.wait_processed(&info.id).await?;
-        if !links_itself {
-            self.client
-                .add_file_in(&collection.id, &info.id, directory.as_deref())
-                .await?;
+        let processed = self.client.wait_processed(&info.id).await;
+        let linked = match processed {
+            Ok(()) if !links_itself => {
+                self.client
+                    .add_file_in(&collection.id, &info.id, directory.as_deref())
+                    .await
+            }
+            other => other,
+        };
+        if let Err(e) = linked {
+            return Err(self.read_as_empty(e, &info.id, file.stat.size).await);
         }
         self.store
             .linked(document_id, &info.id, self.clock.now_ms())
             .await?;
         Ok(info.id)
+    }
+
+    /// 0.12.4 under load read uploads as empty text and refused them as
+    /// "duplicate" of other empty text (the hash in its log is SHA-256 of
+    /// nothing): a file that is not empty, refused so, and whose text the
+    /// server holds as empty, was refused by a fault of the moment. Any
+    /// other error, or a look at the upload that fails, stays as it was.
+    async fn read_as_empty(&self, e: OwuiError, file_id: &str, size: u64) -> IngestError {
+        if size == 0 || !matches!(e, OwuiError::DuplicateContent { .. }) {
+            return e.into();
+        }
+        match self.client.file(file_id).await {
+            Ok(f)
+                if f.data
+                    .as_ref()
+                    .and_then(|d| d.content.as_deref())
+                    .is_some_and(|text| text.trim().is_empty()) =>
+            {
+                tracing::warn!(
+                    file_id,
+                    "Open WebUI read a file that is not empty as empty text and refused it as a duplicate; trying again later"
+                );
+                IngestError::ReadAsEmpty {
+                    file_id: file_id.to_string(),
+                }
+            }
+            _ => e.into(),
+        }
     }
 
     /// Unlinks and deletes a superseded version, if it is ferry's own.

@@ -447,6 +447,7 @@ async fn a_file_list_that_shifts_while_it_is_read_is_read_again() {
                     user_id: "u1".into(),
                     metadata: json!({}),
                     created_at: 0,
+                    text: None,
                 },
             );
         }

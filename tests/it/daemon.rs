@@ -850,6 +850,66 @@ async fn an_upload_cut_off_while_processing_is_finished_not_sent_again() {
     stop(running).await;
 }
 
+/// 0.12.4 under load read uploads as empty text and refused them as
+/// "duplicate" of other empty text. A file that is not empty, refused so,
+/// is tried again (its refused upload dropped), not given up as a
+/// duplicate; read as empty three times, it is `empty` and waits for a
+/// change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_the_server_read_as_empty_is_tried_again_not_taken_for_a_duplicate() {
+    use ferry::store::DocumentState;
+    let s = TestApp::new(Options {
+        manual_clock: true,
+        ..Options::mirror("0.12.4", "")
+    })
+    .await;
+    s.fake.state.lock().unwrap().read_as_empty = 1;
+    write(&s.inbox().join("a.md"), "alpha");
+    let running = s.start().await;
+    let a = document_once(&running, &s.inbox().join("a.md"), DocumentState::Failed).await;
+    assert_eq!(a.reason.map(|r| r.as_str()), Some("processing"), "{a:?}");
+    assert!(a.retry_at.is_some(), "{a:?}");
+    eventually("the refused upload deleted", async || {
+        s.fake.state.lock().unwrap().files.is_empty()
+    })
+    .await;
+    s.clock.advance(Duration::from_secs(60));
+    eventually("linked at the retry", async || {
+        s.names() == expect(&["a.md"])
+    })
+    .await;
+    assert_eq!(s.uploads(), 2);
+
+    // Read as empty every time: `empty` after three tries, then left be.
+    s.fake.state.lock().unwrap().read_as_empty = 1_000;
+    write(&s.inbox().join("b.md"), "beta");
+    let b = s.inbox().join("b.md");
+    let key = b.to_string_lossy().to_string();
+    let given_up = until("given up as empty", Duration::from_secs(30), async || {
+        s.clock.advance(Duration::from_secs(3600));
+        running
+            .store
+            .document("mirror", &key)
+            .await
+            .unwrap()
+            .filter(|d| d.reason.map(|r| r.as_str()) == Some("empty"))
+    })
+    .await;
+    assert_eq!(given_up.attempts, 3, "{given_up:?}");
+    assert_eq!(given_up.retry_at, None);
+    assert_eq!(s.uploads(), 2 + 3);
+    drain(&running).await;
+    s.clock.advance(Duration::from_secs(24 * 3600));
+    drain(&running).await;
+    assert_eq!(s.uploads(), 5, "a permanent failure waits for a change");
+    eventually("every refused upload deleted", async || {
+        s.fake.state.lock().unwrap().files.len() == 1
+    })
+    .await;
+    assert_eq!(s.names(), expect(&["a.md"]));
+    stop(running).await;
+}
+
 /// A refused upload whose delete is cut off too is not left in Open
 /// WebUI's file store until the next start: a sweep deletes it once the
 /// server answers again.
