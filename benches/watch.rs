@@ -213,6 +213,11 @@ async fn in_sync_tree() -> (FakeOpenWebUi, tempfile::TempDir, u16, usize, Durati
     let inbox = dir.path().join("inbox");
     let port = free_port();
     write_config(dir.path(), &fake.url(), "BENCH_KEY", port, &inbox, "2s");
+    // Flat: the seeded files sit at the collection's top, as Open WebUI
+    // holds them below (a mirrored tree would be placed into folders).
+    let rule = dir.path().join("rules/bench.yaml");
+    let text = std::fs::read_to_string(&rule).unwrap();
+    std::fs::write(&rule, format!("{text}  tree: flat\n")).unwrap();
     let made = Instant::now();
     let mut seeded = Vec::with_capacity(count);
     for i in 0..count {
@@ -229,6 +234,33 @@ async fn in_sync_tree() -> (FakeOpenWebUi, tempfile::TempDir, u16, usize, Durati
             st.inode as i64,
             format!("f{i}"),
         ));
+    }
+    // Open WebUI holds every file linked, as the state database says: in
+    // sync on both sides, so the drift repair has nothing to bring back.
+    {
+        let mut st = fake.state.lock().unwrap();
+        for i in 0..count {
+            let id = format!("f{i}");
+            let content = format!("file {i}").into_bytes();
+            st.files.insert(
+                id.clone(),
+                ferry::testing::fake_openwebui::StoredFile {
+                    uploaded: std::time::Instant::now(),
+                    id: id.clone(),
+                    name: format!("f{i}.md"),
+                    sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&content)),
+                    content,
+                    status: "completed".into(),
+                    error: None,
+                    user_id: "u1".into(),
+                    metadata: serde_json::json!({}),
+                    created_at: 0,
+                    text: None,
+                },
+            );
+        }
+        let k = st.knowledge.iter_mut().find(|k| k.id == kb).unwrap();
+        k.files = (0..count).map(|i| format!("f{i}")).collect();
     }
     let store = Store::open(&dir.path().join("state/ferry.db"))
         .await
