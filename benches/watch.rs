@@ -86,7 +86,31 @@ fn write_config(dir: &Path, url: &str, key_env: &str, port: u16, inbox: &Path, s
     .unwrap();
 }
 
-fn spawn_ferry(dir: &Path, key_env: &str, key: &str, port: u16, log_level: &str) -> Child {
+/// The daemon under measure; killed when dropped, so that a bench that
+/// fails an assertion leaves no ferry behind using the machine.
+struct Ferry(Child);
+
+impl std::ops::Deref for Ferry {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Ferry {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Ferry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_ferry(dir: &Path, key_env: &str, key: &str, port: u16, log_level: &str) -> Ferry {
     let log = std::fs::File::create(dir.join("ferry.log")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["run", "--config", "ferry.yaml", "--log-level", log_level])
@@ -97,6 +121,7 @@ fn spawn_ferry(dir: &Path, key_env: &str, key: &str, port: u16, log_level: &str)
         .stderr(log)
         .spawn()
         .unwrap();
+    let child = Ferry(child);
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
