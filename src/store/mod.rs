@@ -92,6 +92,10 @@ impl StoreError {
 pub struct Store {
     /// Why writes cannot be made now (disk full), while that lasts.
     health: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// When [`Store::probe_space`] last wrote; held while it writes, so
+    /// that the workers waiting for space probe one at a time, at most
+    /// once per [`PROBE_EVERY`].
+    probed: std::sync::Arc<tokio::sync::Mutex<Option<tokio::time::Instant>>>,
     /// Fault injection ([`Store::limit_growth`]): the page cap every writer
     /// connection gets; 0 for none.
     page_cap: std::sync::Arc<std::sync::atomic::AtomicI64>,
@@ -110,6 +114,9 @@ pub struct InstanceLock {
     _file: File,
     pub path: PathBuf,
 }
+
+/// The least time between two writes of [`Store::probe_space`].
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -226,6 +233,7 @@ impl Store {
             .map_err(open_err)?;
         Ok(Store {
             health: Default::default(),
+            probed: Default::default(),
             page_cap,
             path: path.to_path_buf(),
             reader,
@@ -286,8 +294,19 @@ impl Store {
     }
 
     /// Writes (and removes) a few pages to learn whether space is back;
-    /// clears the unwritable state when it is.
+    /// clears the unwritable state when it is. Any worker that waits for
+    /// space calls it (a write that failed before the space came back may
+    /// mark the store full again after a probe cleared it, and that must
+    /// not last); the calls share one probe per [`PROBE_EVERY`].
     pub async fn probe_space(&self) -> bool {
+        let Ok(mut probed) = self.probed.try_lock() else {
+            return self.unwritable().is_none();
+        };
+        let now = tokio::time::Instant::now();
+        if probed.is_some_and(|at| now.duration_since(at) < PROBE_EVERY) {
+            return self.unwritable().is_none();
+        }
+        *probed = Some(now);
         let probe = async {
             sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES ('space_probe', hex(randomblob(16384)))")
                 .execute(&self.write_pool)

@@ -492,11 +492,7 @@ impl Ingestor {
                 })
             }
             Err(IngestError::ReadAsEmpty { file_id }) => {
-                let attempts = self
-                    .store
-                    .document(rule, &key)
-                    .await?
-                    .map_or(1, |d| d.attempts);
+                let (attempts, later) = self.next_try(rule, &key).await?;
                 let (reason, retry_at, detail) = if attempts >= READ_AS_EMPTY_TRIES {
                     (
                         FailureReason::Empty,
@@ -508,9 +504,7 @@ impl Ingestor {
                 } else {
                     (
                         FailureReason::Processing,
-                        Some(
-                            self.clock.now_ms() + document_retry_delay(attempts).as_millis() as i64,
-                        ),
+                        Some(later),
                         format!(
                             "Open WebUI read this file as empty text (upload {file_id}) and refused it as a duplicate of other empty text; tried again later"
                         ),
@@ -522,19 +516,24 @@ impl Ingestor {
             }
             Err(IngestError::OpenWebUi(e)) => {
                 let reason = failure_reason(&e);
-                let attempts = self
-                    .store
-                    .document(rule, &key)
-                    .await?
-                    .map_or(1, |d| d.attempts);
-                let retry_at = (!reason.is_permanent()).then(|| {
-                    self.clock.now_ms() + document_retry_delay(attempts).as_millis() as i64
-                });
+                let (_, later) = self.next_try(rule, &key).await?;
+                let retry_at = (!reason.is_permanent()).then_some(later);
                 self.fail(document_id, reason, e.to_string(), retry_at)
                     .await
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// A failed document's tries so far, and when its next one is due.
+    async fn next_try(&self, rule: &str, key: &str) -> Result<(i64, i64), IngestError> {
+        let attempts = self
+            .store
+            .document(rule, key)
+            .await?
+            .map_or(1, |d| d.attempts);
+        let at = self.clock.now_ms() + document_retry_delay(attempts).as_millis() as i64;
+        Ok((attempts, at))
     }
 
     /// Records a file too large to send, without sending it.

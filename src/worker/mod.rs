@@ -287,11 +287,11 @@ async fn worker(
     let mut ahead: Option<Result<Option<Job>, store::StoreError>> = None;
     while !stop.is_cancelled() {
         // A full disk: claim nothing (its outcome could not be recorded);
-        // look for space every few seconds, one worker at a time.
+        // look for space every few seconds (the store lets one probe
+        // through at a time). Any worker here probes: the others may
+        // sleep until rung, and nothing rings while the disk is full.
         if ahead.is_none() && workers.store.unwritable().is_some() {
-            if n == 0 {
-                workers.store.probe_space().await;
-            }
+            workers.store.probe_space().await;
             if workers.store.unwritable().is_some() {
                 // Waiting for space on purpose is not a wedge.
                 workers.health.beat(Loop::Jobs);
@@ -400,9 +400,7 @@ async fn worker(
                 _ = tokio::time::sleep(SPACE_PROBE) => {}
                 _ = hard_stop.cancelled() => {}
             }
-            if n == 0 || workers.store.unwritable().is_some() {
-                workers.store.probe_space().await;
-            }
+            workers.store.probe_space().await;
             written = record(&workers, &job, finish.as_ref()).await;
         }
         renew.abort();

