@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ferry::safe_fs::FileStat;
 use ferry::store::Store;
-use ferry::testing::fake_openwebui::{API_KEY, FakeOpenWebUi};
+use ferry::testing::fake_openwebui::{API_KEY, FakeOpenWebUi, StoredFile};
 
 const ADMIN: &str = "bench-admin-token-0123456789";
 
@@ -266,23 +266,13 @@ async fn in_sync_tree() -> (FakeOpenWebUi, tempfile::TempDir, u16, usize, Durati
         let mut st = fake.state.lock().unwrap();
         for i in 0..count {
             let id = format!("f{i}");
-            let content = format!("file {i}").into_bytes();
-            st.files.insert(
-                id.clone(),
-                ferry::testing::fake_openwebui::StoredFile {
-                    uploaded: std::time::Instant::now(),
-                    id: id.clone(),
-                    name: format!("f{i}.md"),
-                    sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&content)),
-                    content,
-                    status: "completed".into(),
-                    error: None,
-                    user_id: "u1".into(),
-                    metadata: serde_json::json!({}),
-                    created_at: 0,
-                    text: None,
-                },
+            let file = StoredFile::new(
+                &id,
+                &format!("f{i}.md"),
+                format!("file {i}").into_bytes(),
+                serde_json::json!({}),
             );
+            st.files.insert(id, file);
         }
         let k = st.knowledge.iter_mut().find(|k| k.id == kb).unwrap();
         k.files = (0..count).map(|i| format!("f{i}")).collect();

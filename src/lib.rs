@@ -74,10 +74,11 @@
 //!   `rules/decode.rs`.
 //! - [`worker`]: claims jobs (the next one in the same group commit as the
 //!   last one's outcome; idle, one worker wakes on the clock and the others
-//!   when rung, each that claims ringing for the next) and runs them: [`worker::sync`] (a watched
-//!   path), [`worker::chat`] (a rule's chat; the full template context),
-//!   [`worker::ingest`] (verified ingestion of one file, moves, removals,
-//!   resuming interrupted uploads, orphan cleanup), [`worker::collection`]
+//!   when rung, each that claims ringing for the next) and runs them:
+//!   [`worker::sync`] (a watched path), [`worker::chat`] (a rule's chat;
+//!   the full template context), [`worker::ingest`] (verified ingestion of
+//!   one file, moves, removals, resuming interrupted uploads, orphan
+//!   cleanup), [`worker::collection`]
 //!   (a rule's knowledge base created, shared and described as the rule
 //!   says, kept so at start and reload; drift repair), [`worker::tree`]
 //!   (the folder tree in a collection: where a file goes, directories made,
@@ -87,9 +88,10 @@
 //! - [`openwebui`]: the typed client of the real Open WebUI API, by
 //!   section: `client` (transport, auth, retries), `server`, `knowledge`
 //!   (and every paged list: one that shifts while it is read is read
-//!   again), `files`, `chat`; [`openwebui::error`] classifies responses (the one
-//!   place that knows Open WebUI's odd status codes), [`openwebui::sse`]
-//!   parses streams, [`openwebui::retry`] is the pure in-call retry policy,
+//!   again), `files`, `chat`; [`openwebui::error`] classifies responses
+//!   (the one place that knows Open WebUI's odd status codes),
+//!   [`openwebui::sse`] parses streams, [`openwebui::retry`] is the pure
+//!   in-call retry policy,
 //!   [`openwebui::types`] the JSON shapes and version differences.
 //! - [`store`]: the SQLite state database and the only code that speaks
 //!   SQL: documents, uploads, collections, jobs (leases, coalescing,

@@ -77,6 +77,28 @@ pub struct StoredFile {
     pub text: Option<String>,
 }
 
+impl StoredFile {
+    /// A file as an upload leaves it: processed (`completed`), the API
+    /// key's user's, its text its bytes, created now.
+    pub fn new(id: &str, name: &str, content: Vec<u8>, metadata: Value) -> StoredFile {
+        StoredFile {
+            uploaded: std::time::Instant::now(),
+            id: id.to_string(),
+            name: name.to_string(),
+            sha256: hex::encode(Sha256::digest(&content)),
+            content,
+            status: "completed".into(),
+            error: None,
+            user_id: "u1".into(),
+            metadata,
+            created_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+            text: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct StoredKnowledge {
     pub id: String,
@@ -471,21 +493,7 @@ async fn upload(State(s): State<Shared>, mut form: Multipart) -> Response {
     }
     let mut st = s.lock().unwrap();
     let id = st.id("file");
-    let f = StoredFile {
-        uploaded: std::time::Instant::now(),
-        id: id.clone(),
-        name,
-        sha256: hex::encode(Sha256::digest(&content)),
-        content,
-        status: "completed".into(),
-        error: None,
-        user_id: "u1".into(),
-        metadata,
-        created_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64),
-        text: None,
-    };
+    let f = StoredFile::new(&id, &name, content, metadata);
     let mut answer = file_json(&f);
     answer["data"]["status"] = "pending".into();
     let link_to = f.metadata["knowledge_id"].as_str().map(str::to_string);

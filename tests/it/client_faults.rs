@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use ferry::config::{Auth, Secret};
 use ferry::openwebui::retry::RetryPolicy;
 use ferry::openwebui::{ChatRequest, Client, ClientOptions, Error};
-use ferry::testing::fake_openwebui::{API_KEY, EMAIL, FakeOpenWebUi, Fault, PASSWORD};
+use ferry::testing::fake_openwebui::{API_KEY, EMAIL, FakeOpenWebUi, Fault, PASSWORD, StoredFile};
 use reqwest::Method;
 use serde_json::json;
 
@@ -434,22 +434,11 @@ async fn a_file_list_that_shifts_while_it_is_read_is_read_again() {
         let mut st = fake.state.lock().unwrap();
         for i in 0..120 {
             let id = format!("f-{i:03}");
-            st.files.insert(
-                id.clone(),
-                ferry::testing::fake_openwebui::StoredFile {
-                    uploaded: Instant::now(),
-                    id,
-                    name: format!("n{i}.md"),
-                    content: Vec::new(),
-                    sha256: String::new(),
-                    status: "completed".into(),
-                    error: None,
-                    user_id: "u1".into(),
-                    metadata: json!({}),
-                    created_at: 0,
-                    text: None,
-                },
-            );
+            let file = StoredFile {
+                created_at: 0,
+                ..StoredFile::new(&id, &format!("n{i}.md"), Vec::new(), json!({}))
+            };
+            st.files.insert(id, file);
         }
         st.delete_after_first_page = vec!["f-000".into()];
     }
