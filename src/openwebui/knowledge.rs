@@ -229,6 +229,29 @@ impl Client {
         .await
     }
 
+    /// Whether the knowledge base lists this file (looked up by its name,
+    /// which the server matches as a substring, so by id in the answer).
+    /// 0.12 only; `false` where the server has no file listing.
+    pub async fn knowledge_lists(
+        &self,
+        id: &str,
+        file_id: &str,
+        name: &str,
+    ) -> Result<bool, Error> {
+        if !self.version().await?.has_knowledge_files_endpoint() {
+            return Ok(false);
+        }
+        let query: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
+        let files: Vec<KnowledgeFile> = self
+            .all_pages(|page| {
+                format!(
+                    "/api/v1/knowledge/{id}/files?query={query}&page={page}&limit={KNOWLEDGE_PAGE}"
+                )
+            })
+            .await?;
+        Ok(files.iter().any(|f| f.id == file_id))
+    }
+
     /// Holds the knowledge base's lock when the server would lose
     /// concurrent link changes; `None` when it is safe without.
     async fn knowledge_guard(

@@ -180,6 +180,11 @@ pub struct FakeState {
     /// empty text and refused as "duplicate" of other empty text, as
     /// 0.12.4 did under load.
     pub read_as_empty: usize,
+    /// The next this many uploads that link themselves (0.12) are linked
+    /// but stay `processing` for ever: 0.12.4 under load loses the write
+    /// of `completed` after the link (its `update_file_data_by_id`
+    /// swallows a "database is locked").
+    pub lose_completed: usize,
     /// How long a chat completion takes (a slow model).
     pub chat_delay: Duration,
     /// Chat completions running right now, and the most at once.
@@ -534,7 +539,11 @@ async fn upload(State(s): State<Shared>, mut form: Multipart) -> Response {
                 if let Some(d) = dir {
                     k.file_dirs.insert(id.clone(), d);
                 }
-                k.files.push(id);
+                k.files.push(id.clone());
+                if st.lose_completed > 0 {
+                    st.lose_completed -= 1;
+                    st.files.get_mut(&id).expect("just stored").status = "processing".into();
+                }
             }
         }
     }
@@ -770,10 +779,19 @@ async fn knowledge_files(
     let scope: Option<Option<&str>> = q
         .get("directory_id")
         .map(|d| (!d.is_empty()).then_some(d.as_str()));
+    // `query` keeps the files whose name holds it (SQL `ILIKE '%q%'`).
+    let query = q.get("query").map(|x| x.to_lowercase());
     let in_scope: Vec<&String> = k
         .files
         .iter()
         .filter(|f| scope.is_none_or(|d| k.file_dirs.get(*f).map(String::as_str) == d))
+        .filter(|f| {
+            query.as_ref().is_none_or(|q| {
+                st.files
+                    .get(*f)
+                    .is_some_and(|x| x.name.to_lowercase().contains(q))
+            })
+        })
         .collect();
     let items: Vec<Value> = in_scope
         .iter()

@@ -69,6 +69,11 @@ const READ_AS_EMPTY_TRIES: i64 = 3;
 /// How long an upload that a crash interrupted may stay unprocessed before
 /// it is taken for abandoned by Open WebUI and done again.
 const RESUMED_PROCESSING_LIMIT: Duration = Duration::from_secs(120);
+/// How long an upload that links itself may say `processing` before ferry
+/// looks for it in the collection, and the longest gap between looks:
+/// processing takes 1–3 s under load, so a look is rare and cheap.
+const LOST_COMPLETED_LOOK: Duration = Duration::from_secs(10);
+const LOST_COMPLETED_LOOK_MAX: Duration = Duration::from_secs(60);
 
 /// What happened to one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -695,6 +700,10 @@ impl Ingestor {
                 self.delete_own_upload(file_id, Some(&collection.id)).await;
                 return Ok(None);
             }
+            Err(OwuiError::Timeout { .. })
+                if self
+                    .linked_though_processing(file_id, &collection.id)
+                    .await? => {}
             Err(OwuiError::Timeout { .. }) => {
                 // Open WebUI stops processing an upload whose request was
                 // cut off by the crash and leaves it `processing` for ever
@@ -796,7 +805,12 @@ impl Ingestor {
         self.store
             .uploaded(document_id, &info.id, self.clock.now_ms())
             .await?;
-        let processed = self.client.wait_processed(&info.id).await;
+        let processed = if links_itself {
+            self.wait_linked_itself(&info.id, &collection.id, name)
+                .await
+        } else {
+            self.client.wait_processed(&info.id).await
+        };
         let linked = match processed {
             Ok(()) if !links_itself => {
                 self.client
@@ -812,6 +826,47 @@ impl Ingestor {
             .linked(document_id, &info.id, self.clock.now_ms())
             .await?;
         Ok(info.id)
+    }
+
+    /// Waits for an upload that links itself. 0.12.4 under load links the
+    /// file and then loses the write of `completed` (its
+    /// `update_file_data_by_id` swallows "database is locked"), so the
+    /// status says `processing` for ever. The link is the last step of its
+    /// processing, after the vectors: a collection that lists the upload
+    /// holds it whole, whatever the status says.
+    async fn wait_linked_itself(
+        &self,
+        file_id: &str,
+        collection_id: &str,
+        name: &str,
+    ) -> Result<(), OwuiError> {
+        let wait = self.client.wait_processed(file_id);
+        tokio::pin!(wait);
+        let mut look_after = LOST_COMPLETED_LOOK;
+        loop {
+            tokio::select! {
+                result = &mut wait => return result,
+                () = self.clock.sleep(look_after) => {}
+            }
+            match self
+                .client
+                .knowledge_lists(collection_id, file_id, name)
+                .await
+            {
+                Ok(true) => {
+                    tracing::warn!(
+                        file_id,
+                        "Open WebUI linked the upload but its status still says processing (it lost its own write of 'completed'); taking the link"
+                    );
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(file_id, error = %e, "cannot look for the upload in the collection")
+                }
+            }
+            look_after = (look_after * 2).min(LOST_COMPLETED_LOOK_MAX);
+        }
     }
 
     /// 0.12.4 under load read uploads as empty text and refused them as
@@ -1027,6 +1082,28 @@ impl Ingestor {
             .and_then(|d| d.get("knowledge_id"))
             .and_then(|v| v.as_str())
             == Some(collection_id))
+    }
+
+    /// An upload that linked itself into the collection though its status
+    /// still says `processing` (see [`Ingestor::wait_linked_itself`]).
+    async fn linked_though_processing(
+        &self,
+        file_id: &str,
+        collection_id: &str,
+    ) -> Result<bool, IngestError> {
+        if !self.links_itself_into(file_id, collection_id).await? {
+            return Ok(false);
+        }
+        let name = self
+            .client
+            .file(file_id)
+            .await?
+            .filename
+            .unwrap_or_default();
+        Ok(self
+            .client
+            .knowledge_lists(collection_id, file_id, &name)
+            .await?)
     }
 
     /// Deletes one of ferry's uploads, through the collection when it may

@@ -910,6 +910,51 @@ async fn a_file_the_server_read_as_empty_is_tried_again_not_taken_for_a_duplicat
     stop(running).await;
 }
 
+/// 0.12.4 under load links an upload and then loses the write of its
+/// `completed` (a swallowed "database is locked"): the file is in the
+/// collection, its status `processing` for ever. ferry sees the link
+/// while it waits, and takes it: no timeout, no second upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_linked_but_left_processing_by_the_server_is_taken_as_linked() {
+    use ferry::store::DocumentState;
+    let s = TestApp::new(Options {
+        manual_clock: true,
+        ..Options::mirror("0.12.4", "")
+    })
+    .await;
+    s.fake.state.lock().unwrap().lose_completed = 2;
+    write(&s.inbox().join("a.md"), "alpha");
+    write(&s.inbox().join("sub/b.md"), "beta");
+    let running = s.start().await;
+    for path in ["a.md", "sub/b.md"] {
+        let key = s.inbox().join(path).to_string_lossy().to_string();
+        until(
+            "linked though its status stays processing",
+            Duration::from_secs(30),
+            async || {
+                s.clock.advance(Duration::from_secs(5));
+                running
+                    .store
+                    .document("mirror", &key)
+                    .await
+                    .unwrap()
+                    .filter(|d| d.state == DocumentState::Linked)
+            },
+        )
+        .await;
+    }
+    assert_eq!(
+        s.uploads(),
+        2,
+        "the linked uploads are kept, not sent again"
+    );
+    let still_processing =
+        (s.fake.state.lock().unwrap().files.values()).all(|f| f.status == "processing");
+    assert!(still_processing, "the server never said completed");
+    assert_eq!(s.names(), expect(&["a.md", "b.md"]));
+    stop(running).await;
+}
+
 /// A refused upload whose delete is cut off too is not left in Open
 /// WebUI's file store until the next start: a sweep deletes it once the
 /// server answers again.
