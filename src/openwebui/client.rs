@@ -75,6 +75,9 @@ pub(super) struct Inner {
     /// Per knowledge base, for servers whose link list is racy (see
     /// [`Version::knowledge_links_are_racy`]).
     pub(super) knowledge_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<Mutex<()>>>>,
+    /// Uploads waiting for their processing, answered by one listing
+    /// ([`Client::wait_processed_listed`]).
+    pub(super) board: std::sync::Mutex<super::files::Board>,
 }
 
 /// Whether repeating a request could do the work twice.
@@ -121,6 +124,7 @@ impl Client {
                 clock: options.clock,
                 version: OnceCell::new(),
                 knowledge_locks: Default::default(),
+                board: Default::default(),
             }),
         })
     }

@@ -197,6 +197,10 @@ pub struct FakeState {
     /// Files deleted the moment the first page of `GET /files/` has been
     /// answered, once: a concurrent change under an offset-paged listing.
     pub delete_after_first_page: Vec<String>,
+    /// Uploads made while this is set are left out of `GET /files/`, as
+    /// if more than a page of other changes always came after them.
+    pub unlist_uploads: bool,
+    unlisted: std::collections::HashSet<String>,
     next_id: u64,
 }
 
@@ -503,6 +507,9 @@ async fn upload(State(s): State<Shared>, mut form: Multipart) -> Response {
     answer["data"]["status"] = "pending".into();
     let link_to = f.metadata["knowledge_id"].as_str().map(str::to_string);
     st.files.insert(id.clone(), f);
+    if st.unlist_uploads {
+        st.unlisted.insert(id.clone());
+    }
     // 0.12 links an upload with `metadata.knowledge_id` itself; the fake
     // does it at once (its processing is instant) and, like 0.12.4, marks
     // a duplicate as a failed file rather than an HTTP error.
@@ -556,8 +563,14 @@ async fn list_files(
     Query(q): Query<HashMap<String, String>>,
 ) -> Json<Value> {
     let mut st = s.lock().unwrap();
-    let mut all: Vec<&StoredFile> = st.files.values().collect();
-    all.sort_by(|a, b| a.id.cmp(&b.id));
+    // Newest change first, as 0.12 orders it (`updated_at desc, id desc`);
+    // a fake file changes only when uploaded.
+    let mut all: Vec<&StoredFile> = st
+        .files
+        .values()
+        .filter(|f| !st.unlisted.contains(&f.id))
+        .collect();
+    all.sort_by(|a, b| b.uploaded.cmp(&a.uploaded).then(b.id.cmp(&a.id)));
     let all: Vec<Value> = all.into_iter().map(file_json).collect();
     let answer = paged(&st, all, &q, 50);
     if q.get("page").is_none_or(|p| p == "1") {

@@ -840,7 +840,7 @@ impl Ingestor {
         collection_id: &str,
         name: &str,
     ) -> Result<(), OwuiError> {
-        let wait = self.client.wait_processed(file_id);
+        let wait = self.client.wait_processed_listed(file_id);
         tokio::pin!(wait);
         let mut look_after = LOST_COMPLETED_LOOK;
         loop {

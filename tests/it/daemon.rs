@@ -801,11 +801,13 @@ async fn an_upload_cut_off_while_processing_is_finished_not_sent_again() {
     let running = s.start().await;
     eventually("the collection made", async || kb_id(&s).is_some()).await;
     let kb = kb_id(&s).unwrap();
-    // The fake's ids: the upload's is `file-` and a number; its status,
-    // its delete (alone or through the collection) are the requests cut.
+    // The fake's ids: the upload's is `file-` and a number; its status
+    // (the file list that tells it, and its own), its delete (alone or
+    // through the collection) are the requests cut.
     cut_off(
         &s,
         &[
+            (Method::GET, "/api/v1/files/".into()),
             (Method::GET, "/api/v1/files/file-".into()),
             (Method::DELETE, "/api/v1/files/file-".into()),
             (Method::POST, format!("/api/v1/knowledge/{kb}/file/remove")),
@@ -952,6 +954,63 @@ async fn an_upload_linked_but_left_processing_by_the_server_is_taken_as_linked()
         (s.fake.state.lock().unwrap().files.values()).all(|f| f.status == "processing");
     assert!(still_processing, "the server never said completed");
     assert_eq!(s.names(), expect(&["a.md", "b.md"]));
+    stop(running).await;
+}
+
+/// On 0.12 one listing of the newest files (`GET /files/?page=1`)
+/// answers every upload waiting for its processing: no status stream or
+/// look per file. An upload the first page never shows (more than a page
+/// of other changes after it) still ends, with a look of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiting_uploads_are_answered_by_one_file_listing_not_a_stream_each() {
+    let s = TestApp::new(Options::mirror("0.12.4", "")).await;
+    let looks = || {
+        (s.fake.state.lock().unwrap().log.iter())
+            .filter(|l| l.ends_with("/process/status"))
+            .count()
+    };
+    for i in 0..60 {
+        write(&s.inbox().join(format!("f{i:02}.md")), &format!("file {i}"));
+    }
+    let running = s.start().await;
+    let linked = async |names: &[String]| {
+        for name in names {
+            let key = s.inbox().join(name).to_string_lossy().to_string();
+            let doc = running.store.document("mirror", &key).await.unwrap();
+            if doc.is_none_or(|d| d.state != ferry::store::DocumentState::Linked) {
+                return false;
+            }
+        }
+        true
+    };
+    let first: Vec<String> = (0..60).map(|i| format!("f{i:02}.md")).collect();
+    until("all 60 linked", Duration::from_secs(60), async || {
+        linked(&first).await
+    })
+    .await;
+    assert!(
+        s.fake.count("GET", "/api/v1/files/") >= 1,
+        "no listing read"
+    );
+    assert_eq!(looks(), 0, "status looks for uploads the listing showed");
+    assert_eq!(s.uploads(), 60);
+
+    s.fake.state.lock().unwrap().unlist_uploads = true;
+    for i in 0..3 {
+        write(&s.inbox().join(format!("late{i}.md")), &format!("late {i}"));
+    }
+    let late: Vec<String> = (0..3).map(|i| format!("late{i}.md")).collect();
+    until(
+        "the unlisted three linked",
+        Duration::from_secs(60),
+        async || linked(&late).await,
+    )
+    .await;
+    assert!(
+        (3..=6).contains(&looks()),
+        "{} looks for three uploads the listing never showed",
+        looks()
+    );
     stop(running).await;
 }
 
