@@ -170,9 +170,8 @@ impl Client {
                     .file(id)
                     .await
                     .ok()
-                    .and_then(|f| f.data.and_then(|d| d.error))
-                    .unwrap_or_else(|| "processing failed (Open WebUI gave no reason)".into());
-                Some(Err(processing_error(id, detail)))
+                    .and_then(|f| f.data.and_then(|d| d.error));
+                Some(Err(processing_failed(id, detail)))
             }
             ProcessingStatus::Pending | ProcessingStatus::Processing => None,
         })
@@ -227,9 +226,8 @@ impl Client {
                         let detail = event
                             .get("error")
                             .and_then(Value::as_str)
-                            .unwrap_or("processing failed (Open WebUI gave no reason)")
-                            .to_string();
-                        return Ok(Some(Err(processing_error(id, detail))));
+                            .map(str::to_string);
+                        return Ok(Some(Err(processing_failed(id, detail))));
                     }
                     Some("not_found") => {
                         return Ok(Some(Err(Error::NotFound {
@@ -297,8 +295,8 @@ impl Client {
         loop {
             tokio::time::sleep(BOARD_EVERY).await;
             {
+                // A wait that ended took itself off (`Unwait`).
                 let mut board = self.inner.board.lock().expect("not poisoned");
-                board.waiting.retain(|_, w| !w.tx.is_closed());
                 if board.waiting.is_empty() {
                     board.polling = false;
                     return;
@@ -314,10 +312,7 @@ impl Client {
                         let verdict = match status.map(ProcessingStatus::parse) {
                             Some(ProcessingStatus::Completed) => Ok(()),
                             Some(ProcessingStatus::Failed) => {
-                                let detail = f.data.and_then(|d| d.error).unwrap_or_else(|| {
-                                    "processing failed (Open WebUI gave no reason)".into()
-                                });
-                                Err(processing_error(&f.id, detail))
+                                Err(processing_failed(&f.id, f.data.and_then(|d| d.error)))
                             }
                             _ => continue,
                         };
@@ -406,6 +401,12 @@ impl Drop for Unwait<'_> {
             board.waiting.remove(self.id);
         }
     }
+}
+
+/// A failed processing, with Open WebUI's reason when it gave one.
+fn processing_failed(file_id: &str, reason: Option<String>) -> Error {
+    let detail = reason.unwrap_or_else(|| "processing failed (Open WebUI gave no reason)".into());
+    processing_error(file_id, detail)
 }
 
 /// Open WebUI's processing error, classified by its text.

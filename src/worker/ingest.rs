@@ -26,7 +26,7 @@ use std::sync::Arc;
 use super::tree::{Dirs, Layout, Placement};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::openwebui::{Client, Error as OwuiError};
+use crate::openwebui::{Client, Error as OwuiError, FileInfo};
 use crate::paths;
 use crate::rules::CollectionRef;
 use crate::safe_fs::Opened;
@@ -1071,17 +1071,27 @@ impl Ingestor {
         file_id: &str,
         collection_id: &str,
     ) -> Result<bool, IngestError> {
+        Ok(self.self_linking(file_id, collection_id).await?.is_some())
+    }
+
+    /// The upload, if it was sent to link itself into this collection
+    /// ([`Ingestor::links_itself_into`]).
+    async fn self_linking(
+        &self,
+        file_id: &str,
+        collection_id: &str,
+    ) -> Result<Option<FileInfo>, IngestError> {
         if !self.client.version().await?.upload_link_is_verified() {
-            return Ok(false);
+            return Ok(None);
         }
         let info = self.client.file(file_id).await?;
-        Ok(info
+        let target = info
             .meta
             .data
             .as_ref()
             .and_then(|d| d.get("knowledge_id"))
-            .and_then(|v| v.as_str())
-            == Some(collection_id))
+            .and_then(|v| v.as_str());
+        Ok((target == Some(collection_id)).then_some(info))
     }
 
     /// An upload that linked itself into the collection though its status
@@ -1091,15 +1101,10 @@ impl Ingestor {
         file_id: &str,
         collection_id: &str,
     ) -> Result<bool, IngestError> {
-        if !self.links_itself_into(file_id, collection_id).await? {
+        let Some(info) = self.self_linking(file_id, collection_id).await? else {
             return Ok(false);
-        }
-        let name = self
-            .client
-            .file(file_id)
-            .await?
-            .filename
-            .unwrap_or_default();
+        };
+        let name = info.filename.unwrap_or_default();
         Ok(self
             .client
             .knowledge_lists(collection_id, file_id, &name)
