@@ -408,6 +408,11 @@ impl Store {
         Ok(created.unwrap_or(false))
     }
 
+    /// Remembers the knowledge base found or made for a name. One that
+    /// takes the place of another (deleted in Open WebUI: a name is looked
+    /// up again only then) takes its documents and uploads with it, in the
+    /// same commit: their links are put back by the drift repair, and a
+    /// repair that fails half-way leaves the rest for the next one to see.
     pub async fn remember_collection(
         &self,
         name: &str,
@@ -421,6 +426,30 @@ impl Store {
             Box::pin(async move {
                 let name = &name;
                 let id = &id;
+                let previous: Option<String> =
+                    sqlx::query_scalar("SELECT id FROM collections WHERE name = ?")
+                        .bind(name)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some(previous) = previous.filter(|p| p != id) {
+                    for table in ["documents", "uploads"] {
+                        sqlx::query(&format!(
+                            "UPDATE {table} SET collection_id = ?, updated_at = ?
+                             WHERE collection_id = ?"
+                        ))
+                        .bind(id)
+                        .bind(now_ms)
+                        .bind(&previous)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    // Its directories went with it; the new one's are made
+                    // as files need them.
+                    sqlx::query("DELETE FROM knowledge_dirs WHERE collection_id = ?")
+                        .bind(&previous)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 sqlx::query(
                     "INSERT INTO collections (name, id, created, updated_at) VALUES (?, ?, ?, ?)
                      ON CONFLICT (name) DO UPDATE SET id = excluded.id, created = excluded.created,

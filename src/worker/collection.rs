@@ -220,16 +220,7 @@ pub(super) async fn keep_in_step(
     if layout.has_dirs() {
         dirs.survey().await?;
     }
-    let (restored, placed) = repair(
-        workers,
-        &rule,
-        &c,
-        &layout,
-        replaced.map(String::as_str),
-        job,
-        &mut effects,
-    )
-    .await?;
+    let (restored, placed) = repair(workers, &rule, &c, &layout, job, &mut effects).await?;
     result["restored"] = json!(restored);
     if layout.has_dirs() {
         result["placed"] = json!(placed);
@@ -243,15 +234,14 @@ pub(super) async fn keep_in_step(
 
 /// Drift repair: the rule's linked documents that the collection's own
 /// list lacks are put back, and those in another directory than their
-/// folder's are moved into it. `replaced` is the id of the collection this
-/// one replaces (deleted in Open WebUI): its documents belong here now.
-/// Returns how many were put back and how many moved.
+/// folder's are moved into it. The documents of a collection this one
+/// replaces (deleted in Open WebUI) are among them: the store moved them
+/// here when it remembered this one. Returns how many were put back and how many moved.
 async fn repair(
     workers: &Workers,
     rule: &Rule,
     c: &Collection,
     layout: &Layout,
-    replaced: Option<&str>,
     job: &Job,
     effects: &mut Effects,
 ) -> Result<(usize, usize), IngestError> {
@@ -262,10 +252,7 @@ async fn repair(
         .into_iter()
         .map(|f| (f.id, f.directory_id))
         .collect();
-    let mut docs = workers.store.linked_files(&rule.name, &c.id).await?;
-    if let Some(old) = replaced {
-        docs.extend(workers.store.linked_files(&rule.name, old).await?);
-    }
+    let docs = workers.store.linked_files(&rule.name, &c.id).await?;
     let dirs = workers.ingestor.dirs(&c.id);
     let mut placed = 0;
     if layout.has_dirs() {

@@ -474,6 +474,45 @@ async fn drift_in_open_webui_is_repaired_at_the_next_check() {
     }
 }
 
+/// The repair that fills a collection made again can fail half-way (Open
+/// WebUI busy): the files it had not put back yet must not be forgotten
+/// by the next try, which no longer sees a deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_collection_made_again_gets_every_file_though_its_first_repair_failed() {
+    for version in ["0.12.4", "0.6.40"] {
+        let s = TestApp::new(checked_mirror(version, "")).await;
+        for f in ["a.md", "b.md", "c.md"] {
+            write(&s.inbox().join(f), &format!("text of {f}"));
+        }
+        let running = s.start().await;
+        eventually("three linked", async || s.names().len() == 3).await;
+        drain(&running).await;
+        let last = {
+            let st = s.fake.state.lock().unwrap();
+            st.files
+                .iter()
+                .find(|(_, f)| f.name.ends_with("c.md"))
+                .map(|(id, _)| id.clone())
+                .unwrap()
+        };
+        let kb = kb_id(&s).unwrap();
+        // The repair reads each file before linking it, in path order:
+        // a.md and b.md go back, then the look at c.md fails.
+        s.fake.inject(ferry::testing::fake_openwebui::Fault::new(
+            reqwest::Method::GET,
+            &format!("/api/v1/files/{last}"),
+            500,
+            serde_json::json!({"detail": "database is locked"}),
+        ));
+        s.client().delete_knowledge(&kb).await.unwrap();
+        eventually("made again, all three in it", async || {
+            kb_id(&s).is_some_and(|id| id != kb) && s.names().len() == 3
+        })
+        .await;
+        stop(running).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deleted_collection_pauses_the_rule_when_it_says_so() {
     for version in ["0.12.4", "0.6.40"] {

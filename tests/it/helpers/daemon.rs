@@ -78,11 +78,22 @@ pub struct Daemon {
 }
 
 impl Drop for Daemon {
-    /// A failing test must not leave a daemon behind.
+    /// A failing test must not leave a daemon behind, and shows the end
+    /// of its log: in CI the log's directory is gone with the test.
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!(
+                "--- the daemon's last {} log lines ---\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
         }
     }
 }
