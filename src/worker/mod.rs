@@ -526,9 +526,14 @@ async fn sweep(workers: &Workers, job: &Job) -> Result<(Finish, Effects), Ingest
         .as_i64()
         .unwrap_or(now / 1000 - min_age.as_secs() as i64);
     let (n, young) = workers.ingestor.clean_orphans(true, before).await?;
-    if n > 0 {
-        tracing::info!(deleted = n, "removed uploads whose answers were lost");
-    }
+    // Sweeps are rare (after a lost answer, and at start): each says what
+    // it found, so that an upload left behind can be traced.
+    tracing::info!(
+        deleted = n,
+        left_for_later = young,
+        made_before = before,
+        "swept uploads whose answers were lost"
+    );
     let jobs = if young > 0 {
         vec![ingest::later_sweep(min_age, now).job(crate::triggers::UPKEEP_RULE, now)]
     } else {
