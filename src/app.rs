@@ -113,6 +113,7 @@ pub async fn start_with_clock(
             TriggerEvent::Sweep {
                 before_s: Some(started / 1000),
                 at_ms: 0,
+                round: 0,
             },
         )
         .await?;

@@ -375,8 +375,14 @@ pub enum TriggerEvent {
     /// Upkeep: adopt or delete uploads whose answers were lost; runs at
     /// `at_ms`. With `before_s` (Unix seconds), those made before it (the
     /// start-up sweep: the process that made them is gone); without, those
-    /// older than any upload still under way.
-    Sweep { before_s: Option<i64>, at_ms: i64 },
+    /// older than any upload still under way. `round` counts the sweeps
+    /// since the last lost answer: they go on, further apart, for a while
+    /// (a stalled server may carry out a lost upload late).
+    Sweep {
+        before_s: Option<i64>,
+        at_ms: i64,
+        round: u32,
+    },
     /// Upkeep: the rule's knowledge base brought in step with the rule
     /// (at start and after each reload).
     Collection,
@@ -478,11 +484,15 @@ impl TriggerEvent {
                 }
                 chat(input, now_ms)
             }
-            TriggerEvent::Sweep { before_s, at_ms } => NewJob {
+            TriggerEvent::Sweep {
+                before_s,
+                at_ms,
+                round,
+            } => NewJob {
                 rule: UPKEEP_RULE.into(),
                 kind: SWEEP.into(),
                 trigger_kind: TriggerKind::Maintenance.as_str().into(),
-                input: json!({ "before": before_s }),
+                input: json!({ "before": before_s, "round": round }),
                 run_after: *at_ms,
                 max_attempts: SWEEP_ATTEMPTS,
                 coalesce_key: Some(SWEEP.into()),

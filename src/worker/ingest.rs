@@ -190,11 +190,31 @@ pub fn sweep_min_age(client: &Client) -> Duration {
 }
 
 /// A sweep once a lost upload is [`sweep_min_age`] old; one queued at a
-/// time.
+/// time (a new lost answer starts the rounds again).
 pub fn later_sweep(min_age: Duration, now_ms: i64) -> TriggerEvent {
+    sweep_round(min_age, now_ms, 0, true)
+}
+
+/// How many sweeps follow a lost answer: each waits twice as long as the
+/// one before (35 s, 70 s, … with the least `min_age`: about 37 minutes
+/// in all). A server that stalled with the request in its queue may carry
+/// it out long after the answer was lost; the first sweep would not see
+/// that upload, nor would anything later until the next start.
+pub const SWEEP_ROUNDS: u32 = 6;
+
+/// The sweep of `round` after a lost answer; `soon` for one that left
+/// uploads too young to judge (they are judged as soon as they can be).
+pub fn sweep_round(min_age: Duration, now_ms: i64, round: u32, soon: bool) -> TriggerEvent {
+    let factor = if soon {
+        1
+    } else {
+        2u32.pow(round.min(SWEEP_ROUNDS))
+    };
+    let wait = (min_age + Duration::from_secs(5)) * factor;
     TriggerEvent::Sweep {
         before_s: None,
-        at_ms: now_ms + min_age.as_millis() as i64 + 5_000,
+        at_ms: now_ms + wait.as_millis() as i64,
+        round,
     }
 }
 

@@ -515,7 +515,8 @@ async fn run(workers: &Workers, job: &Job) -> (Finish, Effects) {
 }
 
 /// Adopts or deletes the uploads whose answers were lost; queues another
-/// sweep for those still too young to judge.
+/// sweep for those still too young to judge, and after a lost answer the
+/// next of its rounds ([`ingest::SWEEP_ROUNDS`]).
 async fn sweep(workers: &Workers, job: &Job) -> Result<(Finish, Effects), IngestError> {
     let now = workers.clock.now_ms();
     let min_age = ingest::sweep_min_age(&workers.client);
@@ -534,11 +535,19 @@ async fn sweep(workers: &Workers, job: &Job) -> Result<(Finish, Effects), Ingest
         made_before = before,
         "swept uploads whose answers were lost"
     );
-    let jobs = if young > 0 {
-        vec![ingest::later_sweep(min_age, now).job(crate::triggers::UPKEEP_RULE, now)]
+    let round = job.input["round"].as_u64().unwrap_or(0) as u32;
+    let after_lost_answer = job.input["before"].is_null();
+    let next = if young > 0 {
+        Some(ingest::sweep_round(min_age, now, round, true))
+    } else if after_lost_answer && round + 1 < ingest::SWEEP_ROUNDS {
+        Some(ingest::sweep_round(min_age, now, round + 1, false))
     } else {
-        Vec::new()
+        None
     };
+    let jobs = next
+        .map(|e| e.job(crate::triggers::UPKEEP_RULE, now))
+        .into_iter()
+        .collect();
     Ok((
         Finish::Done(json!({ "deleted": n, "left_for_later": young })),
         Effects {

@@ -1114,6 +1114,75 @@ async fn an_upload_whose_delete_was_cut_off_is_deleted_by_a_later_sweep() {
     stop(running).await;
 }
 
+/// A server that stalls (frozen, swamped) may carry out an upload whose
+/// answer ferry lost long after the sweep that looked for it found
+/// nothing. Sweeps go on, further and further apart, so that such a late
+/// upload is still deleted (seen in CI: a frozen 0.6.40 that took up its
+/// queue after the first sweep).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_the_server_makes_after_the_sweep_looked_is_deleted_by_a_later_one() {
+    let s = TestApp::new(Options {
+        manual_clock: true,
+        ..Options::mirror("0.6.40", "")
+    })
+    .await;
+    let running = s.start().await;
+    eventually("the collection made", async || kb_id(&s).is_some()).await;
+    // One answer lost: the upload refused once with 503.
+    s.fake.inject(ferry::testing::fake_openwebui::Fault::new(
+        Method::POST,
+        "/api/v1/files/",
+        503,
+        serde_json::json!({"detail": "cut off"}),
+    ));
+    write(&s.inbox().join("late.md"), "carried out late");
+    let late = s.inbox().join("late.md");
+    let failed = document_once(&running, &late, ferry::store::DocumentState::Failed).await;
+    let due = |after: i64| {
+        let store = running.store.clone();
+        async move {
+            store
+                .jobs(&Default::default())
+                .await
+                .unwrap()
+                .into_iter()
+                .any(|j| {
+                    j.kind == "sweep"
+                        && j.state == ferry::store::JobState::Queued
+                        && j.run_after > after
+                })
+        }
+    };
+    let now = s.clock.now_ms();
+    eventually("a sweep queued", async || due(now).await).await;
+    // The retry links the file; the sweep after it finds nothing.
+    s.clock.advance(Duration::from_millis(
+        (failed.retry_at.unwrap() - s.clock.now_ms()).max(0) as u64 + 1000,
+    ));
+    document_once(&running, &late, ferry::store::DocumentState::Linked).await;
+    s.clock.advance(Duration::from_secs(40));
+    drain(&running).await;
+    // Only now does the stalled server carry out the lost upload.
+    let me = running.store.instance_id().await.unwrap();
+    let stray = upload_marked(
+        &s.fake,
+        "late.md",
+        "carried out late",
+        serde_json::json!({"ferry": me, "ferry_document": failed.id}),
+    )
+    .await;
+    for _ in 0..8 {
+        s.clock.advance(Duration::from_secs(600));
+        drain(&running).await;
+    }
+    eventually("the late upload deleted", async || {
+        !s.fake.state.lock().unwrap().files.contains_key(&stray)
+    })
+    .await;
+    assert_eq!(s.names(), expect(&["late.md"]));
+    stop(running).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn second_daemon_on_the_same_database_is_refused() {
     let s = mirror("0.12.4").await;
