@@ -11,9 +11,13 @@
 #   peak RSS), then the time until Open WebUI lists all N files in the
 #   knowledge base as processed; then a second `oikb sync` of the unchanged
 #   tree (it hashes every file again).
-#   ferry: `cargo bench --bench watch -- real` (files/s end to end, latency,
-#   CPU, RSS; every file verified linked).
+#   ferry: the daemon, `cargo bench --bench watch -- real` (files/s end to
+#   end, latency, CPU, RSS; every file verified linked).
+#   sync: `ferry sync RULE` over the same tree as oikb's (its one-shot
+#   peer): process start to exit 0, which ferry gives only once the
+#   collection lists every file processed; checked again after.
 # usage: scripts/bench-peer.sh      FERRY_PEER_SIZES="200 1000" (default)
+#        FERRY_PEER_ORDERS="oikb sync,sync oikb" (default: both pairs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/e2e/lib.sh
@@ -28,6 +32,8 @@ if [[ ! -f "$venv/.ferry-installed" ]]; then
   touch "$venv/.ferry-installed"
 fi
 cargo bench --no-run --quiet --bench watch
+ferry=${CARGO_TARGET_DIR:-target}/release/ferry
+[[ $ferry == /* ]] || ferry="$(pwd)/$ferry"
 work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-peer.XXXXXX")
 
 run_oikb() { # COUNT; prints figures, the last line ends in "= X files/s"
@@ -89,12 +95,68 @@ run_ferry() { # COUNT
   FERRY_BENCH_FILES=$1 cargo bench --quiet --bench watch -- real
 }
 
+# `ferry sync`, the one-shot peer of `oikb sync`: the same tree (10
+# folders, mirrored as knowledge directories), a state DB of its own, no
+# daemon; timed from process start to exit, which is 0 only once the
+# collection lists every file, processed (ferry checks; then so does this).
+run_sync() { # COUNT; the last line ends in "= X files/s"
+  local count=$1 dir="$work/sync-$count"
+  mkdir -p "$dir/rules"
+  for ((i = 0; i < count; i++)); do
+    mkdir -p "$dir/src/s$((i % 10))"
+    printf '# Benchmark file %d\n\nUnique words: sync%dalpha sync%domega.\n' "$i" "$i" "$i" >"$dir/src/s$((i % 10))/f$(printf %04d "$i").md"
+  done
+  printf 'openwebui:\n  url: %s\n  api_key: ${FERRY_E2E_API_KEY}\n  max_in_flight: 4\nstate:\n  database: state/ferry.db\n' "$FERRY_E2E_URL" >"$dir/ferry.yaml"
+  printf 'name: bench\non:\n  watch:\n    path: %s\ningest:\n  collection: ferry-sync-bench-%s\n' "$dir/src" "$count" >"$dir/rules/bench.yaml"
+  # A folder at rest, the usual case for a one-shot sync: files changed in
+  # the last `settle` (2 s) would wait that out first (not timed here).
+  sleep 3
+  echo "ferry sync, $count files, max_in_flight 4:"
+  local start end
+  start=$(date +%s.%N)
+  (cd "$dir" && /usr/bin/time -f "%e %U %S %M" -o "$dir/time" "$ferry" sync bench --config ferry.yaml --timeout 30m >"$dir/out" 2>"$dir/err") ||
+    { echo "ferry sync failed:"; tail -20 "$dir/err"; return; }
+  end=$(date +%s.%N)
+  read -r wall user sys rss_kib < <(tail -n 1 "$dir/time")
+  python3 - "$FERRY_E2E_URL" "$FERRY_E2E_API_KEY" "ferry-sync-bench-$count" "$count" "$start" "$end" "$user" "$sys" "$rss_kib" <<'PY'
+import json, sys, urllib.request
+url, key, name, count, start, end, user, sys_, rss = sys.argv[1:]
+count, wall = int(count), float(end) - float(start)
+def get(path):
+    req = urllib.request.Request(url + path, headers={"authorization": "Bearer " + key})
+    return json.load(urllib.request.urlopen(req))
+kbs = get("/api/v1/knowledge/?page=1")
+kbs = kbs.get("items", kbs) if isinstance(kbs, dict) else kbs
+kb = next(k["id"] for k in kbs if k["name"] == name)
+items, page = [], 1
+while True:
+    got = get(f"/api/v1/knowledge/{kb}/files?page={page}&limit=1000")
+    got = got.get("items", got) if isinstance(got, dict) else got
+    items += got
+    if len(got) < 1000:
+        break
+    page += 1
+done = [i for i in items if (i.get("data") or {}).get("status", "completed") == "completed"]
+cpu = float(user) + float(sys_)
+print(f"  exited 0 after {wall:.1f} s; CPU {cpu:.2f} s ({cpu*1000/count:.1f} ms per file); peak RSS {int(rss)/1024:.1f} MiB")
+print(f"  {len(done)} of {count} in the knowledge base and processed (checked after exit) = {len(done)/wall:.2f} files/s")
+PY
+}
+
 # The files/s figure of a tool's output.
 rate() { grep -oE '= [0-9.]+ files/s' | tail -1 | grep -oE '[0-9.]+'; }
 
+# Each pair on a server of its own: the daemon (`ferry`) and `ferry sync`
+# (`sync`), each in both orders with oikb. FERRY_PEER_ORDERS="oikb sync,sync oikb"
+# to pick.
+if [[ -n "${FERRY_PEER_ORDERS:-}" ]]; then
+  IFS=, read -ra orders <<<"$FERRY_PEER_ORDERS"
+else
+  orders=("oikb ferry" "ferry oikb" "oikb sync" "sync oikb")
+fi
 n=0
 for count in $sizes; do
-  for order in "oikb ferry" "ferry oikb"; do
+  for order in "${orders[@]}"; do
     n=$((n + 1))
     e2e_start 0.12.4 "$work/server$n"
     declare -A got=()
@@ -105,7 +167,9 @@ for count in $sizes; do
       echo
     done
     e2e_stop
-    echo "== $count files, $order: ferry ${got[ferry]} files/s, oikb ${got[oikb]} files/s = $(python3 -c "print(round(${got[ferry]} / ${got[oikb]}, 2))")× oikb's speed"
+    other=${order/oikb/}
+    other=${other// /}
+    echo "== $count files, $order: $other ${got[$other]} files/s, oikb ${got[oikb]} files/s = $(python3 -c "print(round(${got[$other]} / ${got[oikb]}, 2))")× oikb's speed"
     echo
     unset got
   done
