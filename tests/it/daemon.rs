@@ -417,19 +417,11 @@ async fn drift_in_open_webui_is_repaired_at_the_next_check() {
         drain(&running).await;
         let client = s.client();
         let uploads = s.uploads();
-        let file_of = |name: &str| {
-            let st = s.fake.state.lock().unwrap();
-            st.files
-                .iter()
-                .find(|(_, f)| f.name.ends_with(name))
-                .map(|(id, _)| id.clone())
-                .unwrap()
-        };
 
         // Unlinked in the UI (the file stays): linked again, no upload.
         let kb = kb_id(&s).unwrap();
         client
-            .remove_file(&kb, &file_of("a.md"), false)
+            .remove_file(&kb, &s.file_id("a.md"), false)
             .await
             .unwrap();
         assert_eq!(s.names().len(), 2);
@@ -438,7 +430,7 @@ async fn drift_in_open_webui_is_repaired_at_the_next_check() {
 
         // Deleted with its file: uploaded again.
         client
-            .remove_file(&kb, &file_of("b.md"), true)
+            .remove_file(&kb, &s.file_id("b.md"), true)
             .await
             .unwrap();
         eventually("b.md back", async || s.names().len() == 3).await;
@@ -487,14 +479,7 @@ async fn a_collection_made_again_gets_every_file_though_its_first_repair_failed(
         let running = s.start().await;
         eventually("three linked", async || s.names().len() == 3).await;
         drain(&running).await;
-        let last = {
-            let st = s.fake.state.lock().unwrap();
-            st.files
-                .iter()
-                .find(|(_, f)| f.name.ends_with("c.md"))
-                .map(|(id, _)| id.clone())
-                .unwrap()
-        };
+        let last = s.file_id("c.md");
         let kb = kb_id(&s).unwrap();
         // The repair reads each file before linking it, in path order:
         // a.md and b.md go back, then the look at c.md fails.
@@ -612,14 +597,7 @@ async fn plan_lists_exactly_what_the_sync_then_does() {
         std::fs::rename(inbox.join("c.md"), inbox.join("sub/c2.md")).unwrap();
         std::fs::remove_file(inbox.join("d.md")).unwrap();
         write(&inbox.join("empty.md"), "");
-        let a_file = {
-            let st = s.fake.state.lock().unwrap();
-            st.files
-                .iter()
-                .find(|(_, f)| f.name.ends_with("a.md"))
-                .map(|(id, _)| id.clone())
-                .unwrap()
-        };
+        let a_file = s.file_id("a.md");
         let kb = kb_id(&s).unwrap();
         s.client().remove_file(&kb, &a_file, false).await.unwrap();
         let uploads = s.uploads();

@@ -185,6 +185,16 @@ impl TestApp {
     pub fn uploads(&self) -> usize {
         self.fake.count("POST", "/api/v1/files/")
     }
+
+    /// The id of the fake's file whose name ends in `name`.
+    pub fn file_id(&self, name: &str) -> String {
+        let st = self.fake.state.lock().unwrap();
+        st.files
+            .iter()
+            .find(|(_, f)| f.name.ends_with(name))
+            .map(|(id, _)| id.clone())
+            .unwrap_or_else(|| panic!("no file {name} in the fake"))
+    }
 }
 
 /// Stops a daemon as SIGTERM does; within its grace.
