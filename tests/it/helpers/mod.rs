@@ -100,6 +100,9 @@ impl TestApp {
         std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
         let fake = FakeOpenWebUi::start(opts.version).await;
         let receiver = Receiver::start().await;
+        // `out` retries 1.3 s apart: with the ±20 % jitter never under a
+        // second, so each attempt's `webhook-timestamp` (whole seconds)
+        // differs (1.1 s let two share one second now and then).
         std::fs::write(
             dir.path().join("ferry.yaml"),
             format!(
@@ -107,7 +110,7 @@ impl TestApp {
                  state:\n  database: state/ferry.db\n\
                  server:\n  listen: 127.0.0.1:0\n  admin_token: {ADMIN}\n\
                  shutdown_grace: 5s\n\
-                 webhooks:\n  out:\n    url: {}\n    secret: {OUT_SECRET}\n    allow_private: true\n    retry: [0s, 1100ms, 1100ms]\n    timeout: 1s\n{}",
+                 webhooks:\n  out:\n    url: {}\n    secret: {OUT_SECRET}\n    allow_private: true\n    retry: [0s, 1300ms, 1300ms]\n    timeout: 1s\n{}",
                 fake.url(),
                 receiver.url("out"),
                 opts.webhooks
