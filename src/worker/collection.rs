@@ -236,7 +236,8 @@ pub(super) async fn keep_in_step(
 /// list lacks are put back, and those in another directory than their
 /// folder's are moved into it. The documents of a collection this one
 /// replaces (deleted in Open WebUI) are among them: the store moved them
-/// here when it remembered this one. Returns how many were put back and how many moved.
+/// here when it remembered this one. Returns how many were put back and
+/// how many moved.
 async fn repair(
     workers: &Workers,
     rule: &Rule,

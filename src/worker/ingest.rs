@@ -192,7 +192,7 @@ pub fn sweep_min_age(client: &Client) -> Duration {
 /// A sweep once a lost upload is [`sweep_min_age`] old; one queued at a
 /// time (a new lost answer starts the rounds again).
 pub fn later_sweep(min_age: Duration, now_ms: i64) -> TriggerEvent {
-    sweep_round(min_age, now_ms, 0, true)
+    sweep_in(sweep_wait(min_age), now_ms, 0)
 }
 
 /// How many sweeps follow a lost answer: each waits twice as long as the
@@ -202,15 +202,14 @@ pub fn later_sweep(min_age: Duration, now_ms: i64) -> TriggerEvent {
 /// that upload, nor would anything later until the next start.
 pub const SWEEP_ROUNDS: u32 = 6;
 
-/// The sweep of `round` after a lost answer; `soon` for one that left
-/// uploads too young to judge (they are judged as soon as they can be).
-pub fn sweep_round(min_age: Duration, now_ms: i64, round: u32, soon: bool) -> TriggerEvent {
-    let factor = if soon {
-        1
-    } else {
-        2u32.pow(round.min(SWEEP_ROUNDS))
-    };
-    let wait = (min_age + Duration::from_secs(5)) * factor;
+/// The least wait before a sweep after a lost answer: until an upload
+/// made then can be judged.
+pub fn sweep_wait(min_age: Duration) -> Duration {
+    min_age + Duration::from_secs(5)
+}
+
+/// The sweep of `round` after a lost answer, due `wait` from now.
+pub fn sweep_in(wait: Duration, now_ms: i64, round: u32) -> TriggerEvent {
     TriggerEvent::Sweep {
         before_s: None,
         at_ms: now_ms + wait.as_millis() as i64,

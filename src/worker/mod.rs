@@ -537,10 +537,12 @@ async fn sweep(workers: &Workers, job: &Job) -> Result<(Finish, Effects), Ingest
     );
     let round = job.input["round"].as_u64().unwrap_or(0) as u32;
     let after_lost_answer = job.input["before"].is_null();
+    let wait = ingest::sweep_wait(min_age);
     let next = if young > 0 {
-        Some(ingest::sweep_round(min_age, now, round, true))
+        // Judged as soon as they can be, in the same round.
+        Some(ingest::sweep_in(wait, now, round))
     } else if after_lost_answer && round + 1 < ingest::SWEEP_ROUNDS {
-        Some(ingest::sweep_round(min_age, now, round + 1, false))
+        Some(ingest::sweep_in(wait * 2u32.pow(round + 1), now, round + 1))
     } else {
         None
     };

@@ -785,6 +785,14 @@ fn cut_off(s: &TestApp, requests: &[(Method, String)]) {
     }
 }
 
+/// Whether a sweep of lost uploads waits, due after `after_ms`.
+async fn sweep_queued_after(running: &Running, after_ms: i64) -> bool {
+    let jobs = running.store.jobs(&Default::default()).await.unwrap();
+    jobs.iter().any(|j| {
+        j.kind == "sweep" && j.state == ferry::store::JobState::Queued && j.run_after > after_ms
+    })
+}
+
 /// The document at `path` of the mirror rule, once it is in `state`.
 async fn document_once(
     running: &Running,
@@ -1073,12 +1081,7 @@ async fn an_upload_whose_delete_was_cut_off_is_deleted_by_a_later_sweep() {
     })
     .await;
     eventually("a later sweep queued", async || {
-        let jobs = running.store.jobs(&Default::default()).await.unwrap();
-        jobs.iter().any(|j| {
-            j.kind == "sweep"
-                && j.state == ferry::store::JobState::Queued
-                && j.run_after > s.clock.now_ms()
-        })
+        sweep_queued_after(&running, s.clock.now_ms()).await
     })
     .await;
     assert!(s.fake.state.lock().unwrap().files.contains_key(&refused));
@@ -1116,23 +1119,11 @@ async fn an_upload_the_server_makes_after_the_sweep_looked_is_deleted_by_a_later
     write(&s.inbox().join("late.md"), "carried out late");
     let late = s.inbox().join("late.md");
     let failed = document_once(&running, &late, ferry::store::DocumentState::Failed).await;
-    let due = |after: i64| {
-        let store = running.store.clone();
-        async move {
-            store
-                .jobs(&Default::default())
-                .await
-                .unwrap()
-                .into_iter()
-                .any(|j| {
-                    j.kind == "sweep"
-                        && j.state == ferry::store::JobState::Queued
-                        && j.run_after > after
-                })
-        }
-    };
     let now = s.clock.now_ms();
-    eventually("a sweep queued", async || due(now).await).await;
+    eventually("a sweep queued", async || {
+        sweep_queued_after(&running, now).await
+    })
+    .await;
     // The retry links the file; the sweep after it finds nothing.
     s.clock.advance(Duration::from_millis(
         (failed.retry_at.unwrap() - s.clock.now_ms()).max(0) as u64 + 1000,
