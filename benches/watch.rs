@@ -372,6 +372,36 @@ async fn fake_kb(fake: &FakeOpenWebUi) -> String {
         .id
 }
 
+/// Waits until ferry has no job queued or running (its `/metrics`), and a
+/// second more.
+async fn wait_for_no_work(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let busy = text.lines().any(|l| {
+            l.starts_with("ferry_jobs{")
+                && (l.contains("state=\"queued\"") || l.contains("state=\"running\""))
+                && !l.ends_with(" 0")
+        });
+        if !busy {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ferry still busy after 120 s:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
 /// The status pages of a large installation: 100,000 documents (an
 /// unchanged tree, as in `fake`) and 100,000 finished jobs → server time
 /// of the overview, a rule's documents page and the jobs page (loopback,
@@ -394,8 +424,10 @@ async fn ui() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let cookie = ferry::testing::ui_session(&http, &base, ADMIN).await;
-    // Settled first: the start-up sweep reads the whole tree.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Settled first: the start-up reconcile reads the whole tree, and the
+    // drift repair the collection's 100 pages from the fake, which lives in
+    // this process and would slow the requests measured here.
+    wait_for_no_work(&http, &base).await;
     println!("status pages with {count} documents and {jobs} jobs in the store:");
     let mut weights = Vec::new();
     for (name, path, rounds) in [

@@ -61,7 +61,7 @@ pub const EXIT_CONFIG: u8 = 2;
 
 /// Entry point of the binary.
 pub fn main(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -6,8 +6,10 @@
 //! redelivery, so a receiver can drop duplicates of at-least-once delivery.
 
 use serde::Serialize;
-use sqlx::Row;
 
+use rusqlite::params;
+
+use super::sql::{Conn, Sql as _};
 use super::{Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -74,25 +76,23 @@ pub struct Delivery {
     pub delivered_at: Option<i64>,
 }
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Delivery, sqlx::Error> {
-    let state: String = row.try_get("state")?;
+fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
     Ok(Delivery {
-        id: row.try_get("id")?,
-        job_id: row.try_get("job_id")?,
-        rule: row.try_get("rule")?,
-        destination: row.try_get("destination")?,
-        event_type: row.try_get("event_type")?,
-        body: row.try_get("body")?,
-        state: DeliveryState::parse(&state)
-            .ok_or_else(|| sqlx::Error::Decode(format!("delivery state {state}").into()))?,
-        attempts: row.try_get("attempts")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        last_status: row.try_get("last_status")?,
-        last_error: row.try_get("last_error")?,
-        last_response: row.try_get("last_response")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        delivered_at: row.try_get("delivered_at")?,
+        id: row.get("id")?,
+        job_id: row.get("job_id")?,
+        rule: row.get("rule")?,
+        destination: row.get("destination")?,
+        event_type: row.get("event_type")?,
+        body: row.get("body")?,
+        state: super::sql::parsed(row, "state", DeliveryState::parse)?,
+        attempts: row.get("attempts")?,
+        next_attempt_at: row.get("next_attempt_at")?,
+        last_status: row.get("last_status")?,
+        last_error: row.get("last_error")?,
+        last_response: row.get("last_response")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+        delivered_at: row.get("delivered_at")?,
     })
 }
 
@@ -116,7 +116,7 @@ pub enum AttemptNext {
 }
 
 /// One try at sending a delivery, as recorded.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub attempt: i64,
     pub started_at: i64,
@@ -140,8 +140,8 @@ pub struct DeliveryFilter {
 /// then one update of them all (sqlx hands every result row across
 /// threads one by one: a claim of 50 rows cost 50 round trips). The
 /// writer's transaction holds the write lock between the two.
-async fn claim_in(
-    tx: &mut sqlx::SqliteConnection,
+fn claim_in(
+    tx: &Conn,
     due: &str,
     args: (String, i64, i64),
     owner: &str,
@@ -157,12 +157,7 @@ async fn claim_in(
             'created_at', created_at, 'delivered_at', delivered_at))
          FROM (SELECT * FROM deliveries WHERE {due})"
     );
-    let claimed: String = sqlx::query_scalar(&select)
-        .bind(&args.0)
-        .bind(args.1)
-        .bind(args.2)
-        .fetch_one(&mut *tx)
-        .await?;
+    let claimed: String = tx.one(&select, params![&args.0, args.1, args.2])?;
     #[derive(serde::Deserialize)]
     struct Claimed {
         id: String,
@@ -185,17 +180,17 @@ async fn claim_in(
         return Ok(Vec::new());
     }
     let ids: Vec<&str> = rows.iter().map(|c| c.id.as_str()).collect();
-    sqlx::query(
+    tx.exec(
         "UPDATE deliveries SET state = 'delivering', lease_owner = ?1, lease_until = ?2,
                 attempts = attempts + 1, updated_at = ?3
          WHERE id IN (SELECT value FROM json_each(?4))",
-    )
-    .bind(owner)
-    .bind(lease_until)
-    .bind(now_ms)
-    .bind(serde_json::to_string(&ids).unwrap_or_default())
-    .execute(&mut *tx)
-    .await?;
+        params![
+            owner,
+            lease_until,
+            now_ms,
+            serde_json::to_string(&ids).unwrap_or_default()
+        ],
+    )?;
     rows.into_iter()
         .map(|c| {
             Ok(Delivery {
@@ -220,31 +215,27 @@ async fn claim_in(
         .collect()
 }
 
-pub(super) async fn insert(
-    tx: &mut sqlx::SqliteConnection,
-    deliveries: &[NewDelivery],
-    now_ms: i64,
-) -> Result<(), StoreError> {
+pub(super) fn insert(tx: &Conn, deliveries: &[NewDelivery], now_ms: i64) -> Result<(), StoreError> {
     for d in deliveries {
-        sqlx::query(
+        tx.exec(
             "INSERT INTO deliveries (id, job_id, rule, destination, event_type, body, state,
                                      next_attempt_at, last_error, created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&d.id)
-        .bind(&d.job_id)
-        .bind(&d.rule)
-        .bind(&d.destination)
-        .bind(&d.event_type)
-        .bind(&d.body)
-        .bind(if d.error.is_some() { "dead" } else { "pending" })
-        .bind(now_ms)
-        .bind(&d.error)
-        .bind(now_ms)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
+            params![
+                &d.id,
+                &d.job_id,
+                &d.rule,
+                &d.destination,
+                &d.event_type,
+                &d.body,
+                if d.error.is_some() { "dead" } else { "pending" },
+                now_ms,
+                &d.error,
+                now_ms,
+                now_ms
+            ],
+        )?;
     }
     Ok(())
 }
@@ -258,11 +249,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let deliveries = deliveries.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
-                let deliveries = &deliveries;
-                insert(&mut *tx, deliveries, now_ms).await?;
-                Ok(())
-            })
+            let deliveries = &deliveries;
+            insert(tx, deliveries, now_ms)?;
+            Ok(())
         })
         .await
     }
@@ -283,29 +272,27 @@ impl Store {
         let rooms = rooms.to_owned();
         let lease_until = now_ms + lease_ms;
         self.write(move |tx| {
-            Box::pin(async move {
+
                 let mut out = Vec::new();
                 let due = "destination = ?1 AND state = 'pending' AND next_attempt_at <= ?2
                            ORDER BY next_attempt_at LIMIT ?3";
                 for (destination, room) in rooms.iter().filter(|(_, r)| *r > 0) {
                     let args = (destination.clone(), now_ms, *room);
-                    out.extend(claim_in(tx, due, args, &owner, lease_until, now_ms).await?);
+                    out.extend(claim_in(tx, due, args, &owner, lease_until, now_ms)?);
                 }
                 if unknown_room > 0 {
                     // The destinations the table names, one index seek
                     // each: asking for due rows whose destination is not
                     // known instead scans every due row, and a backlog of
                     // 20,000 made each claim cost 2 ms.
-                    let named: Vec<String> = sqlx::query_scalar(
+                    let named: Vec<String> = tx.all(
                         "WITH RECURSIVE d(name) AS (
                              SELECT MIN(destination) FROM deliveries
                              UNION ALL
                              SELECT (SELECT MIN(destination) FROM deliveries WHERE destination > d.name)
                              FROM d WHERE d.name IS NOT NULL)
                          SELECT name FROM d WHERE name IS NOT NULL",
-                    )
-                    .fetch_all(&mut *tx)
-                    .await?;
+                    [], |r| r.get(0))?;
                     let mut room = unknown_room;
                     for destination in named
                         .into_iter()
@@ -315,13 +302,13 @@ impl Store {
                             break;
                         }
                         let args = (destination, now_ms, room);
-                        let claimed = claim_in(tx, due, args, &owner, lease_until, now_ms).await?;
+                        let claimed = claim_in(tx, due, args, &owner, lease_until, now_ms)?;
                         room -= claimed.len() as i64;
                         out.extend(claimed);
                     }
                 }
                 Ok(out)
-            })
+
         })
         .await
     }
@@ -355,7 +342,7 @@ impl Store {
         let batch = serde_json::Value::Array(rows).to_string();
         let owner = owner.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
+
                 // Only outcomes of deliveries this process still holds
                 // (fencing): the attempt first, then the row.
                 // The batch, parsed once; deliveries found by id (`+` keeps
@@ -367,7 +354,7 @@ impl Store {
                            value->>'error' AS error, value->>'response' AS response,
                            value->>'started_at' AS started_at, value->>'duration_ms' AS duration_ms
                     FROM json_each(?1)) ";
-                sqlx::query(&format!(
+                tx.exec(&format!(
                     "{rows} INSERT INTO delivery_attempts
                             (delivery_id, attempt, started_at, duration_ms, status, error, response)
                      SELECT r.id, (SELECT COALESCE(MAX(a.attempt), 0) + 1 FROM delivery_attempts a
@@ -375,12 +362,8 @@ impl Store {
                             r.started_at, r.duration_ms, r.status, r.error, r.response
                      FROM r JOIN deliveries d ON d.id = r.id
                      WHERE +d.lease_owner = ?2 AND +d.state = 'delivering'"
-                ))
-                .bind(&batch)
-                .bind(&owner)
-                .execute(&mut *tx)
-                .await?;
-                let done = sqlx::query(&format!(
+                ), params![&batch, &owner])?;
+                let done = tx.exec(&format!(
                     "{rows} UPDATE deliveries SET state = r.state, next_attempt_at = r.next_at,
                             delivered_at = r.delivered_at, lease_owner = NULL, lease_until = NULL,
                             last_status = r.status, last_error = r.error, last_response = r.response,
@@ -388,14 +371,9 @@ impl Store {
                      FROM r
                      WHERE deliveries.id = r.id AND +deliveries.lease_owner = ?2
                        AND +deliveries.state = 'delivering'"
-                ))
-                .bind(&batch)
-                .bind(&owner)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-                Ok(done.rows_affected() as usize)
-            })
+                ), params![&batch, &owner, now_ms])?;
+                Ok(done as usize)
+
         })
         .await
     }
@@ -404,18 +382,14 @@ impl Store {
     pub async fn release_deliveries(&self, owner: &str, now_ms: i64) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
+
             let owner = &owner;
-            let done = sqlx::query(
+            let done = tx.exec(
                     "UPDATE deliveries SET state = 'pending', lease_owner = NULL, lease_until = NULL,
                             attempts = attempts - 1, updated_at = ? WHERE lease_owner = ? AND state = 'delivering'",
-                )
-                .bind(now_ms)
-                .bind(owner)
-                .execute(&mut *tx)
-                .await?;
-                Ok(done.rows_affected())
-            })
+                params![now_ms, owner])?;
+                Ok(done as u64)
+
         })
         .await
     }
@@ -428,17 +402,13 @@ impl Store {
         now_ms: i64,
     ) -> Result<u64, StoreError> {
         self.write(move |tx| {
-            Box::pin(async move {
-            let done = sqlx::query(
+
+            let done = tx.exec(
                     "UPDATE deliveries SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = ?1
                      WHERE state = 'delivering' AND (?2 IS NULL OR lease_until < ?2)",
-                )
-                .bind(now_ms)
-                .bind(expired_before)
-                .execute(&mut *tx)
-                .await?;
-                Ok(done.rows_affected())
-            })
+                params![now_ms, expired_before])?;
+                Ok(done as u64)
+
         })
         .await
     }
@@ -449,39 +419,32 @@ impl Store {
     pub async fn redeliver(&self, id: &str, now_ms: i64) -> Result<Option<bool>, StoreError> {
         let id = id.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
+
             let id = &id;
-            let state: Option<String> = sqlx::query_scalar("SELECT state FROM deliveries WHERE id = ?")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let state: Option<String> = tx.opt("SELECT state FROM deliveries WHERE id = ?", params![id])?;
                 let Some(state) = state else {
                     return Ok(None);
                 };
                 if state == "delivering" {
                     return Ok(Some(false));
                 }
-                sqlx::query(
+                tx.exec(
                     "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?, delivered_at = NULL,
                             updated_at = ? WHERE id = ?",
-                )
-                .bind(now_ms)
-                .bind(now_ms)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+                params![now_ms, now_ms, id])?;
                 Ok(Some(true))
-            })
+
         })
         .await
     }
 
     pub async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
-        let row = sqlx::query("SELECT * FROM deliveries WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(row.as_ref().map(from_row).transpose()?)
+        let row = self.reader().await?.row_opt(
+            "SELECT * FROM deliveries WHERE id = ?",
+            params![id],
+            from_row,
+        )?;
+        Ok(row)
     }
 
     pub async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {
@@ -492,41 +455,54 @@ impl Store {
                 ("rule", filter.rule.is_some())
             ])
         );
-        let rows = sqlx::query(&sql)
-            .bind(filter.state.map(DeliveryState::as_str))
-            .bind(filter.rule.as_deref())
-            .bind(filter.limit.unwrap_or(i64::MAX))
-            .fetch_all(&self.reader)
-            .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+        let filter = filter.clone();
+        self.read_apart(move |c| {
+            c.all(
+                &sql,
+                params![
+                    filter.state.map(DeliveryState::as_str),
+                    filter.rule.as_deref(),
+                    filter.limit.unwrap_or(i64::MAX)
+                ],
+                from_row,
+            )
+        })
+        .await
     }
 
     /// Every attempt of a delivery, first first.
     pub async fn delivery_attempts(&self, id: &str) -> Result<Vec<Attempt>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(self.reader().await?.all(
             "SELECT attempt, started_at, duration_ms, status, error, response
              FROM delivery_attempts WHERE delivery_id = ? ORDER BY attempt",
-        )
-        .bind(id)
-        .fetch_all(&self.reader)
-        .await?)
+            params![id],
+            |r| {
+                Ok(Attempt {
+                    attempt: r.get(0)?,
+                    started_at: r.get(1)?,
+                    duration_ms: r.get(2)?,
+                    status: r.get(3)?,
+                    error: r.get(4)?,
+                    response: r.get(5)?,
+                })
+            },
+        )?)
     }
 
     pub async fn delivery_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state")
-                .fetch_all(&self.reader)
-                .await?,
-        )
+        Ok(self.reader().await?.all(
+            "SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state",
+            [],
+            super::sql::tuple,
+        )?)
     }
 
     /// The earliest time a pending delivery is due.
     pub async fn next_delivery_due(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(self.reader().await?.one(
             "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'",
-        )
-        .fetch_one(&self.reader)
-        .await?)
+            [],
+        )?)
     }
 }
 

@@ -1,6 +1,9 @@
 //! The collection directories that mirror watched subfolders
 //! (`knowledge_dirs`), by their path relative to the watched root.
 
+use rusqlite::params;
+
+use super::sql::{Conn, Sql as _};
 use super::{Store, StoreError};
 
 /// A directory ferry knows in a collection.
@@ -22,24 +25,20 @@ impl Store {
         collection_id: &str,
         path: &str,
     ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(self.reader().await?.opt(
             "SELECT dir_id FROM knowledge_dirs WHERE collection_id = ? AND path = ?",
-        )
-        .bind(collection_id)
-        .bind(path)
-        .fetch_optional(&self.reader)
-        .await?)
+            params![collection_id, path],
+        )?)
     }
 
     /// Every directory known in a collection, deepest first.
     pub async fn known_dirs(&self, collection_id: &str) -> Result<Vec<KnownDir>, StoreError> {
-        let rows: Vec<(String, String, bool)> = sqlx::query_as(
+        let rows: Vec<(String, String, bool)> = self.reader().await?.all(
             "SELECT path, dir_id, owned FROM knowledge_dirs WHERE collection_id = ?
              ORDER BY length(path) - length(replace(path, '/', '')) DESC, path",
-        )
-        .bind(collection_id)
-        .fetch_all(&self.reader)
-        .await?;
+            params![collection_id],
+            super::sql::tuple,
+        )?;
         Ok(rows
             .into_iter()
             .map(|(path, dir_id, owned)| KnownDir {
@@ -61,21 +60,14 @@ impl Store {
         let (collection_id, path, dir_id) =
             (collection_id.to_owned(), path.to_owned(), dir_id.to_owned());
         self.write(move |tx| {
-            Box::pin(async move {
-                sqlx::query(
+
+                tx.exec(
                     "INSERT INTO knowledge_dirs (collection_id, path, dir_id, owned, created_at)
                      VALUES (?, ?, ?, ?, ?)
                      ON CONFLICT (collection_id, path) DO UPDATE SET dir_id = excluded.dir_id, owned = excluded.owned",
-                )
-                .bind(&collection_id)
-                .bind(&path)
-                .bind(&dir_id)
-                .bind(owned)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
+                params![&collection_id, &path, &dir_id, owned, now_ms])?;
                 Ok(())
-            })
+
         })
         .await
     }
@@ -90,19 +82,14 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (collection_id, from, to) = (collection_id.to_owned(), from.to_owned(), to.to_owned());
         self.write(move |tx| {
-            Box::pin(async move {
+
                 // Anything already recorded under the new name is stale.
-                delete_at_or_under(tx, &collection_id, &to).await?;
-                sqlx::query(&format!(
+                delete_at_or_under(tx, &collection_id, &to)?;
+                tx.exec(&format!(
                     "UPDATE knowledge_dirs SET path = ?3 || substr(path, length(?2) + 1) WHERE {AT_OR_UNDER}"
-                ))
-                .bind(&collection_id)
-                .bind(&from)
-                .bind(&to)
-                .execute(&mut *tx)
-                .await?;
+                ), params![&collection_id, &from, &to])?;
                 Ok(())
-            })
+
         })
         .await
     }
@@ -111,23 +98,16 @@ impl Store {
     /// Open WebUI deletes a directory's subdirectories with it, those too.
     pub async fn forget_dir(&self, collection_id: &str, path: &str) -> Result<(), StoreError> {
         let (collection_id, path) = (collection_id.to_owned(), path.to_owned());
-        self.write(move |tx| {
-            Box::pin(async move { delete_at_or_under(tx, &collection_id, &path).await })
-        })
-        .await
+        self.write(move |tx| delete_at_or_under(tx, &collection_id, &path))
+            .await
     }
 }
 
-async fn delete_at_or_under(
-    tx: &mut sqlx::SqliteConnection,
-    collection_id: &str,
-    path: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(&format!("DELETE FROM knowledge_dirs WHERE {AT_OR_UNDER}"))
-        .bind(collection_id)
-        .bind(path)
-        .execute(&mut *tx)
-        .await?;
+fn delete_at_or_under(tx: &Conn, collection_id: &str, path: &str) -> Result<(), StoreError> {
+    tx.exec(
+        &format!("DELETE FROM knowledge_dirs WHERE {AT_OR_UNDER}"),
+        params![collection_id, path],
+    )?;
     Ok(())
 }
 

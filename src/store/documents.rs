@@ -1,8 +1,10 @@
 //! Per-file ingestion state (DESIGN §6 "Document").
 
 use serde::Serialize;
-use sqlx::Row;
 
+use rusqlite::params;
+
+use super::sql::{Conn, Sql as _};
 use super::{Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -135,7 +137,7 @@ pub struct Document {
 }
 
 /// A linked document and its file (see [`Store::linked_files`]).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkedFile {
     pub id: i64,
     pub path: String,
@@ -154,28 +156,26 @@ pub struct KnownFile {
     pub retry_at: Option<i64>,
 }
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Document, sqlx::Error> {
-    let state: String = row.try_get("state")?;
-    let reason: Option<String> = row.try_get("reason")?;
+fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Document> {
+    let reason: Option<String> = row.get("reason")?;
     Ok(Document {
-        id: row.try_get("id")?,
-        rule: row.try_get("rule")?,
-        path: row.try_get("path")?,
-        collection_id: row.try_get("collection_id")?,
-        collection_name: row.try_get("collection_name")?,
-        state: DocumentState::parse(&state)
-            .ok_or_else(|| sqlx::Error::Decode(format!("document state {state}").into()))?,
+        id: row.get("id")?,
+        rule: row.get("rule")?,
+        path: row.get("path")?,
+        collection_id: row.get("collection_id")?,
+        collection_name: row.get("collection_name")?,
+        state: super::sql::parsed(row, "state", DocumentState::parse)?,
         reason: reason.as_deref().and_then(FailureReason::parse),
-        error: row.try_get("error")?,
-        size: row.try_get("size")?,
-        mtime_ns: row.try_get("mtime_ns")?,
-        inode: row.try_get("inode")?,
-        sha256: row.try_get("sha256")?,
-        file_id: row.try_get("file_id")?,
-        attempts: row.try_get("attempts")?,
-        retry_at: row.try_get("retry_at")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        error: row.get("error")?,
+        size: row.get("size")?,
+        mtime_ns: row.get("mtime_ns")?,
+        inode: row.get("inode")?,
+        sha256: row.get("sha256")?,
+        file_id: row.get("file_id")?,
+        attempts: row.get("attempts")?,
+        retry_at: row.get("retry_at")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
     })
 }
 
@@ -243,12 +243,12 @@ impl OwnedUpload {
 
 impl Store {
     pub async fn document(&self, rule: &str, path: &str) -> Result<Option<Document>, StoreError> {
-        let row = sqlx::query("SELECT * FROM documents WHERE rule = ? AND path = ?")
-            .bind(rule)
-            .bind(path)
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(row.as_ref().map(from_row).transpose()?)
+        let row = self.reader().await?.row_opt(
+            "SELECT * FROM documents WHERE rule = ? AND path = ?",
+            params![rule, path],
+            from_row,
+        )?;
+        Ok(row)
     }
 
     /// A linked document with this content in this collection, under any
@@ -258,15 +258,13 @@ impl Store {
         collection_id: &str,
         sha256: &str,
     ) -> Result<Option<Document>, StoreError> {
-        let row = sqlx::query(
+        let row = self.reader().await?.row_opt(
             "SELECT * FROM documents WHERE collection_id = ? AND sha256 = ? AND state = 'linked'
              ORDER BY updated_at LIMIT 1",
-        )
-        .bind(collection_id)
-        .bind(sha256)
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(row.as_ref().map(from_row).transpose()?)
+            params![collection_id, sha256],
+            from_row,
+        )?;
+        Ok(row)
     }
 
     pub async fn documents(&self, filter: &DocumentFilter) -> Result<Vec<Document>, StoreError> {
@@ -277,69 +275,72 @@ impl Store {
                 ("rule", filter.rule.is_some())
             ])
         );
-        let rows = sqlx::query(&sql)
-            .bind(filter.state.map(DocumentState::as_str))
-            .bind(filter.rule.as_deref())
-            .bind(filter.limit.unwrap_or(i64::MAX))
-            .fetch_all(&self.reader)
-            .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+        let filter = filter.clone();
+        self.read_apart(move |c| {
+            c.all(
+                &sql,
+                params![
+                    filter.state.map(DocumentState::as_str),
+                    filter.rule.as_deref(),
+                    filter.limit.unwrap_or(i64::MAX)
+                ],
+                from_row,
+            )
+        })
+        .await
     }
 
     /// The Open WebUI file ids that documents hold now (being uploaded,
     /// processing or linked): what an orphan sweep must never delete.
     /// Streamed into a set, not loaded as whole documents.
     pub async fn current_file_ids(&self) -> Result<std::collections::HashSet<String>, StoreError> {
-        use futures_util::TryStreamExt as _;
-        // A failed document's kept upload waits for its retry.
-        let mut rows = sqlx::query_scalar::<_, String>(
-            "SELECT d.file_id FROM documents d
-             WHERE d.file_id IS NOT NULL AND (d.state IN ('uploading', 'processing', 'linked')
-                OR (d.state = 'failed' AND EXISTS (SELECT 1 FROM uploads u
-                      WHERE u.file_id = d.file_id AND u.state = 'uploaded' AND u.sha256 = d.sha256)))",
-        )
-        .fetch(&self.reader);
-        let mut out = std::collections::HashSet::new();
-        while let Some(id) = rows.try_next().await? {
-            out.insert(id);
-        }
-        Ok(out)
+        self.read_apart(|c| {
+            // A failed document's kept upload waits for its retry.
+            let mut stmt = c.prepare_cached(
+                "SELECT d.file_id FROM documents d
+                 WHERE d.file_id IS NOT NULL AND (d.state IN ('uploading', 'processing', 'linked')
+                    OR (d.state = 'failed' AND EXISTS (SELECT 1 FROM uploads u
+                          WHERE u.file_id = d.file_id AND u.state = 'uploaded' AND u.sha256 = d.sha256)))",
+            )?;
+            let ids = stmt.query_map([], |r| r.get(0))?;
+            ids.collect()
+        })
+        .await
     }
 
     /// The slim view of a rule's documents that a reconcile compares with
-    /// the tree: no names, errors or hashes, streamed rather than buffered
-    /// (a 100,000-file rule must not cost hundreds of MiB).
+    /// the tree: no names, errors or hashes, read row by row rather than
+    /// buffered (a 100,000-file rule must not cost hundreds of MiB).
     pub async fn known_files(&self, rule: &str) -> Result<Vec<KnownFile>, StoreError> {
-        use futures_util::TryStreamExt as _;
-        let mut rows = sqlx::query(
-            "SELECT path, state, size, mtime_ns, inode, reason, retry_at FROM documents WHERE rule = ?",
-        )
-        .bind(rule)
-        .fetch(&self.reader);
-        let mut out = Vec::new();
-        while let Some(row) = rows.try_next().await? {
-            let state: String = row.try_get("state")?;
-            let reason: Option<String> = row.try_get("reason")?;
-            out.push(KnownFile {
-                path: row.try_get::<String, _>("path")?.into_boxed_str(),
-                state: DocumentState::parse(&state)
-                    .ok_or_else(|| StoreError::Corrupt(format!("document state {state}")))?,
-                size: row.try_get("size")?,
-                mtime_ns: row.try_get("mtime_ns")?,
-                inode: row.try_get("inode")?,
-                reason: reason.as_deref().and_then(FailureReason::parse),
-                retry_at: row.try_get("retry_at")?,
-            });
-        }
-        out.shrink_to_fit();
-        Ok(out)
+        let rule = rule.to_owned();
+        self.read_apart(move |c| {
+            let mut out = c.all(
+                "SELECT path, state, size, mtime_ns, inode, reason, retry_at FROM documents WHERE rule = ?",
+                [rule],
+                |row| {
+                    let reason: Option<String> = row.get("reason")?;
+                    Ok(KnownFile {
+                        path: row.get::<_, String>("path")?.into_boxed_str(),
+                        state: super::sql::parsed(row, "state", DocumentState::parse)?,
+                        size: row.get("size")?,
+                        mtime_ns: row.get("mtime_ns")?,
+                        inode: row.get("inode")?,
+                        reason: reason.as_deref().and_then(FailureReason::parse),
+                        retry_at: row.get("retry_at")?,
+                    })
+                },
+            )?;
+            out.shrink_to_fit();
+            Ok(out)
+        })
+        .await
     }
 
     /// Marks the document `uploading` with the stats and hash about to be
     /// sent, creating the row if needed. Returns its id.
     pub async fn begin_upload(&self, u: &NewUpload<'_>, now_ms: i64) -> Result<i64, StoreError> {
         let u = u.owned();
-        self.write(move |tx| Box::pin(async move { begin_upload_in(tx, &u.view(), now_ms).await }))
+        self.write(move |tx| begin_upload_in(tx, &u.view(), now_ms))
             .await
     }
 
@@ -352,10 +353,8 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let file_id = file_id.to_owned();
-        self.write(move |tx| {
-            Box::pin(async move { uploaded_in(tx, document_id, &file_id, now_ms).await })
-        })
-        .await
+        self.write(move |tx| uploaded_in(tx, document_id, &file_id, now_ms))
+            .await
     }
 
     /// Records an upload that a crash cut off before [`Store::uploaded`],
@@ -374,25 +373,19 @@ impl Store {
         let collection_id = collection_id.to_owned();
         let sha256 = sha256.map(str::to_owned);
         self.write(move |tx| {
-            Box::pin(async move {
+
             let file_id = &file_id;
             let collection_id = &collection_id;
-            let waiting: Option<i64> = sqlx::query_scalar(
+            let waiting: Option<i64> = tx.opt(
                     "SELECT 1 FROM documents WHERE id = ? AND state IN ('uploading', 'processing', 'failed')
                        AND collection_id = ? AND (? IS NULL OR sha256 = ?)",
-                )
-                .bind(document_id)
-                .bind(collection_id)
-                .bind(sha256.as_deref())
-                .bind(sha256.as_deref())
-                .fetch_optional(&mut *tx)
-                .await?;
+                params![document_id, collection_id, sha256.as_deref(), sha256.as_deref()])?;
                 if waiting.is_none() {
                     return Ok(false);
                 }
-                uploaded_in(tx, document_id, file_id, now_ms).await?;
+                uploaded_in(tx, document_id, file_id, now_ms)?;
                 Ok(true)
-            })
+
         })
         .await
     }
@@ -405,24 +398,15 @@ impl Store {
     ) -> Result<(), StoreError> {
         let file_id = file_id.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
+
             let file_id = &file_id;
-            sqlx::query(
+            tx.exec(
                     "UPDATE documents SET state = 'linked', file_id = ?, reason = NULL, error = NULL, retry_at = NULL,
                             updated_at = ? WHERE id = ?",
-                )
-                .bind(file_id)
-                .bind(now_ms)
-                .bind(document_id)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("UPDATE uploads SET state = 'linked', updated_at = ? WHERE file_id = ?")
-                    .bind(now_ms)
-                    .bind(file_id)
-                    .execute(&mut *tx)
-                    .await?;
+                params![file_id, now_ms, document_id])?;
+                tx.exec("UPDATE uploads SET state = 'linked', updated_at = ? WHERE file_id = ?", params![now_ms, file_id])?;
                 Ok(())
-            })
+
         })
         .await
     }
@@ -438,20 +422,15 @@ impl Store {
         let u = u.owned();
         let file_id = file_id.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
+
             let u = &u.view();
             let file_id = &file_id;
-            let id = begin_upload_in(tx, u, now_ms).await?;
-                sqlx::query(
+            let id = begin_upload_in(tx, u, now_ms)?;
+                tx.exec(
                     "UPDATE documents SET state = 'linked', file_id = ?, attempts = 0, updated_at = ? WHERE id = ?",
-                )
-                .bind(file_id)
-                .bind(now_ms)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+                params![file_id, now_ms, id])?;
                 Ok(id)
-            })
+
         })
         .await
     }
@@ -471,32 +450,18 @@ impl Store {
     ) -> Result<(), StoreError> {
         let error = error.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
+
             let error = &error;
             let file_id: Option<String> =
-                    sqlx::query_scalar("SELECT file_id FROM documents WHERE id = ?")
-                        .bind(document_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                sqlx::query(
+                    tx.one("SELECT file_id FROM documents WHERE id = ?", params![document_id])?;
+                tx.exec(
                     "UPDATE documents SET state = 'failed', reason = ?, error = ?, retry_at = ?, updated_at = ? WHERE id = ?",
-                )
-                .bind(reason.as_str())
-                .bind(error)
-                .bind(retry_at)
-                .bind(now_ms)
-                .bind(document_id)
-                .execute(&mut *tx)
-                .await?;
+                params![reason.as_str(), error, retry_at, now_ms, document_id])?;
                 if let Some(file_id) = file_id.filter(|_| !keep_upload) {
-                    sqlx::query("UPDATE uploads SET state = 'failed', updated_at = ? WHERE file_id = ? AND state = 'uploaded'")
-                        .bind(now_ms)
-                        .bind(file_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    tx.exec("UPDATE uploads SET state = 'failed', updated_at = ? WHERE file_id = ? AND state = 'uploaded'", params![now_ms, file_id])?;
                 }
                 Ok(())
-            })
+
         })
         .await
     }
@@ -512,27 +477,14 @@ impl Store {
     ) -> Result<(), StoreError> {
         let u = u.owned();
         self.write(move |tx| {
-            Box::pin(async move {
+
             let u = &u.view();
-            sqlx::query("DELETE FROM documents WHERE rule = ? AND path = ? AND id != ?")
-                    .bind(u.rule)
-                    .bind(u.path)
-                    .bind(document_id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
+            tx.exec("DELETE FROM documents WHERE rule = ? AND path = ? AND id != ?", params![u.rule, u.path, document_id])?;
+                tx.exec(
                     "UPDATE documents SET path = ?, size = ?, mtime_ns = ?, inode = ?, updated_at = ? WHERE id = ?",
-                )
-                .bind(u.path)
-                .bind(u.size)
-                .bind(u.mtime_ns)
-                .bind(u.inode)
-                .bind(now_ms)
-                .bind(document_id)
-                .execute(&mut *tx)
-                .await?;
+                params![u.path, u.size, u.mtime_ns, u.inode, now_ms, document_id])?;
                 Ok(())
-            })
+
         })
         .await
     }
@@ -551,43 +503,33 @@ impl Store {
         let path = path.to_owned();
         let why = why.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
+
             let rule = &rule;
             let path = &path;
             let why = &why;
-            sqlx::query(
+            tx.exec(
                     "INSERT INTO documents (rule, path, state, reason, error, created_at, updated_at)
                      VALUES (?1, ?2, 'skipped', 'not_regular', ?3, ?4, ?4)
                      ON CONFLICT (rule, path) DO UPDATE SET
                         state = 'skipped', reason = 'not_regular', error = excluded.error, size = NULL,
                         mtime_ns = NULL, inode = NULL, sha256 = NULL, file_id = NULL, retry_at = NULL,
                         updated_at = excluded.updated_at",
-                )
-                .bind(rule)
-                .bind(path)
-                .bind(why)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
+                params![rule, path, why, now_ms])?;
                 Ok(())
-            })
+
         })
         .await
     }
 
     pub async fn removed(&self, document_id: i64, now_ms: i64) -> Result<(), StoreError> {
         self.write(move |tx| {
-            Box::pin(async move {
-            sqlx::query(
+
+            tx.exec(
                     "UPDATE documents SET state = 'removed', reason = NULL, error = NULL, retry_at = NULL, updated_at = ?
                      WHERE id = ?",
-                )
-                .bind(now_ms)
-                .bind(document_id)
-                .execute(&mut *tx)
-                .await?;
+                params![now_ms, document_id])?;
                 Ok(())
-            })
+
         })
         .await
     }
@@ -599,15 +541,23 @@ impl Store {
         rule: &str,
         collection_id: &str,
     ) -> Result<Vec<LinkedFile>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, path, file_id FROM documents
-             WHERE rule = ? AND collection_id = ? AND state = 'linked' AND file_id IS NOT NULL
-             ORDER BY path",
-        )
-        .bind(rule)
-        .bind(collection_id)
-        .fetch_all(&self.reader)
-        .await?)
+        let (rule, collection_id) = (rule.to_owned(), collection_id.to_owned());
+        self.read_apart(move |c| {
+            c.all(
+                "SELECT id, path, file_id FROM documents
+                 WHERE rule = ? AND collection_id = ? AND state = 'linked' AND file_id IS NOT NULL
+                 ORDER BY path",
+                params![rule, collection_id],
+                |r| {
+                    Ok(LinkedFile {
+                        id: r.get(0)?,
+                        path: r.get(1)?,
+                        file_id: r.get(2)?,
+                    })
+                },
+            )
+        })
+        .await
     }
 
     /// A document whose file was linked again into `collection_id` (the
@@ -620,25 +570,17 @@ impl Store {
     ) -> Result<(), StoreError> {
         let collection_id = collection_id.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
-                let collection_id = &collection_id;
-                sqlx::query("UPDATE documents SET collection_id = ?, updated_at = ? WHERE id = ?")
-                    .bind(collection_id)
-                    .bind(now_ms)
-                    .bind(document_id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "UPDATE uploads SET collection_id = ?, updated_at = ?
+            let collection_id = &collection_id;
+            tx.exec(
+                "UPDATE documents SET collection_id = ?, updated_at = ? WHERE id = ?",
+                params![collection_id, now_ms, document_id],
+            )?;
+            tx.exec(
+                "UPDATE uploads SET collection_id = ?, updated_at = ?
                      WHERE file_id = (SELECT file_id FROM documents WHERE id = ?)",
-                )
-                .bind(collection_id)
-                .bind(now_ms)
-                .bind(document_id)
-                .execute(&mut *tx)
-                .await?;
-                Ok(())
-            })
+                params![collection_id, now_ms, document_id],
+            )?;
+            Ok(())
         })
         .await
     }
@@ -654,28 +596,18 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let file_id = file_id.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
-                let file_id = &file_id;
-                let n = sqlx::query(
-                    "UPDATE documents SET state = 'discovered', file_id = NULL, sha256 = NULL,
+            let file_id = &file_id;
+            let n = tx.exec(
+                "UPDATE documents SET state = 'discovered', file_id = NULL, sha256 = NULL,
                             reason = NULL, error = NULL, retry_at = NULL, updated_at = ?
                      WHERE id = ? AND file_id = ? AND state = 'linked'",
-                )
-                .bind(now_ms)
-                .bind(document_id)
-                .bind(file_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                sqlx::query(
-                    "UPDATE uploads SET state = 'deleted', updated_at = ? WHERE file_id = ?",
-                )
-                .bind(now_ms)
-                .bind(file_id)
-                .execute(&mut *tx)
-                .await?;
-                Ok(n == 1)
-            })
+                params![now_ms, document_id, file_id],
+            )?;
+            tx.exec(
+                "UPDATE uploads SET state = 'deleted', updated_at = ? WHERE file_id = ?",
+                params![now_ms, file_id],
+            )?;
+            Ok(n == 1)
         })
         .await
     }
@@ -684,57 +616,49 @@ impl Store {
     pub async fn upload_deleted(&self, file_id: &str, now_ms: i64) -> Result<(), StoreError> {
         let file_id = file_id.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
-                let file_id = &file_id;
-                sqlx::query(
-                    "UPDATE uploads SET state = 'deleted', updated_at = ? WHERE file_id = ?",
-                )
-                .bind(now_ms)
-                .bind(file_id)
-                .execute(&mut *tx)
-                .await?;
-                Ok(())
-            })
+            let file_id = &file_id;
+            tx.exec(
+                "UPDATE uploads SET state = 'deleted', updated_at = ? WHERE file_id = ?",
+                params![now_ms, file_id],
+            )?;
+            Ok(())
         })
         .await
     }
 
     /// Uploads of ferry's that never got linked (crash, failure): to delete.
     pub async fn orphan_uploads(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT file_id FROM uploads WHERE state IN ('uploaded', 'failed') ORDER BY created_at",
-        )
-        .fetch_all(&self.reader)
-        .await?)
+        self.read_apart(|c| {
+            c.all(
+                "SELECT file_id FROM uploads WHERE state IN ('uploaded', 'failed') ORDER BY created_at",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
     }
 
     pub async fn is_own_upload(&self, file_id: &str) -> Result<bool, StoreError> {
-        Ok(
-            sqlx::query_scalar::<_, i64>("SELECT 1 FROM uploads WHERE file_id = ?")
-                .bind(file_id)
-                .fetch_optional(&self.reader)
-                .await?
-                .is_some(),
-        )
+        Ok(self
+            .reader()
+            .await?
+            .opt::<i64, _>("SELECT 1 FROM uploads WHERE file_id = ?", params![file_id])?
+            .is_some())
     }
 
     /// The upload a document currently points at.
     pub async fn document_file_id(&self, document_id: i64) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT file_id FROM documents WHERE id = ?")
-                .bind(document_id)
-                .fetch_one(&self.reader)
-                .await?,
-        )
+        Ok(self.reader().await?.one(
+            "SELECT file_id FROM documents WHERE id = ?",
+            params![document_id],
+        )?)
     }
 
     pub async fn document_sha256(&self, document_id: i64) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT sha256 FROM documents WHERE id = ?")
-                .bind(document_id)
-                .fetch_one(&self.reader)
-                .await?,
-        )
+        Ok(self.reader().await?.one(
+            "SELECT sha256 FROM documents WHERE id = ?",
+            params![document_id],
+        )?)
     }
 
     /// A document's other uploads that never got linked, newest first.
@@ -743,49 +667,44 @@ impl Store {
         document_id: i64,
         current: Option<&str>,
     ) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(self.reader().await?.all(
             "SELECT file_id FROM uploads WHERE document_id = ? AND state IN ('uploaded', 'failed')
                AND file_id IS NOT ? ORDER BY created_at DESC",
-        )
-        .bind(document_id)
-        .bind(current)
-        .fetch_all(&self.reader)
-        .await?)
+            params![document_id, current],
+            |r| r.get(0),
+        )?)
     }
 
     /// The document's current upload, if it is one of ferry's that is not
     /// linked (uploaded or failed).
     pub async fn unlinked_upload_of(&self, document_id: i64) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(self.reader().await?.opt(
             "SELECT u.file_id FROM uploads u JOIN documents d ON d.file_id = u.file_id
              WHERE d.id = ? AND u.state IN ('uploaded', 'failed')",
-        )
-        .bind(document_id)
-        .fetch_optional(&self.reader)
-        .await?)
+            params![document_id],
+        )?)
     }
 
     /// The document's upload that a cut-off answer left unfinished: still
     /// `uploaded`, of the content the document has now.
     pub async fn pending_upload_of(&self, document_id: i64) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(self.reader().await?.opt(
             "SELECT u.file_id FROM uploads u JOIN documents d ON d.file_id = u.file_id
              WHERE d.id = ? AND u.state = 'uploaded' AND u.sha256 = d.sha256",
-        )
-        .bind(document_id)
-        .fetch_optional(&self.reader)
-        .await?)
+            params![document_id],
+        )?)
     }
 
     /// The knowledge base an upload of ferry's was meant for.
     pub async fn upload_collection(&self, file_id: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar::<_, Option<String>>(
-            "SELECT collection_id FROM uploads WHERE file_id = ?",
-        )
-        .bind(file_id)
-        .fetch_optional(&self.reader)
-        .await?
-        .flatten())
+        Ok(self
+            .reader()
+            .await?
+            .opt::<Option<String>, _>(
+                "SELECT collection_id FROM uploads WHERE file_id = ?",
+                params![file_id],
+            )?
+            .flatten())
     }
 
     /// Test support: records files as linked into a collection without
@@ -803,51 +722,30 @@ impl Store {
         let files = files.to_owned();
         let (collection_id, collection_name) = (collection.0.to_owned(), collection.1.to_owned());
         self.write(move |tx| {
-            Box::pin(async move {
+
             let rule = &rule;
             let files = &files;
             let (collection_id, collection_name) = (&collection_id, &collection_name);
-                sqlx::query(
+                tx.exec(
                     "INSERT INTO collections (name, id, created, updated_at) VALUES (?, ?, 1, ?)
                      ON CONFLICT DO NOTHING",
-                )
-                .bind(collection_name)
-                .bind(collection_id)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
+                params![collection_name, collection_id, now_ms])?;
                 for (path, size, mtime_ns, inode, file_id) in files {
-                    sqlx::query(
+                    tx.exec(
                         "INSERT INTO documents (rule, path, collection_id, collection_name, state, size, mtime_ns, inode,
                                                 sha256, file_id, created_at, updated_at)
                          VALUES (?, ?, ?, ?, 'linked', ?, ?, ?, 'x', ?, ?, ?)",
-                    )
-                    .bind(rule)
-                    .bind(path)
-                    .bind(collection_id)
-                    .bind(collection_name)
-                    .bind(size)
-                    .bind(mtime_ns)
-                    .bind(inode)
-                    .bind(file_id)
-                    .bind(now_ms)
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
+                    params![rule, path, collection_id, collection_name, size, mtime_ns, inode, file_id, now_ms, now_ms])?;
                 }
                 Ok(())
-            })
+
         })
         .await
     }
 }
 
-async fn begin_upload_in(
-    tx: &mut sqlx::SqliteConnection,
-    u: &NewUpload<'_>,
-    now_ms: i64,
-) -> Result<i64, StoreError> {
-    let id: i64 = sqlx::query_scalar(
+fn begin_upload_in(tx: &Conn, u: &NewUpload<'_>, now_ms: i64) -> Result<i64, StoreError> {
+    let id: i64 = tx.one(
                     "INSERT INTO documents (rule, path, collection_id, collection_name, state, size, mtime_ns, inode,
                                             sha256, attempts, created_at, updated_at)
                      VALUES (?, ?, ?, ?, 'uploading', ?, ?, ?, ?, 1, ?, ?)
@@ -857,46 +755,20 @@ async fn begin_upload_in(
                         mtime_ns = excluded.mtime_ns, inode = excluded.inode, sha256 = excluded.sha256,
                         attempts = documents.attempts + 1, retry_at = NULL, updated_at = excluded.updated_at
                      RETURNING id",
-                )
-                .bind(u.rule)
-                .bind(u.path)
-                .bind(u.collection_id)
-                .bind(u.collection_name)
-                .bind(u.size)
-                .bind(u.mtime_ns)
-                .bind(u.inode)
-                .bind(u.sha256)
-                .bind(now_ms)
-                .bind(now_ms)
-                .fetch_one(&mut *tx)
-                .await?;
+                params![u.rule, u.path, u.collection_id, u.collection_name, u.size, u.mtime_ns, u.inode, u.sha256, now_ms, now_ms])?;
     Ok(id)
 }
 
-async fn uploaded_in(
-    tx: &mut sqlx::SqliteConnection,
-    document_id: i64,
-    file_id: &str,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
+fn uploaded_in(tx: &Conn, document_id: i64, file_id: &str, now_ms: i64) -> Result<(), StoreError> {
+    tx.exec(
                     "INSERT INTO uploads (file_id, document_id, collection_id, sha256, state, created_at, updated_at)
                      SELECT ?1, id, collection_id, sha256, 'uploaded', ?2, ?2 FROM documents WHERE id = ?3
                      ON CONFLICT (file_id) DO NOTHING",
-                )
-                .bind(file_id)
-                .bind(now_ms)
-                .bind(document_id)
-                .execute(&mut *tx)
-                .await?;
-    sqlx::query(
+                params![file_id, now_ms, document_id])?;
+    tx.exec(
         "UPDATE documents SET state = 'processing', file_id = ?, updated_at = ? WHERE id = ?",
-    )
-    .bind(file_id)
-    .bind(now_ms)
-    .bind(document_id)
-    .execute(&mut *tx)
-    .await?;
+        params![file_id, now_ms, document_id],
+    )?;
     Ok(())
 }
 

@@ -9,8 +9,10 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::Row;
 
+use rusqlite::params;
+
+use super::sql::{Conn, Sql as _};
 use super::{Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -65,29 +67,27 @@ pub struct Job {
     pub finished_at: Option<i64>,
 }
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Job, sqlx::Error> {
-    let state: String = row.try_get("state")?;
-    let input: String = row.try_get("input")?;
-    let result: Option<String> = row.try_get("result")?;
+fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+    let input: String = row.get("input")?;
+    let result: Option<String> = row.get("result")?;
     Ok(Job {
-        id: row.try_get("id")?,
-        rule: row.try_get("rule")?,
-        kind: row.try_get("kind")?,
-        state: JobState::parse(&state)
-            .ok_or_else(|| sqlx::Error::Decode(format!("job state {state}").into()))?,
-        trigger_kind: row.try_get("trigger_kind")?,
+        id: row.get("id")?,
+        rule: row.get("rule")?,
+        kind: row.get("kind")?,
+        state: super::sql::parsed(row, "state", JobState::parse)?,
+        trigger_kind: row.get("trigger_kind")?,
         input: serde_json::from_str(&input).unwrap_or(Value::Null),
         result: result.and_then(|r| serde_json::from_str(&r).ok()),
-        error: row.try_get("error")?,
-        attempts: row.try_get("attempts")?,
-        max_attempts: row.try_get("max_attempts")?,
-        run_after: row.try_get("run_after")?,
-        lease_owner: row.try_get("lease_owner")?,
-        lease_until: row.try_get("lease_until")?,
-        coalesce_key: row.try_get("coalesce_key")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        finished_at: row.try_get("finished_at")?,
+        error: row.get("error")?,
+        attempts: row.get("attempts")?,
+        max_attempts: row.get("max_attempts")?,
+        run_after: row.get("run_after")?,
+        lease_owner: row.get("lease_owner")?,
+        lease_until: row.get("lease_until")?,
+        coalesce_key: row.get("coalesce_key")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+        finished_at: row.get("finished_at")?,
     })
 }
 
@@ -125,11 +125,9 @@ impl Store {
     pub async fn enqueue(&self, job: &NewJob, now_ms: i64) -> Result<Enqueued, StoreError> {
         let job = job.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
-                let job = &job;
-                let e = enqueue_in(&mut *tx, job, now_ms).await?;
-                Ok(e)
-            })
+            let job = &job;
+            let e = enqueue_in(tx, job, now_ms)?;
+            Ok(e)
         })
         .await
     }
@@ -143,10 +141,9 @@ impl Store {
     ) -> Result<Option<Job>, StoreError> {
         let owner = owner.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
-                let owner = &owner;
-                let row = sqlx::query(
-                    "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2,
+            let owner = &owner;
+            let row = tx.row_opt(
+                "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2,
                             attempts = attempts + 1, updated_at = ?3
                      WHERE id = (
                         SELECT j.id FROM jobs j
@@ -156,14 +153,10 @@ impl Store {
                                 WHERE r.state = 'running' AND r.coalesce_key = j.coalesce_key))
                         ORDER BY j.run_after, j.created_at LIMIT 1)
                      RETURNING *",
-                )
-                .bind(owner)
-                .bind(now_ms + lease_ms)
-                .bind(now_ms)
-                .fetch_optional(&mut *tx)
-                .await?;
-                Ok(row.as_ref().map(from_row).transpose()?)
-            })
+                params![owner, now_ms + lease_ms, now_ms],
+                from_row,
+            )?;
+            Ok(row)
         })
         .await
     }
@@ -173,17 +166,12 @@ impl Store {
         let id = id.to_owned();
         let owner = owner.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
+
             let id = &id;
             let owner = &owner;
-            let done = sqlx::query("UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND state = 'running'")
-                    .bind(until_ms)
-                    .bind(id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            })
+            let done = tx.exec("UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND state = 'running'", params![until_ms, id, owner])?;
+                Ok(done == 1)
+
         })
         .await
     }
@@ -234,30 +222,22 @@ impl Store {
             Err(error) => (JobState::Dead, None, Some(error.to_string())),
         };
         self.write(move |tx| {
-            Box::pin(async move {
+
             let id = &id;
             let owner = &owner;
             let effects = &effects;
-                let kind: Option<String> = sqlx::query_scalar(
+                let kind: Option<String> = tx.opt(
                     "UPDATE jobs SET state = ?1, result = COALESCE(?2, result), error = ?3,
                             lease_owner = NULL, lease_until = NULL, updated_at = ?4, finished_at = ?4
                      WHERE id = ?5 AND lease_owner = ?6 AND state = 'running'
                      RETURNING kind",
-                )
-                .bind(state.as_str())
-                .bind(result)
-                .bind(error)
-                .bind(now_ms)
-                .bind(id)
-                .bind(owner)
-                .fetch_optional(&mut *tx)
-                .await?;
+                params![state.as_str(), result, error, now_ms, id, owner])?;
                 let Some(kind) = kind else {
                     return Ok(false);
                 };
-                apply_effects(&mut *tx, id, &kind, succeeded, effects, now_ms).await?;
+                apply_effects(tx, id, &kind, succeeded, effects, now_ms)?;
                 Ok(true)
-            })
+
         })
         .await
     }
@@ -280,29 +260,22 @@ impl Store {
         let error = error.to_owned();
         let if_dead = if_dead.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
+
             let id = &id;
             let owner = &owner;
             let error = &error;
             let if_dead = &if_dead;
-            let row: Option<(i64, i64, Option<String>)> = sqlx::query_as(
+            let row: Option<(i64, i64, Option<String>)> = tx.row_opt(
                     "SELECT attempts, max_attempts, coalesce_key FROM jobs WHERE id = ? AND lease_owner = ? AND state = 'running'",
-                )
-                .bind(id)
-                .bind(owner)
-                .fetch_optional(&mut *tx)
-                .await?;
+                params![id, owner], super::sql::tuple)?;
                 let Some((attempts, max_attempts, key)) = row else {
                     return Ok(JobState::Running);
                 };
                 let waiting = match &key {
                     Some(k) => {
-                        sqlx::query_scalar::<_, String>(
+                        tx.opt::<String, _>(
                             "SELECT id FROM jobs WHERE coalesce_key = ? AND state = 'queued'",
-                        )
-                        .bind(k)
-                        .fetch_optional(&mut *tx)
-                        .await?
+                        params![k])?
                     }
                     None => None,
                 };
@@ -313,32 +286,18 @@ impl Store {
                 } else {
                     JobState::Queued
                 };
-                sqlx::query(
+                tx.exec(
                     "UPDATE jobs SET state = ?, error = ?, run_after = ?, lease_owner = NULL, lease_until = NULL,
                             updated_at = ?, finished_at = CASE WHEN ? = 'queued' THEN NULL ELSE ? END,
                             result = CASE WHEN ? = 'succeeded' THEN json_object('superseded_by', ?) ELSE result END
                      WHERE id = ?",
-                )
-                .bind(state.as_str())
-                .bind(error)
-                .bind(run_after)
-                .bind(now_ms)
-                .bind(state.as_str())
-                .bind(now_ms)
-                .bind(state.as_str())
-                .bind(waiting)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+                params![state.as_str(), error, run_after, now_ms, state.as_str(), now_ms, state.as_str(), waiting, id])?;
                 if state == JobState::Dead {
-                    let kind: String = sqlx::query_scalar("SELECT kind FROM jobs WHERE id = ?")
-                        .bind(id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    apply_effects(&mut *tx, id, &kind, false, if_dead, now_ms).await?;
+                    let kind: String = tx.one("SELECT kind FROM jobs WHERE id = ?", params![id])?;
+                    apply_effects(tx, id, &kind, false, if_dead, now_ms)?;
                 }
                 Ok(state)
-            })
+
         })
         .await
     }
@@ -348,40 +307,30 @@ impl Store {
     pub async fn retry_dead(&self, id: &str, now_ms: i64) -> Result<Option<JobState>, StoreError> {
         let id = id.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
             let id = &id;
-            let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(state) = state.as_deref().and_then(JobState::parse) else {
-                    return Ok(None);
-                };
-                if state == JobState::Dead {
-                    sqlx::query(
-                        "UPDATE jobs SET state = 'queued', attempts = 0, run_after = ?, error = NULL,
+            let state: Option<String> =
+                tx.opt("SELECT state FROM jobs WHERE id = ?", params![id])?;
+            let Some(state) = state.as_deref().and_then(JobState::parse) else {
+                return Ok(None);
+            };
+            if state == JobState::Dead {
+                tx.exec(
+                    "UPDATE jobs SET state = 'queued', attempts = 0, run_after = ?, error = NULL,
                                 finished_at = NULL, updated_at = ? WHERE id = ?",
-                    )
-                    .bind(now_ms)
-                    .bind(now_ms)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Ok(Some(state))
-            })
+                    params![now_ms, now_ms, id],
+                )?;
+            }
+            Ok(Some(state))
         })
         .await
     }
 
     /// Queued or running jobs of a rule (for `overlap: skip`).
     pub async fn active_jobs(&self, rule: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(self.reader().await?.one(
             "SELECT COUNT(*) FROM jobs WHERE rule = ? AND state IN ('queued', 'running')",
-        )
-        .bind(rule)
-        .fetch_one(&self.reader)
-        .await?)
+            params![rule],
+        )?)
     }
 
     /// Gives a claimed job back untouched (shutdown): queued again, and the
@@ -390,20 +339,16 @@ impl Store {
         let id = id.to_owned();
         let owner = owner.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
+
             let id = &id;
             let owner = &owner;
-            let key: Option<Option<String>> = sqlx::query_scalar(
+            let key: Option<Option<String>> = tx.opt(
                     "SELECT coalesce_key FROM jobs WHERE id = ? AND lease_owner = ? AND state = 'running'",
-                )
-                .bind(id)
-                .bind(owner)
-                .fetch_optional(&mut *tx)
-                .await?;
+                params![id, owner])?;
                 let Some(key) = key else { return Ok(false) };
-                requeue_or_supersede(&mut *tx, id, key.as_deref(), now_ms, true).await?;
+                requeue_or_supersede(tx, id, key.as_deref(), now_ms, true)?;
                 Ok(true)
-            })
+
         })
         .await
     }
@@ -430,25 +375,23 @@ impl Store {
     async fn rescue(&self, select: &str, now_ms: i64) -> Result<usize, StoreError> {
         let select = select.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
-                let select = &select;
-                let stale: Vec<(String, Option<String>)> =
-                    sqlx::query_as(select).fetch_all(&mut *tx).await?;
-                for (id, key) in &stale {
-                    requeue_or_supersede(&mut *tx, id, key.as_deref(), now_ms, false).await?;
-                }
-                Ok(stale.len())
-            })
+            let select = &select;
+            let stale: Vec<(String, Option<String>)> = tx.all(select, [], super::sql::tuple)?;
+            for (id, key) in &stale {
+                requeue_or_supersede(tx, id, key.as_deref(), now_ms, false)?;
+            }
+            Ok(stale.len())
         })
         .await
     }
 
     pub async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(row.as_ref().map(from_row).transpose()?)
+        let row = self.reader().await?.row_opt(
+            "SELECT * FROM jobs WHERE id = ?",
+            params![id],
+            from_row,
+        )?;
+        Ok(row)
     }
 
     pub async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
@@ -460,14 +403,20 @@ impl Store {
                 ("kind", filter.kind.is_some()),
             ])
         );
-        let rows = sqlx::query(&sql)
-            .bind(filter.state.map(JobState::as_str))
-            .bind(filter.rule.as_deref())
-            .bind(filter.kind.as_deref())
-            .bind(filter.limit.unwrap_or(i64::MAX))
-            .fetch_all(&self.reader)
-            .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+        let filter = filter.clone();
+        self.read_apart(move |c| {
+            c.all(
+                &sql,
+                params![
+                    filter.state.map(JobState::as_str),
+                    filter.rule.as_deref(),
+                    filter.kind.as_deref(),
+                    filter.limit.unwrap_or(i64::MAX)
+                ],
+                from_row,
+            )
+        })
+        .await
     }
 
     /// Test support: `n` finished chat jobs of `rule` (every hundredth
@@ -477,7 +426,7 @@ impl Store {
     pub async fn seed_jobs(&self, rule: &str, n: usize, now_ms: i64) -> Result<(), StoreError> {
         let rule = rule.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
+
                 for i in 0..n {
                     let at = now_ms - (n - i) as i64 * 1000;
                     let dead = i % 100 == 0;
@@ -489,45 +438,33 @@ impl Store {
                         })
                         .to_string()
                     });
-                    sqlx::query(
+                    tx.exec(
                         "INSERT INTO jobs (id, rule, kind, state, trigger_kind, input, result, error,
                                            attempts, max_attempts, run_after, created_at, updated_at, finished_at)
                          VALUES (?, ?, 'chat', ?, 'watch', '{}', ?, ?, 1, 5, ?, ?, ?, ?)",
-                    )
-                    .bind(uuid::Uuid::new_v4().to_string())
-                    .bind(&rule)
-                    .bind(if dead { "dead" } else { "succeeded" })
-                    .bind(result)
-                    .bind(dead.then_some("Open WebUI answered 500: upstream model timed out"))
-                    .bind(at)
-                    .bind(at)
-                    .bind(at + 800)
-                    .bind(at + 800)
-                    .execute(&mut *tx)
-                    .await?;
+                    params![uuid::Uuid::new_v4().to_string(), &rule, if dead { "dead" } else { "succeeded" }, result, dead.then_some("Open WebUI answered 500: upstream model timed out"), at, at, at + 800, at + 800])?;
                 }
                 Ok(())
-            })
+
         })
         .await
     }
 
     /// Jobs by state, for metrics and tests.
     pub async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")
-                .fetch_all(&self.reader)
-                .await?,
-        )
+        Ok(self.reader().await?.all(
+            "SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state",
+            [],
+            super::sql::tuple,
+        )?)
     }
 
     /// The earliest `run_after` of a queued job, to sleep until it.
     pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT MIN(run_after) FROM jobs WHERE state = 'queued'")
-                .fetch_one(&self.reader)
-                .await?,
-        )
+        Ok(self
+            .reader()
+            .await?
+            .one("SELECT MIN(run_after) FROM jobs WHERE state = 'queued'", [])?)
     }
 }
 
@@ -546,25 +483,18 @@ impl Effects {
     }
 }
 
-pub(super) async fn enqueue_in(
-    tx: &mut sqlx::SqliteConnection,
-    job: &NewJob,
-    now_ms: i64,
-) -> Result<Enqueued, StoreError> {
+pub(super) fn enqueue_in(tx: &Conn, job: &NewJob, now_ms: i64) -> Result<Enqueued, StoreError> {
     let id = uuid::Uuid::new_v4().to_string();
     let input = job.input.to_string();
     if let Some(key) = &job.dedupe_key {
         // A live job with the key, else the hash a pruned one left: one
         // statement (each is a round trip to SQLite's thread).
-        let existing: Option<String> = sqlx::query_scalar(
+        let existing: Option<String> = tx.opt(
             "SELECT id FROM jobs WHERE dedupe_key = ?1
              UNION ALL SELECT job_id FROM pruned_keys WHERE key_hash = ?2
              LIMIT 1",
-        )
-        .bind(key)
-        .bind(super::retention::key_hash(key))
-        .fetch_optional(&mut *tx)
-        .await?;
+            params![key, super::retention::key_hash(key)],
+        )?;
         if let Some(existing) = existing {
             return Ok(Enqueued {
                 id: existing,
@@ -573,53 +503,45 @@ pub(super) async fn enqueue_in(
         }
     }
     if let Some(key) = &job.coalesce_key {
-        let waiting: Option<String> =
-            sqlx::query_scalar("SELECT id FROM jobs WHERE coalesce_key = ? AND state = 'queued'")
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let waiting: Option<String> = tx.opt(
+            "SELECT id FROM jobs WHERE coalesce_key = ? AND state = 'queued'",
+            params![key],
+        )?;
         if let Some(waiting) = waiting {
             // The earliest time wins: requests repeated before the
             // job runs (every poll, say) must not postpone it forever.
-            sqlx::query(
+            tx.exec(
                     "UPDATE jobs SET input = ?, run_after = MIN(run_after, ?), trigger_kind = ?, updated_at = ? WHERE id = ?",
-                )
-                    .bind(&input)
-                    .bind(job.run_after)
-                    .bind(&job.trigger_kind)
-                    .bind(now_ms)
-                    .bind(&waiting)
-                    .execute(&mut *tx)
-                    .await?;
+                params![&input, job.run_after, &job.trigger_kind, now_ms, &waiting])?;
             return Ok(Enqueued {
                 id: waiting,
                 created: false,
             });
         }
     }
-    sqlx::query(
+    tx.exec(
         "INSERT INTO jobs (id, rule, kind, state, trigger_kind, input, max_attempts, run_after,
                                dedupe_key, coalesce_key, created_at, updated_at)
              VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&id)
-    .bind(&job.rule)
-    .bind(&job.kind)
-    .bind(&job.trigger_kind)
-    .bind(&input)
-    .bind(job.max_attempts)
-    .bind(job.run_after)
-    .bind(&job.dedupe_key)
-    .bind(&job.coalesce_key)
-    .bind(now_ms)
-    .bind(now_ms)
-    .execute(&mut *tx)
-    .await?;
+        params![
+            &id,
+            &job.rule,
+            &job.kind,
+            &job.trigger_kind,
+            &input,
+            job.max_attempts,
+            job.run_after,
+            &job.dedupe_key,
+            &job.coalesce_key,
+            now_ms,
+            now_ms
+        ],
+    )?;
     Ok(Enqueued { id, created: true })
 }
 
-async fn apply_effects(
-    tx: &mut sqlx::SqliteConnection,
+fn apply_effects(
+    tx: &Conn,
     id: &str,
     kind: &str,
     success: bool,
@@ -627,71 +549,52 @@ async fn apply_effects(
     now_ms: i64,
 ) -> Result<(), StoreError> {
     for job in &effects.jobs {
-        enqueue_in(tx, job, now_ms).await?;
+        enqueue_in(tx, job, now_ms)?;
     }
     if !effects.deliveries.is_empty() {
-        super::deliveries::insert(tx, &effects.deliveries, now_ms).await?;
+        super::deliveries::insert(tx, &effects.deliveries, now_ms)?;
     }
     if kind != "chat" {
         return Ok(());
     }
     // A schedule rule's `last_run` / `last_success` (runs by hand count too),
     // for its next prompt. Only schedule rules have a row.
-    sqlx::query(
+    tx.exec(
         "UPDATE schedules SET last_run_at = ?1,
                 last_success_at = CASE WHEN ?2 THEN ?1 ELSE last_success_at END,
                 last_success_job = CASE WHEN ?2 THEN ?3 ELSE last_success_job END
          WHERE rule = (SELECT rule FROM jobs WHERE id = ?3 AND kind = 'chat')",
-    )
-    .bind(now_ms)
-    .bind(success)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
+        params![now_ms, success, id],
+    )?;
     Ok(())
 }
 
-async fn requeue_or_supersede(
-    tx: &mut sqlx::SqliteConnection,
+fn requeue_or_supersede(
+    tx: &Conn,
     id: &str,
     key: Option<&str>,
     now_ms: i64,
     refund_attempt: bool,
 ) -> Result<(), StoreError> {
     let waiting = match key {
-        Some(k) => {
-            sqlx::query_scalar::<_, String>(
-                "SELECT id FROM jobs WHERE coalesce_key = ? AND state = 'queued'",
-            )
-            .bind(k)
-            .fetch_optional(&mut *tx)
-            .await?
-        }
+        Some(k) => tx.opt::<String, _>(
+            "SELECT id FROM jobs WHERE coalesce_key = ? AND state = 'queued'",
+            params![k],
+        )?,
         None => None,
     };
     match waiting {
         Some(other) => {
-            sqlx::query(
+            tx.exec(
                 "UPDATE jobs SET state = 'succeeded', lease_owner = NULL, lease_until = NULL, updated_at = ?,
                         finished_at = ?, result = json_object('superseded_by', ?) WHERE id = ?",
-            )
-            .bind(now_ms)
-            .bind(now_ms)
-            .bind(other)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            params![now_ms, now_ms, other, id])?;
         }
         None => {
-            sqlx::query(
+            tx.exec(
                 "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = ?,
                         attempts = attempts - ? WHERE id = ?",
-            )
-            .bind(now_ms)
-            .bind(i64::from(refund_attempt))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            params![now_ms, i64::from(refund_attempt), id])?;
         }
     }
     Ok(())

@@ -12,6 +12,7 @@ mod documents;
 mod jobs;
 mod retention;
 mod schedules;
+mod sql;
 mod stats;
 mod writer;
 
@@ -21,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use rusqlite::params;
+use sql::Sql as _;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
 pub use deliveries::{
     Attempt, AttemptNext, AttemptRecord, Delivery, DeliveryFilter, DeliveryState, NewDelivery,
@@ -59,8 +60,15 @@ pub enum StoreError {
         lock: PathBuf,
         source: std::io::Error,
     },
+    #[error("state database {path}: {source}")]
+    Prepare {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("state database: cannot start the writer thread: {0}")]
+    Thread(std::io::Error),
     #[error("state database query failed: {0}")]
-    Query(#[from] sqlx::Error),
+    Sql(#[from] rusqlite::Error),
     #[error("state database: {0}")]
     Corrupt(String),
     /// The commit a request shared with others failed (group commit): each
@@ -76,11 +84,11 @@ impl StoreError {
     /// until space returns.
     pub fn is_full(&self) -> bool {
         match self {
-            StoreError::Query(sqlx::Error::Database(e)) => {
-                e.code().as_deref() == Some("13") || e.message().contains("disk is full")
-            }
-            StoreError::Query(sqlx::Error::Io(e)) => {
-                e.raw_os_error() == Some(28) // ENOSPC
+            StoreError::Sql(rusqlite::Error::SqliteFailure(e, message)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+                    || message
+                        .as_deref()
+                        .is_some_and(|m| m.contains("disk is full"))
             }
             StoreError::Shared { full, .. } => *full,
             _ => false,
@@ -96,14 +104,12 @@ pub struct Store {
     /// that the workers waiting for space probe one at a time, at most
     /// once per [`PROBE_EVERY`].
     probed: std::sync::Arc<tokio::sync::Mutex<Option<tokio::time::Instant>>>,
-    /// Fault injection ([`Store::limit_growth`]): the page cap every writer
+    /// Fault injection ([`Store::limit_growth`]): the page cap the writer's
     /// connection gets; 0 for none.
     page_cap: std::sync::Arc<std::sync::atomic::AtomicI64>,
     path: PathBuf,
-    reader: SqlitePool,
-    /// The one write connection: used by the [`writer::Writer`] task, and
-    /// directly only at open and for fault injection.
-    write_pool: SqlitePool,
+    readers: std::sync::Arc<sql::Readers>,
+    /// The one write connection's thread ([`writer::Writer`]).
     writer: writer::Writer,
 }
 
@@ -163,82 +169,34 @@ impl Store {
             // Deleted and overwritten content is zeroed on its page, so that
             // what was scrubbed or pruned is gone from the file too.
             .pragma("secure_delete", "FAST");
-        // A local file cannot drop a connection: sqlx's ping before every
-        // acquire was a second round trip to the connection's thread for
-        // each query (a tenth of ferry's CPU while ingesting).
+        let prepare_err = |source| StoreError::Prepare {
+            path: path.to_path_buf(),
+            source,
+        };
+        {
+            use sqlx::{ConnectOptions as _, Connection as _};
+            let mut migrations = options.connect().await.map_err(open_err)?;
+            MIGRATOR
+                .run(&mut migrations)
+                .await
+                .map_err(|source| StoreError::Migrate {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            migrations.close().await.map_err(open_err)?;
+        }
+        let conn = sql::open(path, true).map_err(prepare_err)?;
+        incremental_vacuum(&conn).map_err(prepare_err)?;
+        scrub_urls(&conn).map_err(prepare_err)?;
         let page_cap: std::sync::Arc<std::sync::atomic::AtomicI64> = Default::default();
-        let (cap, cap_new) = (page_cap.clone(), page_cap.clone());
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            // A COMMIT that failed (a full disk) leaves sqlx's connection
-            // believing it is still in a transaction, and every later BEGIN
-            // fails ("non-zero transaction depth"). Such a connection is
-            // closed when released; the pool opens a fresh one.
-            .after_release(|conn, _| {
-                use sqlx::Connection as _;
-                let clean = !conn.is_in_transaction();
-                Box::pin(async move { Ok(clean) })
-            })
-            .before_acquire(move |conn, _| {
-                let cap = cap.load(std::sync::atomic::Ordering::Relaxed);
-                Box::pin(async move {
-                    if cap > 0 {
-                        sqlx::query(&format!("PRAGMA max_page_count = {cap}"))
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(true)
-                })
-            })
-            // A fresh connection (one replaced the above) gets it too.
-            .after_connect(move |conn, _| {
-                let cap = cap_new.load(std::sync::atomic::Ordering::Relaxed);
-                Box::pin(async move {
-                    if cap > 0 {
-                        sqlx::query(&format!("PRAGMA max_page_count = {cap}"))
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options.clone())
-            .await
-            .map_err(open_err)?;
-        MIGRATOR
-            .run(&writer)
-            .await
-            .map_err(|source| StoreError::Migrate {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        incremental_vacuum(&writer)
-            .await
-            .map_err(|source| StoreError::Migrate {
-                path: path.to_path_buf(),
-                source: sqlx::migrate::MigrateError::Execute(source),
-            })?;
-        scrub_urls(&writer)
-            .await
-            .map_err(|source| StoreError::Migrate {
-                path: path.to_path_buf(),
-                source: sqlx::migrate::MigrateError::Execute(source),
-            })?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .test_before_acquire(false)
-            .connect_with(options.read_only(true))
-            .await
-            .map_err(open_err)?;
+        let writer = writer::Writer::spawn(conn, page_cap.clone()).map_err(StoreError::Thread)?;
         Ok(Store {
             health: Default::default(),
             probed: Default::default(),
             page_cap,
             path: path.to_path_buf(),
-            reader,
-            writer: writer::Writer::spawn(writer.clone()),
-            write_pool: writer,
+            readers: std::sync::Arc::new(sql::Readers::new(path)),
+            writer,
         })
     }
 
@@ -308,23 +266,25 @@ impl Store {
         }
         *probed = Some(now);
         let probe = async {
-            sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES ('space_probe', hex(randomblob(16384)))")
-                .execute(&self.write_pool)
-                .await?;
-            sqlx::query("DELETE FROM meta WHERE key = 'space_probe'")
-                .execute(&self.write_pool)
-                .await?;
-            Ok::<(), sqlx::Error>(())
+            self.write(|c| {
+                Ok(c.exec(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('space_probe', hex(randomblob(16384)))",
+                    [],
+                )?)
+            })
+            .await?;
+            self.write(|c| Ok(c.exec("DELETE FROM meta WHERE key = 'space_probe'", [])?))
+                .await
         };
         match probe.await {
-            Ok(()) => {
+            Ok(_) => {
                 if self.health.lock().expect("not poisoned").take().is_some() {
                     tracing::info!(database = %self.path.display(), "the state disk has space again; claiming work");
                 }
                 true
             }
             Err(e) => {
-                self.note_write_error(&StoreError::Query(e));
+                self.note_write_error(&e);
                 false
             }
         }
@@ -332,79 +292,81 @@ impl Store {
 
     /// Fault injection for tests: caps the database at its current size
     /// plus `pages` (SQLite then answers "database or disk is full", as it
-    /// does for ENOSPC); `None` lifts the cap.
+    /// does for ENOSPC); `None` lifts the cap. It holds from the writer's
+    /// next commit.
     #[doc(hidden)]
     pub async fn limit_growth(&self, pages: Option<u32>) -> Result<(), StoreError> {
         let cap = match pages {
             Some(extra) => {
-                let now: i64 = sqlx::query_scalar("PRAGMA page_count")
-                    .fetch_one(&self.write_pool)
-                    .await?;
+                let now: i64 = self.reader().await?.one("PRAGMA page_count", [])?;
                 now + i64::from(extra)
             }
             None => 0,
         };
         self.page_cap
             .store(cap, std::sync::atomic::Ordering::Relaxed);
-        if cap == 0 {
-            sqlx::query("PRAGMA max_page_count = 4294967294")
-                .execute(&self.write_pool)
-                .await?;
-        }
         Ok(())
     }
 
     /// Runs `op` in the one writer's next group commit ([`writer`]);
     /// returns once that commit is durable.
-    pub(super) async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(
-                &'c mut sqlx::SqliteConnection,
-            )
-                -> futures_util::future::BoxFuture<'c, Result<T, StoreError>>
-            + Send
-            + 'static,
+        F: FnOnce(&sql::Conn) -> Result<T, StoreError> + Send + 'static,
     {
         self.writer.write(op).await
     }
 
+    /// A read-only connection, for the length of a statement or a few.
+    /// A read in place never waits, so it spends from the task's budget
+    /// instead: a loop of point reads (one per file of a listing, say)
+    /// must still let the other tasks on its thread run.
+    async fn reader(&self) -> Result<sql::Reader<'_>, StoreError> {
+        tokio::task::consume_budget().await;
+        Ok(self.readers.get()?)
+    }
+
+    /// Runs a read that may walk many rows on the blocking pool, so that the
+    /// runtime's thread goes on serving meanwhile (point reads run in
+    /// place: a hop to another thread costs more than they do).
+    async fn read_apart<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&sql::Conn) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || Ok(read(&*readers.get()?)?))
+            .await
+            .map_err(|_| StoreError::Stopped)?
+    }
+
     /// `PRAGMA integrity_check`; `Ok(())` when SQLite answers "ok".
     pub async fn integrity_check(&self) -> Result<(), StoreError> {
-        let rows: Vec<(String,)> = sqlx::query_as("PRAGMA integrity_check")
-            .fetch_all(&self.write_pool)
+        let rows: Vec<String> = self
+            .read_apart(|c| c.all("PRAGMA integrity_check", [], |r| r.get(0)))
             .await?;
         match rows.as_slice() {
-            [(ok,)] if ok == "ok" => Ok(()),
-            other => Err(StoreError::Corrupt(
-                other
-                    .iter()
-                    .map(|(s,)| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )),
+            [ok] if ok == "ok" => Ok(()),
+            other => Err(StoreError::Corrupt(other.join("; "))),
         }
     }
 
     /// Knowledge base id remembered for a name.
     pub async fn collection_id(&self, name: &str) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM collections WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.reader)
-                .await?,
-        )
+        Ok(self
+            .reader()
+            .await?
+            .opt("SELECT id FROM collections WHERE name = ?", params![name])?)
     }
 
     /// Whether ferry created the knowledge base with this id (only those
     /// have their sharing and description kept in step with the rules).
     pub async fn created_collection(&self, id: &str) -> Result<bool, StoreError> {
-        let created: Option<bool> = sqlx::query_scalar(
+        let created: Option<bool> = self.reader().await?.opt(
             "SELECT created FROM collections WHERE id = ? ORDER BY created DESC",
-        )
-        .bind(id)
-        .fetch_optional(&self.reader)
-        .await?;
+            params![id],
+        )?;
         Ok(created.unwrap_or(false))
     }
 
@@ -423,46 +385,34 @@ impl Store {
         let name = name.to_owned();
         let id = id.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
-                let name = &name;
-                let id = &id;
-                let previous: Option<String> =
-                    sqlx::query_scalar("SELECT id FROM collections WHERE name = ?")
-                        .bind(name)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if let Some(previous) = previous.filter(|p| p != id) {
-                    for table in ["documents", "uploads"] {
-                        sqlx::query(&format!(
+            let name = &name;
+            let id = &id;
+            let previous: Option<String> =
+                tx.opt("SELECT id FROM collections WHERE name = ?", params![name])?;
+            if let Some(previous) = previous.filter(|p| p != id) {
+                for table in ["documents", "uploads"] {
+                    tx.exec(
+                        &format!(
                             "UPDATE {table} SET collection_id = ?, updated_at = ?
                              WHERE collection_id = ?"
-                        ))
-                        .bind(id)
-                        .bind(now_ms)
-                        .bind(&previous)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    // Its directories went with it; the new one's are made
-                    // as files need them.
-                    sqlx::query("DELETE FROM knowledge_dirs WHERE collection_id = ?")
-                        .bind(&previous)
-                        .execute(&mut *tx)
-                        .await?;
+                        ),
+                        params![id, now_ms, &previous],
+                    )?;
                 }
-                sqlx::query(
-                    "INSERT INTO collections (name, id, created, updated_at) VALUES (?, ?, ?, ?)
+                // Its directories went with it; the new one's are made
+                // as files need them.
+                tx.exec(
+                    "DELETE FROM knowledge_dirs WHERE collection_id = ?",
+                    params![&previous],
+                )?;
+            }
+            tx.exec(
+                "INSERT INTO collections (name, id, created, updated_at) VALUES (?, ?, ?, ?)
                      ON CONFLICT (name) DO UPDATE SET id = excluded.id, created = excluded.created,
                                                       updated_at = excluded.updated_at",
-                )
-                .bind(name)
-                .bind(id)
-                .bind(created)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-                Ok(())
-            })
+                params![name, id, created, now_ms],
+            )?;
+            Ok(())
         })
         .await
     }
@@ -471,20 +421,15 @@ impl Store {
     /// uploads in Open WebUI so that unrecorded ones can be found later.
     pub async fn instance_id(&self) -> Result<String, StoreError> {
         self.write(move |tx| {
-            Box::pin(async move {
+
             let fresh = uuid::Uuid::new_v4().simple().to_string();
-                sqlx::query(
+                tx.exec(
                     "INSERT INTO meta (key, value) VALUES ('instance_id', ?) ON CONFLICT (key) DO NOTHING",
-                )
-                .bind(&fresh)
-                .execute(&mut *tx)
-                .await?;
+                params![&fresh])?;
                 Ok(
-                    sqlx::query_scalar("SELECT value FROM meta WHERE key = 'instance_id'")
-                        .fetch_one(&mut *tx)
-                        .await?,
+                    tx.one("SELECT value FROM meta WHERE key = 'instance_id'", [])?,
                 )
-            })
+
         })
         .await
     }
@@ -499,19 +444,14 @@ impl Store {
         let rule = rule.to_owned();
         let reason = reason.map(str::to_owned);
         self.write(move |tx| {
-            Box::pin(async move {
+
             let rule = &rule;
-            sqlx::query(
+            tx.exec(
                     "INSERT INTO rule_state (rule, paused_reason, updated_at) VALUES (?, ?, ?)
                      ON CONFLICT (rule) DO UPDATE SET paused_reason = excluded.paused_reason, updated_at = excluded.updated_at",
-                )
-                .bind(rule)
-                .bind(reason)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
+                params![rule, reason, now_ms])?;
                 Ok(())
-            })
+
         })
         .await
     }
@@ -519,24 +459,26 @@ impl Store {
     /// Why the rule is paused, if it is: its folder (the watcher's safety
     /// valve), else its missing knowledge base.
     pub async fn paused_reason(&self, rule: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar::<_, Option<String>>(
-            "SELECT COALESCE(paused_reason, collection_missing) FROM rule_state WHERE rule = ?",
-        )
-        .bind(rule)
-        .fetch_optional(&self.reader)
-        .await?
-        .flatten())
+        Ok(self
+            .reader()
+            .await?
+            .opt::<Option<String>, _>(
+                "SELECT COALESCE(paused_reason, collection_missing) FROM rule_state WHERE rule = ?",
+                params![rule],
+            )?
+            .flatten())
     }
 
     /// The watcher's own pause (the folder), without the collection's.
     pub async fn folder_paused(&self, rule: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar::<_, Option<String>>(
-            "SELECT paused_reason FROM rule_state WHERE rule = ?",
-        )
-        .bind(rule)
-        .fetch_optional(&self.reader)
-        .await?
-        .flatten())
+        Ok(self
+            .reader()
+            .await?
+            .opt::<Option<String>, _>(
+                "SELECT paused_reason FROM rule_state WHERE rule = ?",
+                params![rule],
+            )?
+            .flatten())
     }
 
     /// The pause for a missing knowledge base (`None` clears it); the
@@ -550,52 +492,39 @@ impl Store {
         let rule = rule.to_owned();
         let reason = reason.map(str::to_owned);
         self.write(move |tx| {
-            Box::pin(async move {
+
                 let rule = &rule;
-                let before: Option<String> = sqlx::query_scalar::<_, Option<String>>(
+                let before: Option<String> = tx.opt::<Option<String>, _>(
                     "SELECT collection_missing FROM rule_state WHERE rule = ?",
-                )
-                .bind(rule)
-                .fetch_optional(&mut *tx)
-                .await?
+                params![rule])?
                 .flatten();
-                sqlx::query(
+                tx.exec(
                     "INSERT INTO rule_state (rule, collection_missing, updated_at) VALUES (?, ?, ?)
                      ON CONFLICT (rule) DO UPDATE SET collection_missing = excluded.collection_missing,
                                                       updated_at = excluded.updated_at",
-                )
-                .bind(rule)
-                .bind(reason)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
+                params![rule, reason, now_ms])?;
                 Ok(before)
-            })
+
         })
         .await
     }
 
     /// Every paused rule with its reason.
     pub async fn paused_rules(&self) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(self.reader().await?.all(
             "SELECT rule, COALESCE(paused_reason, collection_missing) FROM rule_state
              WHERE paused_reason IS NOT NULL OR collection_missing IS NOT NULL ORDER BY rule",
-        )
-        .fetch_all(&self.reader)
-        .await?)
+            [],
+            sql::tuple,
+        )?)
     }
 
     pub async fn forget_collection(&self, name: &str) -> Result<(), StoreError> {
         let name = name.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
-                let name = &name;
-                sqlx::query("DELETE FROM collections WHERE name = ?")
-                    .bind(name)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok(())
-            })
+            let name = &name;
+            tx.exec("DELETE FROM collections WHERE name = ?", params![name])?;
+            Ok(())
         })
         .await
     }
@@ -643,15 +572,10 @@ fn private_file(path: &Path) -> std::io::Result<()> {
 /// Makes the file give freed pages back on `PRAGMA incremental_vacuum`
 /// (after pruning). A database made before needs one full `VACUUM` for
 /// that, once.
-async fn incremental_vacuum(writer: &SqlitePool) -> Result<(), sqlx::Error> {
-    let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
-        .fetch_one(writer)
-        .await?;
+fn incremental_vacuum(conn: &sql::Conn) -> rusqlite::Result<()> {
+    let mode: i64 = conn.one("PRAGMA auto_vacuum", [])?;
     if mode != 2 {
-        sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
-            .execute(writer)
-            .await?;
-        sqlx::query("VACUUM").execute(writer).await?;
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
     }
     Ok(())
 }
@@ -667,43 +591,39 @@ const URL_BEARING: [(&str, &str); 4] = [
 /// A data migration, once per database: errors stored before ferry cut
 /// URLs down to their host ([`crate::redact`]) named whole webhook URLs,
 /// which are credentials. Each such text is rewritten in place.
-async fn scrub_urls(writer: &SqlitePool) -> Result<(), sqlx::Error> {
+fn scrub_urls(conn: &sql::Conn) -> rusqlite::Result<()> {
     const DONE: &str = "urls_scrubbed";
-    let mut tx = writer.begin().await?;
-    let done: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
-        .bind(DONE)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let done: Option<String> = conn.opt("SELECT value FROM meta WHERE key = ?", [DONE])?;
     if done.is_some() {
         return Ok(());
     }
-    for (table, column) in URL_BEARING {
-        let rows: Vec<(i64, String)> = sqlx::query_as(&format!(
-            "SELECT rowid, {column} FROM {table} WHERE {column} LIKE '%://%'"
-        ))
-        .fetch_all(&mut *tx)
-        .await?;
-        for (rowid, text) in rows {
-            let clean = crate::redact::text(&text);
-            if clean != text {
-                sqlx::query(&format!("UPDATE {table} SET {column} = ? WHERE rowid = ?"))
-                    .bind(clean.as_ref())
-                    .bind(rowid)
-                    .execute(&mut *tx)
-                    .await?;
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let scrub = || {
+        for (table, column) in URL_BEARING {
+            let rows: Vec<(i64, String)> = conn.all(
+                &format!("SELECT rowid, {column} FROM {table} WHERE {column} LIKE '%://%'"),
+                [],
+                sql::tuple,
+            )?;
+            for (rowid, text) in rows {
+                let clean = crate::redact::text(&text);
+                if clean != text {
+                    conn.exec(
+                        &format!("UPDATE {table} SET {column} = ? WHERE rowid = ?"),
+                        params![clean.as_ref(), rowid],
+                    )?;
+                }
             }
         }
+        conn.exec("INSERT INTO meta (key, value) VALUES (?, '1')", [DONE])?;
+        conn.execute_batch("COMMIT")
+    };
+    if let Err(e) = scrub() {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(e);
     }
-    sqlx::query("INSERT INTO meta (key, value) VALUES (?, '1')")
-        .bind(DONE)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
     // The WAL still holds the pages as they were: write them back now.
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(writer)
-        .await?;
-    Ok(())
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
 }
 
 #[cfg(test)]
@@ -715,16 +635,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("sub/ferry.db");
         let store = Store::open(&db).await.unwrap();
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&store.write_pool)
+        // Asked of the writer's own connection.
+        let (mode, sync, keys) = store
+            .write(|c| {
+                Ok((
+                    c.one::<String, _>("PRAGMA journal_mode", [])?,
+                    c.one::<i64, _>("PRAGMA synchronous", [])?,
+                    c.one::<i64, _>("PRAGMA foreign_keys", [])?,
+                ))
+            })
             .await
             .unwrap();
         assert_eq!(mode, "wal");
-        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&store.write_pool)
-            .await
-            .unwrap();
         assert_eq!(sync, 2, "synchronous=FULL");
+        assert_eq!(keys, 1, "foreign keys enforced");
         store.integrity_check().await.unwrap();
         // Reopening runs no migration twice.
         drop(store);
@@ -741,7 +665,7 @@ mod tests {
             .filename(dir.path().join("old.db"))
             .create_if_missing(true)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options)
             .await
@@ -786,24 +710,25 @@ mod tests {
         let db = dir.path().join("ferry.db");
         let store = Store::open(&db).await.unwrap();
         let leaked = "error sending request for url (https://hooks.slack.com/services/T0/B0/SLACKSECRET?token=QSECRET): refused";
-        sqlx::query(
-            "INSERT INTO jobs (id, rule, kind, state, trigger_kind, run_after, created_at, updated_at, error)
-             VALUES ('j1', 'r', 'chat', 'dead', 'manual', 0, 0, 0, ?)",
-        )
-        .bind(leaked)
-        .execute(&store.write_pool)
-        .await
-        .unwrap();
-        // As a database written before the scrub existed.
-        sqlx::query("DELETE FROM meta WHERE key = 'urls_scrubbed'")
-            .execute(&store.write_pool)
+        store
+            .write(move |c| {
+                c.exec(
+                    "INSERT INTO jobs (id, rule, kind, state, trigger_kind, run_after, created_at, updated_at, error)
+                     VALUES ('j1', 'r', 'chat', 'dead', 'manual', 0, 0, 0, ?)",
+                    [leaked],
+                )?;
+                // As a database written before the scrub existed.
+                Ok(c.exec("DELETE FROM meta WHERE key = 'urls_scrubbed'", [])?)
+            })
             .await
             .unwrap();
         drop(store);
         let store = Store::open(&db).await.unwrap();
-        let error: String = sqlx::query_scalar("SELECT error FROM jobs WHERE id = 'j1'")
-            .fetch_one(&store.reader)
+        let error: String = store
+            .reader()
             .await
+            .unwrap()
+            .one("SELECT error FROM jobs WHERE id = 'j1'", [])
             .unwrap();
         assert_eq!(
             error,

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 
+use rusqlite::params;
+
+use super::sql::Sql as _;
 use super::{Store, StoreError};
 
 /// How long finished work is kept (`retention:` in `ferry.yaml`).
@@ -67,33 +70,22 @@ impl Store {
     pub async fn prune(&self, policy: &Retention, now_ms: i64) -> Result<Pruned, StoreError> {
         let policy = policy.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
+
             let policy = &policy;
             let mut pruned = Pruned::default();
                 let delivered_before = now_ms.saturating_sub(ms(policy.deliveries));
                 let succeeded_before = now_ms.saturating_sub(ms(policy.jobs));
                 let dead_before = now_ms.saturating_sub(ms(policy.dead));
                 loop {
-                        let ids: Vec<String> = sqlx::query_scalar(
+                        let ids: Vec<String> = tx.all(
                         "SELECT id FROM deliveries INDEXED BY deliveries_finished
                          WHERE state IN ('delivered', 'dead')
                            AND updated_at < CASE state WHEN 'dead' THEN ?2 ELSE ?1 END
                          LIMIT ?3",
-                    )
-                    .bind(delivered_before)
-                    .bind(dead_before)
-                    .bind(BATCH)
-                    .fetch_all(&mut *tx)
-                    .await?;
+                    params![delivered_before, dead_before, BATCH], |r| r.get(0))?;
                     for id in &ids {
-                        sqlx::query("DELETE FROM delivery_attempts WHERE delivery_id = ?")
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await?;
-                        sqlx::query("DELETE FROM deliveries WHERE id = ?")
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await?;
+                        tx.exec("DELETE FROM delivery_attempts WHERE delivery_id = ?", params![id])?;
+                        tx.exec("DELETE FROM deliveries WHERE id = ?", params![id])?;
                     }
                         pruned.deliveries += ids.len() as u64;
                     if (ids.len() as i64) < BATCH {
@@ -102,52 +94,34 @@ impl Store {
                 }
                 loop {
                         // A job whose deliveries are still kept stays with them.
-                    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+                    let rows: Vec<(String, Option<String>)> = tx.all(
                         "SELECT id, dedupe_key FROM jobs INDEXED BY jobs_finished
                          WHERE finished_at IS NOT NULL
                            AND finished_at < CASE state WHEN 'dead' THEN ?2 ELSE ?1 END
                            AND state IN ('succeeded', 'dead')
                            AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = jobs.id)
                          LIMIT ?3",
-                    )
-                    .bind(succeeded_before)
-                    .bind(dead_before)
-                    .bind(BATCH)
-                    .fetch_all(&mut *tx)
-                    .await?;
+                    params![succeeded_before, dead_before, BATCH], super::sql::tuple)?;
                     for (id, key) in &rows {
                         if let Some(key) = key {
-                            sqlx::query(
+                            tx.exec(
                                 "INSERT OR IGNORE INTO pruned_keys (key_hash, job_id, pruned_at) VALUES (?, ?, ?)",
-                            )
-                            .bind(key_hash(key))
-                            .bind(id)
-                            .bind(now_ms)
-                            .execute(&mut *tx)
-                            .await?;
+                            params![key_hash(key), id, now_ms])?;
                         }
-                        sqlx::query("DELETE FROM jobs WHERE id = ?")
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await?;
+                        tx.exec("DELETE FROM jobs WHERE id = ?", params![id])?;
                     }
                         pruned.jobs += rows.len() as u64;
                     if (rows.len() as i64) < BATCH {
                         break;
                     }
                 }
-                let keys = sqlx::query("DELETE FROM pruned_keys WHERE pruned_at < ?")
-                    .bind(now_ms.saturating_sub(ms(policy.keys.max(Retention::MIN_KEYS))))
-                    .execute(&mut *tx)
-                    .await?;
-                pruned.keys = keys.rows_affected();
+                let keys = tx.exec("DELETE FROM pruned_keys WHERE pruned_at < ?", params![now_ms.saturating_sub(ms(policy.keys.max(Retention::MIN_KEYS)))])?;
+                pruned.keys = keys as u64;
                 if pruned != Pruned::default() {
-                    sqlx::query("PRAGMA incremental_vacuum")
-                        .execute(&mut *tx)
-                        .await?;
+                    tx.exec("PRAGMA incremental_vacuum", [])?;
                 }
                 Ok(pruned)
-            })
+
         })
         .await
     }
@@ -209,9 +183,13 @@ mod tests {
         let t0 = 1_000 * DAY;
         let done = finished_with_delivery(&store, "hook:alerts:evt-1", t0).await;
         let pending = finished_with_delivery(&store, "hook:alerts:evt-2", t0).await;
-        sqlx::query("UPDATE deliveries SET state = 'delivered', updated_at = ? WHERE id = 'msg_hook:alerts:evt-1'")
-            .bind(t0)
-            .execute(&store.write_pool)
+        store
+            .write(move |c| {
+                Ok(c.exec(
+                    "UPDATE deliveries SET state = 'delivered', updated_at = ? WHERE id = 'msg_hook:alerts:evt-1'",
+                    [t0],
+                )?)
+            })
             .await
             .unwrap();
         let queued = store
@@ -248,9 +226,11 @@ mod tests {
             .unwrap();
         assert!(fresh.created);
         // Freed pages went back: the file is in incremental mode.
-        let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
-            .fetch_one(&store.write_pool)
+        let mode: i64 = store
+            .reader()
             .await
+            .unwrap()
+            .one("PRAGMA auto_vacuum", [])
             .unwrap();
         assert_eq!(mode, 2);
     }

@@ -7,18 +7,17 @@
 //! SQL. A caller hears back only after the commit that holds its change.
 
 use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
-use futures_util::future::BoxFuture;
-use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
+use super::sql::Conn;
 
 type Value = Box<dyn Any + Send>;
 type Reply = oneshot::Sender<Result<Value, StoreError>>;
-type Op = Box<
-    dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<Value, StoreError>> + Send,
->;
+type Op = Box<dyn FnOnce(&Conn) -> Result<Value, StoreError> + Send>;
 
 /// Most changes in one transaction: bounds how long one commit holds the
 /// write lock (readers never wait: WAL).
@@ -30,20 +29,16 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writing task on a thread of its own (its awaits on
-    /// SQLite's thread must not queue behind the daemon's busy workers:
-    /// every statement is one); it ends when every handle is dropped.
-    pub(super) fn spawn(pool: SqlitePool) -> Writer {
+    /// Starts the writing thread on the one write connection; it ends when
+    /// every handle is dropped. `page_cap` is fault injection
+    /// ([`super::Store::limit_growth`]): the page cap the connection gets
+    /// before its next batch, 0 for none.
+    pub(super) fn spawn(conn: Conn, page_cap: Arc<AtomicI64>) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel::<(Op, Reply)>(4096);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime for the writer");
         std::thread::Builder::new()
             .name("ferry-writer".into())
-            .spawn(move || runtime.block_on(run(pool, rx)))
-            .expect("a thread for the writer");
-        Writer { tx }
+            .spawn(move || run(conn, rx, page_cap))?;
+        Ok(Writer { tx })
     }
 
     /// Runs `op` in the next group commit; returns its value once that
@@ -51,14 +46,10 @@ impl Writer {
     pub(super) async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, StoreError>>
-            + Send
-            + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let op: Op = Box::new(move |conn| {
-            Box::pin(async move { op(conn).await.map(|v| Box::new(v) as Value) })
-        });
+        let op: Op = Box::new(move |conn| op(conn).map(|v| Box::new(v) as Value));
         self.tx
             .send((op, reply))
             .await
@@ -70,8 +61,9 @@ impl Writer {
     }
 }
 
-async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<(Op, Reply)>) {
-    while let Some(first) = rx.recv().await {
+fn run(conn: Conn, mut rx: mpsc::Receiver<(Op, Reply)>, page_cap: Arc<AtomicI64>) {
+    let mut cap_set = 0;
+    while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match rx.try_recv() {
@@ -79,16 +71,24 @@ async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<(Op, Reply)>) {
                 Err(_) => break,
             }
         }
-        commit(&pool, batch).await;
+        let cap = page_cap.load(Ordering::Relaxed);
+        if cap != cap_set {
+            let pages = if cap > 0 { cap } else { 4_294_967_294 };
+            // The pragma answers with the cap it set: a row, not a change.
+            match conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())) {
+                Ok(()) => cap_set = cap,
+                Err(e) => {
+                    fail_all(batch, &StoreError::Sql(e));
+                    continue;
+                }
+            }
+        }
+        commit(&conn, batch);
     }
 }
 
 /// One transaction for the batch; answers every caller.
-async fn commit(pool: &SqlitePool, batch: Vec<(Op, Reply)>) {
-    let mut conn = match pool.acquire().await {
-        Ok(c) => c,
-        Err(e) => return fail_all(batch, &StoreError::Query(e)),
-    };
+fn commit(conn: &Conn, batch: Vec<(Op, Reply)>) {
     // A batch of one needs no savepoint: its failure undoes the whole.
     let alone = batch.len() == 1;
     let begin = if alone {
@@ -96,26 +96,25 @@ async fn commit(pool: &SqlitePool, batch: Vec<(Op, Reply)>) {
     } else {
         "BEGIN IMMEDIATE; SAVEPOINT op"
     };
-    if let Err(e) = sqlx::raw_sql(begin).execute(&mut *conn).await {
-        return fail_all(batch, &StoreError::Query(e));
+    if let Err(e) = conn.execute_batch(begin) {
+        rollback(conn);
+        return fail_all(batch, &StoreError::Sql(e));
     }
     let n = batch.len();
     let mut done: Vec<(Reply, Result<Value, StoreError>)> = Vec::with_capacity(n);
     for (i, (op, reply)) in batch.into_iter().enumerate() {
-        let result = op(&mut conn).await;
+        let result = op(conn);
         if !alone {
-            // Closing this op's savepoint and opening the next's is one
-            // round trip to SQLite's thread.
             let next = if i + 1 < n { "; SAVEPOINT op" } else { "" };
             let close = if result.is_ok() {
                 format!("RELEASE op{next}")
             } else {
                 format!("ROLLBACK TO op; RELEASE op{next}")
             };
-            if let Err(e) = sqlx::raw_sql(&close).execute(&mut *conn).await {
+            if let Err(e) = conn.execute_batch(&close) {
                 // The transaction is in an unknown state: nothing commits.
-                done.push((reply, Err(StoreError::Query(e))));
-                let _ = exec(&mut conn, "ROLLBACK").await;
+                done.push((reply, Err(StoreError::Sql(e))));
+                rollback(conn);
                 return answer_failed(done, "the transaction was abandoned");
             }
         }
@@ -127,17 +126,17 @@ async fn commit(pool: &SqlitePool, batch: Vec<(Op, Reply)>) {
     } else {
         "COMMIT"
     };
-    match exec(&mut conn, end).await {
-        Ok(_) => {
+    match conn.execute_batch(end) {
+        Ok(()) => {
+            tracing::debug!(changes = n, "group commit");
             for (reply, result) in done {
                 let _ = reply.send(result);
             }
         }
         Err(e) => {
-            // Nothing of the batch is written (a full disk, say); the pool
-            // drops the connection if it is still in a transaction.
-            let _ = exec(&mut conn, "ROLLBACK").await;
-            let e = StoreError::Query(e);
+            // Nothing of the batch is written (a full disk, say).
+            rollback(conn);
+            let e = StoreError::Sql(e);
             let (message, full) = (e.to_string(), e.is_full());
             for (reply, result) in done {
                 let _ = reply.send(match result {
@@ -152,13 +151,12 @@ async fn commit(pool: &SqlitePool, batch: Vec<(Op, Reply)>) {
     }
 }
 
-/// One statement of the writer's own (a named future: rustc cannot see
-/// through sqlx's executor lifetimes inside a spawned task otherwise).
-fn exec<'c>(
-    conn: &'c mut SqliteConnection,
-    sql: &'static str,
-) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-    Box::pin(async move { sqlx::query(sql).execute(conn).await.map(|_| ()) })
+/// Ends a transaction that could not finish, if one is still open (SQLite
+/// rolls some failures back itself), so the next batch can begin.
+fn rollback(conn: &Conn) {
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
 }
 
 fn fail_all(batch: Vec<(Op, Reply)>, e: &StoreError) {
@@ -185,6 +183,7 @@ fn answer_failed(done: Vec<(Reply, Result<Value, StoreError>)>, why: &str) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::sql::Sql as _;
     use super::super::{NewJob, Store};
     use super::*;
 
@@ -218,12 +217,11 @@ mod tests {
             async move {
                 store
                     .write(|c| {
-                        Box::pin(async move {
-                            sqlx::query("INSERT INTO meta (key, value) VALUES ('half-done', 'x')")
-                                .execute(&mut *c)
-                                .await?;
-                            Err::<(), _>(StoreError::Corrupt("refused on purpose".into()))
-                        })
+                        c.exec(
+                            "INSERT INTO meta (key, value) VALUES ('half-done', 'x')",
+                            [],
+                        )?;
+                        Err::<(), _>(StoreError::Corrupt("refused on purpose".into()))
                     })
                     .await
             }
@@ -236,11 +234,12 @@ mod tests {
         }
         assert_eq!(created, 50, "one job per event id");
         assert_eq!(store.jobs(&Default::default()).await.unwrap().len(), 50);
-        let half: Option<String> =
-            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'half-done'")
-                .fetch_optional(&store.reader)
-                .await
-                .unwrap();
+        let half: Option<String> = store
+            .reader()
+            .await
+            .unwrap()
+            .opt("SELECT value FROM meta WHERE key = 'half-done'", [])
+            .unwrap();
         assert_eq!(half, None, "the failed change left nothing");
     }
 }

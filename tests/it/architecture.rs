@@ -73,7 +73,7 @@ struct Confined {
 const CONFINED: &[Confined] = &[
     Confined {
         what: "only the store speaks SQL",
-        words: &["sqlx::", "sqlx ::"],
+        words: &["sqlx::", "sqlx ::", "rusqlite"],
         rooms: &["store"],
     },
     Confined {
@@ -327,6 +327,11 @@ fn each_rule_catches_a_planted_violation() {
         (
             "server/mod.rs",
             "fn stray() { let _ = sqlx::query(\"SELECT 1\"); }",
+            "only the store speaks SQL",
+        ),
+        (
+            "worker/ingest.rs",
+            "fn stray(c: &rusqlite::Connection) { let _ = c.execute(\"DELETE FROM jobs\", []); }",
             "only the store speaks SQL",
         ),
         (
