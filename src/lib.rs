@@ -97,8 +97,10 @@
 //!   SQL: documents, uploads, collections, jobs (leases, coalescing,
 //!   fencing, [`store::Effects`] written with the outcome), deliveries (the
 //!   outbox), schedules, rule pauses, retention, stats. All writes go
-//!   through its one writer task (`store/writer.rs`: group commit,
-//!   a savepoint per change). Schema in `migrations/`.
+//!   through its one writer thread (`store/writer.rs`: group commit,
+//!   a savepoint per change); `store/sql.rs` holds the connections
+//!   (rusqlite, called in place; sqlx only runs the migrations). Schema in
+//!   `migrations/`.
 //! - [`deliver`]: outgoing webhooks: event bodies ([`deliver::effects_for`],
 //!   time an argument), the delivery loop, [`deliver::next_attempt`] (pure
 //!   retry schedule), [`deliver::guard`] (refuses private addresses).
@@ -150,9 +152,9 @@
 //!   only [`triggers::TriggerEvent::job`] builds a job. *Guard*:
 //!   architecture rules "reach the workers only through the queue" and
 //!   "decided only by `TriggerEvent::job`"; `triggers::tests`.
-//! - Only the store speaks SQL; its pools are private. *Guard*:
-//!   architecture rule "only the store speaks SQL".
-//! - All database writes go through one writer task; changes that arrive
+//! - Only the store speaks SQL; its connections are private. *Guard*:
+//!   architecture rule "only the store speaks SQL" (sqlx and rusqlite).
+//! - All database writes go through one writer thread; changes that arrive
 //!   together share a commit, each in its own savepoint, each with its own
 //!   fencing and dedupe checks. *Guard*: `store::writer::tests`, the
 //!   store's lease tests (`store::jobs::tests`).

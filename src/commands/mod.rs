@@ -59,7 +59,11 @@ pub(crate) fn write_stdout(args: std::fmt::Arguments, newline: bool) {
 pub const EXIT_RUNTIME: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
 
-/// Entry point of the binary.
+/// Entry point of the binary. One runtime thread: what would block it
+/// (hashing, scanning folders, reads of many rows) runs on the blocking
+/// pool and writes on the store's writer thread, and two workers handing
+/// tasks to each other cost more CPU than they saved (README, "One runtime
+/// thread").
 pub fn main(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

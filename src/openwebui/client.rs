@@ -364,6 +364,24 @@ impl Client {
         .await
     }
 
+    /// [`Client::json`] read straight into `T` (no `Value` tree: fields
+    /// `T` does not name are skipped, not built).
+    pub(super) async fn json_as<T, F>(
+        &self,
+        method: Method,
+        path: &str,
+        repeat: Repeat,
+        build: F,
+    ) -> Result<T, Error>
+    where
+        T: serde::de::DeserializeOwned,
+        F: Fn(RequestBuilder) -> Result<RequestBuilder, Error>,
+    {
+        let (response, _permit) = self.execute(method, path, repeat, build).await?;
+        let now = self.inner.clock.now_system_time();
+        read_json_as::<T>(path, response, self.inner.timeout, now).await
+    }
+
     /// [`Client::json`] for answers that only need to be a success.
     pub(super) async fn json_ignored<F>(
         &self,
@@ -375,9 +393,7 @@ impl Client {
     where
         F: Fn(RequestBuilder) -> Result<RequestBuilder, Error>,
     {
-        let (response, _permit) = self.execute(method, path, repeat, build).await?;
-        let now = self.inner.clock.now_system_time();
-        read_json_as::<serde::de::IgnoredAny>(path, response, self.inner.timeout, now)
+        self.json_as::<serde::de::IgnoredAny, F>(method, path, repeat, build)
             .await
             .map(|_| ())
     }

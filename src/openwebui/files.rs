@@ -289,7 +289,10 @@ impl Client {
         }
     }
 
-    /// The board's reader: runs while any upload waits.
+    /// The board's reader: runs while any upload waits. It reads each
+    /// listing into ids and statuses only: the files' metadata, most of
+    /// the answer, is skipped rather than built (the board reads twice a
+    /// second for as long as a burst lasts).
     async fn read_board(self) {
         let path = "/api/v1/files/?page=1&content=false";
         loop {
@@ -302,11 +305,11 @@ impl Client {
                     return;
                 }
             }
-            match self.get(path).await {
-                Ok(v) => {
-                    let items = v.get("items").unwrap_or(&v);
-                    let files: Vec<FileInfo> =
-                        serde_json::from_value(items.clone()).unwrap_or_default();
+            match self
+                .json_as::<BoardPage, _>(Method::GET, path, Repeat::Safe, Ok)
+                .await
+            {
+                Ok(BoardPage { items: files }) => {
                     for f in files {
                         let status = f.data.as_ref().and_then(|d| d.status.as_deref());
                         let verdict = match status.map(ProcessingStatus::parse) {
@@ -422,4 +425,18 @@ fn processing_error(file_id: &str, detail: String) -> Error {
             detail,
         }
     }
+}
+
+/// What the board reads of a 0.12 listing (`{items, total}`).
+#[derive(serde::Deserialize)]
+struct BoardPage {
+    #[serde(default)]
+    items: Vec<BoardFile>,
+}
+
+#[derive(serde::Deserialize)]
+struct BoardFile {
+    id: String,
+    #[serde(default)]
+    data: Option<super::types::FileData>,
 }

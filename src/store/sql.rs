@@ -138,7 +138,10 @@ pub(super) fn parsed<T>(
     })
 }
 
-/// Read-only connections, opened as needed and kept. A read runs on the
+/// Idle read connections kept for the next reads.
+const KEPT_READERS: usize = 4;
+
+/// Read-only connections, opened as needed, a few kept. A read runs on the
 /// caller's thread: the store's reads are point lookups and bounded lists
 /// of a few milliseconds at most, less than a hop to another thread costs.
 pub(super) struct Readers {
@@ -183,7 +186,11 @@ impl std::ops::Deref for Reader<'_> {
 impl Drop for Reader<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.from.idle.lock().expect("not poisoned").push(conn);
+            let mut idle = self.from.idle.lock().expect("not poisoned");
+            // A burst of reads apart opened more; each keeps a page cache.
+            if idle.len() < KEPT_READERS {
+                idle.push(conn);
+            }
         }
     }
 }
