@@ -249,8 +249,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let deliveries = deliveries.to_owned();
         self.write(move |tx| {
-            let deliveries = &deliveries;
-            insert(tx, deliveries, now_ms)?;
+            insert(tx, &deliveries, now_ms)?;
             Ok(())
         })
         .await
@@ -383,7 +382,6 @@ impl Store {
         let owner = owner.to_owned();
         self.write(move |tx| {
 
-            let owner = &owner;
             let done = tx.exec(
                     "UPDATE deliveries SET state = 'pending', lease_owner = NULL, lease_until = NULL,
                             attempts = attempts - 1, updated_at = ? WHERE lease_owner = ? AND state = 'delivering'",
@@ -420,7 +418,6 @@ impl Store {
         let id = id.to_owned();
         self.write(move |tx| {
 
-            let id = &id;
             let state: Option<String> = tx.opt("SELECT state FROM deliveries WHERE id = ?", params![id])?;
                 let Some(state) = state else {
                     return Ok(None);
@@ -439,12 +436,11 @@ impl Store {
     }
 
     pub async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
-        let row = self.reader().await?.row_opt(
+        Ok(self.reader().await?.row_opt(
             "SELECT * FROM deliveries WHERE id = ?",
             params![id],
             from_row,
-        )?;
-        Ok(row)
+        )?)
     }
 
     pub async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {

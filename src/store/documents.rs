@@ -243,12 +243,11 @@ impl OwnedUpload {
 
 impl Store {
     pub async fn document(&self, rule: &str, path: &str) -> Result<Option<Document>, StoreError> {
-        let row = self.reader().await?.row_opt(
+        Ok(self.reader().await?.row_opt(
             "SELECT * FROM documents WHERE rule = ? AND path = ?",
             params![rule, path],
             from_row,
-        )?;
-        Ok(row)
+        )?)
     }
 
     /// A linked document with this content in this collection, under any
@@ -258,13 +257,12 @@ impl Store {
         collection_id: &str,
         sha256: &str,
     ) -> Result<Option<Document>, StoreError> {
-        let row = self.reader().await?.row_opt(
+        Ok(self.reader().await?.row_opt(
             "SELECT * FROM documents WHERE collection_id = ? AND sha256 = ? AND state = 'linked'
              ORDER BY updated_at LIMIT 1",
             params![collection_id, sha256],
             from_row,
-        )?;
-        Ok(row)
+        )?)
     }
 
     pub async fn documents(&self, filter: &DocumentFilter) -> Result<Vec<Document>, StoreError> {
@@ -374,8 +372,6 @@ impl Store {
         let sha256 = sha256.map(str::to_owned);
         self.write(move |tx| {
 
-            let file_id = &file_id;
-            let collection_id = &collection_id;
             let waiting: Option<i64> = tx.opt(
                     "SELECT 1 FROM documents WHERE id = ? AND state IN ('uploading', 'processing', 'failed')
                        AND collection_id = ? AND (? IS NULL OR sha256 = ?)",
@@ -383,7 +379,7 @@ impl Store {
                 if waiting.is_none() {
                     return Ok(false);
                 }
-                uploaded_in(tx, document_id, file_id, now_ms)?;
+                uploaded_in(tx, document_id, &file_id, now_ms)?;
                 Ok(true)
 
         })
@@ -399,7 +395,6 @@ impl Store {
         let file_id = file_id.to_owned();
         self.write(move |tx| {
 
-            let file_id = &file_id;
             tx.exec(
                     "UPDATE documents SET state = 'linked', file_id = ?, reason = NULL, error = NULL, retry_at = NULL,
                             updated_at = ? WHERE id = ?",
@@ -424,7 +419,6 @@ impl Store {
         self.write(move |tx| {
 
             let u = &u.view();
-            let file_id = &file_id;
             let id = begin_upload_in(tx, u, now_ms)?;
                 tx.exec(
                     "UPDATE documents SET state = 'linked', file_id = ?, attempts = 0, updated_at = ? WHERE id = ?",
@@ -451,7 +445,6 @@ impl Store {
         let error = error.to_owned();
         self.write(move |tx| {
 
-            let error = &error;
             let file_id: Option<String> =
                     tx.one("SELECT file_id FROM documents WHERE id = ?", params![document_id])?;
                 tx.exec(
@@ -504,9 +497,6 @@ impl Store {
         let why = why.to_owned();
         self.write(move |tx| {
 
-            let rule = &rule;
-            let path = &path;
-            let why = &why;
             tx.exec(
                     "INSERT INTO documents (rule, path, state, reason, error, created_at, updated_at)
                      VALUES (?1, ?2, 'skipped', 'not_regular', ?3, ?4, ?4)
@@ -570,7 +560,6 @@ impl Store {
     ) -> Result<(), StoreError> {
         let collection_id = collection_id.to_owned();
         self.write(move |tx| {
-            let collection_id = &collection_id;
             tx.exec(
                 "UPDATE documents SET collection_id = ?, updated_at = ? WHERE id = ?",
                 params![collection_id, now_ms, document_id],
@@ -596,7 +585,6 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let file_id = file_id.to_owned();
         self.write(move |tx| {
-            let file_id = &file_id;
             let n = tx.exec(
                 "UPDATE documents SET state = 'discovered', file_id = NULL, sha256 = NULL,
                             reason = NULL, error = NULL, retry_at = NULL, updated_at = ?
@@ -616,7 +604,6 @@ impl Store {
     pub async fn upload_deleted(&self, file_id: &str, now_ms: i64) -> Result<(), StoreError> {
         let file_id = file_id.to_owned();
         self.write(move |tx| {
-            let file_id = &file_id;
             tx.exec(
                 "UPDATE uploads SET state = 'deleted', updated_at = ? WHERE file_id = ?",
                 params![now_ms, file_id],
@@ -723,8 +710,6 @@ impl Store {
         let (collection_id, collection_name) = (collection.0.to_owned(), collection.1.to_owned());
         self.write(move |tx| {
 
-            let rule = &rule;
-            let files = &files;
             let (collection_id, collection_name) = (&collection_id, &collection_name);
                 tx.exec(
                     "INSERT INTO collections (name, id, created, updated_at) VALUES (?, ?, 1, ?)

@@ -124,12 +124,7 @@ pub struct JobFilter {
 impl Store {
     pub async fn enqueue(&self, job: &NewJob, now_ms: i64) -> Result<Enqueued, StoreError> {
         let job = job.to_owned();
-        self.write(move |tx| {
-            let job = &job;
-            let e = enqueue_in(tx, job, now_ms)?;
-            Ok(e)
-        })
-        .await
+        self.write(move |tx| enqueue_in(tx, &job, now_ms)).await
     }
 
     /// Takes the next due job whose key is not already running.
@@ -141,8 +136,7 @@ impl Store {
     ) -> Result<Option<Job>, StoreError> {
         let owner = owner.to_owned();
         self.write(move |tx| {
-            let owner = &owner;
-            let row = tx.row_opt(
+            Ok(tx.row_opt(
                 "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2,
                             attempts = attempts + 1, updated_at = ?3
                      WHERE id = (
@@ -155,8 +149,7 @@ impl Store {
                      RETURNING *",
                 params![owner, now_ms + lease_ms, now_ms],
                 from_row,
-            )?;
-            Ok(row)
+            )?)
         })
         .await
     }
@@ -167,8 +160,6 @@ impl Store {
         let owner = owner.to_owned();
         self.write(move |tx| {
 
-            let id = &id;
-            let owner = &owner;
             let done = tx.exec("UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND state = 'running'", params![until_ms, id, owner])?;
                 Ok(done == 1)
 
@@ -223,9 +214,6 @@ impl Store {
         };
         self.write(move |tx| {
 
-            let id = &id;
-            let owner = &owner;
-            let effects = &effects;
                 let kind: Option<String> = tx.opt(
                     "UPDATE jobs SET state = ?1, result = COALESCE(?2, result), error = ?3,
                             lease_owner = NULL, lease_until = NULL, updated_at = ?4, finished_at = ?4
@@ -235,7 +223,7 @@ impl Store {
                 let Some(kind) = kind else {
                     return Ok(false);
                 };
-                apply_effects(tx, id, &kind, succeeded, effects, now_ms)?;
+                apply_effects(tx, &id, &kind, succeeded, &effects, now_ms)?;
                 Ok(true)
 
         })
@@ -261,10 +249,6 @@ impl Store {
         let if_dead = if_dead.to_owned();
         self.write(move |tx| {
 
-            let id = &id;
-            let owner = &owner;
-            let error = &error;
-            let if_dead = &if_dead;
             let row: Option<(i64, i64, Option<String>)> = tx.row_opt(
                     "SELECT attempts, max_attempts, coalesce_key FROM jobs WHERE id = ? AND lease_owner = ? AND state = 'running'",
                 params![id, owner], super::sql::tuple)?;
@@ -294,7 +278,7 @@ impl Store {
                 params![state.as_str(), error, run_after, now_ms, state.as_str(), now_ms, state.as_str(), waiting, id])?;
                 if state == JobState::Dead {
                     let kind: String = tx.one("SELECT kind FROM jobs WHERE id = ?", params![id])?;
-                    apply_effects(tx, id, &kind, false, if_dead, now_ms)?;
+                    apply_effects(tx, &id, &kind, false, &if_dead, now_ms)?;
                 }
                 Ok(state)
 
@@ -307,7 +291,6 @@ impl Store {
     pub async fn retry_dead(&self, id: &str, now_ms: i64) -> Result<Option<JobState>, StoreError> {
         let id = id.to_owned();
         self.write(move |tx| {
-            let id = &id;
             let state: Option<String> =
                 tx.opt("SELECT state FROM jobs WHERE id = ?", params![id])?;
             let Some(state) = state.as_deref().and_then(JobState::parse) else {
@@ -340,13 +323,11 @@ impl Store {
         let owner = owner.to_owned();
         self.write(move |tx| {
 
-            let id = &id;
-            let owner = &owner;
             let key: Option<Option<String>> = tx.opt(
                     "SELECT coalesce_key FROM jobs WHERE id = ? AND lease_owner = ? AND state = 'running'",
                 params![id, owner])?;
                 let Some(key) = key else { return Ok(false) };
-                requeue_or_supersede(tx, id, key.as_deref(), now_ms, true)?;
+                requeue_or_supersede(tx, &id, key.as_deref(), now_ms, true)?;
                 Ok(true)
 
         })
@@ -375,8 +356,7 @@ impl Store {
     async fn rescue(&self, select: &str, now_ms: i64) -> Result<usize, StoreError> {
         let select = select.to_owned();
         self.write(move |tx| {
-            let select = &select;
-            let stale: Vec<(String, Option<String>)> = tx.all(select, [], super::sql::tuple)?;
+            let stale: Vec<(String, Option<String>)> = tx.all(&select, [], super::sql::tuple)?;
             for (id, key) in &stale {
                 requeue_or_supersede(tx, id, key.as_deref(), now_ms, false)?;
             }
@@ -386,12 +366,11 @@ impl Store {
     }
 
     pub async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
-        let row = self.reader().await?.row_opt(
+        Ok(self.reader().await?.row_opt(
             "SELECT * FROM jobs WHERE id = ?",
             params![id],
             from_row,
-        )?;
-        Ok(row)
+        )?)
     }
 
     pub async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {

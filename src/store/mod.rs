@@ -385,11 +385,9 @@ impl Store {
         let name = name.to_owned();
         let id = id.to_owned();
         self.write(move |tx| {
-            let name = &name;
-            let id = &id;
             let previous: Option<String> =
                 tx.opt("SELECT id FROM collections WHERE name = ?", params![name])?;
-            if let Some(previous) = previous.filter(|p| p != id) {
+            if let Some(previous) = previous.filter(|p| *p != id) {
                 for table in ["documents", "uploads"] {
                     tx.exec(
                         &format!(
@@ -445,7 +443,6 @@ impl Store {
         let reason = reason.map(str::to_owned);
         self.write(move |tx| {
 
-            let rule = &rule;
             tx.exec(
                     "INSERT INTO rule_state (rule, paused_reason, updated_at) VALUES (?, ?, ?)
                      ON CONFLICT (rule) DO UPDATE SET paused_reason = excluded.paused_reason, updated_at = excluded.updated_at",
@@ -493,7 +490,6 @@ impl Store {
         let reason = reason.map(str::to_owned);
         self.write(move |tx| {
 
-                let rule = &rule;
                 let before: Option<String> = tx.opt::<Option<String>, _>(
                     "SELECT collection_missing FROM rule_state WHERE rule = ?",
                 params![rule])?
@@ -522,7 +518,6 @@ impl Store {
     pub async fn forget_collection(&self, name: &str) -> Result<(), StoreError> {
         let name = name.to_owned();
         self.write(move |tx| {
-            let name = &name;
             tx.exec("DELETE FROM collections WHERE name = ?", params![name])?;
             Ok(())
         })

@@ -71,7 +71,6 @@ impl Store {
         let policy = policy.to_owned();
         self.write(move |tx| {
 
-            let policy = &policy;
             let mut pruned = Pruned::default();
                 let delivered_before = now_ms.saturating_sub(ms(policy.deliveries));
                 let succeeded_before = now_ms.saturating_sub(ms(policy.jobs));
