@@ -5,6 +5,8 @@
 //!   Open WebUI that `scripts/bench.sh` starts (FERRY_E2E_* variables):
 //!   files/s end to end, p50/p99 drop-to-linked latency, ferry's CPU
 //!   seconds per file, peak RSS.
+//! - `ingest`: `real`'s run against the in-process fake Open WebUI, which
+//!   answers at once: ferry's own CPU per file, without the server's speed.
 //! - `fake`: a 100,000-file tree that the state DB already knows, against
 //!   the in-process fake Open WebUI: time of the startup reconcile, RSS,
 //!   and CPU while idle.
@@ -141,6 +143,19 @@ async fn real() {
     let url = std::env::var("FERRY_E2E_URL").expect("FERRY_E2E_URL: run scripts/bench.sh");
     let key = std::env::var("FERRY_E2E_API_KEY").expect("FERRY_E2E_API_KEY");
     let version = std::env::var("FERRY_E2E_VERSION").unwrap_or_default();
+    ingest(&url, &key, &format!("real Open WebUI {version}")).await;
+}
+
+/// `real`'s run against the in-process fake, which answers at once: what
+/// is left is ferry's own cost per file, without the server's speed (which
+/// varies by a fifth from run to run here, and ferry's time-bound work with
+/// it).
+async fn ingest_fake() {
+    let fake = FakeOpenWebUi::start("0.12.4").await;
+    ingest(&fake.url(), API_KEY, "fake Open WebUI 0.12.4").await;
+}
+
+async fn ingest(url: &str, key: &str, server: &str) {
     let count: usize = std::env::var("FERRY_BENCH_FILES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -149,12 +164,12 @@ async fn real() {
     let inbox = dir.path().join("inbox");
     std::fs::create_dir_all(&inbox).unwrap();
     let port = free_port();
-    write_config(dir.path(), &url, "BENCH_KEY", port, &inbox, "1s");
+    write_config(dir.path(), url, "BENCH_KEY", port, &inbox, "1s");
     // FERRY_BENCH_LOG=debug,sqlx::query=debug FERRY_BENCH_KEEP_LOG=/tmp/f.log
     // to see what each file costs.
     let log_level = std::env::var("FERRY_BENCH_LOG").unwrap_or_else(|_| "warn".into());
     let spawned = now_ms();
-    let mut child = spawn_ferry(dir.path(), "BENCH_KEY", &key, port, &log_level);
+    let mut child = spawn_ferry(dir.path(), "BENCH_KEY", key, port, &log_level);
     let (cpu_before, _, _) = usage(child.id());
 
     let mut dropped = std::collections::HashMap::new();
@@ -201,7 +216,7 @@ async fn real() {
     latencies.sort();
     let last = docs.iter().map(|d| d.updated_at).max().unwrap();
     let elapsed_s = (last - t0) as f64 / 1000.0;
-    println!("ferry on real Open WebUI {version}, {count} files, settle 1s, max_in_flight 4:");
+    println!("ferry on {server}, {count} files, settle 1s, max_in_flight 4:");
     println!(
         "  end to end (first drop → last linked): {elapsed_s:.1} s = {:.1} files/s",
         count as f64 / elapsed_s
@@ -498,6 +513,9 @@ async fn main() {
     }
     if which.iter().any(|w| w == "real") {
         real().await;
+    }
+    if which.iter().any(|w| w == "ingest") {
+        ingest_fake().await;
     }
     if which.iter().any(|w| w == "ui") {
         ui().await;

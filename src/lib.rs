@@ -98,7 +98,7 @@
 //!   fencing, [`store::Effects`] written with the outcome), deliveries (the
 //!   outbox), schedules, rule pauses, retention, stats. All writes go
 //!   through its one writer thread (`store/writer.rs`: group commit,
-//!   a savepoint per change); `store/sql.rs` holds the connections
+//!   a savepoint per change, two durabilities); `store/sql.rs` holds the connections
 //!   (rusqlite, called in place; sqlx only runs the migrations). Schema in
 //!   `migrations/`.
 //! - [`deliver`]: outgoing webhooks: event bodies ([`deliver::effects_for`],
@@ -156,8 +156,11 @@
 //!   architecture rule "only the store speaks SQL" (sqlx and rusqlite).
 //! - All database writes go through one writer thread; changes that arrive
 //!   together share a commit, each in its own savepoint, each with its own
-//!   fencing and dedupe checks. *Guard*: `store::writer::tests`, the
-//!   store's lease tests (`store::jobs::tests`).
+//!   fencing and dedupe checks. A batch commits without waiting for the
+//!   disk only when every change in it is `Durability::Relaxed` (one ferry
+//!   repairs by itself after a power cut: claims, leases, an upload's id, a
+//!   link). *Guard*: `store::writer::tests`, the store's lease tests
+//!   (`store::jobs::tests`).
 //! - Time is an input: the wall clock is read only through
 //!   [`clock::Clock`]; template contexts and event bodies take `now`.
 //!   *Guard*: architecture rule "the wall clock"; the schedule tests run on

@@ -13,17 +13,28 @@ use reqwest::header::CONTENT_TYPE;
 use super::client::*;
 use super::*;
 
+/// What an upload sends.
+#[derive(Clone, Copy)]
+pub enum Content<'a> {
+    /// The first `length` bytes of an open file, read on the blocking pool.
+    File {
+        file: &'a std::fs::File,
+        length: u64,
+    },
+    /// Bytes already read (a small file, read whole to be hashed).
+    Bytes(&'a [u8]),
+}
+
 impl Client {
     /// Uploads a file, streamed from disk. Processing runs in the
     /// background on the server; see [`Client::wait_processed`].
     /// `metadata` lands in the file's `meta.data` (ferry marks its uploads).
-    /// Uploads the first `length` bytes of an open file as `name` (see
-    /// [`crate::paths::upload_name`]). Every attempt reads the same
-    /// descriptor from its start, never the path again.
+    /// Uploads `content` as `name` (see [`crate::paths::upload_name`]).
+    /// Every attempt sends the same bytes: a file is read from its start
+    /// through the same descriptor, never the path again.
     pub async fn upload(
         &self,
-        file: &std::fs::File,
-        length: u64,
+        content: Content<'_>,
         name: &str,
         metadata: Option<&Value>,
     ) -> Result<FileInfo, Error> {
@@ -33,23 +44,30 @@ impl Client {
         let mime = mime_guess::from_path(name)
             .first_or_octet_stream()
             .to_string();
-        let v = self
-            .json(Method::POST, api, Repeat::OnlyIfUnprocessed, |r| {
+        // Decoded straight from the bytes: no `Value` tree built first.
+        let info: FileInfo = self
+            .json_as(Method::POST, api, Repeat::OnlyIfUnprocessed, |r| {
                 let io = |source| Error::Io {
                     path: name.to_string(),
                     source,
                 };
-                let mut file = file.try_clone().map_err(io)?;
-                file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
-                let reader = tokio::fs::File::from_std(file).take(length);
-                let stream = tokio_util::io::ReaderStream::new(reader);
-                let part = reqwest::multipart::Part::stream_with_length(
-                    reqwest::Body::wrap_stream(stream),
-                    length,
-                )
-                .file_name(name.to_string())
-                .mime_str(&mime)
-                .map_err(|e| Error::transport(api, &e))?;
+                let part = match content {
+                    Content::File { file, length } => {
+                        let mut file = file.try_clone().map_err(io)?;
+                        file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+                        let reader = tokio::fs::File::from_std(file).take(length);
+                        let stream = tokio_util::io::ReaderStream::new(reader);
+                        reqwest::multipart::Part::stream_with_length(
+                            reqwest::Body::wrap_stream(stream),
+                            length,
+                        )
+                    }
+                    Content::Bytes(bytes) => reqwest::multipart::Part::bytes(bytes.to_vec()),
+                };
+                let part = part
+                    .file_name(name.to_string())
+                    .mime_str(&mime)
+                    .map_err(|e| Error::transport(api, &e))?;
                 let mut form = reqwest::multipart::Form::new().part("file", part);
                 if let Some(m) = metadata {
                     form = form.text("metadata", m.to_string());
@@ -57,7 +75,6 @@ impl Client {
                 Ok(r.multipart(form))
             })
             .await?;
-        let info: FileInfo = serde_json::from_value(v).map_err(|e| unexpected(api, e))?;
         if let Some(err) = info.error.clone().or_else(|| {
             info.data
                 .as_ref()

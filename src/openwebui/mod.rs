@@ -23,6 +23,7 @@ mod knowledge;
 mod server;
 
 pub use client::{Client, ClientOptions};
+pub use files::Content;
 
 /// The Open WebUI versions this client speaks (`ferry --version` says it).
 pub const SUPPORTED: &str = "0.6.40 to 0.12.x";

@@ -344,6 +344,8 @@ impl Store {
 
     /// Records the upload and moves the document to `processing`, in one
     /// transaction, so a crash never leaves an upload ferry does not know of.
+    /// Relaxed: a power cut that loses it leaves the upload to the start-up
+    /// sweep, which adopts it by the marker naming this document.
     pub async fn uploaded(
         &self,
         document_id: i64,
@@ -351,7 +353,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let file_id = file_id.to_owned();
-        self.write(move |tx| uploaded_in(tx, document_id, &file_id, now_ms))
+        self.write_relaxed(move |tx| uploaded_in(tx, document_id, &file_id, now_ms))
             .await
     }
 
@@ -393,7 +395,10 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let file_id = file_id.to_owned();
-        self.write(move |tx| {
+        // Relaxed: a power cut that loses it leaves the document
+        // `processing` with its upload, and its job (not yet recorded done)
+        // runs again and finds the link.
+        self.write_relaxed(move |tx| {
 
             tx.exec(
                     "UPDATE documents SET state = 'linked', file_id = ?, reason = NULL, error = NULL, retry_at = NULL,

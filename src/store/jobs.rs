@@ -135,7 +135,9 @@ impl Store {
         lease_ms: i64,
     ) -> Result<Option<Job>, StoreError> {
         let owner = owner.to_owned();
-        self.write(move |tx| {
+        // Lost in a power cut, the claim is undone: the job runs again, as
+        // after any crash during a run.
+        self.write_relaxed(move |tx| {
             Ok(tx.row_opt(
                 "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2,
                             attempts = attempts + 1, updated_at = ?3
@@ -158,7 +160,7 @@ impl Store {
     pub async fn renew(&self, id: &str, owner: &str, until_ms: i64) -> Result<bool, StoreError> {
         let id = id.to_owned();
         let owner = owner.to_owned();
-        self.write(move |tx| {
+        self.write_relaxed(move |tx| {
 
             let done = tx.exec("UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND state = 'running'", params![until_ms, id, owner])?;
                 Ok(done == 1)

@@ -25,6 +25,7 @@ use std::time::Duration;
 use rusqlite::params;
 use sql::Sql as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use writer::Durability;
 
 pub use deliveries::{
     Attempt, AttemptNext, AttemptRecord, Delivery, DeliveryFilter, DeliveryState, NewDelivery,
@@ -315,7 +316,17 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&sql::Conn) -> Result<T, StoreError> + Send + 'static,
     {
-        self.writer.write(op).await
+        self.writer.write(Durability::Full, op).await
+    }
+
+    /// [`Store::write`] for a change ferry repairs by itself should a
+    /// power cut lose it ([`Durability::Relaxed`]).
+    async fn write_relaxed<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&sql::Conn) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writer.write(Durability::Relaxed, op).await
     }
 
     /// A read-only connection, for the length of a statement or a few.

@@ -5,6 +5,12 @@
 //! savepoint, so one that fails is undone alone while the others commit;
 //! each keeps its own checks (lease fencing, dedupe keys), which are its
 //! SQL. A caller hears back only after the commit that holds its change.
+//!
+//! A change that ferry can re-derive after a power cut may be written
+//! [`Durability::Relaxed`]: a batch of only such changes commits without
+//! waiting for the disk (`synchronous=NORMAL` for that transaction). It is
+//! in the OS's hands at once (a killed process loses nothing) and on disk
+//! with the next full commit, whose fsync covers the whole log before it.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -19,13 +25,34 @@ type Value = Box<dyn Any + Send>;
 type Reply = oneshot::Sender<Result<Value, StoreError>>;
 type Op = Box<dyn FnOnce(&Conn) -> Result<Value, StoreError> + Send>;
 
+/// How soon a change must be on disk when its caller hears back.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Durability {
+    /// On disk (fsync) before the caller hears back: anything another
+    /// party may act on (a 202, a delivery's outcome), and every intent
+    /// written before a call to Open WebUI.
+    Full,
+    /// In the OS's hands before the caller hears back, on disk with the
+    /// next full commit. Only for a change whose loss in a power cut
+    /// ferry repairs by itself: a claim or lease (the job runs again), an
+    /// upload's id (the start-up sweep adopts it by its marker), a link
+    /// (the job that made it runs again and finds it).
+    Relaxed,
+}
+
+struct Pending {
+    op: Op,
+    reply: Reply,
+    durability: Durability,
+}
+
 /// Most changes in one transaction: bounds how long one commit holds the
 /// write lock (readers never wait: WAL).
 const BATCH: usize = 512;
 
 #[derive(Clone)]
 pub(super) struct Writer {
-    tx: mpsc::Sender<(Op, Reply)>,
+    tx: mpsc::Sender<Pending>,
 }
 
 impl Writer {
@@ -34,7 +61,7 @@ impl Writer {
     /// ([`super::Store::limit_growth`]): the page cap the connection gets
     /// before its next batch, 0 for none.
     pub(super) fn spawn(conn: Conn, page_cap: Arc<AtomicI64>) -> std::io::Result<Writer> {
-        let (tx, rx) = mpsc::channel::<(Op, Reply)>(4096);
+        let (tx, rx) = mpsc::channel::<Pending>(4096);
         std::thread::Builder::new()
             .name("ferry-writer".into())
             .spawn(move || run(conn, rx, page_cap))?;
@@ -42,8 +69,8 @@ impl Writer {
     }
 
     /// Runs `op` in the next group commit; returns its value once that
-    /// commit is durable.
-    pub(super) async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    /// commit is as durable as `durability` asks.
+    pub(super) async fn write<T, F>(&self, durability: Durability, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
@@ -51,7 +78,11 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         let op: Op = Box::new(move |conn| op(conn).map(|v| Box::new(v) as Value));
         self.tx
-            .send((op, reply))
+            .send(Pending {
+                op,
+                reply,
+                durability,
+            })
             .await
             .map_err(|_| StoreError::Stopped)?;
         let value = answer.await.map_err(|_| StoreError::Stopped)??;
@@ -61,8 +92,10 @@ impl Writer {
     }
 }
 
-fn run(conn: Conn, mut rx: mpsc::Receiver<(Op, Reply)>, page_cap: Arc<AtomicI64>) {
+fn run(conn: Conn, mut rx: mpsc::Receiver<Pending>, page_cap: Arc<AtomicI64>) {
     let mut cap_set = 0;
+    // The connection opens with `synchronous=FULL`.
+    let mut synchronous = Durability::Full;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -83,35 +116,59 @@ fn run(conn: Conn, mut rx: mpsc::Receiver<(Op, Reply)>, page_cap: Arc<AtomicI64>
                 }
             }
         }
+        let wanted = durability_of(&batch);
+        if wanted != synchronous {
+            let pragma = match wanted {
+                Durability::Full => "PRAGMA synchronous = FULL",
+                Durability::Relaxed => "PRAGMA synchronous = NORMAL",
+            };
+            // Outside any transaction, where SQLite takes the setting.
+            match steps(&conn, &[pragma]) {
+                Ok(()) => synchronous = wanted,
+                Err(e) => {
+                    fail_all(batch, &StoreError::Sql(e));
+                    continue;
+                }
+            }
+        }
         commit(&conn, batch);
     }
 }
 
+/// A batch waits for the disk unless every change in it may not.
+fn durability_of(batch: &[Pending]) -> Durability {
+    if batch.iter().all(|p| p.durability == Durability::Relaxed) {
+        Durability::Relaxed
+    } else {
+        Durability::Full
+    }
+}
+
 /// One transaction for the batch; answers every caller.
-fn commit(conn: &Conn, batch: Vec<(Op, Reply)>) {
+fn commit(conn: &Conn, batch: Vec<Pending>) {
     // A batch of one needs no savepoint: its failure undoes the whole.
     let alone = batch.len() == 1;
-    let begin = if alone {
-        "BEGIN IMMEDIATE"
+    let begin: &[&str] = if alone {
+        &["BEGIN IMMEDIATE"]
     } else {
-        "BEGIN IMMEDIATE; SAVEPOINT op"
+        &["BEGIN IMMEDIATE", "SAVEPOINT op"]
     };
-    if let Err(e) = conn.execute_batch(begin) {
+    if let Err(e) = steps(conn, begin) {
         rollback(conn);
         return fail_all(batch, &StoreError::Sql(e));
     }
     let n = batch.len();
     let mut done: Vec<(Reply, Result<Value, StoreError>)> = Vec::with_capacity(n);
-    for (i, (op, reply)) in batch.into_iter().enumerate() {
+    for (i, Pending { op, reply, .. }) in batch.into_iter().enumerate() {
         let result = op(conn);
         if !alone {
-            let next = if i + 1 < n { "; SAVEPOINT op" } else { "" };
-            let close = if result.is_ok() {
-                format!("RELEASE op{next}")
-            } else {
-                format!("ROLLBACK TO op; RELEASE op{next}")
+            let close: &[&str] = match (result.is_ok(), i + 1 < n) {
+                (true, true) => &["RELEASE op", "SAVEPOINT op"],
+                (true, false) => &["RELEASE op"],
+                (false, true) => &["ROLLBACK TO op", "RELEASE op", "SAVEPOINT op"],
+                (false, false) => &["ROLLBACK TO op", "RELEASE op"],
             };
-            if let Err(e) = conn.execute_batch(&close) {
+            if let Err(e) = steps(conn, close) {
                 // The transaction is in an unknown state: nothing commits.
                 done.push((reply, Err(StoreError::Sql(e))));
                 rollback(conn);
@@ -126,7 +183,7 @@ fn commit(conn: &Conn, batch: Vec<(Op, Reply)>) {
     } else {
         "COMMIT"
     };
-    match conn.execute_batch(end) {
+    match steps(conn, &[end]) {
         Ok(()) => {
             tracing::debug!(changes = n, "group commit");
             for (reply, result) in done {
@@ -151,6 +208,15 @@ fn commit(conn: &Conn, batch: Vec<(Op, Reply)>) {
     }
 }
 
+/// Runs transaction-control statements through the connection's cache of
+/// prepared statements: parsed once, not at every batch and change.
+fn steps(conn: &Conn, statements: &[&str]) -> rusqlite::Result<()> {
+    for sql in statements {
+        conn.prepare_cached(sql)?.execute([])?;
+    }
+    Ok(())
+}
+
 /// Ends a transaction that could not finish, if one is still open (SQLite
 /// rolls some failures back itself), so the next batch can begin.
 fn rollback(conn: &Conn) {
@@ -159,9 +225,9 @@ fn rollback(conn: &Conn) {
     }
 }
 
-fn fail_all(batch: Vec<(Op, Reply)>, e: &StoreError) {
+fn fail_all(batch: Vec<Pending>, e: &StoreError) {
     let (message, full) = (e.to_string(), e.is_full());
-    for (_, reply) in batch {
+    for Pending { reply, .. } in batch {
         let _ = reply.send(Err(StoreError::Shared {
             message: message.clone(),
             full,
@@ -199,6 +265,49 @@ mod tests {
             // Two senders of each event id.
             dedupe_key: Some(format!("hook:r:{}", n / 2)),
         }
+    }
+
+    /// What SQLite is set to while the batch runs: 2 is FULL, 1 NORMAL.
+    fn synchronous(c: &Conn) -> Result<i64, StoreError> {
+        Ok(c.one("PRAGMA synchronous", [])?)
+    }
+
+    #[tokio::test]
+    async fn only_a_batch_of_relaxed_changes_commits_without_waiting_for_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("w.db")).await.unwrap();
+        assert_eq!(store.write(synchronous).await.unwrap(), 2);
+        assert_eq!(store.write_relaxed(synchronous).await.unwrap(), 1);
+        assert_eq!(store.write(synchronous).await.unwrap(), 2, "back to FULL");
+        let pending = |durability| Pending {
+            op: Box::new(|_: &Conn| Ok(Box::new(()) as Value)),
+            reply: oneshot::channel().0,
+            durability,
+        };
+        use Durability::{Full, Relaxed};
+        assert_eq!(
+            durability_of(&[pending(Relaxed), pending(Relaxed)]),
+            Relaxed
+        );
+        assert_eq!(
+            durability_of(&[pending(Relaxed), pending(Full)]),
+            Full,
+            "a full change decides"
+        );
+        // What a relaxed batch wrote is there for the next reader.
+        store
+            .write_relaxed(|c| {
+                Ok(c.exec("INSERT INTO meta (key, value) VALUES ('relaxed', 'x')", [])?)
+            })
+            .await
+            .unwrap();
+        let seen: Option<String> = store
+            .reader()
+            .await
+            .unwrap()
+            .opt("SELECT value FROM meta WHERE key = 'relaxed'", [])
+            .unwrap();
+        assert_eq!(seen.as_deref(), Some("x"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

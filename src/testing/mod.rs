@@ -38,7 +38,16 @@ pub async fn upload_path(
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let length = file.metadata().map_err(io)?.len();
-    client.upload(&file, length, name, None).await
+    client
+        .upload(
+            crate::openwebui::Content::File {
+                file: &file,
+                length,
+            },
+            name,
+            None,
+        )
+        .await
 }
 
 /// Signs in to the status pages at `base` (`http://host:port`) with the

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use super::tree::{Dirs, Layout, Placement};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::openwebui::{Client, Error as OwuiError, FileInfo};
+use crate::openwebui::{Client, Content, Error as OwuiError, FileInfo};
 use crate::paths;
 use crate::rules::CollectionRef;
 use crate::safe_fs::Opened;
@@ -65,6 +65,11 @@ pub enum IngestError {
 /// before that is taken for what Open WebUI makes of it (`empty`, which
 /// waits for a change) rather than a fault of the moment.
 const READ_AS_EMPTY_TRIES: i64 = 3;
+
+/// Files up to this size are read whole on the runtime thread, hashed and
+/// sent from memory (a read from the page cache, like the `open` before
+/// it); larger ones go through the blocking pool.
+const READ_IN_PLACE: u64 = 64 * 1024;
 
 /// How long an upload that a crash interrupted may stay unprocessed before
 /// it is taken for abandoned by Open WebUI and done again.
@@ -365,13 +370,31 @@ impl Ingestor {
             why = why_hashed(previous.as_ref(), &collection.id, size, mtime_ns, inode),
             "hashing"
         );
-        let (file, sha256) = tokio::task::spawn_blocking(move || {
-            let mut file = file;
-            let sha = file.sha256_limited(max_size);
-            (file, sha)
-        })
-        .await
-        .map_err(|e| io(std::io::Error::other(e)))?;
+        let mut file = file;
+        // A small file is read whole here, hashed, and those very bytes
+        // are sent; a larger one is hashed on the blocking pool and sent
+        // from its descriptor. Two trips to the pool per file (hash, then
+        // the upload's read) cost more than reading a few KiB in place.
+        let mut held = None;
+        if size as u64 <= READ_IN_PLACE {
+            // `None`: it grew since it was opened; the larger path decides.
+            held = file.read_limited(READ_IN_PLACE.min(max_size)).map_err(io)?;
+        }
+        let sha256 = match &held {
+            Some(bytes) => Ok(Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                bytes,
+            )))),
+            None => {
+                let (back, sha) = tokio::task::spawn_blocking(move || {
+                    let sha = file.sha256_limited(max_size);
+                    (file, sha)
+                })
+                .await
+                .map_err(|e| io(std::io::Error::other(e)))?;
+                file = back;
+                sha
+            }
+        };
         let Some(sha256) = sha256.map_err(io)? else {
             // Grew past the limit since it was opened.
             return self
@@ -492,7 +515,14 @@ impl Ingestor {
             .filter(|d| d.state == DocumentState::Linked && same_place(d))
             .and_then(|d| d.file_id.clone());
         match self
-            .upload_and_link(document_id, &layout.place(path), &file, collection, &sha256)
+            .upload_and_link(
+                document_id,
+                &layout.place(path),
+                &file,
+                held.as_deref(),
+                collection,
+                &sha256,
+            )
             .await
         {
             Ok(file_id) => {
@@ -775,6 +805,7 @@ impl Ingestor {
         document_id: i64,
         placement: &Placement,
         file: &Opened,
+        held: Option<&[u8]>,
         collection: &Collection,
         sha256: &str,
     ) -> Result<String, IngestError> {
@@ -804,7 +835,17 @@ impl Ingestor {
         };
         let info = match self
             .client
-            .upload(&file.file, file.stat.size, name, Some(&marker))
+            .upload(
+                match held {
+                    Some(bytes) => Content::Bytes(bytes),
+                    None => Content::File {
+                        file: &file.file,
+                        length: file.stat.size,
+                    },
+                },
+                name,
+                Some(&marker),
+            )
             .await
         {
             Ok(info) => info,

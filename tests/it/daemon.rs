@@ -104,6 +104,44 @@ async fn mirror_follows_the_folder() {
     }
 }
 
+/// A small file is read whole in place and its bytes sent; a larger one
+/// is hashed on the blocking pool and streamed: both arrive byte for byte,
+/// and their hashes are the ones recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_and_large_files_arrive_byte_for_byte() {
+    let s = mirror("0.12.4").await;
+    let inbox = s.inbox();
+    let small: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let large: Vec<u8> = (0..64 * 1024u32 + 1).map(|i| (i % 241) as u8).collect();
+    std::fs::write(inbox.join("small.txt"), &small).unwrap();
+    std::fs::write(inbox.join("large.txt"), &large).unwrap();
+    let running = s.start().await;
+    eventually("both linked", async || {
+        s.names() == expect(&["large.txt", "small.txt"])
+    })
+    .await;
+    for (name, bytes) in [("small.txt", &small), ("large.txt", &large)] {
+        let sent = s
+            .fake
+            .state
+            .lock()
+            .unwrap()
+            .files
+            .values()
+            .find(|f| f.name == name)
+            .map(|f| f.content.clone());
+        assert_eq!(sent.as_ref(), Some(bytes), "{name} as sent");
+        let doc = running
+            .store
+            .document("mirror", &inbox.join(name).to_string_lossy())
+            .await
+            .unwrap()
+            .unwrap();
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+        assert_eq!(doc.sha256.as_deref(), Some(sha.as_str()), "{name}'s hash");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_over_an_unchanged_tree_costs_nothing() {
     let s = mirror("0.12.4").await;
