@@ -188,6 +188,12 @@ pub fn open_beneath(root: &Path, path: &Path) -> Result<Opened, Refusal> {
     })
 }
 
+/// SHA-256 (hex) of bytes already read: the same form as
+/// [`Opened::sha256_limited`], so a file hashed either way has one hash.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
+}
+
 impl Opened {
     /// The whole file if it holds at most `limit` bytes, else `None`;
     /// never reads more than `limit + 1`.

@@ -41,7 +41,7 @@ pub(super) fn sample_event(
             let path = &std::fs::canonicalize(path).with_context(|| crate::paths::shown(path))?;
             let root = path.parent().unwrap_or(Path::new("/"));
             let bytes = std::fs::read(path).with_context(|| crate::paths::shown(path))?;
-            let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+            let sha = crate::safe_fs::sha256_hex(&bytes);
             Some((chat::file_context(root, path, Some(&sha), true), sha))
         }
         None => None,

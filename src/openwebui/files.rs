@@ -25,13 +25,22 @@ pub enum Content<'a> {
     Bytes(&'a [u8]),
 }
 
+impl Content<'_> {
+    /// How many bytes are sent.
+    pub fn size(&self) -> u64 {
+        match self {
+            Content::File { length, .. } => *length,
+            Content::Bytes(bytes) => bytes.len() as u64,
+        }
+    }
+}
+
 impl Client {
-    /// Uploads a file, streamed from disk. Processing runs in the
-    /// background on the server; see [`Client::wait_processed`].
-    /// `metadata` lands in the file's `meta.data` (ferry marks its uploads).
     /// Uploads `content` as `name` (see [`crate::paths::upload_name`]).
     /// Every attempt sends the same bytes: a file is read from its start
-    /// through the same descriptor, never the path again.
+    /// through the same descriptor, never the path again. Processing runs
+    /// in the background on the server; see [`Client::wait_processed`].
+    /// `metadata` lands in the file's `meta.data` (ferry marks its uploads).
     pub async fn upload(
         &self,
         content: Content<'_>,

@@ -381,9 +381,7 @@ impl Ingestor {
             held = file.read_limited(READ_IN_PLACE.min(max_size)).map_err(io)?;
         }
         let sha256 = match &held {
-            Some(bytes) => Ok(Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-                bytes,
-            )))),
+            Some(bytes) => Ok(Some(crate::safe_fs::sha256_hex(bytes))),
             None => {
                 let (back, sha) = tokio::task::spawn_blocking(move || {
                     let sha = file.sha256_limited(max_size);
@@ -518,8 +516,13 @@ impl Ingestor {
             .upload_and_link(
                 document_id,
                 &layout.place(path),
-                &file,
-                held.as_deref(),
+                match &held {
+                    Some(bytes) => Content::Bytes(bytes),
+                    None => Content::File {
+                        file: &file.file,
+                        length: file.stat.size,
+                    },
+                },
                 collection,
                 &sha256,
             )
@@ -804,8 +807,7 @@ impl Ingestor {
         &self,
         document_id: i64,
         placement: &Placement,
-        file: &Opened,
-        held: Option<&[u8]>,
+        content: Content<'_>,
         collection: &Collection,
         sha256: &str,
     ) -> Result<String, IngestError> {
@@ -833,21 +835,7 @@ impl Ingestor {
         } else {
             None
         };
-        let info = match self
-            .client
-            .upload(
-                match held {
-                    Some(bytes) => Content::Bytes(bytes),
-                    None => Content::File {
-                        file: &file.file,
-                        length: file.stat.size,
-                    },
-                },
-                name,
-                Some(&marker),
-            )
-            .await
-        {
+        let info = match self.client.upload(content, name, Some(&marker)).await {
             Ok(info) => info,
             Err(e) if !e.request_not_processed() && e.is_transient() => {
                 // The answer was lost, not necessarily the upload: Open
@@ -880,7 +868,7 @@ impl Ingestor {
             other => other,
         };
         if let Err(e) = linked {
-            return Err(self.read_as_empty(e, &info.id, file.stat.size).await);
+            return Err(self.read_as_empty(e, &info.id, content.size()).await);
         }
         self.store
             .linked(document_id, &info.id, self.clock.now_ms())

@@ -249,7 +249,7 @@ async fn chat_only(
         ));
     };
     workers.ingestor.count_hashed();
-    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    let sha = safe_fs::sha256_hex(&bytes);
     // The text is read again when the chat runs, through the same guard.
     let mut file = chat::file_context(&watch.path, path, Some(&sha), false);
     file["size"] = json!(bytes.len());
