@@ -5,23 +5,25 @@
 #             latency, CPU, RSS;
 #   ingest    real's run against the in-process fake, which answers at
 #             once: ferry's own CPU per file, without the server's speed;
+#   settle    the watcher settling a 100,000-file copy (10,000 files/s),
+#             in memory: time per event;
 #   fake      a 100,000-file unchanged tree against the in-process fake:
 #             startup reconcile time, RSS, idle CPU;
 #   triggers  hooks (202 latency at 200 concurrent senders), schedule firing
 #             delay, deliveries/s and job → first attempt latency;
 #   ui        the status pages with 100,000 documents and 100,000 jobs:
 #             server time per page, page weight.
-# usage: scripts/bench.sh [fake] [real] [ingest] [triggers] [ui]   (default: all)
+# usage: scripts/bench.sh [fake] [real] [ingest] [settle] [triggers] [ui]   (default: all)
 #   FERRY_BENCH_FILES=1000 FERRY_BENCH_TREE=100000 to change the sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/e2e/lib.sh
 trap e2e_stop EXIT
-parts=${*:-fake real ingest triggers ui}
+parts=${*:-fake real ingest settle triggers ui}
 watch_parts=""
 for p in $parts; do
   case $p in
-    fake | real | ingest | ui) watch_parts="$watch_parts $p" ;;
+    fake | real | ingest | settle | ui) watch_parts="$watch_parts $p" ;;
     triggers) ;;
     *) echo "unknown part: $p" >&2; exit 2 ;;
   esac
