@@ -196,8 +196,8 @@ pub fn document_retry_delay(attempts: i64) -> Duration {
     if attempts <= 1 {
         return FIRST;
     }
-    let exp = (attempts.min(20) - 2) as u32;
-    Duration::from_secs(30u64.saturating_mul(1 << exp.min(10))).min(Duration::from_secs(6 * 3600))
+    let exp = (attempts - 2).min(10) as u32;
+    Duration::from_secs(30 << exp).min(Duration::from_secs(6 * 3600))
 }
 
 /// How old an unrecorded upload must be before a sweep touches it: older

@@ -113,22 +113,21 @@ impl Settler {
             }
             let path = entry.remove();
             let seen = stat(&path);
-            let p = self
+            let last = self
                 .pending
-                .get_mut(&path)
-                .expect("indexed paths are pending");
-            if p.last == Some(seen) {
+                .get(&path)
+                .expect("indexed paths are pending")
+                .last;
+            if last == Some(seen) {
                 self.pending.remove(&path);
                 ready.push((path, seen));
             } else {
-                p.last = Some(seen);
-                again.push(path);
+                again.push((path, seen));
             }
         }
         // Looked at once per poll: the second look is `confirm` later.
-        for path in again {
-            let last = self.pending.get(&path).and_then(|p| p.last);
-            self.set(path, now + self.confirm, last);
+        for (path, seen) in again {
+            self.set(path, now + self.confirm, Some(seen));
         }
         ready.sort_by(|a, b| a.0.cmp(&b.0));
         ready
