@@ -174,4 +174,5 @@ for count in $sizes; do
     unset got
   done
 done
-rm -rf "$work"
+# FERRY_PEER_KEEP=1 keeps the servers' logs and the trees.
+if [[ -n "${FERRY_PEER_KEEP:-}" ]]; then echo "kept: $work"; else rm -rf "$work"; fi

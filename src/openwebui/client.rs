@@ -64,7 +64,7 @@ pub(super) struct Inner {
     pub(super) session: RwLock<Option<(Secret, u64)>>,
     pub(super) signin: Mutex<()>,
     pub(super) signins: AtomicU64,
-    pub(super) permits: Arc<Semaphore>,
+    pub(super) slots: Slots,
     /// Uploads being processed by the server after their request ended.
     pub(super) processing: Arc<Semaphore>,
     pub(super) timeout: Duration,
@@ -78,6 +78,49 @@ pub(super) struct Inner {
     /// Uploads waiting for their processing, answered by one listing
     /// ([`Client::wait_processed_listed`]).
     pub(super) board: std::sync::Mutex<super::files::Board>,
+}
+
+/// Which queue a request waits in for one of the `max_in_flight` slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lane {
+    /// Everything but uploads: listings, status looks, directories, links.
+    Upkeep,
+    /// Uploads: a burst queues them many deep (4 × `max_in_flight` files
+    /// may be under way), and each waits behind the ones before it.
+    Bulk,
+}
+
+/// The `max_in_flight` request slots, in two lanes. Bulk requests enter
+/// the slots' queue one at a time, so an upkeep request waits behind at
+/// most one of them instead of all. Measured on 0.12.4 with 200 files in
+/// ten folders: each folder's directory, made when its first file came,
+/// waited about a second behind a dozen uploads while the workers with
+/// files for that folder stood idle, and the board's listing waited
+/// there too.
+pub(super) struct Slots {
+    permits: Arc<Semaphore>,
+    bulk: Semaphore,
+}
+
+impl Slots {
+    pub(super) fn new(max_in_flight: usize) -> Slots {
+        Slots {
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+            bulk: Semaphore::new(1),
+        }
+    }
+
+    pub(super) async fn acquire(&self, lane: Lane) -> OwnedSemaphorePermit {
+        let _turn = match lane {
+            Lane::Upkeep => None,
+            Lane::Bulk => Some(self.bulk.acquire().await.expect("never closed")),
+        };
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed")
+    }
 }
 
 /// Whether repeating a request could do the work twice.
@@ -112,7 +155,7 @@ impl Client {
                 session: RwLock::new(None),
                 signin: Mutex::new(()),
                 signins: AtomicU64::new(0),
-                permits: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+                slots: Slots::new(options.max_in_flight.max(1)),
                 // Open WebUI reports a finished upload up to a second late
                 // (its status stream polls once a second): with one slot per
                 // request slot that second would be the limit (4 files/s).
@@ -204,7 +247,7 @@ impl Client {
         let path = "/api/v1/auths/signin";
         self.inner.signins.fetch_add(1, Ordering::Relaxed);
         let response = {
-            let _permit = self.inner.permits.acquire().await.expect("never closed");
+            let _permit = self.inner.slots.acquire(Lane::Upkeep).await;
             self.inner
                 .http
                 .post(self.url(path))
@@ -260,6 +303,22 @@ impl Client {
     where
         F: Fn(RequestBuilder) -> Result<RequestBuilder, Error>,
     {
+        self.execute_in(Lane::Upkeep, method, path, repeat, build)
+            .await
+    }
+
+    /// [`Client::execute`] in `lane`.
+    pub(super) async fn execute_in<F>(
+        &self,
+        lane: Lane,
+        method: Method,
+        path: &str,
+        repeat: Repeat,
+        build: F,
+    ) -> Result<(Response, OwnedSemaphorePermit), Error>
+    where
+        F: Fn(RequestBuilder) -> Result<RequestBuilder, Error>,
+    {
         let mut attempt = 0u32;
         let mut signed_in_again = false;
         loop {
@@ -277,13 +336,7 @@ impl Client {
                 .and_then(|r| r.build().ok())
                 .and_then(|r| r.timeout().copied())
                 .unwrap_or(self.inner.timeout);
-            let permit = self
-                .inner
-                .permits
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("never closed");
+            let permit = self.inner.slots.acquire(lane).await;
             let started = std::time::Instant::now();
             let result = match request.send().await {
                 Ok(response) if response.status().is_success() => {
@@ -377,7 +430,24 @@ impl Client {
         T: serde::de::DeserializeOwned,
         F: Fn(RequestBuilder) -> Result<RequestBuilder, Error>,
     {
-        let (response, _permit) = self.execute(method, path, repeat, build).await?;
+        self.json_as_in(Lane::Upkeep, method, path, repeat, build)
+            .await
+    }
+
+    /// [`Client::json_as`] in `lane`.
+    pub(super) async fn json_as_in<T, F>(
+        &self,
+        lane: Lane,
+        method: Method,
+        path: &str,
+        repeat: Repeat,
+        build: F,
+    ) -> Result<T, Error>
+    where
+        T: serde::de::DeserializeOwned,
+        F: Fn(RequestBuilder) -> Result<RequestBuilder, Error>,
+    {
+        let (response, _permit) = self.execute_in(lane, method, path, repeat, build).await?;
         let now = self.inner.clock.now_system_time();
         read_json_as::<T>(path, response, self.inner.timeout, now).await
     }
@@ -525,6 +595,41 @@ mod label_tests {
         assert_eq!(
             call_label(&Method::GET, "/api/v1/files/42"),
             "GET /api/v1/files/{id}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_upkeep_request_waits_behind_one_queued_upload_not_all() {
+        let slots = Arc::new(Slots::new(1));
+        let held = slots.acquire(Lane::Upkeep).await;
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        let queue = |lane: Lane, name: &'static str| {
+            let (slots, order) = (slots.clone(), order.clone());
+            tokio::spawn(async move {
+                let _p = slots.acquire(lane).await;
+                order.lock().unwrap().push(name);
+                tokio::task::yield_now().await;
+            })
+        };
+        for name in ["upload 1", "upload 2", "upload 3"] {
+            tasks.push(queue(Lane::Bulk, name));
+            tokio::task::yield_now().await;
+        }
+        tasks.push(queue(Lane::Upkeep, "listing"));
+        tokio::task::yield_now().await;
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["upload 1", "listing", "upload 2", "upload 3"]
         );
     }
 }

@@ -55,34 +55,40 @@ impl Client {
             .to_string();
         // Decoded straight from the bytes: no `Value` tree built first.
         let info: FileInfo = self
-            .json_as(Method::POST, api, Repeat::OnlyIfUnprocessed, |r| {
-                let io = |source| Error::Io {
-                    path: name.to_string(),
-                    source,
-                };
-                let part = match content {
-                    Content::File { file, length } => {
-                        let mut file = file.try_clone().map_err(io)?;
-                        file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
-                        let reader = tokio::fs::File::from_std(file).take(length);
-                        let stream = tokio_util::io::ReaderStream::new(reader);
-                        reqwest::multipart::Part::stream_with_length(
-                            reqwest::Body::wrap_stream(stream),
-                            length,
-                        )
+            .json_as_in(
+                Lane::Bulk,
+                Method::POST,
+                api,
+                Repeat::OnlyIfUnprocessed,
+                |r| {
+                    let io = |source| Error::Io {
+                        path: name.to_string(),
+                        source,
+                    };
+                    let part = match content {
+                        Content::File { file, length } => {
+                            let mut file = file.try_clone().map_err(io)?;
+                            file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+                            let reader = tokio::fs::File::from_std(file).take(length);
+                            let stream = tokio_util::io::ReaderStream::new(reader);
+                            reqwest::multipart::Part::stream_with_length(
+                                reqwest::Body::wrap_stream(stream),
+                                length,
+                            )
+                        }
+                        Content::Bytes(bytes) => reqwest::multipart::Part::bytes(bytes.to_vec()),
+                    };
+                    let part = part
+                        .file_name(name.to_string())
+                        .mime_str(&mime)
+                        .map_err(|e| Error::transport(api, &e))?;
+                    let mut form = reqwest::multipart::Form::new().part("file", part);
+                    if let Some(m) = metadata {
+                        form = form.text("metadata", m.to_string());
                     }
-                    Content::Bytes(bytes) => reqwest::multipart::Part::bytes(bytes.to_vec()),
-                };
-                let part = part
-                    .file_name(name.to_string())
-                    .mime_str(&mime)
-                    .map_err(|e| Error::transport(api, &e))?;
-                let mut form = reqwest::multipart::Form::new().part("file", part);
-                if let Some(m) = metadata {
-                    form = form.text("metadata", m.to_string());
-                }
-                Ok(r.multipart(form))
-            })
+                    Ok(r.multipart(form))
+                },
+            )
             .await?;
         if let Some(err) = info.error.clone().or_else(|| {
             info.data
@@ -286,11 +292,13 @@ impl Client {
                 None
             } else {
                 let (tx, rx) = tokio::sync::oneshot::channel();
+                let now = Instant::now();
                 board.waiting.insert(
                     id.to_string(),
                     Waiting {
                         tx,
-                        looked: Instant::now(),
+                        began: now,
+                        looked: now,
                     },
                 );
                 if !board.polling {
@@ -322,7 +330,15 @@ impl Client {
     async fn read_board(self) {
         let path = "/api/v1/files/?page=1&content=false";
         loop {
-            tokio::time::sleep(BOARD_EVERY).await;
+            // Every slot taken: more uploads wait for one, a burst.
+            let burst = self.inner.processing.available_permits() == 0;
+            let every = self
+                .inner
+                .board
+                .lock()
+                .expect("not poisoned")
+                .next_read(Instant::now(), burst);
+            tokio::time::sleep(every).await;
             {
                 // A wait that ended took itself off (`Unwait`).
                 let mut board = self.inner.board.lock().expect("not poisoned");
@@ -398,9 +414,11 @@ impl Client {
     }
 }
 
-/// How often the board's reader lists the newest files, and how long a
-/// waiting upload may go unseen before it gets a look of its own.
+/// How often the board's reader lists the newest files, the soonest it
+/// reads again while few uploads wait, and how long a waiting upload may
+/// go unseen before it gets a look of its own.
 const BOARD_EVERY: Duration = Duration::from_millis(500);
+const BOARD_SOON: Duration = Duration::from_millis(100);
 const BOARD_STRAGGLER: Duration = Duration::from_secs(3);
 
 /// Uploads waiting for their processing to end.
@@ -413,8 +431,33 @@ pub(super) struct Board {
 
 struct Waiting {
     tx: tokio::sync::oneshot::Sender<Result<(), Error>>,
+    /// When it began to wait.
+    began: Instant,
     /// Its last look of its own (or when it began to wait).
     looked: Instant,
+}
+
+impl Board {
+    /// How long the reader sleeps before its next listing. In a `burst`
+    /// (more uploads wait for a processing slot) every [`BOARD_EVERY`]:
+    /// each listing answers many uploads, and the server, busy embedding,
+    /// pays for every one (about 5 ms of CPU, 11 with 1,000 files; the
+    /// burst's own uploads cost it 75–85 ms each). Otherwise, at the end
+    /// of a burst or for a lone file, a listing soon after an upload ends
+    /// its wait sooner: half the youngest wait so far, from [`BOARD_SOON`]
+    /// up to [`BOARD_EVERY`]. A small file is embedded in about 100 ms; at
+    /// a fixed half second the last file of a burst of 200 was taken
+    /// 0.95 s after its upload returned.
+    fn next_read(&self, now: Instant, burst: bool) -> Duration {
+        if burst {
+            return BOARD_EVERY;
+        }
+        self.waiting
+            .values()
+            .map(|w| now.saturating_duration_since(w.began) / 2)
+            .min()
+            .map_or(BOARD_EVERY, |d| d.clamp(BOARD_SOON, BOARD_EVERY))
+    }
 }
 
 /// Takes a wait off the board however it ends (answered, timed out,
@@ -465,4 +508,46 @@ struct BoardFile {
     id: String,
     #[serde(default)]
     data: Option<super::types::FileData>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn board_with(began: &[Instant]) -> Board {
+        let mut board = Board::default();
+        for (i, &at) in began.iter().enumerate() {
+            let (tx, _rx) = tokio::sync::oneshot::channel();
+            board.waiting.insert(
+                format!("f{i}"),
+                Waiting {
+                    tx,
+                    began: at,
+                    looked: at,
+                },
+            );
+        }
+        board
+    }
+
+    #[test]
+    fn few_waiting_are_read_for_soon_after_their_upload_then_less_often() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let one = board_with(&[t0]);
+        assert_eq!(one.next_read(t0, false), ms(100));
+        assert_eq!(one.next_read(t0 + ms(150), false), ms(100));
+        assert_eq!(one.next_read(t0 + ms(400), false), ms(200));
+        assert_eq!(one.next_read(t0 + ms(2000), false), ms(500));
+        // The youngest wait sets the pace.
+        let two = board_with(&[t0, t0 + ms(900)]);
+        assert_eq!(two.next_read(t0 + ms(1000), false), ms(100));
+    }
+
+    #[test]
+    fn a_burst_is_read_for_every_half_second() {
+        let t0 = Instant::now();
+        assert_eq!(board_with(&[t0]).next_read(t0, true), BOARD_EVERY);
+        assert_eq!(board_with(&[]).next_read(t0, false), BOARD_EVERY);
+    }
 }

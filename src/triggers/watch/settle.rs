@@ -1,7 +1,8 @@
-//! When a file counts as written: `settle` of quiet (no event for it), then
-//! two identical stats a short `confirm` apart. Pure: time and `stat` are
-//! inputs, so slow writers, editors' atomic saves and deletions are tested
-//! without sleeping.
+//! When a file counts as written: `settle` of quiet (no event for it), and
+//! two identical stats a short `confirm` apart, the second at the end of
+//! that quiet time (the first is `confirm` before it). Pure: time and
+//! `stat` are inputs, so slow writers, editors' atomic saves and deletions
+//! are tested without sleeping.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -43,8 +44,13 @@ impl Settler {
     }
 
     /// Something happened to `path`: it must be quiet for `settle` again.
+    /// Its first look is `confirm` before that quiet time ends, so that the
+    /// second, which settles it, falls at its end: a file is taken `settle`
+    /// after its last write, as `watch.settle` promises, not `confirm`
+    /// later (a quarter more, which a burst paid in full before its first
+    /// upload).
     pub fn touch(&mut self, path: PathBuf, now: Instant) {
-        self.set(path, now + self.settle, None);
+        self.set(path, now + self.settle.saturating_sub(self.confirm), None);
     }
 
     /// Like [`Settler::touch`], but leaves a path that is already settling
@@ -152,16 +158,26 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Settler::new(Duration::from_secs(2));
         s.touch("a".into(), t0);
+        let looks = Cell::new(0);
+        let stat = |_: &Path| {
+            looks.set(looks.get() + 1);
+            st(5)
+        };
         assert!(
-            s.poll(t0 + Duration::from_secs(1), |_| st(5)).is_empty(),
-            "not quiet yet"
+            s.poll(t0 + Duration::from_millis(1499), stat).is_empty(),
+            "not looked at yet"
         );
+        assert_eq!(looks.get(), 0);
         assert!(
-            s.poll(t0 + Duration::from_secs(2), |_| st(5)).is_empty(),
-            "first stat only"
+            s.poll(t0 + Duration::from_millis(1500), stat).is_empty(),
+            "first stat only, `confirm` (500 ms) before the quiet time ends"
         );
-        let ready = s.poll(t0 + Duration::from_millis(2500), |_| st(5));
+        assert_eq!(s.next_due(), Some(t0 + Duration::from_secs(2)));
+        assert!(s.poll(t0 + Duration::from_millis(1999), stat).is_empty());
+        // Taken `settle` after its last event, not later.
+        let ready = s.poll(t0 + Duration::from_secs(2), stat);
         assert_eq!(ready, vec![(PathBuf::from("a"), st(5))]);
+        assert_eq!(looks.get(), 2);
         assert!(s.is_empty());
     }
 
@@ -207,13 +223,13 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Settler::new(Duration::from_secs(2));
         s.touch("a".into(), t0);
-        assert!(s.poll(t0 + Duration::from_secs(2), |_| st(5)).is_empty());
-        // Grew without an event (NFS, say): not ready.
         assert!(
-            s.poll(t0 + Duration::from_millis(2500), |_| st(6))
+            s.poll(t0 + Duration::from_millis(1500), |_| st(5))
                 .is_empty()
         );
-        assert_eq!(s.poll(t0 + Duration::from_secs(3), |_| st(6)).len(), 1);
+        // Grew without an event (NFS, say): not ready.
+        assert!(s.poll(t0 + Duration::from_secs(2), |_| st(6)).is_empty());
+        assert_eq!(s.poll(t0 + Duration::from_millis(2500), |_| st(6)).len(), 1);
     }
 
     #[test]
@@ -240,20 +256,22 @@ mod tests {
         s.observe("a".into(), t0 + Duration::from_millis(900));
         s.observe_quiet("b".into(), st(1).unwrap(), t0 + Duration::from_millis(900));
         assert_eq!(s.len(), 2);
-        assert_eq!(s.next_due(), Some(t0 + Duration::from_millis(1100)));
-        // b's first look; a's old time is gone, not a look at a.
+        // First looks come 250 ms (`confirm`) before a quiet second ends.
+        assert_eq!(s.next_due(), Some(t0 + Duration::from_millis(850)));
+        // b's first look; a's old time (750 ms) is gone, not a look at a.
         let looked = std::cell::RefCell::new(Vec::new());
         let stat = |p: &Path| {
             looked.borrow_mut().push(p.to_path_buf());
             st(1)
         };
-        assert!(s.poll(t0 + Duration::from_millis(1200), stat).is_empty());
+        assert!(s.poll(t0 + Duration::from_millis(1000), stat).is_empty());
         assert_eq!(*looked.borrow(), vec![PathBuf::from("b")]);
-        assert_eq!(s.next_due(), Some(t0 + Duration::from_millis(1450)));
-        let ready = s.poll(t0 + Duration::from_millis(1500), stat);
+        assert_eq!(s.next_due(), Some(t0 + Duration::from_millis(1250)));
+        // b's second look and a's first fall together.
+        let ready = s.poll(t0 + Duration::from_millis(1250), stat);
         assert_eq!(ready, vec![(PathBuf::from("b"), st(1))]);
-        assert_eq!(s.next_due(), Some(t0 + Duration::from_millis(1750)));
-        let ready = s.poll(t0 + Duration::from_millis(1750), stat);
+        assert_eq!(s.next_due(), Some(t0 + Duration::from_millis(1500)));
+        let ready = s.poll(t0 + Duration::from_millis(1500), stat);
         assert_eq!(ready, vec![(PathBuf::from("a"), st(1))]);
         assert_eq!(looked.borrow().len(), 4, "two looks each");
         assert!(s.is_empty());
