@@ -524,7 +524,7 @@ fn settle() {
             inode: 1,
         })
     };
-    let mut settler = Settler::new(settle);
+    let mut settler = Settler::new(settle, None);
     let t0 = Instant::now();
     let started = Instant::now();
     let (mut events, mut settled, mut most_pending) = (0u64, 0usize, 0usize);

@@ -100,7 +100,10 @@ run_ferry() { # COUNT
 # daemon; timed from process start to exit, which is 0 only once the
 # collection lists every file, processed (ferry checks; then so does this).
 run_sync() { # COUNT; the last line ends in "= X files/s"
-  local count=$1 dir="$work/sync-$count"
+  # A state DB of this run's own: one left by the pair before names that
+  # server's collection and files, and the sync would repair their absence
+  # (recreate the collection, look up and upload every file again).
+  local count=$1 dir="$work/sync-$count-$n"
   mkdir -p "$dir/rules"
   for ((i = 0; i < count; i++)); do
     mkdir -p "$dir/src/s$((i % 10))"

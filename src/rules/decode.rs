@@ -219,6 +219,7 @@ fn decode_watch(node: &Node, d: &mut Decoder) -> Option<Watch> {
             "include",
             "exclude",
             "settle",
+            "settle_closed",
             "poll",
             "max_size",
             "on_delete",
@@ -253,6 +254,25 @@ fn decode_watch(node: &Node, d: &mut Decoder) -> Option<Watch> {
     let settle = f.get("settle").map_or(Some(Duration::from_secs(2)), |n| {
         d.duration(n, "on.watch.settle")
     });
+    let settle_closed = match f.get("settle_closed") {
+        Some(n) => d.duration(n, "on.watch.settle_closed").and_then(|c| {
+            match settle {
+                Some(s) if c > s => {
+                    d.error(
+                        n.pos,
+                        format!(
+                            "on.watch.settle_closed: {} is longer than `settle` ({}); a closed file never waits longer than an open one",
+                            crate::config::units::format_duration(c),
+                            crate::config::units::format_duration(s)
+                        ),
+                    );
+                    None
+                }
+                _ => Some(Some(c)),
+            }
+        }),
+        None => Some(None),
+    };
     let poll = match f.get("poll") {
         Some(n) => d.duration(n, "on.watch.poll").map(Some),
         None => Some(None),
@@ -285,6 +305,7 @@ fn decode_watch(node: &Node, d: &mut Decoder) -> Option<Watch> {
         include: include?,
         exclude: exclude?,
         settle: settle?,
+        settle_closed: settle_closed?,
         poll: poll?,
         max_size: max_size?,
         on_delete: on_delete?,

@@ -184,6 +184,9 @@ pub struct Watch {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub settle: Duration,
+    /// The quiet time of a file its writer closed (`None`: a quarter of
+    /// `settle`, from 100 ms to 2 s).
+    pub settle_closed: Option<Duration>,
     pub poll: Option<Duration>,
     pub max_size: u64,
     pub on_delete: OnDelete,

@@ -381,8 +381,9 @@ fn the_unit_is_hardened() {
     assert!(level <= 1.5, "exposure {level}:\n{all}");
 }
 
-#[test]
-fn sharing_and_description_mistakes_are_reported_with_their_place() {
+/// `ferry check` of a minimal config and one rule, `rules/kb.yaml`,
+/// over an `inbox` folder: its exit code and everything it printed.
+fn check_one_rule(rule: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
@@ -390,24 +391,48 @@ fn sharing_and_description_mistakes_are_reported_with_their_place() {
         "openwebui:\n  url: http://127.0.0.1:1\n  api_key: k\nstate:\n  database: state/ferry.db\n",
     );
     std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
-    write(
-        dir.path(),
-        "rules/kb.yaml",
-        "on:\n  watch:\n    path: inbox\ningest:\n  collection: Handbook\n  description: \"{{ secret_thing }}\"\n  access:\n    - {group: Staff, user: bob@example.org}\n    - public: write\n    - {user: not-an-email}\n    - {group: Ops, permission: admin}\n    - {group: Ops}\n    - {group: Ops, permission: write}\n",
-    );
+    write(dir.path(), "rules/kb.yaml", rule);
     let out = ferry(dir.path(), &["check"]);
-    let all = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{all}");
-    for expected in [
-        "kb.yaml:6:16: ingest.description:",
-        "kb.yaml:8:7: ingest.access: each entry names one `group`, `user` or `public`",
-        "kb.yaml:9:15: ingest.access.public: only `read`",
-        "kb.yaml:10:14: ingest.access.user: `not-an-email` is no email address",
-        "kb.yaml:11:32: ingest.access.permission:",
-        "kb.yaml:13:7: ingest.access: group `Ops` is named twice",
-    ] {
-        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    (out.status.code(), text(&out))
+}
+
+/// Exit 2, and each of `expected` among the lines.
+fn assert_reported(rule: &str, expected: &[&str]) {
+    let (code, all) = check_one_rule(rule);
+    assert_eq!(code, Some(2), "{all}");
+    for e in expected {
+        assert!(all.contains(e), "missing {e:?} in:\n{all}");
     }
+}
+
+#[test]
+fn sharing_and_description_mistakes_are_reported_with_their_place() {
+    assert_reported(
+        "on:\n  watch:\n    path: inbox\ningest:\n  collection: Handbook\n  description: \"{{ secret_thing }}\"\n  access:\n    - {group: Staff, user: bob@example.org}\n    - public: write\n    - {user: not-an-email}\n    - {group: Ops, permission: admin}\n    - {group: Ops}\n    - {group: Ops, permission: write}\n",
+        &[
+            "kb.yaml:6:16: ingest.description:",
+            "kb.yaml:8:7: ingest.access: each entry names one `group`, `user` or `public`",
+            "kb.yaml:9:15: ingest.access.public: only `read`",
+            "kb.yaml:10:14: ingest.access.user: `not-an-email` is no email address",
+            "kb.yaml:11:32: ingest.access.permission:",
+            "kb.yaml:13:7: ingest.access: group `Ops` is named twice",
+        ],
+    );
+}
+
+#[test]
+fn watch_timing_mistakes_are_reported_with_their_place() {
+    assert_reported(
+        "on:\n  watch:\n    path: inbox\n    settle: 2s\n    settle_closed: 5s\n    poll: 0s\ningest:\n  collection: Handbook\n",
+        &[
+            "kb.yaml:5:20: on.watch.settle_closed: 5s is longer than `settle` (2s)",
+            "kb.yaml:6:11: on.watch.poll: must be above zero",
+        ],
+    );
+    let (code, all) = check_one_rule(
+        "on:\n  watch:\n    path: inbox\n    settle: 2s\n    settle_closed: 2s\ningest:\n  collection: Handbook\n",
+    );
+    assert_eq!(code, Some(0), "{all}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1419,6 +1419,52 @@ async fn files_dropped_during_startup_are_all_seen() {
     stop(running).await;
 }
 
+/// A copy, a download or a save closes each file once it is whole: real
+/// inotify says so, and the file is taken a moment after its close, not a
+/// whole `settle` later. A file its writer keeps open waits out `settle`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_closed_by_its_writer_is_taken_before_settle_one_held_open_is_not() {
+    use std::io::Write as _;
+    let s = TestApp::new(Options::rules(&[(
+        "mirror",
+        &format!(
+            "on:\n  watch:\n    path: INBOX\n    settle: 60s\ningest:\n  collection: {COLLECTION}\n"
+        ),
+    )]))
+    .await;
+    let running = s.start().await;
+    // Watching: a file the start-up scan found would wait out `settle`.
+    drain(&running).await;
+    let mut held = std::fs::File::create(s.inbox().join("held.md")).unwrap();
+    held.write_all(b"first half, ").unwrap();
+    write(&s.inbox().join("copied.md"), "whole");
+    until(
+        "the closed file, far sooner than its 60 s settle",
+        Duration::from_secs(20),
+        async || s.names() == ["copied.md"],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    held.write_all(b"second half").unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(s.names(), ["copied.md"], "a file still open is not taken");
+    drop(held);
+    until(
+        "the held file, once closed",
+        Duration::from_secs(20),
+        async || s.names() == ["copied.md", "held.md"],
+    )
+    .await;
+    let id = s.file_id("held.md");
+    assert_eq!(
+        s.fake.state.lock().unwrap().files[&id].content,
+        b"first half, second half",
+        "whole, not the half written before the pause"
+    );
+    assert_eq!(s.uploads(), 2);
+    stop(running).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn links_on_upload_only_where_completion_includes_the_link() {
     for (version, links_itself) in [("0.12.4", true), ("0.6.40", false)] {

@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -66,7 +67,7 @@ pub async fn run(
         watch: watch.clone(),
         filter,
         ignore_problem: None,
-        settler: Settler::new(watch.settle),
+        settler: Settler::new(watch.settle, watch.settle_closed),
         watcher: None,
         root_inode: None,
         paused: None,
@@ -183,12 +184,28 @@ impl WatchTask {
             tracing::info!(rule = %self.rule, "event queue overflowed; reconciling");
             return true;
         }
-        // Opening or reading a file changes nothing, and ferry's own scans
-        // and hashing cause them: reacting would loop.
-        if matches!(event.kind, EventKind::Access(_)) {
+        let now = Instant::now();
+        // A close after writing means a writer is done: the file's quiet
+        // time shortens (a look, as for a write). An open changes nothing
+        // and ferry's own hashing causes them: it only puts a closed file
+        // still settling back on the whole `settle`, never starts a look
+        // (that would loop).
+        if let EventKind::Access(access) = event.kind {
+            for path in event.paths {
+                match access {
+                    AccessKind::Close(AccessMode::Write)
+                        if path
+                            .strip_prefix(&self.watch.path)
+                            .is_ok_and(|r| self.filter.matches(r)) =>
+                    {
+                        self.settler.closed(path, now)
+                    }
+                    AccessKind::Open(_) => self.settler.opened(&path, now),
+                    _ => {}
+                }
+            }
             return false;
         }
-        let now = Instant::now();
         let mut reconcile = false;
         for path in event.paths {
             if path == self.watch.path {
