@@ -4,8 +4,9 @@
 # the cache) and ferry, each putting N small files into a knowledge base of
 # its own. For each size, both orders on one fresh server each (oikb then
 # ferry, ferry then oikb: the second tool meets a server that holds more
-# vectors), and the ratio of ferry's files/s to oikb's. Prints figures;
-# not a test.
+# vectors), and the ratio of ferry's files/s to oikb's; then, once both
+# orders ran, the ratios of the two tools in the same place (both first,
+# both second). Prints figures; not a test.
 #
 #   oikb: `oikb sync DIR --concurrency 4` under /usr/bin/time (wall, CPU,
 #   peak RSS), then the time until Open WebUI lists all N files in the
@@ -158,6 +159,7 @@ else
   orders=("oikb ferry" "ferry oikb" "oikb sync" "sync oikb")
 fi
 n=0
+declare -A rates=()
 for count in $sizes; do
   for order in "${orders[@]}"; do
     n=$((n + 1))
@@ -167,6 +169,7 @@ for count in $sizes; do
       "run_$tool" "$count" >"$work/$tool-$n.out"
       cat "$work/$tool-$n.out"
       got[$tool]=$(rate <"$work/$tool-$n.out")
+      rates["$count|$order|$tool"]=${got[$tool]}
       echo
     done
     e2e_stop
@@ -176,6 +179,17 @@ for count in $sizes; do
     echo
     unset got
   done
+  # The same pairs, each tool against oikb in the same place: both first
+  # on a fresh server, both second on one that holds the other's files
+  # (which costs the server more per file: the orders' ratios differ by
+  # that, not by the tools).
+  for other in ferry sync; do
+    first_o=${rates["$count|$other oikb|$other"]:-} first_k=${rates["$count|oikb $other|oikb"]:-}
+    second_o=${rates["$count|oikb $other|$other"]:-} second_k=${rates["$count|$other oikb|oikb"]:-}
+    [[ -n $first_o && -n $first_k && -n $second_o && -n $second_k ]] || continue
+    echo "== $count files, $other and oikb in the same place: both first $first_o against $first_k files/s = $(python3 -c "print(round($first_o / $first_k, 2))")×; both second $second_o against $second_k = $(python3 -c "print(round($second_o / $second_k, 2))")×"
+  done
+  echo
 done
 # FERRY_PEER_KEEP=1 keeps the servers' logs and the trees.
 if [[ -n "${FERRY_PEER_KEEP:-}" ]]; then echo "kept: $work"; else rm -rf "$work"; fi
