@@ -1421,9 +1421,10 @@ async fn files_dropped_during_startup_are_all_seen() {
 
 /// A copy, a download or a save closes each file once it is whole: real
 /// inotify says so, and the file is taken a moment after its close, not a
-/// whole `settle` later. A file its writer keeps open waits out `settle`.
+/// whole `settle` later; so are the files of a folder moved in. A file its
+/// writer keeps open waits out `settle`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_file_closed_by_its_writer_is_taken_before_settle_one_held_open_is_not() {
+async fn closed_and_moved_in_files_are_taken_before_settle_one_held_open_is_not() {
     use std::io::Write as _;
     let s = TestApp::new(Options::rules(&[(
         "mirror",
@@ -1462,6 +1463,17 @@ async fn a_file_closed_by_its_writer_is_taken_before_settle_one_held_open_is_not
         "whole, not the half written before the pause"
     );
     assert_eq!(s.uploads(), 2);
+    // A folder moved in: no event for the files in it, which are whole.
+    let outside = s.dir.path().join("outside");
+    write(&outside.join("a.md"), "moved a");
+    write(&outside.join("deeper/b.md"), "moved b");
+    std::fs::rename(&outside, s.inbox().join("moved")).unwrap();
+    until(
+        "the moved folder's files, far sooner than settle",
+        Duration::from_secs(20),
+        async || s.names() == ["a.md", "b.md", "copied.md", "held.md"],
+    )
+    .await;
     stop(running).await;
 }
 

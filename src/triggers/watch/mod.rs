@@ -155,10 +155,12 @@ impl WatchTask {
         self.settler.len() + self.rescans.len()
     }
 
+    /// A folder that came into the tree: what is in it was written (or
+    /// moved) before its watch existed, so no close will be seen for it.
     fn scan_folder(&mut self, folder: &std::path::Path, now: Instant) {
         if let Ok(found) = reconcile::scan_from(&self.watch.path, folder, &self.filter) {
             for file in found.files.into_keys().chain(found.skipped) {
-                self.settler.observe(file, now);
+                self.settler.appeared(file, now);
             }
         }
     }

@@ -92,6 +92,17 @@ impl Settler {
         );
     }
 
+    /// Like [`Settler::closed`], for a file found in a folder that came
+    /// into the tree (moved in, or made and filled before its watch was
+    /// set up): its writes and close came before ferry could see them. A
+    /// write still going on shows now, as the folder is watched, and puts
+    /// it back on `settle`. A path already settling is left alone.
+    pub fn appeared(&mut self, path: PathBuf, now: Instant) {
+        if !self.pending.contains_key(&path) {
+            self.closed(path, now);
+        }
+    }
+
     /// `path` was opened. A closed file still settling goes back to the
     /// whole `settle`: its writer may be back. Anything else is left
     /// alone: ferry's own hashing and uploads open files, and reading
@@ -400,6 +411,32 @@ mod tests {
         assert_eq!(
             taken_at(&mut s, t0, Duration::from_secs(3), 5),
             Some(Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn a_file_that_appeared_with_its_folder_settles_as_if_closed() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut s = Settler::new(Duration::from_secs(2), None);
+        s.appeared("moved in".into(), t0);
+        assert_eq!(
+            taken_at(&mut s, t0, Duration::from_secs(3), 5),
+            Some(ms(500))
+        );
+        // Already settling after a write: its time stays.
+        s.touch("written".into(), t0);
+        s.appeared("written".into(), t0 + ms(10));
+        assert_eq!(
+            taken_at(&mut s, t0, Duration::from_secs(3), 5),
+            Some(ms(2000))
+        );
+        // A write seen after the folder was watched: the whole `settle`.
+        s.appeared("still written".into(), t0);
+        s.touch("still written".into(), t0 + ms(100));
+        assert_eq!(
+            taken_at(&mut s, t0, Duration::from_secs(3), 5),
+            Some(ms(2100))
         );
     }
 
