@@ -72,7 +72,7 @@ impl Settler {
 
     /// The look between two stats of one file: a quarter of `settle`,
     /// from 100 ms to 2 s.
-    pub fn confirm_for(settle: Duration) -> Duration {
+    fn confirm_for(settle: Duration) -> Duration {
         (settle / 4).clamp(Duration::from_millis(100), Duration::from_secs(2))
     }
 
