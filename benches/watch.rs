@@ -396,38 +396,17 @@ async fn fake_kb(fake: &FakeOpenWebUi) -> String {
         .id
 }
 
-/// Waits until ferry's watcher has compared its folder once (`/metrics`),
-/// so it watches it.
-async fn watching(port: u16) {
-    let http = reqwest::Client::new();
+/// Reads ferry's `/metrics` every `every` until `ready` says yes of it;
+/// fails with `what` and the last text after `limit`.
+async fn until_metrics(
+    http: &reqwest::Client,
+    base: &str,
+    every: Duration,
+    limit: Duration,
+    what: &str,
+    ready: impl Fn(&str) -> bool,
+) {
     let started = Instant::now();
-    loop {
-        let text = http
-            .get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if text
-            .lines()
-            .any(|l| l.starts_with("ferry_watch_reconciles_total{") && !l.ends_with(" 0"))
-        {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "ferry does not watch its folder:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Waits until ferry has no job queued or running (its `/metrics`), and a
-/// second more.
-async fn wait_for_no_work(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let text = http
             .get(format!("{base}/metrics"))
@@ -437,20 +416,49 @@ async fn wait_for_no_work(http: &reqwest::Client, base: &str) {
             .text()
             .await
             .unwrap();
-        let busy = text.lines().any(|l| {
-            l.starts_with("ferry_jobs{")
-                && (l.contains("state=\"queued\"") || l.contains("state=\"running\""))
-                && !l.ends_with(" 0")
-        });
-        if !busy {
-            break;
+        if ready(&text) {
+            return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "ferry still busy after 120 s:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(started.elapsed() < limit, "{what}:\n{text}");
+        tokio::time::sleep(every).await;
     }
+}
+
+/// Waits until ferry's watcher has compared its folder once (`/metrics`),
+/// so it watches it.
+async fn watching(port: u16) {
+    until_metrics(
+        &reqwest::Client::new(),
+        &format!("http://127.0.0.1:{port}"),
+        Duration::from_millis(10),
+        Duration::from_secs(60),
+        "ferry does not watch its folder",
+        |text| {
+            text.lines()
+                .any(|l| l.starts_with("ferry_watch_reconciles_total{") && !l.ends_with(" 0"))
+        },
+    )
+    .await;
+}
+
+/// Waits until ferry has no job queued or running (its `/metrics`), and a
+/// second more.
+async fn wait_for_no_work(http: &reqwest::Client, base: &str) {
+    until_metrics(
+        http,
+        base,
+        Duration::from_millis(200),
+        Duration::from_secs(120),
+        "ferry still busy after 120 s",
+        |text| {
+            !text.lines().any(|l| {
+                l.starts_with("ferry_jobs{")
+                    && (l.contains("state=\"queued\"") || l.contains("state=\"running\""))
+                    && !l.ends_with(" 0")
+            })
+        },
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 

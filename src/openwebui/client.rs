@@ -430,7 +430,24 @@ impl Client {
         T: serde::de::DeserializeOwned,
         F: Fn(RequestBuilder) -> Result<RequestBuilder, Error>,
     {
-        let (response, _permit) = self.execute(method, path, repeat, build).await?;
+        self.json_as_in(Lane::Upkeep, method, path, repeat, build)
+            .await
+    }
+
+    /// [`Client::json_as`] in `lane`.
+    pub(super) async fn json_as_in<T, F>(
+        &self,
+        lane: Lane,
+        method: Method,
+        path: &str,
+        repeat: Repeat,
+        build: F,
+    ) -> Result<T, Error>
+    where
+        T: serde::de::DeserializeOwned,
+        F: Fn(RequestBuilder) -> Result<RequestBuilder, Error>,
+    {
+        let (response, _permit) = self.execute_in(lane, method, path, repeat, build).await?;
         let now = self.inner.clock.now_system_time();
         read_json_as::<T>(path, response, self.inner.timeout, now).await
     }

@@ -53,8 +53,9 @@ impl Client {
         let mime = mime_guess::from_path(name)
             .first_or_octet_stream()
             .to_string();
-        let (response, _permit) = self
-            .execute_in(
+        // Decoded straight from the bytes: no `Value` tree built first.
+        let info: FileInfo = self
+            .json_as_in(
                 Lane::Bulk,
                 Method::POST,
                 api,
@@ -89,9 +90,6 @@ impl Client {
                 },
             )
             .await?;
-        // Decoded straight from the bytes: no `Value` tree built first.
-        let now = self.inner.clock.now_system_time();
-        let info: FileInfo = read_json_as(api, response, self.inner.timeout, now).await?;
         if let Some(err) = info.error.clone().or_else(|| {
             info.data
                 .as_ref()
