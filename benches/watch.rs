@@ -73,7 +73,15 @@ fn usage(pid: u32) -> (f64, f64, f64) {
     )
 }
 
-fn write_config(dir: &Path, url: &str, key_env: &str, port: u16, inbox: &Path, settle: &str) {
+fn write_config(
+    dir: &Path,
+    url: &str,
+    key_env: &str,
+    port: u16,
+    inbox: &Path,
+    settle: &str,
+    collection: &str,
+) {
     std::fs::create_dir_all(dir.join("rules")).unwrap();
     std::fs::write(
         dir.join("ferry.yaml"),
@@ -85,7 +93,7 @@ fn write_config(dir: &Path, url: &str, key_env: &str, port: u16, inbox: &Path, s
     std::fs::write(
         dir.join("rules/bench.yaml"),
         format!(
-            "name: bench\non:\n  watch:\n    path: {}\n    settle: {settle}\ningest:\n  collection: Bench\n",
+            "name: bench\non:\n  watch:\n    path: {}\n    settle: {settle}\ningest:\n  collection: {collection}\n",
             inbox.display()
         ),
     )
@@ -168,7 +176,19 @@ async fn ingest(url: &str, key: &str, server: &str) {
     let inbox = dir.path().join("inbox");
     std::fs::create_dir_all(&inbox).unwrap();
     let port = free_port();
-    write_config(dir.path(), url, "BENCH_KEY", port, &inbox, "1s");
+    // A collection and words of this run's own, as a second tool on the
+    // server would have: Open WebUI refuses content that a collection
+    // already holds, so a second run on a kept server would fail every file.
+    let run = now_ms();
+    write_config(
+        dir.path(),
+        url,
+        "BENCH_KEY",
+        port,
+        &inbox,
+        "1s",
+        &format!("Bench {run}"),
+    );
     // FERRY_BENCH_LOG=debug,sqlx::query=debug FERRY_BENCH_KEEP_LOG=/tmp/f.log
     // to see what each file costs.
     let log_level = std::env::var("FERRY_BENCH_LOG").unwrap_or_else(|_| "warn".into());
@@ -188,7 +208,7 @@ async fn ingest(url: &str, key: &str, server: &str) {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(
             &p,
-            format!("# Benchmark file {i}\n\nUnique words: bench{i}alpha bench{i}omega.\n"),
+            format!("# Benchmark file {i}\n\nUnique words: bench{run}x{i}alpha bench{i}omega.\n"),
         )
         .unwrap();
         dropped.insert(p.to_string_lossy().to_string(), now_ms());
@@ -267,7 +287,15 @@ async fn in_sync_tree() -> (FakeOpenWebUi, tempfile::TempDir, u16, usize, Durati
     let dir = tempfile::tempdir().unwrap();
     let inbox = dir.path().join("inbox");
     let port = free_port();
-    write_config(dir.path(), &fake.url(), "BENCH_KEY", port, &inbox, "2s");
+    write_config(
+        dir.path(),
+        &fake.url(),
+        "BENCH_KEY",
+        port,
+        &inbox,
+        "2s",
+        "Bench",
+    );
     // Flat: the seeded files sit at the collection's top, as Open WebUI
     // holds them below (a mirrored tree would be placed into folders).
     let rule = dir.path().join("rules/bench.yaml");

@@ -6,7 +6,10 @@
 # ferry, ferry then oikb: the second tool meets a server that holds more
 # vectors), and the ratio of ferry's files/s to oikb's; then, once both
 # orders ran, the ratios of the two tools in the same place (both first,
-# both second). Prints figures; not a test.
+# both second). A tool named twice in an order is a control: the same
+# tool twice on one server, each time into a collection of its own, which
+# measures what the second place costs that tool (the orders' ratios carry
+# it). Prints figures; not a test.
 #
 #   oikb: `oikb sync DIR --concurrency 4` under /usr/bin/time (wall, CPU,
 #   peak RSS), then the time until Open WebUI lists all N files in the
@@ -19,6 +22,7 @@
 #   collection lists every file processed; checked again after.
 # usage: scripts/bench-peer.sh      FERRY_PEER_SIZES="200 1000" (default)
 #        FERRY_PEER_ORDERS="oikb sync,sync oikb" (default: both pairs)
+#        FERRY_PEER_ORDERS="ferry ferry,oikb oikb" (controls: one tool twice)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/e2e/lib.sh
@@ -104,14 +108,14 @@ run_sync() { # COUNT; the last line ends in "= X files/s"
   # A state DB of this run's own: one left by the pair before names that
   # server's collection and files, and the sync would repair their absence
   # (recreate the collection, look up and upload every file again).
-  local count=$1 dir="$work/sync-$count-$n"
+  local count=$1 dir="$work/sync-$count-$n-$pos" name="ferry-sync-bench-$count-$pos"
   mkdir -p "$dir/rules"
   for ((i = 0; i < count; i++)); do
     mkdir -p "$dir/src/s$((i % 10))"
     printf '# Benchmark file %d\n\nUnique words: sync%dalpha sync%domega.\n' "$i" "$i" "$i" >"$dir/src/s$((i % 10))/f$(printf %04d "$i").md"
   done
   printf 'openwebui:\n  url: %s\n  api_key: ${FERRY_E2E_API_KEY}\n  max_in_flight: 4\nstate:\n  database: state/ferry.db\n' "$FERRY_E2E_URL" >"$dir/ferry.yaml"
-  printf 'name: bench\non:\n  watch:\n    path: %s\ningest:\n  collection: ferry-sync-bench-%s\n' "$dir/src" "$count" >"$dir/rules/bench.yaml"
+  printf 'name: bench\non:\n  watch:\n    path: %s\ningest:\n  collection: %s\n' "$dir/src" "$name" >"$dir/rules/bench.yaml"
   # A folder at rest, the usual case for a one-shot sync: files changed in
   # the last `settle` (2 s) would wait that out first (not timed here).
   sleep 3
@@ -122,7 +126,7 @@ run_sync() { # COUNT; the last line ends in "= X files/s"
     { echo "ferry sync failed:"; tail -20 "$dir/err"; return; }
   end=$(date +%s.%N)
   read -r wall user sys rss_kib < <(tail -n 1 "$dir/time")
-  python3 - "$FERRY_E2E_URL" "$FERRY_E2E_API_KEY" "ferry-sync-bench-$count" "$count" "$start" "$end" "$user" "$sys" "$rss_kib" <<'PY'
+  python3 - "$FERRY_E2E_URL" "$FERRY_E2E_API_KEY" "$name" "$count" "$start" "$end" "$user" "$sys" "$rss_kib" <<'PY'
 import json, sys, urllib.request
 url, key, name, count, start, end, user, sys_, rss = sys.argv[1:]
 count, wall = int(count), float(end) - float(start)
@@ -152,7 +156,8 @@ rate() { grep -oE '= [0-9.]+ files/s' | tail -1 | grep -oE '[0-9.]+'; }
 
 # Each pair on a server of its own: the daemon (`ferry`) and `ferry sync`
 # (`sync`), each in both orders with oikb. FERRY_PEER_ORDERS="oikb sync,sync oikb"
-# to pick.
+# to pick; a tool named twice ("ferry ferry", "oikb oikb") is a control,
+# which measures what the second place on a server costs.
 if [[ -n "${FERRY_PEER_ORDERS:-}" ]]; then
   IFS=, read -ra orders <<<"$FERRY_PEER_ORDERS"
 else
@@ -165,17 +170,27 @@ for count in $sizes; do
     n=$((n + 1))
     e2e_start 0.12.4 "$work/server$n"
     declare -A got=()
+    pos=0
     for tool in $order; do
-      "run_$tool" "$count" >"$work/$tool-$n.out"
-      cat "$work/$tool-$n.out"
-      got[$tool]=$(rate <"$work/$tool-$n.out")
-      rates["$count|$order|$tool"]=${got[$tool]}
+      pos=$((pos + 1))
+      "run_$tool" "$count" >"$work/$tool-$n-$pos.out"
+      cat "$work/$tool-$n-$pos.out"
+      got[$pos]=$(rate <"$work/$tool-$n-$pos.out")
+      rates["$count|$order|$tool"]=${got[$pos]}
       echo
     done
     e2e_stop
-    other=${order/oikb/}
-    other=${other// /}
-    echo "== $count files, $order: $other ${got[$other]} files/s, oikb ${got[oikb]} files/s = $(python3 -c "print(round(${got[$other]} / ${got[oikb]}, 2))")× oikb's speed"
+    read -r first second <<<"$order"
+    if [[ $first == "$second" ]]; then
+      # A control: one tool twice on one server. What the second place
+      # costs a tool that does the same work both times.
+      echo "== $count files, $first twice (a control): first ${got[1]} files/s, second ${got[2]} files/s = $(python3 -c "print(round(${got[2]} / ${got[1]}, 2))")× (what the second place on a server costs)"
+    else
+      [[ $first == oikb ]] && o=2 k=1 || o=1 k=2
+      other=${order/oikb/}
+      other=${other// /}
+      echo "== $count files, $order: $other ${got[$o]} files/s, oikb ${got[$k]} files/s = $(python3 -c "print(round(${got[$o]} / ${got[$k]}, 2))")× oikb's speed"
+    fi
     echo
     unset got
   done
