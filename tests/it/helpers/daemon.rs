@@ -18,9 +18,29 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Whether ferry answers `GET /healthz` on `port`. A bare connect is not
+/// enough: it can succeed with ferry not yet listening (another process on
+/// the port, or a TCP self-connect, where the kernel gives the probe the
+/// very port it dials, both being in its ephemeral range). In CI one such
+/// connect let a test send its first hook before ferry listened, and the
+/// hook was refused.
+fn answers_health(port: u16) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
+    let request =
+        format!("GET /healthz HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n\r\n");
+    let mut head = [0u8; 12];
+    tcp.write_all(request.as_bytes()).is_ok()
+        && tcp.read_exact(&mut head).is_ok()
+        && head.starts_with(b"HTTP/1.1 200")
+}
+
 impl Daemon {
     /// Runs `ferry run --config ferry.yaml` in `dir` (log: `dir/ferry.log`)
-    /// and waits until it listens on `port`.
+    /// and waits until it answers on `port`.
     pub fn spawn(dir: &Path, port: u16, env: &[(&str, &str)]) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -45,7 +65,7 @@ impl Daemon {
             dir: dir.to_path_buf(),
         };
         let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !answers_health(port) {
             assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "daemon did not start:\n{}",
