@@ -108,6 +108,8 @@ print(f"  oikb sync returned after {float(wall):.1f} s; CPU {float(user)+float(s
 print(f"  {len(done)} of {count} in the knowledge base and processed; the server linked the last after {end:.1f} s = {len(done)/end:.2f} files/s"
       + ("" if len(done) >= count else f" — {count - len(done)} never arrived (oikb does not retry them)"))
 PY
+  # The second sync below is not timed, nor its part of the server's log.
+  stat -c %s "$work/server$n/openwebui.log" >"$work/end-offset"
   /usr/bin/time -f "%e %U %S %M" -o "$work/oikb2-$count.time" \
     "$venv/bin/oikb" -q sync "$src" --kb-id "$kb" --token "$FERRY_E2E_API_KEY" --url "$FERRY_E2E_URL" --concurrency 4 \
     >"$work/oikb2-$count.log" 2>&1 || true
@@ -173,6 +175,46 @@ PY
 # The files/s figure of a tool's output.
 rate() { grep -oE '= [0-9.]+ files/s' | tail -1 | grep -oE '[0-9.]+'; }
 
+# What the server went through during one run, from its log between byte
+# OFFSET and END (0: its end): its longest silence between the run's first
+# and last link (no line at all: every request waiting, as when a write
+# lock is held until SQLite's 5 s busy timeout) and its refusals for
+# "database is locked". Either tool can meet such a stall, most often on a
+# server that holds the other's files; it decides a 200-file pair, so each
+# run says whether it met one.
+server_during() { # LOG OFFSET END
+  python3 - "$1" "$2" "$3" <<'PY'
+import datetime, re, sys
+log, offset, end = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+stamp = re.compile(rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) ")
+times, links, locked = [], [], 0
+with open(log, "rb") as f:
+    f.seek(offset)
+    for line in f:
+        offset += len(line)
+        if end and offset > end:
+            break
+        m = stamp.match(line)
+        if not m:
+            continue
+        t = datetime.datetime.strptime(m[1].decode(), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        times.append(t)
+        if b"Linked file " in line:
+            links.append(t)
+        if b"database is locked" in line:
+            locked += 1
+if len(links) < 2:
+    sys.exit()
+inside = [t for t in times if links[0] <= t <= links[-1]]
+silence = max((b - a for a, b in zip(inside, inside[1:])), default=0.0)
+print(f"  the server meanwhile: longest silence {silence:.1f} s, {locked} \"database is locked\""
+      + (" (a stall)" if silence >= 2 or locked else ""))
+PY
+}
+
+# The median of the numbers given.
+median() { python3 -c 'import statistics, sys; print(round(statistics.median(map(float, sys.argv[1:])), 2))' "$@"; }
+
 # Each pair on a server of its own: the daemon (`ferry`) and `ferry sync`
 # (`sync`), each in both orders with oikb. FERRY_PEER_ORDERS="oikb sync,sync oikb"
 # to pick; a tool named twice ("ferry ferry", "oikb oikb") is a control,
@@ -183,19 +225,26 @@ else
   orders=("oikb ferry" "ferry oikb" "oikb sync" "sync oikb")
 fi
 n=0
-declare -A rates=()
+declare -A rates=() ratios=() calm=() places=()
 for count in $sizes; do
   for order in "${orders[@]}"; do
     n=$((n + 1))
     e2e_start 0.12.4 "$work/server$n"
     declare -A got=()
     pos=0
+    stalls=0
     for tool in $order; do
       pos=$((pos + 1))
+      offset=$(stat -c %s "$work/server$n/openwebui.log")
       "run_$tool" "$count" >"$work/$tool-$n-$pos.out"
+      end=$(cat "$work/end-offset" 2>/dev/null || echo 0)
+      rm -f "$work/end-offset"
+      server_during "$work/server$n/openwebui.log" "$offset" "$end" >>"$work/$tool-$n-$pos.out"
       cat "$work/$tool-$n-$pos.out"
       got[$pos]=$(rate <"$work/$tool-$n-$pos.out")
+      if grep -q "(a stall)" "$work/$tool-$n-$pos.out"; then stalls=$((stalls + 1)); fi
       rates["$count|$order|$tool"]=${got[$pos]}
+      places["$count|$tool|$pos"]+=" ${got[$pos]}"
       echo
     done
     e2e_stop
@@ -208,7 +257,10 @@ for count in $sizes; do
       [[ $first == oikb ]] && o=2 k=1 || o=1 k=2
       other=${order/oikb/}
       other=${other// /}
-      echo "== $count files, $order: $other ${got[$o]} files/s, oikb ${got[$k]} files/s = $(python3 -c "print(round(${got[$o]} / ${got[$k]}, 2))")× oikb's speed"
+      ratio=$(python3 -c "print(round(${got[$o]} / ${got[$k]}, 2))")
+      ratios["$count|$order"]+=" $ratio"
+      if ((stalls == 0)); then calm["$count|$order"]+=" $ratio"; fi
+      echo "== $count files, $order: $other ${got[$o]} files/s, oikb ${got[$k]} files/s = ${ratio}× oikb's speed"
     fi
     echo
     unset got
@@ -224,6 +276,27 @@ for count in $sizes; do
     echo "== $count files, $other and oikb in the same place: both first $first_o against $first_k files/s = $(python3 -c "print(round($first_o / $first_k, 2))")×; both second $second_o against $second_k = $(python3 -c "print(round($second_o / $second_k, 2))")×"
   done
   echo
+done
+# Over every pair of the run (an order given twice runs twice): each
+# order's ratios and their median, and each tool's median rate by place.
+# One pair moves with its servers (their CPU per file differs by up to a
+# quarter) and with a stall; the medians of several are the figure.
+for count in $sizes; do
+  for key in "${!ratios[@]}"; do
+    [[ $key == "$count|"* ]] || continue
+    # shellcheck disable=SC2086
+    echo "== $count files, ${key#*|}, all pairs:${ratios[$key]} (median $(median ${ratios[$key]})×)"
+    v=${calm[$key]:-}
+    # shellcheck disable=SC2086
+    if [[ -n $v ]]; then echo "== $count files, ${key#*|}, the pairs the server did not stall in:$v (median $(median $v)×)"; fi
+  done
+  for tool in ferry sync oikb; do
+    for pos in 1 2; do
+      v=${places["$count|$tool|$pos"]:-}
+      # shellcheck disable=SC2086
+      if [[ -n $v ]]; then echo "== $count files, $tool in place $pos:$v files/s (median $(median $v))"; fi
+    done
+  done
 done
 # FERRY_PEER_KEEP=1 keeps the servers' logs and the trees.
 if [[ -n "${FERRY_PEER_KEEP:-}" ]]; then echo "kept: $work"; else rm -rf "$work"; fi
