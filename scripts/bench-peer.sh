@@ -109,7 +109,7 @@ print(f"  {len(done)} of {count} in the knowledge base and processed; the server
       + ("" if len(done) >= count else f" — {count - len(done)} never arrived (oikb does not retry them)"))
 PY
   # The second sync below is not timed, nor its part of the server's log.
-  stat -c %s "$work/server$n/openwebui.log" >"$work/end-offset"
+  run_end=$(stat -c %s "$work/server$n/openwebui.log")
   /usr/bin/time -f "%e %U %S %M" -o "$work/oikb2-$count.time" \
     "$venv/bin/oikb" -q sync "$src" --kb-id "$kb" --token "$FERRY_E2E_API_KEY" --url "$FERRY_E2E_URL" --concurrency 4 \
     >"$work/oikb2-$count.log" 2>&1 || true
@@ -236,10 +236,9 @@ for count in $sizes; do
     for tool in $order; do
       pos=$((pos + 1))
       offset=$(stat -c %s "$work/server$n/openwebui.log")
+      run_end=0 # a run may end its part of the log sooner (oikb's does)
       "run_$tool" "$count" >"$work/$tool-$n-$pos.out"
-      end=$(cat "$work/end-offset" 2>/dev/null || echo 0)
-      rm -f "$work/end-offset"
-      server_during "$work/server$n/openwebui.log" "$offset" "$end" >>"$work/$tool-$n-$pos.out"
+      server_during "$work/server$n/openwebui.log" "$offset" "$run_end" >>"$work/$tool-$n-$pos.out"
       cat "$work/$tool-$n-$pos.out"
       got[$pos]=$(rate <"$work/$tool-$n-$pos.out")
       if grep -q "(a stall)" "$work/$tool-$n-$pos.out"; then stalls=$((stalls + 1)); fi
