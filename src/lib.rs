@@ -88,7 +88,7 @@
 //! - [`openwebui`]: the typed client of the real Open WebUI API, by
 //!   section: `client` (transport, auth, retries), `server`, `knowledge`
 //!   (and every paged list: one that shifts while it is read is read
-//!   again), `files`, `chat`; [`openwebui::error`] classifies responses
+//!   again; links gathered into batches), `files`, `chat`; [`openwebui::error`] classifies responses
 //!   (the one place that knows Open WebUI's odd status codes),
 //!   [`openwebui::sse`] parses streams, [`openwebui::retry`] is the pure
 //!   in-call retry policy,

@@ -302,6 +302,162 @@ impl Client {
         }
     }
 
+    /// Links a processed file into a knowledge base together with the
+    /// others waiting for the same one: one `files/batch/add` for many
+    /// files (0.12.4+, [`Version::has_batch_link`]). Per file, linking on
+    /// its own embeds the text once more and opens a connection to the
+    /// embedding model; a batch does that once for all of them. Measured on
+    /// 0.12.4 with 200 small files: 52–56 ms of the server's CPU per file
+    /// against 88–94 when each links itself on upload.
+    ///
+    /// Batches are cut as the requests go out (group commit): while one is
+    /// under way the next files gather, so a burst makes big batches and a
+    /// lone file goes at once. A file the batch did not link (refused, or
+    /// the batch failed) is linked alone, so that the server's own answer
+    /// says why.
+    pub async fn link_batched(
+        &self,
+        knowledge_id: &str,
+        file_id: &str,
+        directory_id: Option<&str>,
+    ) -> Result<(), Error> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut queues = self.inner.link_queues.lock().expect("not poisoned");
+            let queue = queues.entry(knowledge_id.to_string()).or_default();
+            queue.waiting.push(LinkWaiting {
+                file_id: file_id.to_string(),
+                directory_id: directory_id.map(str::to_string),
+                since: std::time::Instant::now(),
+                tx,
+            });
+            let lead = queue.sending < LINK_BATCHES_AT_ONCE;
+            if lead {
+                queue.sending += 1;
+            }
+            lead
+        };
+        if lead {
+            tokio::spawn(self.clone().send_link_batches(knowledge_id.to_string()));
+        }
+        match rx.await {
+            Ok(true) => Ok(()),
+            _ => self.add_file_in(knowledge_id, file_id, directory_id).await,
+        }
+    }
+
+    /// Sends the files waiting for `knowledge_id` in batches until none
+    /// wait ([`Client::link_batched`]).
+    async fn send_link_batches(self, knowledge_id: String) {
+        loop {
+            let wait = {
+                let mut queues = self.inner.link_queues.lock().expect("not poisoned");
+                let Some(queue) = queues.get_mut(&knowledge_id) else {
+                    return;
+                };
+                let Some(oldest) = queue.waiting.first().map(|w| w.since) else {
+                    queue.sending -= 1;
+                    if queue.sending == 0 {
+                        queues.remove(&knowledge_id);
+                    }
+                    return;
+                };
+                // In a burst (every processing slot taken, more files on
+                // their way) a batch gathers for a while: the server's
+                // cost is per batch as much as per file. A lone file goes
+                // at once.
+                let burst = self.inner.processing.available_permits() == 0;
+                let waited = oldest.elapsed();
+                if burst && queue.waiting.len() < LINK_BATCH_MAX && waited < LINK_GATHER {
+                    Err((LINK_GATHER - waited).min(LINK_GATHER_LOOK))
+                } else {
+                    let n = queue.waiting.len().min(LINK_BATCH_MAX);
+                    Ok(queue.waiting.drain(..n).collect::<Vec<LinkWaiting>>())
+                }
+            };
+            let batch = match wait {
+                Ok(batch) => batch,
+                Err(pause) => {
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+            };
+            let items: Vec<(&str, Option<&str>)> = batch
+                .iter()
+                .map(|w| (w.file_id.as_str(), w.directory_id.as_deref()))
+                .collect();
+            let linked = match self.add_files_batch(&knowledge_id, &items).await {
+                Ok(linked) => linked,
+                Err(e) => {
+                    tracing::debug!(files = batch.len(), error = %e, "a batch link failed; linking its files one by one");
+                    std::collections::HashSet::new()
+                }
+            };
+            for w in batch {
+                let _ = w.tx.send(linked.contains(&w.file_id));
+            }
+        }
+    }
+
+    /// `POST /knowledge/{id}/files/batch/add`: the ids of `files` that the
+    /// knowledge base holds after it, read from its answer (which lists
+    /// every file of the knowledge base). A file the server refused is
+    /// named in `warnings.errors` and not linked; the answer's list is the
+    /// proof, so a link the server dropped without a word (its link write
+    /// is not checked in the batch) is not taken for done.
+    pub async fn add_files_batch(
+        &self,
+        knowledge_id: &str,
+        files: &[(&str, Option<&str>)],
+    ) -> Result<std::collections::HashSet<String>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Listed {
+            id: String,
+        }
+        #[derive(serde::Deserialize, Default)]
+        struct Warnings {
+            #[serde(default)]
+            errors: Vec<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            files: Vec<Listed>,
+            #[serde(default)]
+            warnings: Option<Warnings>,
+        }
+        let path = format!("/api/v1/knowledge/{knowledge_id}/files/batch/add");
+        let body: Vec<Value> = files
+            .iter()
+            .map(|(file_id, directory_id)| match directory_id {
+                Some(d) => json!({"file_id": file_id, "directory_id": d}),
+                None => json!({"file_id": file_id}),
+            })
+            .collect();
+        // Files already linked are passed over by the server: repeating the
+        // request links nothing twice.
+        let answer: Answer = self
+            .json_as(Method::POST, &path, Repeat::Safe, |r| Ok(r.json(&body)))
+            .await?;
+        let refused: Vec<&str> = answer
+            .warnings
+            .as_ref()
+            .map(|w| {
+                w.errors
+                    .iter()
+                    .filter_map(|e| e.split_once(':').map(|(id, _)| id.trim()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let asked: std::collections::HashSet<&str> = files.iter().map(|(id, _)| *id).collect();
+        Ok(answer
+            .files
+            .into_iter()
+            .filter(|f| asked.contains(f.id.as_str()) && !refused.contains(&f.id.as_str()))
+            .map(|f| f.id)
+            .collect())
+    }
+
     /// Unlinks a file. With `delete_file: false` the file itself survives
     /// (Open WebUI's default deletes it, even when someone else uploaded it).
     pub async fn remove_file(
@@ -395,3 +551,33 @@ impl Client {
             .await
     }
 }
+
+/// Files waiting for one batch link into a knowledge base
+/// ([`Client::link_batched`]).
+#[derive(Default)]
+pub(super) struct LinkQueue {
+    waiting: Vec<LinkWaiting>,
+    /// Batch senders running for this knowledge base.
+    sending: usize,
+}
+
+struct LinkWaiting {
+    file_id: String,
+    directory_id: Option<String>,
+    since: std::time::Instant,
+    tx: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// The most files in one batch: the server embeds them in one request and
+/// holds the whole batch in memory; the answer lists the knowledge base.
+const LINK_BATCH_MAX: usize = 50;
+
+/// Batches under way at once per knowledge base: two keep the server busy
+/// while one batch's answer travels (one alone left it idle between
+/// batches: 9.0 files/s on 200 against 13.2–14.0 with two).
+const LINK_BATCHES_AT_ONCE: usize = 2;
+
+/// How long a batch gathers files in a burst, and how often it looks
+/// whether it is full.
+const LINK_GATHER: std::time::Duration = std::time::Duration::from_millis(1000);
+const LINK_GATHER_LOOK: std::time::Duration = std::time::Duration::from_millis(50);

@@ -71,6 +71,12 @@ impl Version {
     pub fn upload_link_is_verified(&self) -> bool {
         self.at_least(0, 12, 4)
     }
+
+    /// `files/batch/add` takes a directory per file and embeds the batch
+    /// in one request (measured on 0.12.4; not relied on before).
+    pub fn has_batch_link(&self) -> bool {
+        self.at_least(0, 12, 4)
+    }
 }
 
 impl std::fmt::Display for Version {

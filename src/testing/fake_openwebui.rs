@@ -176,13 +176,13 @@ pub struct FakeState {
     pub max_in_flight: usize,
     /// How long an upload stays `processing` (default: done at once).
     pub processing: Duration,
-    /// The next this many uploads that link themselves (0.12) are read as
-    /// empty text and refused as "duplicate" of other empty text, as
-    /// 0.12.4 did under load.
+    /// The next this many uploads (0.12) are read as empty text; linking
+    /// one is refused as "duplicate" of other empty text, as 0.12.4 did
+    /// under load.
     pub read_as_empty: usize,
-    /// The next this many uploads that link themselves (0.12) are linked
-    /// but stay `processing` for ever: 0.12.4 under load loses the write
-    /// of `completed` after the link (its `update_file_data_by_id`
+    /// The next this many uploads (0.12) are processed (and linked, if
+    /// they link themselves) but stay `processing` for ever: 0.12.4 under
+    /// load loses the write of `completed` (its `update_file_data_by_id`
     /// swallows a "database is locked").
     pub lose_completed: usize,
     /// How long a chat completion takes (a slow model).
@@ -271,6 +271,10 @@ impl FakeOpenWebUi {
             )
             .route("/api/v1/users/", get(users))
             .route("/api/v1/knowledge/{id}/file/add", post(add_file))
+            .route(
+                "/api/v1/knowledge/{id}/files/batch/add",
+                post(add_files_batch),
+            )
             .route("/api/v1/knowledge/{id}/file/move", post(move_file))
             .route("/api/v1/knowledge/{id}/dirs/create", post(create_dir))
             .route("/api/v1/knowledge/{id}/dirs/{dir}/update", post(update_dir))
@@ -470,12 +474,28 @@ async fn whoami() -> Json<Value> {
 }
 
 fn file_json(f: &StoredFile) -> Value {
+    let text = f
+        .text
+        .clone()
+        .unwrap_or_else(|| String::from_utf8_lossy(&f.content).into_owned());
+    // The hash of its text is the last write of processing (a status left
+    // `processing` by a lost write has it too).
+    let processed = f.status == "completed" || f.status == "processing";
     json!({"id": f.id, "filename": f.name, "user_id": f.user_id,
            "data": {"status": f.status, "error": f.error,
-                    "content": f.text.clone().unwrap_or_else(|| String::from_utf8_lossy(&f.content).into_owned())},
+                    "content": text},
            "created_at": f.created_at,
+           "hash": processed.then(|| hex::encode(Sha256::digest(text.as_bytes()))),
            "meta": {"name": f.name, "size": f.content.len(), "file_hash": f.sha256, "data": f.metadata}})
 }
+
+/// Whether linking `f` is refused as a duplicate of other empty text: it
+/// was read as empty though it is not.
+fn read_as_empty(f: &StoredFile) -> bool {
+    !f.content.is_empty() && f.text.as_deref().is_some_and(|t| t.trim().is_empty())
+}
+
+const DUPLICATE: &str = "Duplicate content detected. Please provide unique content to proceed.";
 
 async fn upload(State(s): State<Shared>, mut form: Multipart) -> Response {
     let mut name = String::new();
@@ -509,6 +529,16 @@ async fn upload(State(s): State<Shared>, mut form: Multipart) -> Response {
     st.files.insert(id.clone(), f);
     if st.unlist_uploads {
         st.unlisted.insert(id.clone());
+    }
+    if link_to.is_none() && st.is_012() {
+        if st.read_as_empty > 0 {
+            st.read_as_empty -= 1;
+            st.files.get_mut(&id).expect("just stored").text = Some(String::new());
+        }
+        if st.lose_completed > 0 {
+            st.lose_completed -= 1;
+            st.files.get_mut(&id).expect("just stored").status = "processing".into();
+        }
     }
     // 0.12 links an upload with `metadata.knowledge_id` itself; the fake
     // does it at once (its processing is instant) and, like 0.12.4, marks
@@ -992,9 +1022,10 @@ async fn add_file(
             detail(StatusCode::BAD_REQUEST, "[ERROR: file_id]")
         };
     }
-    if k.files
-        .iter()
-        .any(|other| files.get(other).is_some_and(|o| o.sha256 == f.sha256))
+    if read_as_empty(&f)
+        || k.files
+            .iter()
+            .any(|other| files.get(other).is_some_and(|o| o.sha256 == f.sha256))
     {
         if let Some(f) = st.files.get_mut(&file_id) {
             f.status = "failed".into();
@@ -1028,6 +1059,55 @@ async fn add_file(
         k.files = list;
     }
     Json(json!({"id": id})).into_response()
+}
+
+/// `POST /knowledge/{id}/files/batch/add` (0.12): links every file it can
+/// and names each refused one in `warnings.errors`; an unknown file fails
+/// the whole batch. The answer lists every file of the knowledge base.
+async fn add_files_batch(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    Json(body): Json<Vec<Value>>,
+) -> Response {
+    let mut st = s.lock().unwrap();
+    let files = st.files.clone();
+    for item in &body {
+        if !files.contains_key(item["file_id"].as_str().unwrap_or_default()) {
+            return detail(StatusCode::BAD_REQUEST, "File not found");
+        }
+    }
+    let Some(k) = st.knowledge.iter_mut().find(|k| k.id == id) else {
+        return detail(StatusCode::BAD_REQUEST, NOT_FOUND);
+    };
+    let mut errors = Vec::new();
+    for item in &body {
+        let file_id = item["file_id"].as_str().unwrap_or_default().to_string();
+        if k.files.contains(&file_id) {
+            continue;
+        }
+        let f = &files[&file_id];
+        let duplicate = read_as_empty(f)
+            || k.files
+                .iter()
+                .any(|other| files.get(other).is_some_and(|o| o.sha256 == f.sha256));
+        if duplicate {
+            errors.push(format!("{file_id}: {DUPLICATE}"));
+            continue;
+        }
+        if let Some(d) = item["directory_id"]
+            .as_str()
+            .filter(|d| k.dirs.iter().any(|x| x.id == *d))
+        {
+            k.file_dirs.insert(file_id.clone(), d.to_string());
+        }
+        k.files.push(file_id);
+    }
+    let listed: Vec<Value> = k.files.iter().map(|f| json!({"id": f})).collect();
+    let mut answer = json!({"id": id, "files": listed});
+    if !errors.is_empty() {
+        answer["warnings"] = json!({"message": "Some files failed to process", "errors": errors});
+    }
+    Json(answer).into_response()
 }
 
 async fn remove_file(

@@ -3,9 +3,10 @@
 //! rules.
 //!
 //! upload → wait until processed → link → recorded `linked`. From Open
-//! WebUI 0.12.4 the upload names the knowledge base and the server links
-//! it as part of processing (its `completed` then includes the link); older
-//! servers get `file/add`. Every step is written to the store as soon as it
+//! WebUI 0.12.4 processed files are linked many at once (`files/batch/add`,
+//! one embedding request for the batch); older servers get `file/add`.
+//! Uploads of earlier ferry versions that named the knowledge base (the
+//! server linked them itself) are still resumed. Every step is written to the store as soon as it
 //! happened; an upload a crash cut off before its record carries a marker
 //! naming its document, and the next start adopts it (or, if no document
 //! waits for it, lets it finish processing and deletes it through the
@@ -74,8 +75,9 @@ const READ_IN_PLACE: u64 = 64 * 1024;
 /// How long an upload that a crash interrupted may stay unprocessed before
 /// it is taken for abandoned by Open WebUI and done again.
 const RESUMED_PROCESSING_LIMIT: Duration = Duration::from_secs(120);
-/// How long an upload that links itself may say `processing` before ferry
-/// looks for it in the collection, and the longest gap between looks:
+/// How long an upload may say `processing` before ferry looks whether
+/// the server lost its write of `completed`, and the longest gap between
+/// looks:
 /// processing takes 1–3 s under load, so a look is rare and cheap.
 const LOST_COMPLETED_LOOK: Duration = Duration::from_secs(10);
 const LOST_COMPLETED_LOOK_MAX: Duration = Duration::from_secs(60);
@@ -834,16 +836,16 @@ impl Ingestor {
             "ferry_document": document_id,
             "file_hash": sha256,
         });
-        // From 0.12.4 the server links the upload itself and says
-        // `completed` only once linked: no `file/add`, whose answer lists
-        // the whole knowledge base (O(N) per file on both sides) and which
-        // embeds the file a second time while holding a request slot.
-        let links_itself = self.client.version().await?.upload_link_is_verified();
-        let _slot = if links_itself {
-            marker["knowledge_id"] = collection.id.clone().into();
-            if let Some(d) = &directory {
-                marker["directory_id"] = d.clone().into();
-            }
+        // From 0.12.4 processed files are linked in batches: one
+        // `files/batch/add` embeds many files into the collection at once,
+        // where an upload that links itself (`metadata.knowledge_id`) or
+        // `file/add` embeds each file again on its own, and the server's
+        // CPU is what limits a burst.
+        let batched = self.client.version().await?.has_batch_link();
+        let slot = if batched {
+            // Not `knowledge_id`, which would have the server link it: the
+            // sweep after a crash adopts an unrecorded upload by this.
+            marker["ferry_kb"] = collection.id.clone().into();
             Some(self.client.processing_slot().await)
         } else {
             None
@@ -866,19 +868,28 @@ impl Ingestor {
         self.store
             .uploaded(document_id, &info.id, self.clock.now_ms())
             .await?;
-        let processed = if links_itself {
-            self.wait_linked_itself(&info.id, &collection.id, name)
-                .await
-        } else {
-            self.client.wait_processed(&info.id).await
-        };
-        let linked = match processed {
-            Ok(()) if !links_itself => {
-                self.client
-                    .add_file_in(&collection.id, &info.id, directory.as_deref())
-                    .await
+        let linked = if batched {
+            let processed = self.wait_processed_batched(&info.id).await;
+            // Processed, the file no longer loads the server: its slot goes
+            // to the next upload while it waits for a batch.
+            drop(slot);
+            match processed {
+                Ok(()) => {
+                    self.client
+                        .link_batched(&collection.id, &info.id, directory.as_deref())
+                        .await
+                }
+                Err(e) => Err(e),
             }
-            other => other,
+        } else {
+            match self.client.wait_processed(&info.id).await {
+                Ok(()) => {
+                    self.client
+                        .add_file_in(&collection.id, &info.id, directory.as_deref())
+                        .await
+                }
+                Err(e) => Err(e),
+            }
         };
         if let Err(e) = linked {
             return Err(self.read_as_empty(e, &info.id, content.size()).await);
@@ -889,18 +900,14 @@ impl Ingestor {
         Ok(info.id)
     }
 
-    /// Waits for an upload that links itself. 0.12.4 under load links the
-    /// file and then loses the write of `completed` (its
-    /// `update_file_data_by_id` swallows "database is locked"), so the
-    /// status says `processing` for ever. The link is the last step of its
-    /// processing, after the vectors: a collection that lists the upload
-    /// holds it whole, whatever the status says.
-    async fn wait_linked_itself(
-        &self,
-        file_id: &str,
-        collection_id: &str,
-        name: &str,
-    ) -> Result<(), OwuiError> {
+    /// Waits for an upload to be processed, from the shared listing.
+    /// 0.12.4 under load processes a file and then loses the write of
+    /// `completed` (its `update_file_data_by_id` swallows "database is
+    /// locked"), so the status says `processing` for ever. The file's
+    /// `hash` (of its text) is written after its vectors, as the last step
+    /// of processing: a file that has one is processed, whatever the
+    /// status says.
+    async fn wait_processed_batched(&self, file_id: &str) -> Result<(), OwuiError> {
         let wait = self.client.wait_processed_listed(file_id);
         tokio::pin!(wait);
         let mut look_after = LOST_COMPLETED_LOOK;
@@ -909,21 +916,17 @@ impl Ingestor {
                 result = &mut wait => return result,
                 () = self.clock.sleep(look_after) => {}
             }
-            match self
-                .client
-                .knowledge_lists(collection_id, file_id, name)
-                .await
-            {
-                Ok(true) => {
+            match self.client.file(file_id).await {
+                Ok(info) if info.hash.is_some() => {
                     tracing::warn!(
                         file_id,
-                        "Open WebUI linked the upload but its status still says processing (it lost its own write of 'completed'); taking the link"
+                        "Open WebUI processed the upload but its status still says processing (it lost its own write of 'completed'); taking it as processed"
                     );
                     return Ok(());
                 }
-                Ok(false) => {}
+                Ok(_) => {}
                 Err(e) => {
-                    tracing::debug!(file_id, error = %e, "cannot look for the upload in the collection")
+                    tracing::debug!(file_id, error = %e, "cannot look at the upload")
                 }
             }
             look_after = (look_after * 2).min(LOST_COMPLETED_LOOK_MAX);
@@ -1277,6 +1280,7 @@ impl Ingestor {
                     continue;
                 }
                 let collection = field("knowledge_id")
+                    .or_else(|| field("ferry_kb"))
                     .and_then(|v| v.as_str())
                     .map(str::to_string);
                 if let (Some(document_id), Some(kb)) = (

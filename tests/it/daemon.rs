@@ -1477,22 +1477,43 @@ async fn closed_and_moved_in_files_are_taken_before_settle_one_held_open_is_not(
     stop(running).await;
 }
 
+/// 0.12.4 links processed files in batches (one `files/batch/add` for
+/// many), older servers one `file/add` each; no upload names the
+/// knowledge base (the server would embed each file again to link it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn links_on_upload_only_where_completion_includes_the_link() {
-    for (version, links_itself) in [("0.12.4", true), ("0.6.40", false)] {
+async fn links_in_batches_where_the_server_has_them() {
+    for (version, batched) in [("0.12.4", true), ("0.6.40", false)] {
         let s = mirror(version).await;
-        for i in 0..5 {
-            write(&s.inbox().join(format!("f{i}.md")), &format!("file {i}"));
+        s.fake.state.lock().unwrap().processing = Duration::from_millis(300);
+        for i in 0..20 {
+            write(&s.inbox().join(format!("f{i:02}.md")), &format!("file {i}"));
         }
         let running = s.start().await;
-        eventually("5 linked", async || s.names().len() == 5).await;
+        eventually("20 linked", async || s.names().len() == 20).await;
         stop(running).await;
         let kb = s.fake.state.lock().unwrap().knowledge[0].id.clone();
-        let adds = s
-            .fake
-            .count("POST", &format!("/api/v1/knowledge/{kb}/file/add"));
-        assert_eq!(s.uploads(), 5, "{version}");
-        assert_eq!(adds, if links_itself { 0 } else { 5 }, "{version}");
+        let count = |path: &str| {
+            s.fake
+                .count("POST", &format!("/api/v1/knowledge/{kb}/{path}"))
+        };
+        let (adds, batches) = (count("file/add"), count("files/batch/add"));
+        assert_eq!(s.uploads(), 20, "{version}");
+        if batched {
+            assert_eq!(adds, 0, "{version}");
+            assert!(
+                (1..20).contains(&batches),
+                "{version}: {batches} batches for 20 files"
+            );
+        } else {
+            assert_eq!((adds, batches), (20, 0), "{version}");
+        }
+        let self_linking = (s.fake.state.lock().unwrap().files.values())
+            .filter(|f| !f.metadata["knowledge_id"].is_null())
+            .count();
+        assert_eq!(
+            self_linking, 0,
+            "{version}: no upload names the knowledge base"
+        );
     }
 }
 
