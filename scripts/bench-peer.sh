@@ -199,7 +199,8 @@ with open(log, "rb") as f:
             continue
         t = datetime.datetime.strptime(m[1].decode(), "%Y-%m-%d %H:%M:%S.%f").timestamp()
         times.append(t)
-        if b"Linked file " in line:
+        # oikb's uploads link themselves; ferry links in batches.
+        if b"Linked file " in line or b"files/batch/add - " in line:
             links.append(t)
         if b"database is locked" in line:
             locked += 1

@@ -1517,6 +1517,52 @@ async fn links_in_batches_where_the_server_has_them() {
     }
 }
 
+/// A batch link proves each link by the knowledge base's file list in its
+/// answer: a file the batch refused, did not list, or a batch that failed
+/// outright, is linked on its own (`file/add`), and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_the_batch_did_not_link_is_linked_alone() {
+    use ferry::testing::fake_openwebui::Fault;
+    let s = mirror("0.12.4").await;
+    let running = s.start().await;
+    eventually("the collection made", async || kb_id(&s).is_some()).await;
+    let kb = kb_id(&s).unwrap();
+    let batch = format!("/api/v1/knowledge/{kb}/files/batch/add");
+    // Answered but linked nothing (the server's link write is unchecked in
+    // a batch), then refused outright.
+    s.fake.inject(Fault::new(
+        Method::POST,
+        &batch,
+        200,
+        serde_json::json!({"id": kb, "files": []}),
+    ));
+    s.fake.inject(Fault::new(
+        Method::POST,
+        &batch,
+        400,
+        serde_json::json!({"detail": "refused"}),
+    ));
+    write(&s.inbox().join("a.md"), "alpha");
+    eventually("a linked", async || s.names() == expect(&["a.md"])).await;
+    write(&s.inbox().join("b.md"), "bravo");
+    eventually("b linked", async || s.names() == expect(&["a.md", "b.md"])).await;
+    let adds = s
+        .fake
+        .count("POST", &format!("/api/v1/knowledge/{kb}/file/add"));
+    assert_eq!(adds, 2, "each file the batch did not link, linked alone");
+    assert_eq!(s.uploads(), 2, "nothing uploaded again");
+    // A batch that works links on its own.
+    write(&s.inbox().join("c.md"), "charlie");
+    eventually("c linked", async || s.names().len() == 3).await;
+    assert_eq!(
+        s.fake
+            .count("POST", &format!("/api/v1/knowledge/{kb}/file/add")),
+        2
+    );
+    assert_eq!(s.fake.count("POST", &batch), 3);
+    stop(running).await;
+}
+
 /// Uploads `content` as the crashed ferry would have, with its marker.
 async fn upload_marked(
     fake: &FakeOpenWebUi,
