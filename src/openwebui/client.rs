@@ -89,7 +89,7 @@ pub(super) struct Inner {
 pub(super) enum Lane {
     /// Everything but uploads: listings, status looks, directories, links.
     Upkeep,
-    /// Uploads: a burst queues them many deep (4 × `max_in_flight` files
+    /// Uploads: a burst queues them many deep (8 × `max_in_flight` files
     /// may be under way), and each waits behind the ones before it.
     Bulk,
 }
@@ -180,11 +180,10 @@ impl Client {
         })
     }
 
-    /// Held from an upload that links itself (`metadata.knowledge_id`)
-    /// until it is processed: that work runs on the server after the
-    /// request has ended, so request permits alone would let ferry pile up
-    /// every file of a burst there at once (slow for all of them, and a
-    /// crash would leave many half-done).
+    /// Held from an upload until it is processed: that work runs on the
+    /// server after the request has ended, so request permits alone would
+    /// let ferry pile up every file of a burst there at once (slow for all
+    /// of them, and a crash would leave many half-done).
     pub async fn processing_slot(&self) -> OwnedSemaphorePermit {
         self.inner
             .processing

@@ -1303,10 +1303,11 @@ impl Ingestor {
                 }
                 strays.push((f, collection));
             }
-            // An upload that links itself may still be at work on the
-            // server: deleted now, its vectors would land in the
-            // collection after the delete and make that content
-            // "duplicate" for ever. Let each settle first, all at once.
+            // An upload may still be at work on the server: deleted now,
+            // its vectors would land after the delete (in the collection,
+            // for an upload of an earlier version that links itself) and
+            // make that content "duplicate" for ever. Let each settle
+            // first, all at once.
             let settle = strays.iter().map(|(f, collection)| async move {
                 if collection.is_some() {
                     let _ = self
