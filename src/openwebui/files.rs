@@ -445,12 +445,11 @@ impl Board {
     /// next; the server pays about 5 ms of CPU for one (11 with 1,000
     /// files; the burst's own uploads cost it 50–85 ms each). At every
     /// 500 ms the uploads went in waves, the server idle between them.
-    /// Otherwise, at the end
-    /// of a burst or for a lone file, a listing soon after an upload ends
-    /// its wait sooner: half the youngest wait so far, from [`BOARD_SOON`]
-    /// up to [`BOARD_EVERY`]. A small file is embedded in about 100 ms; at
-    /// a fixed half second the last file of a burst of 200 was taken
-    /// 0.95 s after its upload returned.
+    /// Otherwise, at the end of a burst or for a lone file, a listing soon
+    /// after an upload ends its wait sooner: half the youngest wait so
+    /// far, from [`BOARD_SOON`] up to [`BOARD_EVERY`]. A small file is
+    /// embedded in about 100 ms; at a fixed half second the last file of a
+    /// burst of 200 was taken 0.95 s after its upload returned.
     fn next_read(&self, now: Instant, burst: bool) -> Duration {
         if burst {
             return BOARD_BURST;
@@ -548,7 +547,7 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_is_read_for_every_half_second() {
+    fn a_burst_is_read_at_the_burst_pace() {
         let t0 = Instant::now();
         assert_eq!(board_with(&[t0]).next_read(t0, true), BOARD_BURST);
         assert_eq!(board_with(&[]).next_read(t0, false), BOARD_EVERY);

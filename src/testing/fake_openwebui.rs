@@ -497,6 +497,27 @@ fn read_as_empty(f: &StoredFile) -> bool {
 
 const DUPLICATE: &str = "Duplicate content detected. Please provide unique content to proceed.";
 
+impl StoredKnowledge {
+    /// Whether linking `f` is refused as duplicate content: a linked file
+    /// has the same bytes, or `f` was read as empty text.
+    fn refuses(&self, files: &HashMap<String, StoredFile>, f: &StoredFile) -> bool {
+        read_as_empty(f)
+            || self
+                .files
+                .iter()
+                .any(|other| files.get(other).is_some_and(|o| o.sha256 == f.sha256))
+    }
+
+    /// Links `file_id`, in `directory` if it is one of this collection's
+    /// (a directory not of it is ignored: the top).
+    fn link(&mut self, file_id: &str, directory: Option<&str>) {
+        if let Some(d) = directory.filter(|d| self.dirs.iter().any(|x| x.id == *d)) {
+            self.file_dirs.insert(file_id.to_string(), d.to_string());
+        }
+        self.files.push(file_id.to_string());
+    }
+}
+
 async fn upload(State(s): State<Shared>, mut form: Multipart) -> Response {
     let mut name = String::new();
     let mut content = Vec::new();
@@ -546,7 +567,6 @@ async fn upload(State(s): State<Shared>, mut form: Multipart) -> Response {
     if let Some(kb) = link_to
         && st.is_012()
     {
-        let sha = st.files[&id].sha256.clone();
         let files = st.files.clone();
         let read_as_empty = st.read_as_empty > 0;
         st.read_as_empty = st.read_as_empty.saturating_sub(1);
@@ -554,29 +574,14 @@ async fn upload(State(s): State<Shared>, mut form: Multipart) -> Response {
             let f = st.files.get_mut(&id).expect("just stored");
             f.text = Some(String::new());
             f.status = "failed".into();
-            f.error = Some(
-                "Duplicate content detected. Please provide unique content to proceed.".into(),
-            );
+            f.error = Some(DUPLICATE.into());
         } else if let Some(k) = st.knowledge.iter_mut().find(|k| k.id == kb) {
-            if k.files
-                .iter()
-                .any(|other| files.get(other).is_some_and(|o| o.sha256 == sha))
-            {
+            if k.refuses(&files, &files[&id]) {
                 let f = st.files.get_mut(&id).expect("just stored");
                 f.status = "failed".into();
-                f.error = Some(
-                    "Duplicate content detected. Please provide unique content to proceed.".into(),
-                );
+                f.error = Some(DUPLICATE.into());
             } else {
-                // A directory not of this collection is ignored (the top).
-                let dir = files[&id].metadata["directory_id"]
-                    .as_str()
-                    .filter(|d| k.dirs.iter().any(|x| x.id == *d))
-                    .map(str::to_string);
-                if let Some(d) = dir {
-                    k.file_dirs.insert(id.clone(), d);
-                }
-                k.files.push(id.clone());
+                k.link(&id, files[&id].metadata["directory_id"].as_str());
                 if st.lose_completed > 0 {
                     st.lose_completed -= 1;
                     st.files.get_mut(&id).expect("just stored").status = "processing".into();
@@ -1022,30 +1027,15 @@ async fn add_file(
             detail(StatusCode::BAD_REQUEST, "[ERROR: file_id]")
         };
     }
-    if read_as_empty(&f)
-        || k.files
-            .iter()
-            .any(|other| files.get(other).is_some_and(|o| o.sha256 == f.sha256))
-    {
+    if k.refuses(&files, &f) {
         if let Some(f) = st.files.get_mut(&file_id) {
             f.status = "failed".into();
-            f.error = Some(
-                "Duplicate content detected. Please provide unique content to proceed.".into(),
-            );
+            f.error = Some(DUPLICATE.into());
         }
-        return detail(
-            StatusCode::BAD_REQUEST,
-            "400: Duplicate content detected. Please provide unique content to proceed.",
-        );
+        return detail(StatusCode::BAD_REQUEST, &format!("400: {DUPLICATE}"));
     }
     if is_012 {
-        if let Some(d) = body["directory_id"]
-            .as_str()
-            .filter(|d| k.dirs.iter().any(|x| x.id == *d))
-        {
-            k.file_dirs.insert(file_id.clone(), d.to_string());
-        }
-        k.files.push(file_id);
+        k.link(&file_id, body["directory_id"].as_str());
         return Json(json!({"id": id})).into_response();
     }
     // 0.6 rewrites the whole `data.file_ids` list after processing, with no
@@ -1085,22 +1075,11 @@ async fn add_files_batch(
         if k.files.contains(&file_id) {
             continue;
         }
-        let f = &files[&file_id];
-        let duplicate = read_as_empty(f)
-            || k.files
-                .iter()
-                .any(|other| files.get(other).is_some_and(|o| o.sha256 == f.sha256));
-        if duplicate {
+        if k.refuses(&files, &files[&file_id]) {
             errors.push(format!("{file_id}: {DUPLICATE}"));
             continue;
         }
-        if let Some(d) = item["directory_id"]
-            .as_str()
-            .filter(|d| k.dirs.iter().any(|x| x.id == *d))
-        {
-            k.file_dirs.insert(file_id.clone(), d.to_string());
-        }
-        k.files.push(file_id);
+        k.link(&file_id, item["directory_id"].as_str());
     }
     let listed: Vec<Value> = k.files.iter().map(|f| json!({"id": f})).collect();
     let mut answer = json!({"id": id, "files": listed});

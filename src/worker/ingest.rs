@@ -6,8 +6,8 @@
 //! WebUI 0.12.4 processed files are linked many at once (`files/batch/add`,
 //! one embedding request for the batch); older servers get `file/add`.
 //! Uploads of earlier ferry versions that named the knowledge base (the
-//! server linked them itself) are still resumed. Every step is written to the store as soon as it
-//! happened; an upload a crash cut off before its record carries a marker
+//! server linked them itself) are still resumed. Every step is written to
+//! the store as soon as it happened; an upload a crash cut off before its record carries a marker
 //! naming its document, and the next start adopts it (or, if no document
 //! waits for it, lets it finish processing and deletes it through the
 //! collection), so nothing is uploaded twice and no stray vectors stay.
@@ -77,8 +77,7 @@ const READ_IN_PLACE: u64 = 64 * 1024;
 const RESUMED_PROCESSING_LIMIT: Duration = Duration::from_secs(120);
 /// How long an upload may say `processing` before ferry looks whether
 /// the server lost its write of `completed`, and the longest gap between
-/// looks:
-/// processing takes 1–3 s under load, so a look is rare and cheap.
+/// looks: processing takes 1–3 s under load, so a look is rare and cheap.
 const LOST_COMPLETED_LOOK: Duration = Duration::from_secs(10);
 const LOST_COMPLETED_LOOK_MAX: Duration = Duration::from_secs(60);
 
@@ -868,28 +867,26 @@ impl Ingestor {
         self.store
             .uploaded(document_id, &info.id, self.clock.now_ms())
             .await?;
-        let linked = if batched {
-            let processed = self.wait_processed_batched(&info.id).await;
-            // Processed, the file no longer loads the server: its slot goes
-            // to the next upload while it waits for a batch.
-            drop(slot);
-            match processed {
-                Ok(()) => {
-                    self.client
-                        .link_batched(&collection.id, &info.id, directory.as_deref())
-                        .await
-                }
-                Err(e) => Err(e),
-            }
+        let processed = if batched {
+            self.wait_processed_batched(&info.id).await
         } else {
-            match self.client.wait_processed(&info.id).await {
-                Ok(()) => {
-                    self.client
-                        .add_file_in(&collection.id, &info.id, directory.as_deref())
-                        .await
-                }
-                Err(e) => Err(e),
+            self.client.wait_processed(&info.id).await
+        };
+        // Processed, the file no longer loads the server: its slot goes to
+        // the next upload while it waits for a batch.
+        drop(slot);
+        let linked = match processed {
+            Ok(()) if batched => {
+                self.client
+                    .link_batched(&collection.id, &info.id, directory.as_deref())
+                    .await
             }
+            Ok(()) => {
+                self.client
+                    .add_file_in(&collection.id, &info.id, directory.as_deref())
+                    .await
+            }
+            Err(e) => Err(e),
         };
         if let Err(e) = linked {
             return Err(self.read_as_empty(e, &info.id, content.size()).await);
